@@ -1,0 +1,31 @@
+"""tempo_lens: TEMPO (Threshold-Enabled Multipath Parallel Output) for TransformerLens.
+
+TEMPO appends every token whose probability passes a threshold to ONE sequence; members of
+a parallel set share one logical RoPE position, may be isolated from each other, and can
+be pruned retroactively. tempo_lens implements this as hook points on a stock
+``HookedTransformer`` so the whole TransformerLens toolbox works on TEMPO sequences.
+"""
+
+from tempo_lens._tl import NotRotaryError
+from tempo_lens.hooks import StateMismatchError, TempoHooks, attach, tempo_fwd_hooks
+from tempo_lens.models import DEFAULT_MODEL, load_model, make_tiny_model
+from tempo_lens.positions import PositionScheme, logical_positions
+from tempo_lens.state import SequenceState, TokenInfo
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "NotRotaryError",
+    "PositionScheme",
+    "SequenceState",
+    "StateMismatchError",
+    "TempoHooks",
+    "TokenInfo",
+    "__version__",
+    "attach",
+    "load_model",
+    "logical_positions",
+    "make_tiny_model",
+    "tempo_fwd_hooks",
+]

@@ -1,0 +1,99 @@
+"""Every use of TransformerLens internals lives here.
+
+TransformerLens 4.0 replaced ``HookedTransformer`` by ``TransformerBridge``; keeping the
+few internals tempo_lens relies on in one module keeps a later port local. Facts relied on
+(each is checked by ``tests/model/test_tl_facts.py`` against the pinned version):
+
+* keys are stored in the KV cache unrotated and re-rotated from position 0 every
+  forward, so ``hook_rot_k`` sees the whole key sequence; ``hook_rot_q`` sees only the new
+  queries (rotated from the cache offset);
+* ``hook_attn_scores`` fires after the causal mask and before the softmax;
+* GQA models have ``n_key_value_heads`` heads at ``hook_rot_k``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from transformer_lens import HookedTransformer
+from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+__all__ = [
+    "NotRotaryError",
+    "check_rotary",
+    "kv_cache_length",
+    "make_kv_cache",
+    "rotary_inv_freq",
+    "truncate_kv_cache",
+]
+
+
+class NotRotaryError(ValueError):
+    """The model does not use rotary position embeddings."""
+
+
+def check_rotary(model: HookedTransformer) -> None:
+    """Raise :class:`NotRotaryError` unless ``model`` is a rotary ``HookedTransformer``."""
+    if not isinstance(model, HookedTransformer):
+        raise TypeError(
+            f"tempo_lens needs a transformer_lens.HookedTransformer, got {type(model).__name__}"
+        )
+    cfg = model.cfg
+    if cfg.positional_embedding_type != "rotary":
+        raise NotRotaryError(
+            f"model uses positional_embedding_type={cfg.positional_embedding_type!r}; TEMPO shares "
+            "RoPE positions, so tempo_lens supports only rotary models (e.g. Llama, Mistral, "
+            "Qwen, Pythia, SmolLM2) — load one of those"
+        )
+    if getattr(cfg, "use_dynamic_ntk_rope", False):
+        raise NotRotaryError(
+            "dynamic-NTK RoPE rescales frequencies with sequence length; tempo_lens cannot "
+            "re-rotate it exactly — disable use_dynamic_ntk_rope"
+        )
+
+
+def rotary_inv_freq(model: HookedTransformer, layer: int) -> Tensor:
+    """Inverse frequencies (radians per position) of one layer's rotary embedding, float64.
+
+    Obtained from TransformerLens' own sin/cos construction at positions 0 and 1 (in
+    float64), so every RoPE variant TransformerLens implements (NTK-by-parts, YaRN,
+    linear scaling, local/global bases) is respected.
+
+    Returns:
+        ``[rotary_dim // 2]`` tensor, one angle per rotated pair.
+    """
+    attn = model.blocks[layer].attn
+    rotary_dim = int(model.cfg.rotary_dim)
+    sin, cos = attn.calculate_sin_cos_rotary(
+        rotary_dim, 2, base=attn._rotary_base(), dtype=torch.float64
+    )
+    angle = torch.atan2(sin[1], cos[1])  # angle at position 1 == inv_freq (all < pi)
+    if model.cfg.rotary_adjacent_pairs:
+        return angle[0::2].clone()
+    return angle[: rotary_dim // 2].clone()
+
+
+def make_kv_cache(model: HookedTransformer, batch_size: int = 1) -> TransformerLensKeyValueCache:
+    """A fresh, empty TransformerLens KV cache for ``model``."""
+    return TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, batch_size)
+
+
+def kv_cache_length(cache: TransformerLensKeyValueCache) -> int:
+    """Number of token positions held by the cache."""
+    return int(cache.entries[0].past_keys.shape[1])
+
+
+def truncate_kv_cache(cache: TransformerLensKeyValueCache, length: int) -> None:
+    """Drop cached positions from ``length`` on (in place)."""
+    for entry in cache.entries:
+        entry.past_keys = entry.past_keys[:, :length]
+        entry.past_values = entry.past_values[:, :length]
+    cache.previous_attention_mask = cache.previous_attention_mask[:, :length]
+
+
+def max_context(model: HookedTransformer) -> int:
+    """The model's maximum context length (``cfg.n_ctx``)."""
+    n = int(model.cfg.n_ctx)
+    return n if n > 0 else math.inf  # type: ignore[return-value]

