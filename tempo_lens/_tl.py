@@ -97,3 +97,61 @@ def max_context(model: HookedTransformer) -> int:
     """The model's maximum context length (``cfg.n_ctx``)."""
     n = int(model.cfg.n_ctx)
     return n if n > 0 else math.inf  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------- fast path
+# Which parameters each TransformerLens 3.x forward re-lays-out on every call, and the
+# permutation it applies before handing the result to ``F.linear`` (see tempo_lens.fast).
+# Source lines (transformer_lens 3.9):
+#   utilities/attention.py simple_attn_linear: rearrange(w, "h m d -> (h d) m")   (0, 2, 1)
+#   components/abstract_attention.py forward:   rearrange(W_O, "h d m -> m (h d)") (2, 0, 1)
+#   components/mlps/gated_mlp.py forward:        W_gate.T / W_in.T / W_out.T        (1, 0)
+#   components/unembed.py forward:               W_U.T                               (1, 0)
+_QKV_ORDER = (0, 2, 1)
+_O_ORDER = (2, 0, 1)
+_T_ORDER = (1, 0)
+
+
+def fast_layout_targets(
+    model: HookedTransformer,
+) -> list[tuple[str, torch.nn.Parameter, tuple[int, ...]]]:
+    """``(name, parameter, order)`` for every weight the stock forward copies per call.
+
+    ``order`` is the permutation after which the forward wants a contiguous tensor.
+    Configurations in which the forward uses a weight without copying it (split/attn-in
+    inputs use an einsum, ``use_attn_result`` a broadcast product, 4-bit weights
+    bitsandbytes, ungrouped GQA ``repeat_interleave``) are left out, so the fast path can
+    never change their arithmetic.
+    """
+    from transformer_lens.components import AbstractAttention, Unembed
+    from transformer_lens.components.mlps.gated_mlp import GatedMLP
+
+    cfg = model.cfg
+    if getattr(cfg, "load_in_4bit", False):
+        return []
+    simple_qkv = not (cfg.use_split_qkv_input or cfg.use_attn_in)
+    ungrouped = bool(getattr(cfg, "ungroup_grouped_query_attention", False))
+    out: list[tuple[str, torch.nn.Parameter, tuple[int, ...]]] = []
+    for mod_name, module in model.named_modules():
+        own = module._parameters
+        wanted: list[tuple[str, tuple[int, ...]]] = []
+        if isinstance(module, AbstractAttention):
+            if simple_qkv:
+                names = (
+                    ["W_Q", "W_K", "W_V"] if ungrouped else ["W_Q", "W_K", "W_V", "_W_K", "_W_V"]
+                )
+                wanted += [(n, _QKV_ORDER) for n in names]
+            if not cfg.use_attn_result:
+                wanted.append(("W_O", _O_ORDER))
+        elif type(module) is GatedMLP:
+            wanted += [("W_gate", _T_ORDER), ("W_in", _T_ORDER), ("W_out", _T_ORDER)]
+        elif type(module) is Unembed:
+            wanted.append(("W_U", _T_ORDER))
+        for pname, order in wanted:
+            param = own.get(pname)
+            if isinstance(param, torch.nn.Parameter) and param.ndim == len(order):
+                out.append((f"{mod_name}.{pname}", param, order))
+    return out
+
+
+__all__ += ["fast_layout_targets"]

@@ -62,7 +62,9 @@ def make_tiny_model(
         The model, in eval mode, without a tokenizer.
     """
     if n_key_value_heads is not None and n_heads % n_key_value_heads:
-        raise ValueError(f"n_heads={n_heads} is not a multiple of n_key_value_heads={n_key_value_heads}")
+        raise ValueError(
+            f"n_heads={n_heads} is not a multiple of n_key_value_heads={n_key_value_heads}"
+        )
     cfg = HookedTransformerConfig(
         n_layers=n_layers,
         d_model=d_model,
@@ -127,4 +129,6 @@ def load_model(
             f"unknown model {model!r}: offline models are {sorted(KNOWN_MODELS)}; for any other "
             "rotary model load a HookedTransformer yourself and pass it in"
         )
-    return load_default_model(model, device=device, dtype=dtype, cache_dir=cache_dir, refresh=refresh)
+    return load_default_model(
+        model, device=device, dtype=dtype, cache_dir=cache_dir, refresh=refresh
+    )

@@ -51,7 +51,9 @@ class PositionScheme:
 
     def __post_init__(self) -> None:
         if self.kind not in ("shared", "distinct"):
-            raise ValueError(f"PositionScheme.kind must be 'shared' or 'distinct', got {self.kind!r}")
+            raise ValueError(
+                f"PositionScheme.kind must be 'shared' or 'distinct', got {self.kind!r}"
+            )
         if not math.isfinite(self.member_offset) or self.member_offset < 0:
             raise ValueError(f"member_offset must be finite and >= 0, got {self.member_offset}")
         if self.kind == "distinct" and self.member_offset != 0:

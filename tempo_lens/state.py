@@ -113,7 +113,9 @@ class SequenceState:
             if prompt_ids.ndim == 2 and prompt_ids.shape[0] == 1:
                 prompt_ids = prompt_ids[0]
             if prompt_ids.ndim != 1:
-                raise ValueError(f"prompt tensor must be 1-D or [1, pos], got {tuple(prompt_ids.shape)}")
+                raise ValueError(
+                    f"prompt tensor must be 1-D or [1, pos], got {tuple(prompt_ids.shape)}"
+                )
             prompt_ids = prompt_ids.tolist()
         return cls(prompt_ids, isolate=isolate, positions=positions)
 
@@ -304,7 +306,9 @@ class SequenceState:
     # ------------------------------------------------------------------ misc
     def copy(self) -> SequenceState:
         """An independent copy (same version number)."""
-        new = SequenceState(self.token_ids[: self.prompt_length], isolate=self.isolate, positions=self.scheme)
+        new = SequenceState(
+            self.token_ids[: self.prompt_length], isolate=self.isolate, positions=self.scheme
+        )
         new.token_ids = list(self.token_ids)
         new.steps = list(self.steps)
         new.ranks = list(self.ranks)

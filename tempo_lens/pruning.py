@@ -1,0 +1,299 @@
+"""Retroactive pruning policies: layer choice, attention scores, rules (pure maths).
+
+Once ``lookahead`` further steps have been generated after a parallel set, the attention
+that the newer tokens pay to each member of the set says which alternative the
+continuation actually uses. This module holds the pure parts of that decision:
+
+* :func:`resolve_layers` — which layers vote (``"all"``, thirds, or explicit indices);
+* :func:`score_members` — one score per member *token*: the attention its key column
+  receives, aggregated over every ``(layer, head)`` pair, then over the queries;
+* :func:`decide` with :class:`RelativeRule` / :class:`AbsoluteRule` — which members to
+  prune. The best-scoring member is never pruned (ties: lowest member rank);
+* :func:`prefilter` with :class:`ProbabilityRatioRule` — a *pre-append* policy that drops
+  weak candidates before they enter the sequence.
+
+Example:
+    >>> import torch
+    >>> att = torch.zeros(1, 1, 2, 4)  # layer head query key
+    >>> att[..., 1], att[..., 2] = 0.5, 0.125
+    >>> scores = score_members(att, [1, 2], head_agg="mean", query_agg="mean")
+    >>> scores.tolist()
+    [0.5, 0.125]
+    >>> decide(scores, RelativeRule(ratio=0.5))
+    [False, True]
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+__all__ = [
+    "AGGREGATIONS",
+    "LAYER_GROUPS",
+    "AbsoluteRule",
+    "ProbabilityRatioRule",
+    "PruningConfig",
+    "RelativeRule",
+    "decide",
+    "prefilter",
+    "resolve_layers",
+    "score_members",
+]
+
+Aggregation = Literal["mean", "max", "sum"]
+AGGREGATIONS = ("mean", "max", "sum")
+LAYER_GROUPS = ("all", "early", "middle", "late")
+
+
+def _layer_range(name: str, n_layers: int) -> range:
+    """``early = [0, n//3)``, ``middle = [n//3, 2n//3)``, ``late = [2n//3, n)``."""
+    a, b = n_layers // 3, 2 * n_layers // 3
+    groups = {"all": (0, n_layers), "early": (0, a), "middle": (a, b), "late": (b, n_layers)}
+    return range(*groups[name])
+
+
+def resolve_layers(spec: str | Sequence[int], n_layers: int) -> list[int]:
+    """Layer indices named by ``spec``.
+
+    Thirds by integer division: ``"early" = range(0, n//3)``, ``"middle" = range(n//3,
+    2n//3)``, ``"late" = range(2n//3, n)``; ``n = 30`` gives 0-9, 10-19, 20-29; ``n = 2``
+    gives early empty (an error), middle ``[0]``, late ``[1]``.
+
+    Args:
+        spec: ``"all"``, ``"early"``, ``"middle"``, ``"late"``, indices as a string
+            (``"0,3,5"``) or a sequence of ints.
+        n_layers: Number of layers of the model.
+
+    Returns:
+        Sorted, de-duplicated layer indices, never empty (else ``ValueError``).
+    """
+    if n_layers < 1:
+        raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+    parsed = _parse_layer_spec(spec)
+    if isinstance(parsed, str):
+        layers = list(_layer_range(parsed, n_layers))
+        if not layers:
+            raise ValueError(f"layer group {parsed!r} is empty for a {n_layers}-layer model")
+        return layers
+    bad = [x for x in parsed if x >= n_layers]
+    if bad:
+        raise ValueError(f"layer indices {bad} out of range for a {n_layers}-layer model")
+    return parsed
+
+
+def _parse_layer_spec(spec: str | Sequence[int]) -> str | list[int]:
+    """A group name, or sorted distinct non-negative indices (range unchecked)."""
+    if isinstance(spec, str):
+        name = spec.strip().lower()
+        if name in LAYER_GROUPS:
+            return name
+        try:
+            items: list[int] = [int(p) for p in name.split(",")]
+        except ValueError:
+            raise ValueError(
+                f"layers must be one of {LAYER_GROUPS} or indices like '0,3,5', got {spec!r}"
+            ) from None
+    else:
+        if any(isinstance(x, bool) or not isinstance(x, numbers.Integral) for x in spec):
+            raise ValueError(f"layer indices must be ints, got {list(spec)!r}")
+        items = [int(x) for x in spec]
+    if not items or min(items) < 0:
+        raise ValueError(f"layer indices must be a non-empty list of ints >= 0, got {items}")
+    return sorted(set(items))
+
+
+def _check_agg(name: str, how: str) -> None:
+    if how not in AGGREGATIONS:
+        raise ValueError(f"{name} must be one of {AGGREGATIONS}, got {how!r}")
+
+
+def _check_ratio(owner: str, ratio: float) -> None:
+    if isinstance(ratio, bool) or not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"{owner}.ratio must be in [0, 1], got {ratio!r}")
+
+
+def _first_argmax(values: Sequence[float]) -> int:
+    """Index of the largest value; ties go to the lowest index."""
+    return max(range(len(values)), key=lambda i: (values[i], -i))
+
+
+def score_members(
+    attention: Float[Tensor, "layer head query key"],
+    member_keys: Sequence[int],
+    *,
+    head_agg: Aggregation,
+    query_agg: Aggregation,
+) -> Float[Tensor, " member"]:
+    """Attention received by each member of a set: float64, one score per member token.
+
+    Args:
+        attention: Attention patterns of the selected layers, restricted to the queries
+            that should vote (those appended after the set). Keys are physical indices.
+        member_keys: Physical indices (key columns) of the set's members, in member rank
+            order (rank decides ties in :func:`decide`).
+        head_agg: How to aggregate over all ``(layer, head)`` pairs, per query.
+        query_agg: How to aggregate the per-query values over queries.
+    """
+    _check_agg("head_agg", head_agg)
+    _check_agg("query_agg", query_agg)
+    if attention.ndim != 4 or attention.shape[2] == 0:
+        raise ValueError(
+            f"attention must be [layer, head, query>=1, key], got {tuple(attention.shape)}"
+        )
+    keys, n_keys = [int(k) for k in member_keys], attention.shape[3]
+    if not keys or len(set(keys)) != len(keys) or not 0 <= min(keys) <= max(keys) < n_keys:
+        raise ValueError(f"member_keys must be distinct, in [0, {n_keys}), got {keys}")
+    agg = {"mean": torch.mean, "max": torch.amax, "sum": torch.sum}
+    cols = attention.detach().to(torch.float64)[..., keys]  # layer head query member
+    per_query = agg[head_agg](cols.flatten(0, 1), dim=0)  # query member
+    return agg[query_agg](per_query, dim=0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RelativeRule:
+    """Keep members whose score is ``>= ratio`` × the best sibling's score.
+
+    Attributes:
+        ratio: In ``[0, 1]``; 0 never prunes, 1 keeps only members tied with the best.
+    """
+
+    ratio: float
+
+    def __post_init__(self) -> None:
+        _check_ratio("RelativeRule", self.ratio)
+
+    def describe(self) -> str:
+        return f"relative(r={self.ratio:g})"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AbsoluteRule:
+    """Keep members whose score is ``>= threshold`` (the best member is kept regardless).
+
+    Attributes:
+        threshold: Finite, ``>= 0``, in :func:`score_members` units (``sum`` may exceed 1).
+    """
+
+    threshold: float
+
+    def __post_init__(self) -> None:
+        t = self.threshold
+        if isinstance(t, bool) or not (math.isfinite(t) and t >= 0.0):
+            raise ValueError(f"AbsoluteRule.threshold must be finite and >= 0, got {t!r}")
+
+    def describe(self) -> str:
+        return f"absolute(t={self.threshold:g})"
+
+
+PruningRule = RelativeRule | AbsoluteRule
+
+
+def decide(scores: Float[Tensor, " member"] | Sequence[float], rule: PruningRule) -> list[bool]:
+    """Which members of one set to prune (``True`` = prune), in member rank order.
+
+    The best-scoring member is never pruned (ties: the lowest rank), so a set of one never
+    prunes. Raises ``ValueError`` on empty or NaN scores.
+    """
+    vals = [float(s) for s in (scores.tolist() if isinstance(scores, Tensor) else scores)]
+    if not vals or any(math.isnan(v) for v in vals):
+        raise ValueError(f"scores must be non-empty and not NaN, got {vals}")
+    best = _first_argmax(vals)
+    if isinstance(rule, RelativeRule):
+        cutoff = rule.ratio * vals[best]
+    elif isinstance(rule, AbsoluteRule):
+        cutoff = rule.threshold
+    else:
+        raise ValueError(f"unknown pruning rule {rule!r}")
+    return [i != best and v < cutoff for i, v in enumerate(vals)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbabilityRatioRule:
+    """Pre-append policy: drop candidates with ``p < ratio * p_top``.
+
+    Attributes:
+        ratio: In ``[0, 1]``; 0 keeps everything.
+    """
+
+    ratio: float
+
+    def __post_init__(self) -> None:
+        _check_ratio("ProbabilityRatioRule", self.ratio)
+
+    def describe(self) -> str:
+        return f"prob_ratio(r={self.ratio:g})"
+
+
+def prefilter(
+    token_ids: Sequence[int], probs: Sequence[float], rule: ProbabilityRatioRule
+) -> tuple[list[int], list[float], list[tuple[int, float]]]:
+    """Drop candidates with ``p < ratio * p_top`` before they enter the sequence.
+
+    The top candidate (ties: first) is always kept. Inputs are parallel sequences, e.g.
+    ``Selection.token_ids`` and ``Selection.probs``. Returns ``(kept_ids, kept_probs,
+    dropped)`` in input order, ``dropped`` holding ``(token_id, probability)`` pairs.
+    """
+    ids, ps = [int(t) for t in token_ids], [float(p) for p in probs]
+    if not ids or len(ids) != len(ps):
+        raise ValueError("token_ids and probs must be non-empty and of equal length")
+    top = _first_argmax(ps)
+    cutoff = rule.ratio * ps[top]
+    keep = [i == top or p >= cutoff for i, p in enumerate(ps)]
+    kept = [i for i, k in enumerate(keep) if k]
+    return (
+        [ids[i] for i in kept],
+        [ps[i] for i in kept],
+        [(ids[i], ps[i]) for i, k in enumerate(keep) if not k],
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PruningConfig:
+    """Everything the generation loop needs to prune retroactively.
+
+    After ``lookahead`` further steps following a set, each of its members is scored by
+    :func:`score_members` over ``layers`` using the queries appended since the set, and
+    :func:`decide` applies ``rule``.
+
+    Attributes:
+        rule: :class:`RelativeRule` or :class:`AbsoluteRule`.
+        lookahead: Steps to wait after a set before judging it (``>= 1``).
+        layers: Layer spec for :func:`resolve_layers` (a list is stored as a tuple).
+        head_agg: Aggregation over ``(layer, head)`` pairs.
+        query_agg: Aggregation over voting queries.
+    """
+
+    rule: PruningRule
+    lookahead: int = 1
+    layers: str | Sequence[int] = "all"
+    head_agg: Aggregation = "mean"
+    query_agg: Aggregation = "mean"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.rule, (RelativeRule, AbsoluteRule)):
+            raise ValueError(f"rule must be a RelativeRule or AbsoluteRule, got {self.rule!r}")
+        la = self.lookahead
+        if isinstance(la, bool) or not isinstance(la, int) or la < 1:
+            raise ValueError(f"lookahead must be an int >= 1, got {la!r}")
+        _check_agg("head_agg", self.head_agg)
+        _check_agg("query_agg", self.query_agg)
+        if not isinstance(self.layers, str):
+            object.__setattr__(self, "layers", tuple(self.layers))
+        _parse_layer_spec(self.layers)  # syntax only; the range needs n_layers (layers_for)
+
+    def layers_for(self, n_layers: int) -> list[int]:
+        """The configured layers of an ``n_layers``-layer model."""
+        return resolve_layers(self.layers, n_layers)
+
+    def describe(self) -> str:
+        layers = self.layers if isinstance(self.layers, str) else ",".join(map(str, self.layers))
+        aggs = f"heads={self.head_agg}, queries={self.query_agg}"
+        return f"{self.rule.describe()}, lookahead={self.lookahead}, layers={layers}, {aggs}"
