@@ -38,9 +38,9 @@ ALIVE = 2**62
 
 
 def visibility(
-    steps: Int[Tensor, "n_keys"],
-    pruned_at: Int[Tensor, "n_keys"],
-    query_indices: Int[Tensor, "n_queries"],
+    steps: Int[Tensor, " n_keys"],
+    pruned_at: Int[Tensor, " n_keys"],
+    query_indices: Int[Tensor, " n_queries"],
     *,
     isolate: bool,
     view_step: int | None = None,

@@ -36,8 +36,8 @@ __all__ = ["delta_cos_sin", "rerotate", "rotate_half"]
 
 
 def delta_cos_sin(
-    delta: Float[Tensor, "pos"],
-    inv_freq: Float[Tensor, "half_rotary"],
+    delta: Float[Tensor, " pos"],
+    inv_freq: Float[Tensor, " half_rotary"],
     *,
     adjacent_pairs: bool,
     dtype: torch.dtype = torch.float32,

@@ -264,14 +264,14 @@ class SequenceState:
     def tokens_tensor(self, device: torch.device | str | None = None) -> Int[Tensor, "1 pos"]:
         return torch.tensor([self.token_ids], dtype=torch.long, device=device)
 
-    def steps_tensor(self, device: torch.device | str | None = None) -> Int[Tensor, "pos"]:
+    def steps_tensor(self, device: torch.device | str | None = None) -> Int[Tensor, " pos"]:
         return torch.tensor(self.steps, dtype=torch.long, device=device)
 
-    def pruned_tensor(self, device: torch.device | str | None = None) -> Int[Tensor, "pos"]:
+    def pruned_tensor(self, device: torch.device | str | None = None) -> Int[Tensor, " pos"]:
         vals = [ALIVE if p is None else p for p in self.pruned_at]
         return torch.tensor(vals, dtype=torch.long, device=device)
 
-    def position_deltas(self, device: torch.device | str | None = None) -> Float[Tensor, "pos"]:
+    def position_deltas(self, device: torch.device | str | None = None) -> Float[Tensor, " pos"]:
         """``logical - physical`` for every token (float64)."""
         return torch.tensor(
             [lp - i for i, lp in enumerate(self.logical)], dtype=torch.float64, device=device
