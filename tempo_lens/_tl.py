@@ -14,17 +14,26 @@ few internals tempo_lens relies on in one module keeps a later port local. Facts
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import Tensor
-from transformer_lens import HookedTransformer
+from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
 __all__ = [
     "NotRotaryError",
+    "attach_tokenizer",
     "check_rotary",
+    "hooked_config",
+    "hooked_from_hf_llama",
+    "hooked_from_state_dict",
     "kv_cache_length",
+    "llama_config_dict",
     "make_kv_cache",
+    "processed_config_dict",
     "rotary_inv_freq",
     "truncate_kv_cache",
 ]
@@ -155,3 +164,153 @@ def fast_layout_targets(
 
 
 __all__ += ["fast_layout_targets"]
+
+
+# --- building a HookedTransformer from a Hugging Face Llama (used by gguf_loader) ---------
+
+
+def llama_config_dict(hf_config: Any, *, default_prepend_bos: bool = False) -> dict[str, Any]:
+    """JSON-safe ``HookedTransformerConfig`` kwargs for a Hugging Face ``LlamaConfig``.
+
+    Mirrors TransformerLens' ``LlamaForCausalLM`` branch of ``convert_hf_model_config``
+    (RMS norm, gated SiLU MLP, GPT-NeoX RoPE pairing, GQA), written out so no hub lookup
+    is needed. Only the default RoPE type is accepted.
+
+    Raises:
+        ValueError: The config uses RoPE scaling (llama3, YaRN, ...), which this
+            builder does not translate.
+    """
+    rope = dict(getattr(hf_config, "rope_parameters", None) or {})
+    scaling = getattr(hf_config, "rope_scaling", None) or {}
+    rope_type = rope.get("rope_type", scaling.get("rope_type", "default"))
+    if rope_type != "default":
+        raise ValueError(
+            f"rope_type={rope_type!r} is not supported by the offline Llama builder; load the "
+            "model with HookedTransformer.from_pretrained and pass it in"
+        )
+    theta = rope.get("rope_theta", getattr(hf_config, "rope_theta", 10000.0))
+    n_heads = int(hf_config.num_attention_heads)
+    d_head = int(getattr(hf_config, "head_dim", None) or hf_config.hidden_size // n_heads)
+    n_kv = int(getattr(hf_config, "num_key_value_heads", None) or n_heads)
+    return {
+        "d_model": int(hf_config.hidden_size),
+        "d_head": d_head,
+        "n_heads": n_heads,
+        "d_mlp": int(hf_config.intermediate_size),
+        "n_layers": int(hf_config.num_hidden_layers),
+        "n_ctx": int(hf_config.max_position_embeddings),
+        "eps": float(hf_config.rms_norm_eps),
+        "d_vocab": int(hf_config.vocab_size),
+        "act_fn": str(hf_config.hidden_act),
+        "n_key_value_heads": n_kv if n_kv != n_heads else None,
+        "normalization_type": "RMS",
+        "positional_embedding_type": "rotary",
+        "rotary_adjacent_pairs": False,
+        "rotary_dim": d_head,
+        "rotary_base": float(theta),
+        "final_rms": True,
+        "gated_mlp": True,
+        "original_architecture": "LlamaForCausalLM",
+        "default_prepend_bos": default_prepend_bos,
+    }
+
+
+def hooked_config(
+    cfg_dict: dict[str, Any],
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+    init_weights: bool = True,
+) -> HookedTransformerConfig:
+    """A ``HookedTransformerConfig`` from JSON-safe kwargs plus dtype/device.
+
+    ``init_weights=False`` skips TransformerLens' random init (parameters are left
+    uninitialised), for models whose weights are loaded right after.
+    """
+    return HookedTransformerConfig(
+        **cfg_dict, dtype=dtype, device=device, init_weights=init_weights
+    )
+
+
+def hooked_from_hf_llama(hf_model: Any, cfg: HookedTransformerConfig) -> HookedTransformer:
+    """Convert a Hugging Face Llama into a ``HookedTransformer`` with folded RMS weights.
+
+    Uses TransformerLens' ``convert_llama_weights`` and ``load_and_process_state_dict``
+    with ``fold_ln=True`` (RMS scales folded into the next linear layer, norms become
+    ``RMSPre``) but no centring: RMS norm does not subtract the mean, so centring writing
+    weights would change the function, and an uncentred unembed keeps logits equal to
+    Hugging Face's. Llama has no biases, so folding value biases is a no-op and skipped.
+    """
+    from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
+
+    model = HookedTransformer(cfg, move_to_device=False)
+    with torch.no_grad():
+        state_dict = convert_llama_weights(hf_model, cfg)
+        model.load_and_process_state_dict(
+            state_dict,
+            fold_ln=True,
+            center_writing_weights=False,
+            center_unembed=False,
+            fold_value_biases=False,
+        )
+    return model.eval()
+
+
+def processed_config_dict(model: HookedTransformer, cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    """``cfg_dict`` updated with what weight processing changed (the norm type after folding)."""
+    return {**cfg_dict, "normalization_type": model.cfg.normalization_type}
+
+
+def hooked_from_state_dict(
+    cfg: HookedTransformerConfig, state_dict: dict[str, Tensor]
+) -> HookedTransformer:
+    """A ``HookedTransformer`` whose weights are an already processed ``state_dict``.
+
+    ``cfg`` should have ``init_weights=False`` (no wasted random init) and the processed
+    ``normalization_type`` (e.g. ``"RMSPre"``).
+    """
+    model = HookedTransformer(cfg, move_to_device=False)
+    model.load_state_dict(state_dict, strict=True)
+    return model.eval()
+
+
+def attach_tokenizer(model: HookedTransformer, tokenizer: Any) -> None:
+    """Set ``model.tokenizer`` to ``tokenizer`` as-is.
+
+    ``HookedTransformer.set_tokenizer`` reloads the tokenizer with ``add_bos_token=True``
+    (via ``name_or_path``), which for a model trained without BOS makes
+    ``model.tokenizer(text)`` silently prepend a token. This keeps the tokenizer unchanged
+    and sets the same config fields ``set_tokenizer`` does.
+    """
+    model.tokenizer = tokenizer
+    if tokenizer.padding_side is None:
+        tokenizer.padding_side = "right"
+    model.cfg.tokenizer_prepends_bos = len(tokenizer.encode("")) > 0
+    if tokenizer.eos_token is None:
+        tokenizer.eos_token = "<|endoftext|>"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.bos_token is None:
+        tokenizer.bos_token = tokenizer.eos_token
+
+
+@contextmanager
+def scratch_kv_cache(cache: TransformerLensKeyValueCache, length: int) -> Iterator[None]:
+    """Within the block the cache holds only its first ``length`` positions and is frozen;
+    afterwards it is restored exactly (used for the readout forward after pruning)."""
+    saved = [(e.past_keys, e.past_values) for e in cache.entries]
+    saved_mask = cache.previous_attention_mask
+    truncate_kv_cache(cache, length)
+    cache.freeze()
+    try:
+        yield
+    finally:
+        cache.unfreeze()
+        for entry, (keys, values) in zip(cache.entries, saved, strict=True):
+            entry.past_keys, entry.past_values = keys, values
+        cache.previous_attention_mask = saved_mask
+
+
+def model_name(model: HookedTransformer) -> str:
+    """A human-readable name for the model (``cfg.model_name``)."""
+    return str(getattr(model.cfg, "model_name", "") or "custom")

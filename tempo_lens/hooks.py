@@ -62,8 +62,10 @@ class TempoHooks:
         mask: Apply the isolation/pruning mask hook (``False`` for the same ablation).
 
     Attributes:
-        view_step: When set, queries see the sequence as of at least this step (used for
-            the readout forward after a pruning event); ``None`` normally.
+        view_step: When set, queries at physical index ``>= view_from`` see the sequence
+            as of at least this step (the readout forward after a pruning event; see
+            :meth:`viewing`); ``None`` normally.
+        view_from: First physical index :attr:`view_step` applies to.
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class TempoHooks:
         self.rotate = rotate
         self.mask = mask
         self.view_step: int | None = None
+        self.view_from = 0
         cfg = model.cfg
         self.rotary_dim = int(cfg.rotary_dim)
         self.adjacent_pairs = bool(cfg.rotary_adjacent_pairs)
@@ -110,14 +113,15 @@ class TempoHooks:
         return hooks
 
     @contextmanager
-    def viewing(self, step: int) -> Iterator[None]:
-        """Within the block, queries see the sequence as of at least ``step``."""
-        old = self.view_step
-        self.view_step = step
+    def viewing(self, step: int, from_index: int = 0) -> Iterator[None]:
+        """Within the block, queries at physical index ``>= from_index`` see the sequence
+        as of at least ``step`` (earlier queries are unaffected)."""
+        old = self.view_step, self.view_from
+        self.view_step, self.view_from = step, from_index
         try:
             yield
         finally:
-            self.view_step = old
+            self.view_step, self.view_from = old
 
     # ------------------------------------------------------------------ helpers
     def _cached(self, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
@@ -204,7 +208,7 @@ class TempoHooks:
         if not self.mask:
             return scores
         blocked = self._cached(
-            ("mask", start, n, self.view_step, str(scores.device)),
+            ("mask", start, n, self.view_step, self.view_from, str(scores.device)),
             lambda: self._build_block(start, n, scores.device),
         )
         if blocked is None:
@@ -213,7 +217,10 @@ class TempoHooks:
 
     def _build_block(self, start: int, n: int, device: torch.device) -> Tensor | None:
         q = torch.arange(start, n)
-        allowed = self.state.visibility(q, view_step=self.view_step)
+        allowed = self.state.visibility(q)
+        if self.view_step is not None:
+            viewed = q >= self.view_from
+            allowed[viewed] = self.state.visibility(q[viewed], view_step=self.view_step)
         causal = torch.arange(n)[None, :] <= q[:, None]
         blocked = causal & ~allowed
         if not bool(blocked.any()):

@@ -1,0 +1,143 @@
+"""Generation configuration: one frozen, validated, JSON-round-trippable dataclass.
+
+Example:
+    >>> from tempo_lens.pruning import PruningConfig, RelativeRule
+    >>> cfg = TempoConfig(selection_threshold=0.1, max_steps=20,
+    ...                   prune=PruningConfig(rule=RelativeRule(ratio=0.5)))
+    >>> TempoConfig.from_dict(cfg.to_dict()) == cfg
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from tempo_lens.positions import PositionScheme
+from tempo_lens.pruning import (
+    AbsoluteRule,
+    ProbabilityRatioRule,
+    PruningConfig,
+    RelativeRule,
+)
+from tempo_lens.schedules import ThresholdSchedule
+
+__all__ = ["READOUTS", "TempoConfig"]
+
+Readout = Literal["last", "top", "mixture"]
+READOUTS: tuple[str, ...] = ("last", "top", "mixture")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TempoConfig:
+    """How TEMPO generates.
+
+    Attributes:
+        selection_threshold: ``tau``: every token with ``p >= tau`` joins the step's set
+            (inclusive; top-1 fallback when none does). In ``(0, 1]``. With a schedule this
+            is ``tau0``.
+        max_steps: Maximum number of steps (parallel sets), ``>= 1``.
+        min_steps: EOS is suppressed before this many steps.
+        max_parallel: Cap on the members of one set (default 8; ``None`` = no cap).
+        isolate: Members of a set cannot attend to each other (else: earlier siblings).
+        positions: Logical position scheme (shared / member offset / distinct).
+        readout: Which distribution the next step selects from after a set: ``"last"``
+            (logits of the last member appended — the original TEMPO), ``"top"`` (the most
+            probable surviving member), ``"mixture"`` (selection-probability-weighted mixture
+            of the surviving members' next-token distributions; the default, because it is
+            the one-step marginal over the alternatives and does not depend on the order in
+            which members were appended).
+        schedule: Threshold schedule; ``None`` keeps ``selection_threshold`` constant.
+        prune: Retroactive pruning; ``None`` disables it.
+        prefilter: Pre-append pruning of candidates by probability ratio; ``None`` disables.
+        stop_at_eos: Stop when the top member of a step is the EOS token (EOS is then not
+            appended). EOS is never appended as a non-top member.
+        use_kv_cache: Incremental forwards with the TransformerLens KV cache (identical
+            traces either way; the cache is faster).
+        fast_weights: Reuse weight layouts across forwards (see :mod:`tempo_lens.fast`).
+    """
+
+    selection_threshold: float = 0.1
+    max_steps: int = 20
+    min_steps: int = 0
+    max_parallel: int | None = 8
+    isolate: bool = True
+    positions: PositionScheme = field(default_factory=PositionScheme)
+    readout: Readout = "mixture"
+    schedule: ThresholdSchedule | None = None
+    prune: PruningConfig | None = None
+    prefilter: ProbabilityRatioRule | None = None
+    stop_at_eos: bool = True
+    use_kv_cache: bool = True
+    fast_weights: bool = True
+
+    def __post_init__(self) -> None:
+        tau = self.selection_threshold
+        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 < tau <= 1:
+            raise ValueError(f"selection_threshold must be in (0, 1], got {tau!r}")
+        if (
+            isinstance(self.max_steps, bool)
+            or not isinstance(self.max_steps, int)
+            or self.max_steps < 1
+        ):
+            raise ValueError(f"max_steps must be an int >= 1, got {self.max_steps!r}")
+        if not isinstance(self.min_steps, int) or not 0 <= self.min_steps <= self.max_steps:
+            raise ValueError(f"min_steps must be an int in [0, max_steps], got {self.min_steps!r}")
+        mp = self.max_parallel
+        if mp is not None and (isinstance(mp, bool) or not isinstance(mp, int) or mp < 1):
+            raise ValueError(f"max_parallel must be an int >= 1 or None, got {mp!r}")
+        if self.readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, got {self.readout!r}")
+        if self.schedule is not None and self.schedule.tau0 != tau:
+            raise ValueError(
+                f"schedule.tau0={self.schedule.tau0} differs from selection_threshold={tau}"
+            )
+
+    def threshold_at(self, step: int) -> float:
+        """The threshold used at ``step`` (progress ``t = step / max_steps``)."""
+        if self.schedule is None:
+            return float(self.selection_threshold)
+        return self.schedule.at_step(step, self.max_steps)
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (rules carry a ``"type"`` tag)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if dataclasses.is_dataclass(v):
+                d = dataclasses.asdict(v)  # type: ignore[arg-type]
+                if isinstance(v, PruningConfig):
+                    d["rule"] = {"type": type(v.rule).__name__, **dataclasses.asdict(v.rule)}
+                    if isinstance(v.layers, tuple):
+                        d["layers"] = list(v.layers)
+                d["type"] = type(v).__name__
+                v = d
+            out[f.name] = v
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TempoConfig:
+        """Inverse of :meth:`to_dict`."""
+        data = dict(data)
+        kinds: dict[str, type] = {
+            "PositionScheme": PositionScheme,
+            "ThresholdSchedule": ThresholdSchedule,
+            "ProbabilityRatioRule": ProbabilityRatioRule,
+            "RelativeRule": RelativeRule,
+            "AbsoluteRule": AbsoluteRule,
+        }
+        for key, value in list(data.items()):
+            if isinstance(value, dict) and "type" in value:
+                value = dict(value)
+                kind = value.pop("type")
+                if kind == "PruningConfig":
+                    rule = dict(value.pop("rule"))
+                    value["rule"] = kinds[rule.pop("type")](**rule)
+                    if isinstance(value.get("layers"), list):
+                        value["layers"] = tuple(value["layers"])
+                    data[key] = PruningConfig(**value)
+                else:
+                    data[key] = kinds[kind](**value)
+        return cls(**data)

