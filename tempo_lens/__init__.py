@@ -7,14 +7,40 @@ be pruned retroactively. tempo_lens implements this as hook points on a stock
 """
 
 from tempo_lens._tl import NotRotaryError
+from tempo_lens.baselines import beam_search, greedy, sample
+from tempo_lens.config import TempoConfig
+from tempo_lens.generation import StepObserver, generate
 from tempo_lens.hooks import StateMismatchError, TempoHooks, attach, tempo_fwd_hooks
 from tempo_lens.models import DEFAULT_MODEL, load_model, make_tiny_model
 from tempo_lens.positions import PositionScheme, logical_positions
+from tempo_lens.pruning import (
+    AbsoluteRule,
+    ProbabilityRatioRule,
+    PruningConfig,
+    RelativeRule,
+)
+from tempo_lens.schedules import ThresholdSchedule
+from tempo_lens.selection import Selection, select
 from tempo_lens.state import SequenceState, TokenInfo
+from tempo_lens.trace import Trace
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AbsoluteRule",
+    "ProbabilityRatioRule",
+    "PruningConfig",
+    "RelativeRule",
+    "Selection",
+    "StepObserver",
+    "TempoConfig",
+    "ThresholdSchedule",
+    "Trace",
+    "beam_search",
+    "generate",
+    "greedy",
+    "sample",
+    "select",
     "DEFAULT_MODEL",
     "NotRotaryError",
     "PositionScheme",

@@ -30,6 +30,7 @@ __all__ = [
     "hooked_config",
     "hooked_from_hf_llama",
     "hooked_from_state_dict",
+    "hooked_parameters",
     "kv_cache_length",
     "llama_config_dict",
     "make_kv_cache",
@@ -261,16 +262,29 @@ def processed_config_dict(model: HookedTransformer, cfg_dict: dict[str, Any]) ->
     return {**cfg_dict, "normalization_type": model.cfg.normalization_type}
 
 
-def hooked_from_state_dict(
-    cfg: HookedTransformerConfig, state_dict: dict[str, Tensor]
-) -> HookedTransformer:
-    """A ``HookedTransformer`` whose weights are an already processed ``state_dict``.
+def hooked_parameters(model: HookedTransformer) -> dict[str, Tensor]:
+    """The model's parameters (not its buffers: masks and sin/cos tables are rebuilt)."""
+    return {name: p.detach() for name, p in model.named_parameters()}
 
-    ``cfg`` should have ``init_weights=False`` (no wasted random init) and the processed
-    ``normalization_type`` (e.g. ``"RMSPre"``).
+
+def hooked_from_state_dict(
+    cfg: HookedTransformerConfig, parameters: dict[str, Tensor]
+) -> HookedTransformer:
+    """A ``HookedTransformer`` whose parameters are already processed tensors.
+
+    ``cfg`` should have ``init_weights=False`` and the processed ``normalization_type``
+    (e.g. ``"RMSPre"``). The tensors are assigned, not copied, so the uninitialised
+    parameters are never touched; buffers keep the values the constructor computed.
+
+    Raises:
+        ValueError: ``parameters`` does not match the model's parameters exactly.
     """
     model = HookedTransformer(cfg, move_to_device=False)
-    model.load_state_dict(state_dict, strict=True)
+    expected = {name for name, _ in model.named_parameters()}
+    if set(parameters) != expected:
+        missing, extra = sorted(expected - set(parameters)), sorted(set(parameters) - expected)
+        raise ValueError(f"state dict mismatch: missing {missing[:5]}, unexpected {extra[:5]}")
+    model.load_state_dict(parameters, strict=False, assign=True)
     return model.eval()
 
 

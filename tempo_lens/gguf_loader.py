@@ -13,7 +13,7 @@ Cache layout (one directory per cache key, written atomically)::
     <root>/<model>-<key>/
         manifest.json           key fields; its presence marks a complete cache
         tl_config.json          HookedTransformerConfig kwargs (after weight processing)
-        tl_model.safetensors    processed HookedTransformer weights
+        tl_model.safetensors    processed HookedTransformer parameters (no buffers)
         hf/                     dequantized Hugging Face model (config.json + safetensors)
         tokenizer/              tokenizer.save_pretrained()
 
@@ -69,7 +69,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 """Bump when the cache layout or the conversion changes; old caches are then ignored."""
 
 
@@ -296,7 +296,7 @@ def _build_cache(name: str, path: pathlib.Path, fields: Mapping[str, Any]) -> No
         model = _tl.hooked_from_hf_llama(hf_model, _tl.hooked_config(cfg_dict, init_weights=False))
         del hf_model
         logger.info("tempo_lens: [3/3] writing converted weights")
-        state = {k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}
+        state = {k: v.to(dtype).contiguous() for k, v in _tl.hooked_parameters(model).items()}
         save_file(state, str(tmp / "tl_model.safetensors"), metadata={"format": "pt"})
         processed = _tl.processed_config_dict(model, cfg_dict)
         (tmp / "tl_config.json").write_text(json.dumps(processed, indent=1, sort_keys=True))

@@ -115,6 +115,11 @@ def _check_agg(name: str, how: str) -> None:
         raise ValueError(f"{name} must be one of {AGGREGATIONS}, got {how!r}")
 
 
+def _reduce(x: Tensor, how: str) -> Tensor:
+    """mean / max / sum over dim 0."""
+    return x.mean(dim=0) if how == "mean" else x.amax(dim=0) if how == "max" else x.sum(dim=0)
+
+
 def _check_ratio(owner: str, ratio: float) -> None:
     if isinstance(ratio, bool) or not 0.0 <= ratio <= 1.0:
         raise ValueError(f"{owner}.ratio must be in [0, 1], got {ratio!r}")
@@ -151,10 +156,9 @@ def score_members(
     keys, n_keys = [int(k) for k in member_keys], attention.shape[3]
     if not keys or len(set(keys)) != len(keys) or not 0 <= min(keys) <= max(keys) < n_keys:
         raise ValueError(f"member_keys must be distinct, in [0, {n_keys}), got {keys}")
-    agg = {"mean": torch.mean, "max": torch.amax, "sum": torch.sum}
     cols = attention.detach().to(torch.float64)[..., keys]  # layer head query member
-    per_query = agg[head_agg](cols.flatten(0, 1), dim=0)  # query member
-    return agg[query_agg](per_query, dim=0)
+    per_query = _reduce(cols.flatten(0, 1), head_agg)  # query member
+    return _reduce(per_query, query_agg)
 
 
 @dataclass(frozen=True, kw_only=True)
