@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Float
@@ -49,6 +49,7 @@ from tempo_lens.trace import Candidate, PruneDecision, StepRecord, TokenRecord, 
 __all__ = ["StepObserver", "generate"]
 
 
+@runtime_checkable
 class StepObserver(Protocol):
     """Something that watches the forwards of a generation (e.g. attention capture).
 

@@ -350,7 +350,9 @@ def load_default_model(
     tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
     _tl.attach_tokenizer(model, tokenizer)
     _tl.check_rotary(model)
-    return model.to(device)
+    if torch.device(device) != torch.device("cpu"):
+        model = model.to(device)
+    return model
 
 
 def load_hf_model(

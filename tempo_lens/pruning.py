@@ -53,13 +53,6 @@ AGGREGATIONS = ("mean", "max", "sum")
 LAYER_GROUPS = ("all", "early", "middle", "late")
 
 
-def _layer_range(name: str, n_layers: int) -> range:
-    """``early = [0, n//3)``, ``middle = [n//3, 2n//3)``, ``late = [2n//3, n)``."""
-    a, b = n_layers // 3, 2 * n_layers // 3
-    groups = {"all": (0, n_layers), "early": (0, a), "middle": (a, b), "late": (b, n_layers)}
-    return range(*groups[name])
-
-
 def resolve_layers(spec: str | Sequence[int], n_layers: int) -> list[int]:
     """Layer indices named by ``spec``.
 
@@ -79,7 +72,9 @@ def resolve_layers(spec: str | Sequence[int], n_layers: int) -> list[int]:
         raise ValueError(f"n_layers must be >= 1, got {n_layers}")
     parsed = _parse_layer_spec(spec)
     if isinstance(parsed, str):
-        layers = list(_layer_range(parsed, n_layers))
+        a, b = n_layers // 3, 2 * n_layers // 3
+        bounds = {"all": (0, n_layers), "early": (0, a), "middle": (a, b), "late": (b, n_layers)}
+        layers = list(range(*bounds[parsed]))
         if not layers:
             raise ValueError(f"layer group {parsed!r} is empty for a {n_layers}-layer model")
         return layers
@@ -116,8 +111,9 @@ def _check_agg(name: str, how: str) -> None:
 
 
 def _reduce(x: Tensor, how: str) -> Tensor:
-    """mean / max / sum over dim 0."""
-    return x.mean(dim=0) if how == "mean" else x.amax(dim=0) if how == "max" else x.sum(dim=0)
+    if how == "max":
+        return x.amax(dim=0)
+    return x.mean(dim=0) if how == "mean" else x.sum(dim=0)
 
 
 def _check_ratio(owner: str, ratio: float) -> None:

@@ -1,0 +1,54 @@
+"""Small helpers shared by the analysis modules (JSON conversion, group means)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["jsonable", "nanmean", "safe_ratio"]
+
+
+def nanmean(x: np.ndarray, axis: int | tuple[int, ...] | None = None) -> Any:
+    """Mean ignoring NaN; NaN (without a warning) where nothing is left."""
+    x = np.asarray(x, dtype=np.float64)
+    count = np.sum(~np.isnan(x), axis=axis)
+    total = np.nansum(x, axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def safe_ratio(a: Any, b: Any) -> Any:
+    """``a / b`` with NaN where either is NaN or ``b == 0``."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where((b != 0) & ~np.isnan(a) & ~np.isnan(b), a / np.where(b == 0, 1, b), np.nan)
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def jsonable(obj: Any) -> Any:
+    """Convert results to strict JSON values (NaN/inf -> None, arrays -> lists)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, pd.DataFrame):
+        return [jsonable(r) for r in obj.to_dict(orient="records")]
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, (np.integer, int)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if obj is None or isinstance(obj, str):
+        return obj
+    return str(obj)

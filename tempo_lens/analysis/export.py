@@ -1,0 +1,172 @@
+"""Exports of captured attention, and the loader that reads them back.
+
+* :func:`export_seed_json` — the JSON shape of the original TEMPO attention analyzer, for
+  compatibility: ``position_map`` (physical index -> logical position) and ``steps``, each
+  with ``logical_step``, ``physical_positions``, ``token_ids``, ``tokens`` and
+  ``attention_matrix`` (``[query, key]`` rows of the step's members to every key that
+  existed then, averaged over the captured layers and heads), plus tempo_lens fields
+  (``logical_positions``, ``pruned_at_step``, ``parallel``).
+* :func:`save_attention` — compact tensors: ``attention.npz`` (one ``[layer, head, q,
+  key]`` array per step, in the captured dtype) and ``attention_meta.json`` (format,
+  layers, heads, per-step query indices, token texts, the sequence state and the trace).
+* :func:`load_attention` — rebuilds an :class:`~tempo_lens.capture.AttentionData` from the
+  two files for offline analysis (``load_attention(save_attention(data, d))`` round-trips).
+
+Each file is written atomically; the metadata JSON is written last, so a directory with
+metadata always has its tensors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tempo_lens.capture import AttentionData
+from tempo_lens.io import atomic_write, atomic_write_json
+from tempo_lens.state import SequenceState
+from tempo_lens.trace import Trace
+
+__all__ = [
+    "ATTENTION_FORMAT",
+    "export_seed_json",
+    "load_attention",
+    "save_attention",
+    "seed_json",
+]
+
+ATTENTION_FORMAT = "tempo_lens.attention/1"
+NPZ_NAME = "attention.npz"
+META_NAME = "attention_meta.json"
+
+
+def _key(step: int) -> str:
+    return "prompt" if step < 0 else f"step_{step:05d}"
+
+
+def seed_json(
+    data: AttentionData,
+    *,
+    layer: int | None = None,
+    head: int | None = None,
+    agg: str = "mean",
+    include_prompt: bool = False,
+) -> dict[str, Any]:
+    """The seed-compatible dictionary (see module docstring)."""
+    st = data.state
+    steps = []
+    for s in data.steps:
+        if s < 0 and not include_prompt:
+            continue
+        q = data.query_indices(s)
+        mat = data.step_matrix(s, layer, head, agg).astype(np.float64)
+        steps.append(
+            {
+                "logical_step": s,
+                "physical_positions": q,
+                "logical_positions": [st.logical[i] for i in q],
+                "token_ids": [st.token_ids[i] for i in q],
+                "tokens": [data.texts[i] for i in q],
+                "pruned_at_step": [st.pruned_at[i] for i in q],
+                "parallel": s >= 0 and len(q) > 1,
+                "attention_matrix": mat.tolist(),
+            }
+        )
+    return {
+        "format": "tempo_lens.seed_attention/1",
+        "layers": data.layers if layer is None else [layer],
+        "heads": data.heads if head is None else [head],
+        "aggregation": agg,
+        "isolate": st.isolate,
+        "position_map": {str(i): p for i, p in enumerate(st.logical)},
+        "steps": steps,
+    }
+
+
+def export_seed_json(data: AttentionData, path: str | os.PathLike[str], **kwargs: Any) -> Path:
+    """Write :func:`seed_json` to ``path`` (atomically). Returns the path."""
+    atomic_write_json(path, seed_json(data, **kwargs), indent=None)
+    return Path(path)
+
+
+def _state_dict(st: SequenceState) -> dict[str, Any]:
+    return {
+        "token_ids": st.token_ids,
+        "steps": st.steps,
+        "ranks": st.ranks,
+        "logical": st.logical,
+        "pruned_at": st.pruned_at,
+        "set_indices": st.set_indices,
+        "isolate": st.isolate,
+        "prompt_length": st.prompt_length,
+    }
+
+
+def _state_from_dict(d: dict[str, Any]) -> SequenceState:
+    p = d["prompt_length"]
+    st = SequenceState(d["token_ids"][:p], isolate=d["isolate"])
+    for members in d["set_indices"]:
+        st.append_set(
+            [d["token_ids"][i] for i in members], positions=[d["logical"][i] for i in members]
+        )
+    for i, at in enumerate(d["pruned_at"]):
+        if at is not None:
+            st.prune(i, at_step=at)
+    st.clear_stale()
+    if st.token_ids != d["token_ids"] or st.steps != d["steps"]:
+        raise ValueError("inconsistent sequence state in the attention metadata")
+    return st
+
+
+def save_attention(data: AttentionData, out_dir: str | os.PathLike[str]) -> list[Path]:
+    """Write ``attention.npz`` and ``attention_meta.json`` into ``out_dir``."""
+    out = Path(out_dir)
+    arrays = {_key(s): data.stored_rows(s) for s in data.steps}
+
+    def write(p: Path) -> None:
+        with open(p, "wb") as f:
+            np.savez(f, **arrays)
+
+    atomic_write(out / NPZ_NAME, write)
+    dtypes = {str(a.dtype) for a in arrays.values()}
+    meta = {
+        "format": ATTENTION_FORMAT,
+        "layers": data.layers,
+        "heads": data.heads,
+        "dtype": sorted(dtypes),
+        "steps": data.steps,
+        "query_indices": {str(s): data.query_indices(s) for s in data.steps},
+        "texts": data.texts,
+        "state": _state_dict(data.state),
+        "trace": data.trace.to_dict() if data.trace is not None else None,
+    }
+    atomic_write_json(out / META_NAME, meta, indent=None)
+    return [out / NPZ_NAME, out / META_NAME]
+
+
+def load_attention(path: str | os.PathLike[str]) -> AttentionData:
+    """Read a directory written by :func:`save_attention` (or its metadata file's path)."""
+    p = Path(path)
+    directory = p.parent if p.is_file() else p
+    meta_path = directory / META_NAME
+    if not meta_path.exists():
+        raise FileNotFoundError(f"no {META_NAME} in {directory}")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("format") != ATTENTION_FORMAT:
+        raise ValueError(f"unsupported attention format {meta.get('format')!r}")
+    trace = Trace.from_dict(meta["trace"]) if meta.get("trace") else None
+    state = _state_from_dict(meta["state"])
+    with np.load(directory / NPZ_NAME) as z:
+        rows = {int(s): z[_key(int(s))] for s in meta["steps"]}
+    return AttentionData(
+        state=state,
+        rows=rows,
+        query_indices={int(k): v for k, v in meta["query_indices"].items()},
+        layers=meta["layers"],
+        heads=meta["heads"],
+        texts=meta["texts"],
+        trace=trace,
+    )

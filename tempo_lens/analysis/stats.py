@@ -1,0 +1,289 @@
+"""Statistics over many analysis runs: is the parallel:non-parallel difference real?
+
+Input: a directory containing analysis runs (any depth), each a ``summary.json`` written by
+:func:`tempo_lens.analysis.run.analyze_prompt`. Per run (one prompt) the unit of analysis
+is the pair ``(parallel mean, non-parallel mean)`` of per-token received attention (see
+:mod:`tempo_lens.analysis.received`), and their ratio.
+
+* **Degenerate runs**: a clean continuation stuck in a repetition loop says little about
+  attention. :func:`repetition_score` = ``1 - distinct n-grams / n-grams`` over the
+  generated clean tokens (token ids, ``n = 3`` by default); a run scoring above
+  ``repetition_threshold`` is flagged and (by default) excluded.
+* **Estimates**: mean ratio with a seeded percentile-bootstrap confidence interval
+  (:func:`bootstrap_ci`).
+* **Paired tests** on parallel vs non-parallel means across prompts: Wilcoxon signed-rank
+  (two-sided, the primary test: no normality assumption) and the paired t-test.
+* **Effect sizes**: Cohen's ``d_z = mean(d) / sd(d)`` (``d = parallel - non-parallel``,
+  ``ddof = 1``) and the matched-pairs rank-biserial correlation ``(R+ - R-) / (R+ + R-)``.
+* **Verdict**: computed from these numbers. Fewer than ``min_samples`` usable runs gives
+  ``"insufficient data"`` and no claim; otherwise the direction is claimed only if the
+  Wilcoxon p-value is below ``alpha`` *and* the bootstrap CI of the ratio excludes 1.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from tempo_lens.analysis._util import jsonable
+
+__all__ = [
+    "PairedTests",
+    "StatsReport",
+    "analyze_runs",
+    "bootstrap_ci",
+    "load_runs",
+    "paired_tests",
+    "repetition_score",
+]
+
+REFERENCES = ("all", "generated")
+
+
+def repetition_score(tokens: Sequence[Any], n: int = 3) -> float:
+    """``1 - distinct/total`` over the n-grams of ``tokens`` (0.0 when there are none)."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+    return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def bootstrap_ci(
+    values: Sequence[float] | np.ndarray,
+    *,
+    statistic: Callable[[np.ndarray], float] = np.mean,
+    n_boot: int = 10_000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of ``statistic`` (seeded; NaN for fewer than 2 values)."""
+    x = np.asarray(values, dtype=np.float64)
+    if len(x) < 2:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(x), size=(n_boot, len(x)))
+    boots = np.apply_along_axis(statistic, 1, x[idx]) if statistic is not np.mean else x[idx].mean(1)
+    a = (1 - level) / 2
+    return (float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a)))
+
+
+@dataclass
+class PairedTests:
+    """Paired comparison of ``a`` (parallel) vs ``b`` (non-parallel) across prompts."""
+
+    n: int
+    mean_difference: float
+    wilcoxon_statistic: float
+    wilcoxon_p: float
+    t_statistic: float
+    t_p: float
+    cohens_dz: float
+    rank_biserial: float
+
+
+def paired_tests(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> PairedTests:
+    """Wilcoxon signed-rank, paired t, Cohen's d_z and rank-biserial (NaN where undefined)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired samples differ in length: {a.shape} vs {b.shape}")
+    d = a - b
+    n = len(d)
+    nan = float("nan")
+    w_stat = w_p = t_stat = t_p = dz = rb = nan
+    nz = d[d != 0]
+    if len(nz) >= 1:
+        ranks = sps.rankdata(np.abs(nz))
+        rp, rm = ranks[nz > 0].sum(), ranks[nz < 0].sum()
+        rb = float((rp - rm) / (rp + rm))
+        w = sps.wilcoxon(a, b, zero_method="wilcox", alternative="two-sided")
+        w_stat, w_p = float(w.statistic), float(w.pvalue)
+    if n >= 2:
+        sd = float(np.std(d, ddof=1))
+        if sd > 0:
+            dz = float(np.mean(d) / sd)
+            t = sps.ttest_rel(a, b)
+            t_stat, t_p = float(t.statistic), float(t.pvalue)
+    return PairedTests(n, float(np.mean(d)) if n else nan, w_stat, w_p, t_stat, t_p, dz, rb)
+
+
+def load_runs(data_dir: str | os.PathLike[str]) -> list[tuple[Path, dict[str, Any]]]:
+    """Every ``summary.json`` under ``data_dir`` (sorted by path)."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data directory not found: {root}")
+    out = []
+    for p in sorted(root.rglob("summary.json")):
+        d = json.loads(p.read_text(encoding="utf-8"))
+        if isinstance(d, dict) and "received" in d:
+            out.append((p.parent, d))
+    return out
+
+
+@dataclass
+class StatsReport:
+    """The statistics of a directory of runs. ``verdict`` is computed, never assumed."""
+
+    per_run: pd.DataFrame
+    reference: str
+    n_runs: int
+    n_used: int
+    n_degenerate: int
+    n_missing: int
+    ratio_mean: float
+    ratio_ci: tuple[float, float]
+    set_ratio_mean: float
+    set_ratio_ci: tuple[float, float]
+    parallel_mean: float
+    non_parallel_mean: float
+    tests: PairedTests
+    sufficient: bool
+    verdict: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return jsonable(self)
+
+
+def analyze_runs(
+    data_dir: str | os.PathLike[str],
+    *,
+    reference: str = "all",
+    min_samples: int = 5,
+    alpha: float = 0.05,
+    n_boot: int = 10_000,
+    level: float = 0.95,
+    seed: int = 0,
+    exclude_degenerate: bool = True,
+    repetition_n: int = 3,
+    repetition_threshold: float = 0.5,
+) -> StatsReport:
+    """Per-prompt ratios, bootstrap CIs, paired tests, effect sizes and a verdict.
+
+    Args:
+        data_dir: Directory searched recursively for ``summary.json``.
+        reference: Non-parallel group: ``"all"`` (prompt + generated singletons) or
+            ``"generated"`` (generated singletons only).
+        min_samples: Fewest usable runs for which a verdict is drawn.
+        alpha: Significance level of the Wilcoxon test.
+        n_boot / level / seed: Bootstrap settings.
+        exclude_degenerate: Leave out runs flagged as repetition loops.
+        repetition_n / repetition_threshold: The repetition filter.
+    """
+    if reference not in REFERENCES:
+        raise ValueError(f"reference must be one of {REFERENCES}, got {reference!r}")
+    if min_samples < 2:
+        raise ValueError(f"min_samples must be >= 2, got {min_samples}")
+    runs = load_runs(data_dir)
+    key_non = "non_parallel_mean" if reference == "all" else "non_parallel_generated_mean"
+    key_ratio = "ratio" if reference == "all" else "ratio_generated"
+    recs = []
+    for path, d in runs:
+        r = d["received"]
+        summ = d.get("summary", {})
+        clean = d.get("clean_ids") or str(summ.get("clean_text", "")).split()
+        rep = repetition_score(list(clean), repetition_n)
+        vals = [r.get("parallel_mean"), r.get(key_non), r.get(key_ratio)]
+        missing = any(v is None or not math.isfinite(v) for v in vals)
+        degenerate = rep > repetition_threshold
+        recs.append(
+            {
+                "run": str(path),
+                "prompt": d.get("prompt"),
+                "parallel": r.get("parallel_mean"),
+                "non_parallel": r.get(key_non),
+                "ratio": r.get(key_ratio),
+                "set_ratio": r.get("set_ratio"),
+                "n_parallel_tokens": r.get("n_parallel"),
+                "repetition": rep,
+                "degenerate": degenerate,
+                "missing": missing,
+                "used": not missing and not (degenerate and exclude_degenerate),
+            }
+        )
+    cols = [
+        "run",
+        "prompt",
+        "parallel",
+        "non_parallel",
+        "ratio",
+        "set_ratio",
+        "n_parallel_tokens",
+        "repetition",
+        "degenerate",
+        "missing",
+        "used",
+    ]
+    df = pd.DataFrame(recs, columns=cols)
+    used = df[df["used"]] if len(df) else df
+    par = used["parallel"].to_numpy(dtype=np.float64)
+    non = used["non_parallel"].to_numpy(dtype=np.float64)
+    ratio = used["ratio"].to_numpy(dtype=np.float64)
+    set_ratio = used["set_ratio"].to_numpy(dtype=np.float64)
+    set_ratio = set_ratio[np.isfinite(set_ratio)]
+    boot = {"n_boot": n_boot, "level": level, "seed": seed}
+    tests = paired_tests(par, non)
+    n = len(used)
+    sufficient = n >= min_samples
+    ratio_mean = float(np.mean(ratio)) if n else float("nan")
+    ci = bootstrap_ci(ratio, **boot)
+    verdict = _verdict(n, min_samples, ratio_mean, ci, tests, alpha, level, reference)
+    return StatsReport(
+        per_run=df,
+        reference=reference,
+        n_runs=len(df),
+        n_used=n,
+        n_degenerate=int(df["degenerate"].sum()) if len(df) else 0,
+        n_missing=int(df["missing"].sum()) if len(df) else 0,
+        ratio_mean=ratio_mean,
+        ratio_ci=ci,
+        set_ratio_mean=float(np.mean(set_ratio)) if len(set_ratio) else float("nan"),
+        set_ratio_ci=bootstrap_ci(set_ratio, **boot),
+        parallel_mean=float(np.mean(par)) if n else float("nan"),
+        non_parallel_mean=float(np.mean(non)) if n else float("nan"),
+        tests=tests,
+        sufficient=sufficient,
+        verdict=verdict,
+        settings={
+            "min_samples": min_samples,
+            "alpha": alpha,
+            "exclude_degenerate": exclude_degenerate,
+            "repetition_n": repetition_n,
+            "repetition_threshold": repetition_threshold,
+            **boot,
+        },
+    )
+
+
+def _verdict(
+    n: int,
+    min_samples: int,
+    ratio: float,
+    ci: tuple[float, float],
+    t: PairedTests,
+    alpha: float,
+    level: float,
+    reference: str,
+) -> str:
+    if n < min_samples:
+        return (
+            f"insufficient data: {n} usable run(s), at least {min_samples} needed; no claim made"
+        )
+    desc = (
+        f"mean ratio {ratio:.3f} ({level:.0%} CI {ci[0]:.3f}-{ci[1]:.3f}), "
+        f"Wilcoxon p={t.wilcoxon_p:.3g}, d_z={t.cohens_dz:.2f}, n={n}, reference={reference}"
+    )
+    significant = math.isfinite(t.wilcoxon_p) and t.wilcoxon_p < alpha
+    if significant and ci[1] < 1:
+        return f"parallel tokens receive LESS attention than non-parallel tokens: {desc}"
+    if significant and ci[0] > 1:
+        return f"parallel tokens receive MORE attention than non-parallel tokens: {desc}"
+    return f"no significant difference at alpha={alpha}: {desc}"

@@ -1,0 +1,183 @@
+"""Step-level analyses of a trace: parallel width, the run summary, retroactive pruning.
+
+* :func:`parallel_widths` — one row per step: threshold, candidates, members appended,
+  members later pruned.
+* :func:`run_summary` — the counts a reader wants first (``total_steps``,
+  ``parallel_steps``, ``max_parallel_width``, ``average_parallel_width``, pruned counts),
+  extending :meth:`Trace.summary`.
+* :func:`pruning_analysis` — every pruning decision generation made, with its score
+  (``PruneDecision``), pruning rates per judging step, which tokens were pruned, and the
+  survival-analysis table (attention received vs pruned), when attention was captured.
+
+Example:
+    >>> pa = pruning_analysis(trace, received=received_attention(data))  # doctest: +SKIP
+    >>> pa.rates                                                        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from tempo_lens.analysis._util import jsonable
+from tempo_lens.analysis.received import ReceivedAttention
+from tempo_lens.trace import Trace
+
+__all__ = ["PruningAnalysis", "parallel_widths", "pruning_analysis", "run_summary"]
+
+
+def parallel_widths(trace: Trace) -> pd.DataFrame:
+    """Rows ``step, threshold, n_candidates, width, fell_back, capped, pruned_later``."""
+    recs = []
+    for rec in trace.steps:
+        recs.append(
+            {
+                "step": rec.step,
+                "threshold": rec.threshold,
+                "n_candidates": len(rec.candidates),
+                "width": len(rec.indices),
+                "fell_back": rec.fell_back,
+                "capped": rec.capped,
+                "pruned_later": sum(
+                    trace.tokens[i].pruned_at_step is not None for i in rec.indices
+                ),
+            }
+        )
+    cols = ["step", "threshold", "n_candidates", "width", "fell_back", "capped", "pruned_later"]
+    return pd.DataFrame(recs, columns=cols)
+
+
+def run_summary(trace: Trace) -> dict[str, Any]:
+    """:meth:`Trace.summary` plus parallel-token and pruning counts."""
+    out = dict(trace.summary())
+    gen = [t for t in trace.tokens if t.step >= 0]
+    widths = trace.widths()
+    par = [t for t in gen if widths[t.step] > 1]
+    decisions = [d for rec in trace.steps for d in rec.pruning]
+    out.update(
+        {
+            "prompt_tokens": trace.prompt_length,
+            "generated_tokens": len(gen),
+            "parallel_tokens": len(par),
+            "pruned_parallel_tokens": sum(t.pruned_at_step is not None for t in par),
+            "pruning_decisions": len(decisions),
+            "pruning_rate": (sum(d.pruned for d in decisions) / len(decisions))
+            if decisions
+            else None,
+            "isolate": trace.isolate,
+            "clean_text": trace.clean_text(),
+            "bracket_text": trace.bracket_text(),
+        }
+    )
+    return out
+
+
+@dataclass
+class PruningAnalysis:
+    """Pruning decisions and their context.
+
+    Attributes:
+        decisions: Every decision: ``judged_at, set_step, index, text, score, best_score,
+            relative_score (score / best_score), pruned, rule``.
+        rates: Per judging step: ``judged_at, n_judged, n_pruned, rate``.
+        pruned: The pruned tokens: ``index, text, step, rank, pruned_at_step, probability``.
+        survival: One row per member of a parallel set: ``index, text, set_step, rank,
+            set_size, probability, received, n_receivers, score, pruned`` (``received`` from
+            :func:`received_attention` when given, else NaN; ``score`` = the last pruning
+            score it got, NaN if never judged).
+    """
+
+    decisions: pd.DataFrame
+    rates: pd.DataFrame
+    pruned: pd.DataFrame
+    survival: pd.DataFrame
+
+    @property
+    def n_decisions(self) -> int:
+        return len(self.decisions)
+
+    def to_dict(self) -> dict[str, Any]:
+        return jsonable(self)
+
+
+def pruning_analysis(trace: Trace, received: ReceivedAttention | None = None) -> PruningAnalysis:
+    """Collect the pruning decisions recorded in ``trace`` (see :class:`PruningAnalysis`)."""
+    recs = []
+    for rec in trace.steps:
+        for d in rec.pruning:
+            recs.append(
+                {
+                    "judged_at": rec.step,
+                    "set_step": d.set_step,
+                    "index": d.index,
+                    "text": d.text,
+                    "score": d.score,
+                    "best_score": d.best_score,
+                    "relative_score": d.score / d.best_score if d.best_score else float("nan"),
+                    "pruned": d.pruned,
+                    "rule": d.rule,
+                }
+            )
+    dcols = [
+        "judged_at",
+        "set_step",
+        "index",
+        "text",
+        "score",
+        "best_score",
+        "relative_score",
+        "pruned",
+        "rule",
+    ]
+    decisions = pd.DataFrame(recs, columns=dcols)
+    if len(decisions):
+        g = decisions.groupby("judged_at")["pruned"]
+        rates = pd.DataFrame({"n_judged": g.size(), "n_pruned": g.sum().astype(int)}).reset_index()
+        rates["rate"] = rates["n_pruned"] / rates["n_judged"]
+    else:
+        rates = pd.DataFrame(columns=["judged_at", "n_judged", "n_pruned", "rate"])
+    pcols = ["index", "text", "step", "rank", "pruned_at_step", "probability"]
+    pruned = pd.DataFrame(
+        [
+            {c: getattr(t, c) for c in pcols}
+            for t in trace.tokens
+            if t.pruned_at_step is not None
+        ],
+        columns=pcols,
+    )
+    last_score = {int(r["index"]): float(r["score"]) for r in recs}
+    widths = trace.widths()
+    tok = received.tokens.set_index("index") if received is not None else None
+    surv = []
+    for t in trace.tokens:
+        if t.step < 0 or widths[t.step] < 2:
+            continue
+        surv.append(
+            {
+                "index": t.index,
+                "text": t.text,
+                "set_step": t.step,
+                "rank": t.rank,
+                "set_size": widths[t.step],
+                "probability": t.probability,
+                "received": float(tok.at[t.index, "received"]) if tok is not None else float("nan"),
+                "n_receivers": int(tok.at[t.index, "n_receivers"]) if tok is not None else 0,
+                "score": last_score.get(t.index, float("nan")),
+                "pruned": t.pruned_at_step is not None,
+            }
+        )
+    scols = [
+        "index",
+        "text",
+        "set_step",
+        "rank",
+        "set_size",
+        "probability",
+        "received",
+        "n_receivers",
+        "score",
+        "pruned",
+    ]
+    return PruningAnalysis(decisions, rates, pruned, pd.DataFrame(surv, columns=scols))

@@ -1,0 +1,405 @@
+"""Attention capture inside TEMPO generation, indexed through the sequence state.
+
+:class:`AttentionCapture` is a :class:`~tempo_lens.generation.StepObserver`. At every step
+it keeps, for the chosen layers and heads, the attention rows of the queries appended at
+that step (the new members of the step's set; step ``-1`` is the prompt) to *all* keys
+that existed then. Rows are read from ``blocks.{l}.attn.hook_pattern``: in KV-cache mode
+the pattern is ``[batch, head, q_new, n_keys]``, without a cache it is ``[batch, head, n,
+n]`` and the new queries are its last ``q_new`` rows; both give the same rows.
+
+Because tempo_lens feeds every token to the model exactly once (physical index == KV-cache
+index), row ``r`` of step ``s`` is the query at physical index ``state.set_indices[s][r]``
+and column ``j`` is the key at physical index ``j``. :class:`AttentionData` pairs the rows
+with the final :class:`~tempo_lens.SequenceState` (``trace.to_state()``), so every row and
+column maps to a token: physical index, step, logical position, set, pruned step.
+
+Memory is bounded by what is asked for (layers x heads x queries x keys per step), can be
+halved with ``float16=True``, and with ``spool_dir`` each step is written to
+``step_XXXXX.npz`` on disk at the end of the step and read back lazily.
+
+Example:
+    >>> from tempo_lens import TempoConfig, generate, make_tiny_model
+    >>> model = make_tiny_model()
+    >>> cap = AttentionCapture(layers=[0], heads=[0, 1])
+    >>> trace = generate(model, [1, 2, 3], TempoConfig(selection_threshold=0.05, max_steps=3),
+    ...                  observers=[cap])
+    >>> data = cap.result(trace)
+    >>> data.full_matrix().shape == (len(trace.tokens), len(trace.tokens))
+    True
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from tempo_lens.io import atomic_write
+from tempo_lens.pruning import resolve_layers
+from tempo_lens.state import SequenceState
+from tempo_lens.trace import Trace
+
+__all__ = ["AttentionCapture", "AttentionData", "ATTENTION_LIKE"]
+
+ATTENTION_LIKE = ("hook_pattern", "hook_attn_scores")
+"""Hook-name suffixes whose tensors are ``[batch, head, query_pos, key_pos]``."""
+
+AGGS = ("mean", "max", "sum")
+
+
+def _is_attention_like(name: str) -> bool:
+    return name.endswith(ATTENTION_LIKE)
+
+
+def _layer_of(name: str) -> int | None:
+    parts = name.split(".")
+    if len(parts) > 1 and parts[0] == "blocks" and parts[1].isdigit():
+        return int(parts[1])
+    return None
+
+
+def _reduce(x: np.ndarray, axis: tuple[int, ...], agg: str) -> np.ndarray:
+    if agg not in AGGS:
+        raise ValueError(f"agg must be one of {AGGS}, got {agg!r}")
+    if not axis:
+        return x
+    return getattr(x, agg)(axis=axis)
+
+
+def _spool_path(spool_dir: Path, step: int) -> Path:
+    return spool_dir / ("prompt.npz" if step < 0 else f"step_{step:05d}.npz")
+
+
+class AttentionCapture:
+    """Record attention rows (and optionally other hooks) during :func:`tempo_lens.generate`.
+
+    Args:
+        layers: Layers to keep: ``None``/``"all"``, a group (``"early"``, ``"middle"``,
+            ``"late"``), ``"0,3,5"`` or a list of ints.
+        heads: Query heads to keep (``None`` = all).
+        hook_names: Extra hooks to store per step. A name containing ``{layer}`` is expanded
+            over the captured layers (``"blocks.{layer}.attn.hook_attn_scores"``), else taken
+            literally. Attention-shaped hooks (``hook_pattern``, ``hook_attn_scores``) keep
+            ``[head, q_new, key]`` for the chosen heads; any other hook keeps the last
+            ``q_new`` positions of batch 0 (``[q_new, ...]``).
+        float16: Store float16 instead of float32 (zeros stay exactly zero).
+        spool_dir: Write each step to ``spool_dir/step_XXXXX.npz`` and keep nothing in memory.
+        include_prompt: Also keep the prompt forward's rows (step ``-1``).
+    """
+
+    def __init__(
+        self,
+        *,
+        layers: str | Sequence[int] | None = None,
+        heads: Sequence[int] | None = None,
+        hook_names: Sequence[str] = (),
+        float16: bool = False,
+        spool_dir: str | os.PathLike[str] | None = None,
+        include_prompt: bool = True,
+    ) -> None:
+        self.layer_spec = "all" if layers is None else layers
+        self.head_spec = None if heads is None else [int(h) for h in heads]
+        self.hook_templates = list(hook_names)
+        self.dtype = np.float16 if float16 else np.float32
+        self.spool_dir = Path(spool_dir) if spool_dir is not None else None
+        self.include_prompt = include_prompt
+        self.layers: list[int] = []
+        self.heads: list[int] = []
+        self.hook_names: list[str] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self.rows: dict[int, np.ndarray] = {}
+        self.extra: dict[int, dict[str, np.ndarray]] = {}
+        self.query_indices: dict[int, list[int]] = {}
+        self.token_ids: list[int] = []
+        self.nbytes = 0
+        self._step: int | None = None
+        self._n_new = 0
+        self._buf: dict[int, Tensor] = {}
+        self._extra_buf: dict[str, Tensor] = {}
+
+    # ------------------------------------------------------------------ observer
+    def fwd_hooks(self, model: HookedTransformer) -> list[tuple[str, Any]]:
+        """The capture hooks (read-only) for the chosen layers and extra hook names."""
+        cfg = model.cfg
+        self.layers = resolve_layers(self.layer_spec, cfg.n_layers)
+        heads = list(range(cfg.n_heads)) if self.head_spec is None else self.head_spec
+        bad = [h for h in heads if not 0 <= h < cfg.n_heads]
+        if bad or not heads or len(set(heads)) != len(heads):
+            raise ValueError(f"heads must be distinct indices in [0, {cfg.n_heads}), got {heads}")
+        self.heads = heads
+        names = []
+        for t in self.hook_templates:
+            names += [t.format(layer=layer) for layer in self.layers] if "{layer}" in t else [t]
+        known = set(model.hook_dict)
+        missing = [n for n in names if n not in known]
+        if missing:
+            raise ValueError(f"unknown hook names: {missing[:3]}")
+        self.hook_names = names
+        hooks = [(f"blocks.{layer}.attn.hook_pattern", self._hook_pattern) for layer in self.layers]
+        return hooks + [(n, self._hook_extra) for n in names]
+
+    def begin_step(self, step: int, query_indices: list[int], state: SequenceState) -> None:
+        """Start recording the rows of ``query_indices`` (a new generation at step -1)."""
+        if step < 0:
+            self._reset()
+        self.token_ids = list(state.token_ids)
+        if step < 0 and not self.include_prompt:
+            return
+        self._step, self._n_new = step, len(query_indices)
+        self.query_indices[step] = [int(i) for i in query_indices]
+        self._buf, self._extra_buf = {}, {}
+
+    def end_step(self) -> None:
+        """Stack the step's rows ``[layer, head, q, key]`` (and spool them if asked)."""
+        step = self._step
+        self._step = None
+        if step is None:
+            return
+        if len(self._buf) != len(self.layers):
+            raise RuntimeError(
+                f"step {step}: captured {len(self._buf)} of {len(self.layers)} layers "
+                "(were the capture hooks attached?)"
+            )
+        rows = torch.stack([self._buf[layer] for layer in self.layers]).numpy()
+        extra = {k: v.numpy() for k, v in self._extra_buf.items()}
+        self._buf, self._extra_buf = {}, {}
+        self.nbytes += rows.nbytes + sum(v.nbytes for v in extra.values())
+        if self.spool_dir is None:
+            self.rows[step], self.extra[step] = rows, extra
+            return
+        arrays = {"pattern": rows, **{f"hook:{k}": v for k, v in extra.items()}}
+
+        def write(p: Path) -> None:
+            with open(p, "wb") as f:
+                np.savez(f, **arrays)
+
+        atomic_write(_spool_path(self.spool_dir, step), write)
+
+    # ------------------------------------------------------------------ hooks
+    def _keep(self, x: Tensor) -> Tensor:
+        return x.detach().to("cpu", dtype=torch.float16 if self.dtype == np.float16 else torch.float32)
+
+    def _hook_pattern(self, pattern: Tensor, hook: Any) -> None:
+        if self._step is None:
+            return
+        layer = _layer_of(str(hook.name))
+        assert layer is not None
+        rows = pattern[0, self.heads, -self._n_new :, :]
+        self._buf[layer] = self._keep(rows).clone()
+
+    def _hook_extra(self, x: Tensor, hook: Any) -> None:
+        if self._step is None:
+            return
+        name = str(hook.name)
+        if _is_attention_like(name):
+            rows = x[0, self.heads, -self._n_new :, :]
+        else:
+            rows = x[0, -self._n_new :]
+        self._extra_buf[name] = self._keep(rows).clone()
+
+    # ------------------------------------------------------------------ result
+    def result(self, trace: Trace) -> AttentionData:
+        """The captured rows paired with ``trace`` (checked to be the same generation)."""
+        state = trace.to_state()
+        if self.token_ids and self.token_ids != state.token_ids:
+            raise ValueError("the trace does not match the captured generation (token ids differ)")
+        for s, q in self.query_indices.items():
+            expected = list(range(state.prompt_length)) if s < 0 else state.set_indices[s]
+            if q != expected:
+                raise ValueError(f"step {s}: captured queries {q} but the trace has {expected}")
+        return AttentionData(
+            state=state,
+            rows=self.rows if self.spool_dir is None else _Spool(self.spool_dir),
+            query_indices=dict(self.query_indices),
+            layers=list(self.layers),
+            heads=list(self.heads),
+            texts=[t.text for t in trace.tokens],
+            trace=trace,
+            extra=self.extra if self.spool_dir is None else None,
+        )
+
+
+class _Spool(Mapping):
+    """Lazy ``step -> rows`` mapping over a spool directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def _steps(self) -> list[int]:
+        out = [-1] if (self.directory / "prompt.npz").exists() else []
+        return out + sorted(int(p.stem[5:]) for p in self.directory.glob("step_*.npz"))
+
+    def load(self, step: int) -> dict[str, np.ndarray]:
+        path = _spool_path(self.directory, step)
+        if not path.exists():
+            raise KeyError(step)
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+
+    def __getitem__(self, step: int) -> np.ndarray:
+        return self.load(step)["pattern"]
+
+    def __iter__(self):
+        return iter(self._steps())
+
+    def __len__(self) -> int:
+        return len(self._steps())
+
+
+class AttentionData:
+    """Captured attention rows of one TEMPO sequence, indexed by the sequence state.
+
+    Args:
+        state: The final :class:`~tempo_lens.SequenceState` (``trace.to_state()``).
+        rows: ``step -> [layer, head, q, n_keys(step)]`` arrays; ``n_keys(step)`` is the
+            sequence length after the step was appended (1 + its last query index).
+        query_indices: ``step -> physical indices`` of its queries (default: step -1 is the
+            prompt, step ``s`` is ``state.set_indices[s]``).
+        layers: Model layer ids of axis 0. heads: Model head ids of axis 1.
+        texts: Token text per physical index (default ``<id>``).
+        trace: The generation's :class:`~tempo_lens.trace.Trace`, if any.
+        extra: ``step -> {hook_name: array}`` for extra hooks (spooled: read from disk).
+    """
+
+    def __init__(
+        self,
+        *,
+        state: SequenceState,
+        rows: Mapping[int, np.ndarray],
+        layers: Sequence[int],
+        heads: Sequence[int],
+        query_indices: Mapping[int, list[int]] | None = None,
+        texts: Sequence[str] | None = None,
+        trace: Trace | None = None,
+        extra: Mapping[int, dict[str, np.ndarray]] | None = None,
+    ) -> None:
+        self.state = state
+        self._rows = rows
+        self.layers = [int(x) for x in layers]
+        self.heads = [int(x) for x in heads]
+        self.texts = list(texts) if texts is not None else [f"<{t}>" for t in state.token_ids]
+        self.trace = trace
+        self._extra = extra
+        self.query_map = {
+            s: list(query_indices[s]) if query_indices and s in query_indices else self._default_q(s)
+            for s in rows
+        }
+
+    def _default_q(self, step: int) -> list[int]:
+        if step < 0:
+            return list(range(self.state.prompt_length))
+        return list(self.state.set_indices[step])
+
+    @classmethod
+    def from_full(
+        cls,
+        state: SequenceState,
+        pattern: Float[np.ndarray, "layer head query key"] | Float[Tensor, "layer head query key"],
+        *,
+        layers: Sequence[int] | None = None,
+        heads: Sequence[int] | None = None,
+        texts: Sequence[str] | None = None,
+        include_prompt: bool = True,
+    ) -> AttentionData:
+        """Split a full ``[layer, head, n, n]`` pattern (e.g. ``run_with_cache`` on the final
+        state) into per-step rows, as if captured during generation."""
+        if isinstance(pattern, Tensor):
+            pattern = pattern.detach().cpu().float().numpy()
+        n = len(state)
+        if pattern.shape[-2:] != (n, n):
+            raise ValueError(f"pattern must end in [{n}, {n}], got {pattern.shape}")
+        steps = ([-1] if include_prompt else []) + list(range(state.n_steps))
+        rows, qmap = {}, {}
+        for s in steps:
+            q = list(range(state.prompt_length)) if s < 0 else state.set_indices[s]
+            rows[s] = np.ascontiguousarray(pattern[:, :, q, : q[-1] + 1])
+            qmap[s] = q
+        return cls(
+            state=state,
+            rows=rows,
+            query_indices=qmap,
+            layers=layers if layers is not None else range(pattern.shape[0]),
+            heads=heads if heads is not None else range(pattern.shape[1]),
+            texts=texts,
+        )
+
+    # ------------------------------------------------------------------ access
+    def __len__(self) -> int:
+        return len(self.state)
+
+    @property
+    def steps(self) -> list[int]:
+        """Captured steps in order (``-1`` = the prompt forward)."""
+        return sorted(self.query_map)
+
+    def query_indices(self, step: int) -> list[int]:
+        """Physical indices of the queries (rows) of a captured step."""
+        return self.query_map[step]
+
+    def rows(self, step: int) -> Float[np.ndarray, "layer head query key"]:
+        """``[layer, head, q, n_keys]`` rows of one step as float32."""
+        return self.stored_rows(step).astype(np.float32, copy=False)
+
+    def stored_rows(self, step: int) -> np.ndarray:
+        """The rows of one step in their stored dtype (float16 or float32)."""
+        if step not in self.query_map:
+            raise KeyError(f"step {step} was not captured (captured: {self.steps})")
+        return np.asarray(self._rows[step])
+
+    def extra(self, step: int) -> dict[str, np.ndarray]:
+        """The extra hook tensors captured at a step."""
+        if isinstance(self._rows, _Spool):
+            d = self._rows.load(step)
+            return {k[5:]: v for k, v in d.items() if k.startswith("hook:")}
+        return dict((self._extra or {}).get(step, {}))
+
+    def _axes(self, layer: int | None, head: int | None) -> tuple[Any, Any]:
+        def pick(value: int | None, ids: list[int], what: str) -> Any:
+            if value is None:
+                return slice(None)
+            if value not in ids:
+                raise ValueError(f"{what} {value} was not captured (captured: {ids})")
+            return [ids.index(value)]
+
+        return pick(layer, self.layers, "layer"), pick(head, self.heads, "head")
+
+    def select(
+        self, x: Float[np.ndarray, "layer head *rest"], layer: int | None, head: int | None, agg: str
+    ) -> np.ndarray:
+        """Pick a layer/head (model ids) or aggregate (``mean``/``max``/``sum``) over them."""
+        li, hi = self._axes(layer, head)
+        return _reduce(x[li][:, hi], (0, 1), agg)
+
+    def step_matrix(
+        self, step: int, layer: int | None = None, head: int | None = None, agg: str = "mean"
+    ) -> Float[np.ndarray, "query key"]:
+        """``[q, n_keys]`` attention of a step's queries: one layer/head, or aggregated."""
+        return self.select(self.rows(step), layer, head, agg)
+
+    def full_tensor(self) -> Float[np.ndarray, "layer head query key"]:
+        """``[layer, head, n, n]``: every captured row placed at its physical index (rows of
+        uncaptured queries and keys after a query's step are 0)."""
+        n = len(self)
+        out = np.zeros((len(self.layers), len(self.heads), n, n), dtype=np.float32)
+        for s in self.steps:
+            r = self.rows(s)
+            out[:, :, self.query_map[s], : r.shape[-1]] = r
+        return out
+
+    def full_matrix(
+        self, layer: int | None = None, head: int | None = None, agg: str = "mean"
+    ) -> Float[np.ndarray, "query key"]:
+        """``[n, n]`` query-by-key matrix (lower-triangular), one layer/head or aggregated."""
+        return self.select(self.full_tensor(), layer, head, agg)
+
+    def captured_queries(self) -> list[int]:
+        return sorted(i for q in self.query_map.values() for i in q)
