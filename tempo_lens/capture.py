@@ -186,7 +186,9 @@ class AttentionCapture:
 
     # ------------------------------------------------------------------ hooks
     def _keep(self, x: Tensor) -> Tensor:
-        return x.detach().to("cpu", dtype=torch.float16 if self.dtype == np.float16 else torch.float32)
+        return x.detach().to(
+            "cpu", dtype=torch.float16 if self.dtype == np.float16 else torch.float32
+        )
 
     def _hook_pattern(self, pattern: Tensor, hook: Any) -> None:
         if self._step is None:
@@ -290,7 +292,9 @@ class AttentionData:
         self.trace = trace
         self._extra = extra
         self.query_map = {
-            s: list(query_indices[s]) if query_indices and s in query_indices else self._default_q(s)
+            s: list(query_indices[s])
+            if query_indices and s in query_indices
+            else self._default_q(s)
             for s in rows
         }
 
@@ -373,7 +377,11 @@ class AttentionData:
         return pick(layer, self.layers, "layer"), pick(head, self.heads, "head")
 
     def select(
-        self, x: Float[np.ndarray, "layer head *rest"], layer: int | None, head: int | None, agg: str
+        self,
+        x: Float[np.ndarray, "layer head *rest"],
+        layer: int | None,
+        head: int | None,
+        agg: str,
     ) -> np.ndarray:
         """Pick a layer/head (model ids) or aggregate (``mean``/``max``/``sum``) over them."""
         li, hi = self._axes(layer, head)

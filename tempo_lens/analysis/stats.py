@@ -71,7 +71,9 @@ def bootstrap_ci(
         return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(x), size=(n_boot, len(x)))
-    boots = np.apply_along_axis(statistic, 1, x[idx]) if statistic is not np.mean else x[idx].mean(1)
+    boots = (
+        np.apply_along_axis(statistic, 1, x[idx]) if statistic is not np.mean else x[idx].mean(1)
+    )
     a = (1 - level) / 2
     return (float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a)))
 
@@ -274,9 +276,7 @@ def _verdict(
     reference: str,
 ) -> str:
     if n < min_samples:
-        return (
-            f"insufficient data: {n} usable run(s), at least {min_samples} needed; no claim made"
-        )
+        return f"insufficient data: {n} usable run(s), at least {min_samples} needed; no claim made"
     desc = (
         f"mean ratio {ratio:.3f} ({level:.0%} CI {ci[0]:.3f}-{ci[1]:.3f}), "
         f"Wilcoxon p={t.wilcoxon_p:.3g}, d_z={t.cohens_dz:.2f}, n={n}, reference={reference}"

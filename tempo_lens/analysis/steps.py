@@ -140,11 +140,7 @@ def pruning_analysis(trace: Trace, received: ReceivedAttention | None = None) ->
         rates = pd.DataFrame(columns=["judged_at", "n_judged", "n_pruned", "rate"])
     pcols = ["index", "text", "step", "rank", "pruned_at_step", "probability"]
     pruned = pd.DataFrame(
-        [
-            {c: getattr(t, c) for c in pcols}
-            for t in trace.tokens
-            if t.pruned_at_step is not None
-        ],
+        [{c: getattr(t, c) for c in pcols} for t in trace.tokens if t.pruned_at_step is not None],
         columns=pcols,
     )
     last_score = {int(r["index"]): float(r["score"]) for r in recs}

@@ -144,7 +144,7 @@ def attention_heads(
         attention: ``[head, query, key]`` (e.g. ``cache["pattern", layer][0]`` on the
             TEMPO state, or ``AttentionData.full_tensor()[layer]``).
         tokens: The trace (labels ``text|step``) or one label per position.
-        head_names: Names of the heads (default ``L?H0..``-free ``Head 0..``).
+        head_names: Names of the heads (default: circuitsvis' ``Head 0``, ``Head 1``, ...).
         max_value: Colour-scale maximum.
         mask_upper_tri: Hide the causal upper triangle.
         offline: See :class:`CvView`.

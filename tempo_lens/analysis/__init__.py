@@ -1,0 +1,74 @@
+"""Analyses of captured TEMPO attention: data in, dataclasses and DataFrames out.
+
+* :mod:`~tempo_lens.analysis.received` — attention received by parallel vs non-parallel
+  tokens (per token, per set, per layer and head);
+* :mod:`~tempo_lens.analysis.patterns` — sibling (cross-parallel) attention and the
+  isolation check, top-k context, sibling Jensen–Shannon divergence, entropy, head
+  specialisation;
+* :mod:`~tempo_lens.analysis.steps` — parallel width, run summary, pruning decisions;
+* :mod:`~tempo_lens.analysis.export` — seed-compatible JSON, compact tensors, loader;
+* :mod:`~tempo_lens.analysis.stats` — statistics over many runs;
+* :mod:`~tempo_lens.analysis.run` — generate + capture + analyse + export, end to end.
+
+See ``docs/analysis.md``.
+"""
+
+from tempo_lens.analysis.export import export_seed_json, load_attention, save_attention, seed_json
+from tempo_lens.analysis.patterns import (
+    EntropyResult,
+    IsolationCheck,
+    SiblingMatrix,
+    attention_entropy,
+    entropy,
+    head_specialisation,
+    isolation_check,
+    jensen_shannon,
+    sibling_attention,
+    sibling_divergence,
+    top_context,
+)
+from tempo_lens.analysis.received import ReceivedAttention, received_attention
+from tempo_lens.analysis.stats import (
+    PairedTests,
+    StatsReport,
+    analyze_runs,
+    bootstrap_ci,
+    paired_tests,
+    repetition_score,
+)
+from tempo_lens.analysis.steps import (
+    PruningAnalysis,
+    parallel_widths,
+    pruning_analysis,
+    run_summary,
+)
+
+__all__ = [
+    "EntropyResult",
+    "IsolationCheck",
+    "PairedTests",
+    "PruningAnalysis",
+    "ReceivedAttention",
+    "SiblingMatrix",
+    "StatsReport",
+    "analyze_runs",
+    "attention_entropy",
+    "bootstrap_ci",
+    "entropy",
+    "export_seed_json",
+    "head_specialisation",
+    "isolation_check",
+    "jensen_shannon",
+    "load_attention",
+    "paired_tests",
+    "parallel_widths",
+    "pruning_analysis",
+    "received_attention",
+    "repetition_score",
+    "run_summary",
+    "save_attention",
+    "seed_json",
+    "sibling_attention",
+    "sibling_divergence",
+    "top_context",
+]
