@@ -89,8 +89,16 @@ def config_from_args(args: argparse.Namespace) -> Any:
     from tempo_lens.pruning import AbsoluteRule, ProbabilityRatioRule, PruningConfig, RelativeRule
     from tempo_lens.schedules import ThresholdSchedule
 
+    from tempo_lens.config import READOUTS
+
     if not args.prompt.strip():
         raise ValueError("--prompt must not be empty")
+    if args.readout not in READOUTS:
+        raise ValueError(f"--readout must be one of {', '.join(READOUTS)}, got {args.readout!r}")
+    if args.positions not in ("shared", "distinct"):
+        raise ValueError(f"--positions must be shared or distinct, got {args.positions!r}")
+    if args.head_agg not in ("mean", "max", "sum"):
+        raise ValueError(f"--head-agg must be mean, max or sum, got {args.head_agg!r}")
     tau = args.selection_threshold
     if not 0 < tau <= 1:
         raise ValueError(f"--selection-threshold must be in (0, 1], got {tau}")

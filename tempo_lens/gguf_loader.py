@@ -238,6 +238,9 @@ def atomic_directory(final: pathlib.Path) -> Iterator[pathlib.Path]:
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; give the cache normal permissions
     try:
         yield tmp
         old = None
@@ -284,7 +287,7 @@ def _build_cache(name: str, path: pathlib.Path, fields: Mapping[str, Any]) -> No
     from safetensors.torch import save_file
 
     start = time.perf_counter()
-    logger.info("tempo_lens: converting %s (one-off, ~1 min); cache: %s", name, path)
+    logger.info("tempo_lens: converting %s (one-off, about a minute); cache: %s", name, path)
     dtype = getattr(torch, fields["dtype"])
     with atomic_directory(path) as tmp:
         logger.info("tempo_lens: [1/3] dequantizing GGUF with transformers")
@@ -304,9 +307,7 @@ def _build_cache(name: str, path: pathlib.Path, fields: Mapping[str, Any]) -> No
     logger.info("tempo_lens: %s converted in %.1f s", name, time.perf_counter() - start)
 
 
-def _ensure_cache(
-    name: str, dtype: torch.dtype, cache_dir: Any, refresh: bool
-) -> pathlib.Path:
+def _ensure_cache(name: str, dtype: torch.dtype, cache_dir: Any, refresh: bool) -> pathlib.Path:
     path, fields = _cache_dir_for(name, dtype, cache_dir)
     if refresh or not is_valid_cache(path, fields):
         _build_cache(name, path, fields)

@@ -232,7 +232,7 @@ def entropy(
     x = np.asarray(rows, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         h = -np.where(x > 0, x * np.log(x), 0.0).sum(-1)
-    return h / np.log(2) if unit == "bits" else h
+    return np.asarray(h / np.log(2) if unit == "bits" else h)
 
 
 @dataclass
@@ -300,7 +300,7 @@ def attention_entropy(
 
 
 def head_specialisation(
-    data: AttentionData, *, window: float = 3.0, include_prompt: bool = False
+    data: AttentionData, *, window: float | int = 3.0, include_prompt: bool = False
 ) -> pd.DataFrame:
     """Per head: mean fraction of attention to keys within ``window`` logical positions.
 

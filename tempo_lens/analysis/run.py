@@ -61,7 +61,7 @@ def analyze_data(
     data: AttentionData,
     *,
     top_k: int = 5,
-    window: float = 3.0,
+    window: float | int = 3.0,
     include_sink: bool = False,
 ) -> dict[str, Any]:
     """Every analysis of one captured sequence.
@@ -125,7 +125,7 @@ def analyze_prompt(
     float16: bool = False,
     spool: bool = False,
     top_k: int = 5,
-    window: float = 3.0,
+    window: float | int = 3.0,
     include_sink: bool = False,
     figures: bool = True,
 ) -> dict[str, Any]:

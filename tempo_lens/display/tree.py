@@ -153,7 +153,7 @@ def tree_svg(trace: Trace, *, max_chars: int = 16) -> str:
     height = top + row_h * height_rows + 34
 
     def pos(t: TokenRecord) -> tuple[float, float]:
-        return x0 + col_w * t.step, top + row_h * t.rank
+        return float(x0 + col_w * t.step), float(top + row_h * t.rank)
 
     edges, nodes = [], []
     prev = [(10 + prompt_w, top + node_h / 2, trace.prompt_length - 1)]

@@ -21,8 +21,8 @@ PROMPTS = [
 
 
 @pytest.fixture(scope="module")
-def model():
-    return load_default_model()
+def model(default_model):  # session fixture in tests/slow/conftest.py
+    return default_model
 
 
 @pytest.fixture(scope="module")
