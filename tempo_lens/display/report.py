@@ -34,7 +34,7 @@ h2 { font-size: 1.15em; border-bottom: 1px solid #ddd; padding-bottom: 4px; marg
 .meta { color: #666; font-size: 0.9em; }
 .text { font-family: ui-monospace, Menlo, Consolas, monospace; background: #f7f7f7;
         padding: 10px 12px; border-radius: 6px; white-space: pre-wrap; line-height: 1.6; }
-.set { background: #eef3fb; border-radius: 4px; padding: 1px 2px; }
+.set { background: #eef3fb; border-radius: 3px; }
 .m0 { color: #1a7f37; } .m1 { color: #b35900; } .m2 { color: #0b7285; }
 .m3 { color: #862e9c; } .m4 { color: #1c4fa0; } .m5 { color: #c92a2a; }
 .pruned { color: #999 !important; text-decoration: line-through; }

@@ -143,10 +143,10 @@ def tree_svg(trace: Trace, *, max_chars: int = 16) -> str:
     pruned_by = _decisions(trace)
     gen = [t for t in trace.tokens if t.step >= 0]
     longest = max((len(_cut(visible(t.text), max_chars)) for t in gen), default=4)
-    node_w = max(64, 7.4 * longest + 18)
+    node_w = max(100.0, 7.4 * longest + 18)
     col_w, node_h, row_h, top = node_w + 34, 38, 48, 34
     prompt_text = _cut(visible(_prompt(trace)), 28)
-    prompt_w = max(80, 7.4 * len(prompt_text) + 18)
+    prompt_w = max(80.0, 7.4 * len(prompt_text) + 18)
     x0 = prompt_w + 40
     height_rows = max((len(r.indices) for r in trace.steps), default=1)
     width = x0 + col_w * len(trace.steps) + 10
@@ -189,7 +189,7 @@ def tree_svg(trace: Trace, *, max_chars: int = 16) -> str:
         prev = cur
     heads = [
         f'<text class="head" x="{x0 + col_w * r.step:.1f}" y="{top - 12}">'
-        f"step {r.step} · τ={r.threshold:.3g}</text>"
+        f"step {r.step}  τ={r.threshold:.3g}</text>"
         for r in trace.steps
     ]
     prompt = (
