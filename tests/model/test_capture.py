@@ -83,7 +83,7 @@ def test_layer_head_subset_float16_and_spool(tiny, tmp_path) -> None:
     assert sub.stored_rows(0).dtype == np.float16
     want = full.full_tensor()[[1]][:, [0, 2]]
     np.testing.assert_allclose(sub.full_tensor(), want, atol=2e-3)
-    assert np.array_equal(sub.full_tensor() == 0, want == 0)
+    assert np.all(sub.full_tensor()[want == 0] == 0)  # masked stays exactly 0 in float16
     np.testing.assert_allclose(sub.step_matrix(2, layer=1, head=2), full.step_matrix(2, 1, 2), atol=2e-3)
     full_bytes = AttentionCapture(layers=[1], heads=[0, 2])
     run(tiny, full_bytes)

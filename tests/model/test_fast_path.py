@@ -180,7 +180,9 @@ def test_load_state_dict_is_seen(tiny_variant) -> None:
     other = copy.deepcopy(tiny_variant)
     _edit_every_target(other, seed=2)
     enable_fast_path(tiny_variant)
+    before = logits(tiny_variant)
     tiny_variant.load_state_dict(other.state_dict())
+    assert not torch.equal(before, logits(tiny_variant))
     assert fast_path_status(tiny_variant).enabled  # copy_ keeps the layout
     assert torch.equal(logits(tiny_variant), logits(other))
     assert torch.equal(cached_decode(tiny_variant), cached_decode(other))

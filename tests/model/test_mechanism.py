@@ -195,3 +195,16 @@ def test_head_ablation_inside_attach(tiny) -> None:
             w_o[head] = saved
     assert torch.allclose(via_hook, via_weights, atol=1e-6)
     assert (via_hook - base).abs().max() > 1e-4
+
+
+def test_batch_broadcasts_one_state(tiny_variant) -> None:
+    """A batch of sequences with the same TEMPO structure (e.g. clean/corrupt) is supported."""
+    st = SequenceState.from_sets(PROMPT, [[10, 11, 12], [13]], isolate=True)
+    other = list(st.token_ids)
+    other[2] = 40
+    batch = torch.tensor([st.token_ids, other])
+    with attach(tiny_variant, st), torch.no_grad():
+        both = tiny_variant(batch)
+        one = tiny_variant(batch[1:])
+    assert torch.allclose(both[0], fwd(tiny_variant, st), atol=5e-5)
+    assert torch.allclose(both[1], one[0], atol=5e-5)
