@@ -75,7 +75,7 @@ def rotary_inv_freq(model: HookedTransformer, layer: int) -> Tensor:
         ``[rotary_dim // 2]`` tensor, one angle per rotated pair.
     """
     attn = model.blocks[layer].attn
-    rotary_dim = int(model.cfg.rotary_dim)
+    rotary_dim = int(model.cfg.rotary_dim or model.cfg.d_head)
     sin, cos = attn.calculate_sin_cos_rotary(
         rotary_dim, 2, base=attn._rotary_base(), dtype=torch.float64
     )

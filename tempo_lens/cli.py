@@ -84,12 +84,10 @@ def add_generation_args(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Any:
     """Build a :class:`~tempo_lens.TempoConfig` from parsed arguments (ValueError if bad)."""
-    from tempo_lens.config import TempoConfig
+    from tempo_lens.config import READOUTS, TempoConfig
     from tempo_lens.positions import PositionScheme
     from tempo_lens.pruning import AbsoluteRule, ProbabilityRatioRule, PruningConfig, RelativeRule
     from tempo_lens.schedules import ThresholdSchedule
-
-    from tempo_lens.config import READOUTS
 
     if not args.prompt.strip():
         raise ValueError("--prompt must not be empty")
@@ -108,12 +106,15 @@ def config_from_args(args: argparse.Namespace) -> Any:
     prune = None
     if args.prune:
         kind, _, value = args.prune.partition(":")
-        rules = {"relative": RelativeRule, "absolute": AbsoluteRule}
-        if kind not in rules or not value:
+        if kind not in ("relative", "absolute") or not value:
             raise ValueError(f"--prune must be relative:R or absolute:A, got {args.prune!r}")
-        field = "ratio" if kind == "relative" else "threshold"
+        rule: RelativeRule | AbsoluteRule = (
+            RelativeRule(ratio=float(value))
+            if kind == "relative"
+            else AbsoluteRule(threshold=float(value))
+        )
         prune = PruningConfig(
-            rule=rules[kind](**{field: float(value)}),
+            rule=rule,
             lookahead=args.lookahead,
             layers=args.prune_layers,
             head_agg=args.head_agg,
@@ -199,12 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--color", action=argparse.BooleanOptionalAction, default=None)
     gen.add_argument("-q", "--quiet", action="store_true", help="only print the text")
     gen.set_defaults(func=_cmd_generate)
-    try:
-        from tempo_lens.analysis import cli as analysis_cli
-    except ImportError:  # pragma: no cover - analysis extras not built yet
-        analysis_cli = None
-    if analysis_cli is not None:
-        analysis_cli.register(sub, add_generation_args)
+    from tempo_lens.analysis import cli as analysis_cli
+
+    analysis_cli.register(sub, add_generation_args)
     return parser
 
 

@@ -167,7 +167,7 @@ def generate(
     ]
     steps: list[StepRecord] = []
     stop_reason = "max_steps"
-    with torch.no_grad(), _fast_context(model, config), model.hooks(fwd_hooks=fwd_hooks):
+    with torch.no_grad(), _fast_context(model, config), model.hooks(fwd_hooks=fwd_hooks):  # type: ignore[arg-type]
         rows = run(list(range(len(prompt_ids))), -1)
         dist = probabilities(rows[-1])
         bar = tqdm(range(config.max_steps), disable=not progress, desc="TEMPO", unit="step")

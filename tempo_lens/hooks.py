@@ -84,7 +84,7 @@ class TempoHooks:
         self.view_step: int | None = None
         self.view_from = 0
         cfg = model.cfg
-        self.rotary_dim = int(cfg.rotary_dim)
+        self.rotary_dim = int(cfg.rotary_dim or cfg.d_head)
         self.adjacent_pairs = bool(cfg.rotary_adjacent_pairs)
         # Layers whose RoPE frequencies are identical share one set of tables.
         self._freq_group: list[int] = []
@@ -259,5 +259,5 @@ def attach(
         The :class:`TempoHooks` (e.g. for :meth:`TempoHooks.viewing`).
     """
     hooks = TempoHooks(model, state, rotate=rotate, mask=mask)
-    with model.hooks(fwd_hooks=hooks.fwd_hooks()):
+    with model.hooks(fwd_hooks=list(hooks.fwd_hooks())):  # type: ignore[arg-type]
         yield hooks
