@@ -21,8 +21,7 @@ Example:
     >>> from tempo_lens import TempoConfig, generate, make_tiny_model
     >>> model = make_tiny_model()
     >>> cap = AttentionCapture(layers=[0], heads=[0, 1])
-    >>> trace = generate(model, [1, 2, 3], TempoConfig(selection_threshold=0.05, max_steps=3),
-    ...                  observers=[cap])
+    >>> trace = generate(model, [1, 2, 3], TempoConfig(max_steps=3), observers=[cap])
     >>> data = cap.result(trace)
     >>> data.full_matrix().shape == (len(trace.tokens), len(trace.tokens))
     True
@@ -54,10 +53,6 @@ ATTENTION_LIKE = ("hook_pattern", "hook_attn_scores")
 AGGS = ("mean", "max", "sum")
 
 
-def _is_attention_like(name: str) -> bool:
-    return name.endswith(ATTENTION_LIKE)
-
-
 def _layer_of(name: str) -> int | None:
     parts = name.split(".")
     if len(parts) > 1 and parts[0] == "blocks" and parts[1].isdigit():
@@ -68,8 +63,6 @@ def _layer_of(name: str) -> int | None:
 def _reduce(x: np.ndarray, axis: tuple[int, ...], agg: str) -> np.ndarray:
     if agg not in AGGS:
         raise ValueError(f"agg must be one of {AGGS}, got {agg!r}")
-    if not axis:
-        return x
     return getattr(x, agg)(axis=axis)
 
 
@@ -203,7 +196,7 @@ class AttentionCapture:
         if self._step is None:
             return
         name = str(hook.name)
-        if _is_attention_like(name):
+        if name.endswith(ATTENTION_LIKE):
             rows = x[0, self.heads, -self._n_new :, :]
         else:
             rows = x[0, -self._n_new :]
@@ -367,15 +360,12 @@ class AttentionData:
             return {k[5:]: v for k, v in d.items() if k.startswith("hook:")}
         return dict((self._extra or {}).get(step, {}))
 
-    def _axes(self, layer: int | None, head: int | None) -> tuple[Any, Any]:
-        def pick(value: int | None, ids: list[int], what: str) -> Any:
-            if value is None:
-                return slice(None)
-            if value not in ids:
-                raise ValueError(f"{what} {value} was not captured (captured: {ids})")
-            return [ids.index(value)]
-
-        return pick(layer, self.layers, "layer"), pick(head, self.heads, "head")
+    def _pick(self, value: int | None, ids: list[int], what: str) -> Any:
+        if value is None:
+            return slice(None)
+        if value not in ids:
+            raise ValueError(f"{what} {value} was not captured (captured: {ids})")
+        return [ids.index(value)]
 
     def select(
         self,
@@ -385,7 +375,7 @@ class AttentionData:
         agg: str,
     ) -> np.ndarray:
         """Pick a layer/head (model ids) or aggregate (``mean``/``max``/``sum``) over them."""
-        li, hi = self._axes(layer, head)
+        li, hi = self._pick(layer, self.layers, "layer"), self._pick(head, self.heads, "head")
         return _reduce(x[li][:, hi], (0, 1), agg)
 
     def step_matrix(
@@ -409,6 +399,3 @@ class AttentionData:
     ) -> Float[np.ndarray, "query key"]:
         """``[n, n]`` query-by-key matrix (lower-triangular), one layer/head or aggregated."""
         return self.select(self.full_tensor(), layer, head, agg)
-
-    def captured_queries(self) -> list[int]:
-        return sorted(i for q in self.query_map.values() for i in q)

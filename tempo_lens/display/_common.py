@@ -9,7 +9,7 @@ import html
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,7 +20,7 @@ from tempo_lens.trace import Trace
 
 __all__ = ["ArrayLike", "HtmlView", "parallel_groups", "to_numpy", "token_labels"]
 
-ArrayLike = Union[Tensor, np.ndarray, pd.Series, Sequence[Any]]
+ArrayLike = Tensor | np.ndarray | pd.Series | Sequence[Any]
 """A tensor, a NumPy array, a pandas Series or (nested) lists of numbers."""
 
 
@@ -74,7 +74,7 @@ def visible(text: str) -> str:
 def page(title: str, body: str, *, head: str = "") -> str:
     """A complete, self-contained HTML document."""
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{esc(title)}</title>\n{head}</head>\n<body>\n{body}\n</body>\n</html>\n"
     )
 

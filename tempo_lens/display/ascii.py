@@ -152,8 +152,10 @@ def attention_bars(
     w = to_numpy(weights, ndim=1, name="weights")
     if len(target_labels) != w.shape[0]:
         raise ValueError(f"{w.shape[0]} weights but {len(target_labels)} target labels")
-    order = list(np.argsort(-np.nan_to_num(w, nan=-np.inf), kind="stable")) if sort else list(
-        range(w.shape[0])
+    order = (
+        list(np.argsort(-np.nan_to_num(w, nan=-np.inf), kind="stable"))
+        if sort
+        else list(range(w.shape[0]))
     )
     if top_k is not None:
         order = order[:top_k]
@@ -263,7 +265,9 @@ def cross_parallel(
     else:
         assert where is not None
         src, dst = member_labels[where[0]], member_labels[where[1]]
-        verdict = f"NOT ISOLATED: max {scope} attention {worst:.3e} ({src} -> {dst}) > tol {tol:.1e}"
+        verdict = (
+            f"NOT ISOLATED: max {scope} attention {worst:.3e} ({src} -> {dst}) > tol {tol:.1e}"
+        )
     if expect_isolated is not None:
         verdict += " [as expected]" if isolated == expect_isolated else " [UNEXPECTED]"
     lines.append(f"verdict: {verdict}")

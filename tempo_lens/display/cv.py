@@ -53,12 +53,16 @@ def _bundle() -> str:
     # As circuitsvis does: no closing script tag inside inline code. Also drop the source
     # map comment, which would make a browser's devtools request a file that is not there.
     js = js.replace("</script>", "")
-    return "\n".join(line for line in js.splitlines() if not line.startswith("//# sourceMappingURL"))
+    return "\n".join(
+        line for line in js.splitlines() if not line.startswith("//# sourceMappingURL")
+    )
 
 
 def bundle_script() -> str:
     """A classic ``<script>`` defining the global ``CircuitsVis`` (include once per page)."""
-    return f'<script data-circuitsvis-bundle="{esc(circuitsvis.__version__)}">\n{_bundle()}\n</script>'
+    return (
+        f'<script data-circuitsvis-bundle="{esc(circuitsvis.__version__)}">\n{_bundle()}\n</script>'
+    )
 
 
 def _props_js(props: dict[str, Any]) -> str:

@@ -176,6 +176,7 @@ def layer_entropy_figure(
         ax.plot(range(len(vals)), vals, marker="o", label=name)
     n = max(len(v) for v in series.values())
     ax.set_xticks(range(n))
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("layer")
     ax.set_ylabel(ylabel)
     ax.set_title(title)

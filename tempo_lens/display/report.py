@@ -125,7 +125,7 @@ def report_html(
     body += [f"<p>{esc(n)}</p>" for n in notes]
     body.append("<h2>Text</h2>")
     body.append(f'<div class="text" id="bracket-text">{bracket_html(trace)}</div>')
-    body.append("<p class=\"meta\">clean text (top surviving member of each step):</p>")
+    body.append('<p class="meta">clean text (top surviving member of each step):</p>')
     body.append(f'<div class="text" id="clean-text">{esc(trace.clean_text())}</div>')
     body.append("<h2>Summary</h2>" + _summary_table(summary))
     body.append("<h2>Token tree</h2>")

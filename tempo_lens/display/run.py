@@ -88,9 +88,9 @@ def render_run(
         fig("widths", "parallel width and threshold per step", lambda p: fg.widths_figure(
             trace.widths(), thresholds=[s.threshold for s in trace.steps], path=p))  # fmt: skip
     pruning = results.get("pruning")
-    decisions = pruning.decisions if pruning is not None else [
-        d for s in trace.steps for d in s.pruning
-    ]
+    decisions = (
+        pruning.decisions if pruning is not None else [d for s in trace.steps for d in s.pruning]
+    )
     if len(decisions):
         fig("pruning", "retroactive pruning scores per set",
             lambda p: fg.pruning_scores_figure(decisions, path=p))  # fmt: skip
@@ -111,6 +111,7 @@ def render_run(
             fig(f"attention_step{step}", f"attention of step {step}'s members",
                 lambda p: fg.attention_heatmap_figure(
                     m, [labels[i] for i in widest], labels[: m.shape[1]],
+                    row_groups=[list(range(len(widest)))],
                     col_groups=[list(widest)], title=f"step {step}: members -> keys", path=p))  # fmt: skip
         texts["attention (ASCII)"] = _ascii(trace, data, labels, full)
         written.append(tx.save_heatmap_json(out / "heatmap.json", full, labels, labels,

@@ -88,7 +88,10 @@ def test_stats_over_three_tiny_runs(tmp_path, capsys) -> None:
     stats = json.loads((out / "stats.json").read_text())
     assert stats["n_runs"] == 3
     assert stats["verdict"].startswith("insufficient data")  # 3 < min_samples = 5
-    assert main(["stats", "--data-dir", str(out), "--min-samples", "3", "--repetition-threshold", "1"]) == 0
+    assert (
+        main(["stats", "--data-dir", str(out), "--min-samples", "3", "--repetition-threshold", "1"])
+        == 0
+    )
     stats = json.loads((out / "stats.json").read_text())
     assert not stats["verdict"].startswith("insufficient")
     assert stats["tests"]["n"] == stats["n_used"] == 3

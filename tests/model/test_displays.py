@@ -29,7 +29,10 @@ from tests.display_fixtures import hand_trace
 
 PNG = b"\x89PNG\r\n\x1a\n"
 # an attribute or CSS reference that would make a browser fetch something remote
-EXTERNAL = re.compile(r"""(?:src|href|action)\s*=\s*["']?\s*(?:https?:)?//|url\(\s*["']?\s*(?:https?:)?//|@import|from\s+["']https?://""", re.I)
+EXTERNAL = re.compile(
+    r"""(?:src|href|action)\s*=\s*["']?\s*(?:https?:)?//|url\(\s*["']?\s*(?:https?:)?//|@import|from\s+["']https?://""",
+    re.I,
+)
 
 
 @pytest.fixture(scope="module")

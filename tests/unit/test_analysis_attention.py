@@ -89,9 +89,10 @@ def test_received_attention_exact_numbers() -> None:
     np.testing.assert_allclose(tok["received"].iloc[1:5], [0.175, 0.25, 0.15, 0.1], atol=1e-7)
     assert math.isnan(tok.at[5, "received"])
     assert list(tok["n_receivers"]) == [4, 4, 2, 2, 1, 0]
-    assert list(tok["group"]) == ["sink", "non_parallel", "parallel", "parallel"] + [
-        "non_parallel"
-    ] * 2
+    assert (
+        list(tok["group"])
+        == ["sink", "non_parallel", "parallel", "parallel"] + ["non_parallel"] * 2
+    )
     assert res.parallel_mean == pytest.approx(0.2)
     assert res.non_parallel_mean == pytest.approx(0.1375)
     assert res.ratio == pytest.approx(0.2 / 0.1375)

@@ -114,8 +114,8 @@ def test_tree_text_snapshot() -> None:
     text = tree_text(hand_trace())
     check_snapshot("tree.txt", text)
     lines = text.splitlines()
-    assert lines[2].startswith("  * \" mat\"")  # clean path
-    assert lines[3].startswith("  x \" floor\"") and "pruned at step 1" in lines[3]
+    assert lines[2].startswith('  * " mat"')  # clean path
+    assert lines[3].startswith('  x " floor"') and "pruned at step 1" in lines[3]
     assert "score 0.050, best 0.400" in lines[3]
     assert lines[-2] == 'clean: "The cat sat on the mat."'
 
