@@ -8,6 +8,7 @@ be pruned retroactively. tempo_lens implements this as hook points on a stock
 
 from tempo_lens._tl import NotRotaryError
 from tempo_lens.baselines import beam_search, greedy, sample
+from tempo_lens.capture import AttentionCapture, AttentionData
 from tempo_lens.config import TempoConfig
 from tempo_lens.generation import StepObserver, generate
 from tempo_lens.hooks import StateMismatchError, TempoHooks, attach, tempo_fwd_hooks
@@ -27,6 +28,8 @@ from tempo_lens.trace import Trace
 __version__ = "0.1.0"
 
 __all__ = [
+    "AttentionCapture",
+    "AttentionData",
     "AbsoluteRule",
     "ProbabilityRatioRule",
     "PruningConfig",

@@ -36,10 +36,17 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def add_generation_args(p: argparse.ArgumentParser) -> None:
-    """The generation options shared by ``generate``, ``analyze`` and the experiments."""
+def add_generation_args(p: argparse.ArgumentParser, *, require_prompt: bool = True) -> None:
+    """The generation options shared by ``generate``, ``analyze`` and the experiments.
+
+    Args:
+        p: The parser to extend.
+        require_prompt: ``--prompt`` is mandatory (``analyze`` also takes ``--prompts-file``).
+    """
     g = p.add_argument_group("generation")
-    g.add_argument("--prompt", required=True, help="prompt text (non-empty)")
+    g.add_argument(
+        "--prompt", required=require_prompt, default=None, help="prompt text (non-empty)"
+    )
     g.add_argument("--max-steps", type=int, default=20, help="maximum number of steps (>= 1)")
     g.add_argument("--min-steps", type=int, default=0, help="suppress EOS before this many steps")
     g.add_argument(
@@ -89,7 +96,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     from tempo_lens.pruning import AbsoluteRule, ProbabilityRatioRule, PruningConfig, RelativeRule
     from tempo_lens.schedules import ThresholdSchedule
 
-    if not args.prompt.strip():
+    if args.prompt is None or not args.prompt.strip():
         raise ValueError("--prompt must not be empty")
     if args.readout not in READOUTS:
         raise ValueError(f"--readout must be one of {', '.join(READOUTS)}, got {args.readout!r}")
@@ -206,17 +213,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 ok, 2 bad usage/values)."""
-    parser = build_parser()
+def run_parser(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    """Parse ``argv`` and run ``args.func``; bad values give one stderr line and exit 2."""
     try:
         args = parser.parse_args(argv)
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
         return int(args.func(args))
     except (UsageError, ValueError, FileNotFoundError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        sys.stderr.write(f"tempo-lens: error: {msg}\n")
+        sys.stderr.write(f"{parser.prog}: error: {msg}\n")
         return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 ok, 2 bad usage/values)."""
+    return run_parser(build_parser(), argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,7 +13,6 @@ model loaded) before the first file is written.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,9 +23,6 @@ __all__ = ["analyze_main", "register", "stats_main"]
 
 def add_analyze_args(p: argparse.ArgumentParser) -> None:
     """Capture/analysis options (the generation options are added separately)."""
-    for action in p._actions:  # --prompts-file can replace --prompt
-        if action.dest == "prompt":
-            action.required = False
     a = p.add_argument_group("analysis")
     a.add_argument("--output-dir", required=True, help="directory for the run(s)")
     a.add_argument("--prompts-file", default=None, help="one prompt per line (# comments)")
@@ -220,12 +216,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(
-    subparsers: Any, add_generation_args: Callable[[argparse.ArgumentParser], None]
-) -> None:
+def register(subparsers: Any, add_generation_args: Callable[..., None]) -> None:
     """Add ``analyze`` and ``stats`` to the ``tempo-lens`` subcommands."""
     ana = subparsers.add_parser("analyze", help="generate with attention capture and analyse")
-    add_generation_args(ana)
+    add_generation_args(ana, require_prompt=False)  # --prompts-file can replace --prompt
     add_analyze_args(ana)
     ana.set_defaults(func=cmd_analyze)
     st = subparsers.add_parser("stats", help="statistics over a directory of analysis runs")
@@ -236,19 +230,12 @@ def register(
 def _script_main(
     argv: Sequence[str] | None, prog: str, description: str, build: Callable[[Any], None]
 ) -> int:
-    from tempo_lens.cli import UsageError, _Parser
+    from tempo_lens.cli import _Parser, run_parser
 
     parser = _Parser(prog=prog, description=description)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     build(parser)
-    try:
-        args = parser.parse_args(argv)
-        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-        return int(args.func(args))
-    except (UsageError, ValueError, FileNotFoundError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        sys.stderr.write(f"{prog}: error: {msg}\n")
-        return 2
+    return run_parser(parser, argv)
 
 
 def analyze_main(argv: Sequence[str] | None = None, prog: str = "run_attention_analysis") -> int:
@@ -256,7 +243,7 @@ def analyze_main(argv: Sequence[str] | None = None, prog: str = "run_attention_a
     from tempo_lens.cli import add_generation_args
 
     def build(p: argparse.ArgumentParser) -> None:
-        add_generation_args(p)
+        add_generation_args(p, require_prompt=False)
         add_analyze_args(p)
         p.set_defaults(func=cmd_analyze)
 
