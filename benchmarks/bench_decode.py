@@ -16,8 +16,8 @@ alike), with warm-up rounds and medians:
 
 Usage::
 
-    python benchmarks/bench_decode.py                 # full run (~5-8 min on 2 cores)
-    python benchmarks/bench_decode.py --quick         # ~2 min
+    python benchmarks/bench_decode.py                 # full run (~2 min on 2 cores)
+    python benchmarks/bench_decode.py --quick         # ~1 min
     python benchmarks/bench_decode.py --json out.json --threads 1
 
 Targets (ratios written to ``--json``): width1/HF <= 1.5 at 128 and 512, width8/width1

@@ -131,14 +131,19 @@ class Trace:
         return [self.tokens[i] for i in self.steps[step].indices]
 
     # ------------------------------------------------------------------ text
-    def clean_ids(self) -> list[int]:
-        """Token ids of the clean path: the top surviving member of each step."""
+    def clean_indices(self) -> list[int]:
+        """Physical index of the clean path's member of each step: the top surviving one
+        (the top member if all were pruned)."""
         out = []
         for rec in self.steps:
             members = [self.tokens[i] for i in rec.indices]
             alive = [m for m in members if m.pruned_at_step is None] or members
-            out.append(alive[0].token_id)
+            out.append(alive[0].index)
         return out
+
+    def clean_ids(self) -> list[int]:
+        """Token ids of the clean path: the top surviving member of each step."""
+        return [self.tokens[i].token_id for i in self.clean_indices()]
 
     def clean_text(self) -> str:
         """Prompt + the top surviving member of each step."""

@@ -46,12 +46,7 @@ TREE_CSS = """
 
 def clean_indices(trace: Trace) -> list[int]:
     """Physical index of the clean-path member of each step (top surviving member)."""
-    out = []
-    for rec in trace.steps:
-        members = [trace.tokens[i] for i in rec.indices]
-        alive = [m for m in members if m.pruned_at_step is None] or members
-        out.append(alive[0].index)
-    return out
+    return trace.clean_indices()
 
 
 def _decisions(trace: Trace) -> dict[int, PruneDecision]:
