@@ -10,6 +10,7 @@ from tempo_lens._tl import NotRotaryError
 from tempo_lens.baselines import beam_search, greedy, sample
 from tempo_lens.capture import AttentionCapture, AttentionData
 from tempo_lens.config import TempoConfig
+from tempo_lens.fast import disable_fast_path, enable_fast_path, fast_path_status, fast_weights
 from tempo_lens.generation import StepObserver, generate
 from tempo_lens.hooks import StateMismatchError, TempoHooks, attach, tempo_fwd_hooks
 from tempo_lens.models import DEFAULT_MODEL, load_model, make_tiny_model
@@ -28,6 +29,10 @@ from tempo_lens.trace import Trace
 __version__ = "0.1.0"
 
 __all__ = [
+    "disable_fast_path",
+    "enable_fast_path",
+    "fast_path_status",
+    "fast_weights",
     "AttentionCapture",
     "AttentionData",
     "AbsoluteRule",

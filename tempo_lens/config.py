@@ -55,7 +55,10 @@ class TempoConfig:
             appended). EOS is never appended as a non-top member.
         use_kv_cache: Incremental forwards with the TransformerLens KV cache (identical
             traces either way; the cache is faster).
-        fast_weights: Reuse weight layouts across forwards (see :mod:`tempo_lens.fast`).
+        fast_weights: Store the weights in the layouts the forward reads, so no per-forward
+            copies are made (bit-identical logits, ~4x faster decode steps on CPU; see
+            :mod:`tempo_lens.fast`). ``generate`` switches the model's layout persistently
+            to what this flag says (``False`` restores the stock layout).
     """
 
     selection_threshold: float = 0.1

@@ -321,10 +321,15 @@ class _TextCache:
 def _fast_context(
     model: HookedTransformer, config: TempoConfig
 ) -> contextlib.AbstractContextManager:
-    if not config.fast_weights:
-        return contextlib.nullcontext()
-    try:
-        from tempo_lens.fast import fast_weights
-    except ImportError:  # pragma: no cover - fast path not available
-        return contextlib.nullcontext()
-    return fast_weights(model)
+    """Put the model's weights in the layout ``config.fast_weights`` asks for.
+
+    The fast layout (:mod:`tempo_lens.fast`) gives bit-identical results; it is switched
+    persistently (relayout costs a copy of the weights, so it is not undone per call).
+    """
+    from tempo_lens.fast import disable_fast_path, enable_fast_path
+
+    if config.fast_weights:
+        enable_fast_path(model)
+    else:
+        disable_fast_path(model)
+    return contextlib.nullcontext()
