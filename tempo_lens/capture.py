@@ -174,7 +174,7 @@ class AttentionCapture:
 
         def write(p: Path) -> None:
             with open(p, "wb") as f:
-                np.savez(f, **arrays)
+                np.savez(f, **arrays)  # type: ignore[arg-type]
 
         atomic_write(_spool_path(self.spool_dir, step), write)
 

@@ -261,7 +261,7 @@ def _gguf_to_hf(name: str) -> tuple[Any, Any]:
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     gguf = locate_gguf(name)
-    kwargs = {"gguf_file": gguf.name, "local_files_only": True}
+    kwargs: dict[str, Any] = {"gguf_file": gguf.name, "local_files_only": True}
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
     hf_model = LlamaForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kwargs)
     return hf_model.eval(), tokenizer

@@ -128,7 +128,7 @@ def save_attention(data: AttentionData, out_dir: str | os.PathLike[str]) -> list
 
     def write(p: Path) -> None:
         with open(p, "wb") as f:
-            np.savez(f, **arrays)
+            np.savez(f, **arrays)  # type: ignore[arg-type]
 
     atomic_write(out / NPZ_NAME, write)
     dtypes = {str(a.dtype) for a in arrays.values()}

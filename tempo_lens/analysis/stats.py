@@ -231,7 +231,7 @@ def analyze_runs(
     ratio = used["ratio"].to_numpy(dtype=np.float64)
     set_ratio = used["set_ratio"].to_numpy(dtype=np.float64)
     set_ratio = set_ratio[np.isfinite(set_ratio)]
-    boot = {"n_boot": n_boot, "level": level, "seed": seed}
+    boot: dict[str, Any] = {"n_boot": n_boot, "level": level, "seed": seed}
     tests = paired_tests(par, non)
     n = len(used)
     sufficient = n >= min_samples

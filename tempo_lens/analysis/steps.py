@@ -104,7 +104,7 @@ class PruningAnalysis:
 
 def pruning_analysis(trace: Trace, received: ReceivedAttention | None = None) -> PruningAnalysis:
     """Collect the pruning decisions recorded in ``trace`` (see :class:`PruningAnalysis`)."""
-    recs = []
+    recs: list[dict[str, Any]] = []
     for rec in trace.steps:
         for d in rec.pruning:
             recs.append(

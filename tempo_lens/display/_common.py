@@ -9,7 +9,7 @@ import html
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -20,7 +20,7 @@ from tempo_lens.trace import Trace
 
 __all__ = ["ArrayLike", "HtmlView", "parallel_groups", "to_numpy", "token_labels"]
 
-ArrayLike = Tensor | np.ndarray | pd.Series | Sequence[Any]
+ArrayLike: TypeAlias = Tensor | np.ndarray | pd.Series | Sequence[Any]
 """A tensor, a NumPy array, a pandas Series or (nested) lists of numbers."""
 
 
