@@ -127,6 +127,7 @@ def test_report_renders_offline_without_console_errors(driver, report: Path) -> 
     )
     assert len(imgs) >= 5 and all(ok and w > 0 for ok, w in imgs)
     # screenshots: the top (text, summary, tree) and the first circuitsvis view
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
     top = SCREENSHOT_DIR / "tempo_report_top.png"
     assert driver.save_screenshot(str(top))
     shot = SCREENSHOT_DIR / "tempo_report.png"
