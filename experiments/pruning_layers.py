@@ -23,18 +23,12 @@ Example::
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import inspect
 import math
-import re
-import sys
 import time
-import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,13 +36,14 @@ import torch
 from scipy import stats as sps
 
 import tempo_lens as tl
+from tempo_lens import experiment_cli
 from tempo_lens.analysis import pruning_analysis, received_attention
 from tempo_lens.analysis._util import jsonable
 from tempo_lens.analysis.quality import clean_text_nll
 from tempo_lens.analysis.stats import bootstrap_ci
+from tempo_lens.experiment_cli import ExperimentSpec, fmt, fmt_ci
 from tempo_lens.io import atomic_write_json, atomic_write_text
 from tempo_lens.pruning import LAYER_GROUPS, decide, resolve_layers, score_members
-from tempo_lens.text import encode_prompt
 
 DEFAULT_PROMPTS = (
     "The cat sat on the",
@@ -198,10 +193,10 @@ def _counterfactual(
 
 def run(cfg: Config, model: Any = None) -> Results:
     """Generate every (prompt, lookahead, group), tabulate, summarise."""
-    model = model if model is not None else load(cfg)
+    model = model if model is not None else experiment_cli.load(SPEC, cfg)
     groups = {g: resolve_layers(g, model.cfg.n_layers) for g in cfg.groups}
     runs, agree, surv = [], [], []
-    for p_id, (text, prompt) in enumerate(resolve_prompts(cfg, model)):
+    for p_id, (text, prompt) in enumerate(experiment_cli.resolve_prompts(SPEC, cfg, model)):
         for la in sorted(set(cfg.lookaheads)):
             for group in groups:
                 cap = tl.AttentionCapture()
@@ -320,137 +315,20 @@ def summarise(res: Results, cfg: Config) -> dict[str, Any]:
     }
 
 
-def _f(x: float | None) -> str:
-    return "nan" if x is None or not math.isfinite(x) else f"{x:.3g}"
-
-
-def _ci(ci: Sequence[float]) -> str:
-    return f"[{_f(ci[0])}, {_f(ci[1])}]"
-
-
-# ---------------------------------------------------------------------- command line
-class UsageError(ValueError):
-    """A bad command-line value (one line on stderr, exit code 2)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
-def _field_docs(cls: type) -> dict[str, str]:
-    """``name -> text`` from the Google-style ``Attributes:`` section of the docstring."""
-    docs: dict[str, str] = {}
-    name, inside = None, False
-    for line in inspect.cleandoc(cls.__doc__ or "").splitlines():
-        if line.strip() == "Attributes:":
-            inside = True
-        elif inside and line and not line.startswith(" "):
-            break
-        elif inside and (m := re.match(r"^    (\w+): (.*)$", line)):
-            name, docs[m[1]] = m[1], m[2]
-        elif inside and name and line.startswith("        "):
-            docs[name] += " " + line.strip()
-    return docs
-
-
-def _tuple_of(elem: type) -> Any:
-    def parse(text: str) -> tuple[Any, ...]:
-        return tuple(elem(x) for x in text.replace(" ", "").split(",") if x)
-
-    parse.__name__ = f"list of {elem.__name__}"
-    return parse
-
-
-def build_parser(prog: str = Path(__file__).name) -> argparse.ArgumentParser:
-    """Every :class:`Config` field as an option; its attribute doc is the help."""
-    p = _Parser(prog=prog, description=(__doc__ or "").splitlines()[0])
-    p.add_argument("--output-dir", required=True, help="directory for the CSV/JSON results")
-    p.add_argument("--prompts-file", default=None, help="one prompt per line (# comments)")
-    p.add_argument("-q", "--quiet", action="store_true", help="do not print the summary")
-    docs, hints = _field_docs(Config), typing.get_type_hints(Config)
-    for f in dataclasses.fields(Config):
-        help_text = f"{docs[f.name]} (default: {f.default!r})"
-        if f.name == "prompts":
-            p.add_argument("--prompt", dest="prompts", action="append", help=help_text)
-        elif hints[f.name] is bool:
-            flag = "--" + f.name.replace("_", "-")
-            p.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text
-            )
-        elif typing.get_origin(hints[f.name]) is tuple:
-            elem = typing.get_args(hints[f.name])[0]
-            p.add_argument(
-                "--" + f.name.replace("_", "-"),
-                type=_tuple_of(elem),
-                default=f.default,
-                help=help_text + ", comma-separated",
-            )
-        else:
-            p.add_argument(
-                "--" + f.name.replace("_", "-"),
-                type=hints[f.name],
-                default=f.default,
-                help=help_text,
-            )
-    return p
-
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    prompts = list(args.prompts or [])
-    if args.prompts_file:
-        path = Path(args.prompts_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"prompts file not found: {path}")
-        lines = path.read_text(encoding="utf-8").splitlines()
-        prompts += [x for x in lines if x.strip() and not x.lstrip().startswith("#")]
-    kw = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if f.name != "prompts"}
-    return Config(prompts=tuple(prompts), **kw)
-
-
-def load(cfg: Config) -> Any:
-    """The model named by the config (the tiny random model with ``tiny``)."""
-    if cfg.tiny:
-        return tl.make_tiny_model(device=cfg.device, **TINY_MODEL)
-    return tl.load_model(cfg.model, device=cfg.device)
-
-
-def resolve_prompts(cfg: Config, model: Any) -> list[tuple[str, list[int]]]:
-    """``(text, token ids)`` per prompt; without a tokenizer prompts are token ids."""
-    texts = cfg.prompts or (TINY_PROMPTS if model.tokenizer is None else DEFAULT_PROMPTS)
-    out = []
-    for text in texts:
-        if model.tokenizer is None:
-            try:
-                ids = [int(t) for t in text.replace(",", " ").split()]
-            except ValueError:
-                raise ValueError(
-                    f"this model has no tokenizer: give prompts as token ids, got {text!r}"
-                ) from None
-        else:
-            ids = text
-        out.append((text, encode_prompt(model, ids)))
-    return out
+SPEC = ExperimentSpec(
+    config=Config,
+    prog=Path(__file__).name,
+    description=(__doc__ or "").splitlines()[0],
+    default_prompts=DEFAULT_PROMPTS,
+    tiny_prompts=TINY_PROMPTS,
+    tiny_model=TINY_MODEL,
+)
+_f, _ci = fmt, fmt_ci
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run from the command line; 0 on success, 2 (one line on stderr) on bad values."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-        cfg = config_from_args(args)
-        model = load(cfg)
-        resolve_prompts(cfg, model)
-    except (ValueError, FileNotFoundError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        sys.stderr.write(f"{parser.prog}: error: {msg}\n")
-        return 2
-    results = run(cfg, model)
-    paths = results.write(args.output_dir)
-    if not args.quiet:
-        print(results.report())
-        print(f"wrote {', '.join(str(p) for p in paths)}")
-    return 0
+    return experiment_cli.script_main(SPEC, run, argv)
 
 
 if __name__ == "__main__":

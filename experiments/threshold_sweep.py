@@ -19,30 +19,25 @@ Example::
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import inspect
 import math
-import re
-import sys
 import time
-import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
 import tempo_lens as tl
+from tempo_lens import experiment_cli
 from tempo_lens.analysis._util import jsonable
 from tempo_lens.analysis.quality import clean_text_nll, trace_diversity
 from tempo_lens.analysis.stats import bootstrap_ci, repetition_score
+from tempo_lens.experiment_cli import ExperimentSpec, fmt, fmt_ci
 from tempo_lens.io import atomic_write_json, atomic_write_text
 from tempo_lens.schedules import SCHEDULE_KINDS
-from tempo_lens.text import encode_prompt
 
 DEFAULT_PROMPTS = (
     "The cat sat on the",
@@ -216,8 +211,8 @@ def _row(model: Any, trace: tl.Trace, seconds: float) -> dict[str, Any]:
 
 def run(cfg: Config, model: Any = None) -> Results:
     """Generate every cell of the grid on every prompt, tabulate, summarise."""
-    model = model if model is not None else load(cfg)
-    prompts = resolve_prompts(cfg, model)
+    model = model if model is not None else experiment_cli.load(SPEC, cfg)
+    prompts = experiment_cli.resolve_prompts(SPEC, cfg, model)
     tl.generate(model, prompts[0][1], cfg.tempo_config(cfg.thresholds[0], "constant"), max_steps=1)
     rows = []
     for p_id, (text, prompt) in enumerate(prompts):
@@ -331,137 +326,20 @@ def summarise(runs: pd.DataFrame, cfg: Config) -> dict[str, Any]:
     }
 
 
-def _f(x: float | None) -> str:
-    return "nan" if x is None or not math.isfinite(x) else f"{x:.3g}"
-
-
-def _ci(ci: Sequence[float]) -> str:
-    return f"[{_f(ci[0])}, {_f(ci[1])}]"
-
-
-# ---------------------------------------------------------------------- command line
-class UsageError(ValueError):
-    """A bad command-line value (one line on stderr, exit code 2)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
-def _field_docs(cls: type) -> dict[str, str]:
-    """``name -> text`` from the Google-style ``Attributes:`` section of the docstring."""
-    docs: dict[str, str] = {}
-    name, inside = None, False
-    for line in inspect.cleandoc(cls.__doc__ or "").splitlines():
-        if line.strip() == "Attributes:":
-            inside = True
-        elif inside and line and not line.startswith(" "):
-            break
-        elif inside and (m := re.match(r"^    (\w+): (.*)$", line)):
-            name, docs[m[1]] = m[1], m[2]
-        elif inside and name and line.startswith("        "):
-            docs[name] += " " + line.strip()
-    return docs
-
-
-def _tuple_of(elem: type) -> Any:
-    def parse(text: str) -> tuple[Any, ...]:
-        return tuple(elem(x) for x in text.replace(" ", "").split(",") if x)
-
-    parse.__name__ = f"list of {elem.__name__}"
-    return parse
-
-
-def build_parser(prog: str = Path(__file__).name) -> argparse.ArgumentParser:
-    """Every :class:`Config` field as an option; its attribute doc is the help."""
-    p = _Parser(prog=prog, description=(__doc__ or "").splitlines()[0])
-    p.add_argument("--output-dir", required=True, help="directory for the CSV/JSON results")
-    p.add_argument("--prompts-file", default=None, help="one prompt per line (# comments)")
-    p.add_argument("-q", "--quiet", action="store_true", help="do not print the summary")
-    docs, hints = _field_docs(Config), typing.get_type_hints(Config)
-    for f in dataclasses.fields(Config):
-        help_text = f"{docs[f.name]} (default: {f.default!r})"
-        if f.name == "prompts":
-            p.add_argument("--prompt", dest="prompts", action="append", help=help_text)
-        elif hints[f.name] is bool:
-            flag = "--" + f.name.replace("_", "-")
-            p.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text
-            )
-        elif typing.get_origin(hints[f.name]) is tuple:
-            elem = typing.get_args(hints[f.name])[0]
-            p.add_argument(
-                "--" + f.name.replace("_", "-"),
-                type=_tuple_of(elem),
-                default=f.default,
-                help=help_text + ", comma-separated",
-            )
-        else:
-            p.add_argument(
-                "--" + f.name.replace("_", "-"),
-                type=hints[f.name],
-                default=f.default,
-                help=help_text,
-            )
-    return p
-
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    prompts = list(args.prompts or [])
-    if args.prompts_file:
-        path = Path(args.prompts_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"prompts file not found: {path}")
-        lines = path.read_text(encoding="utf-8").splitlines()
-        prompts += [x for x in lines if x.strip() and not x.lstrip().startswith("#")]
-    kw = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if f.name != "prompts"}
-    return Config(prompts=tuple(prompts), **kw)
-
-
-def load(cfg: Config) -> Any:
-    """The model named by the config (the tiny random model with ``tiny``)."""
-    if cfg.tiny:
-        return tl.make_tiny_model(device=cfg.device, **TINY_MODEL)
-    return tl.load_model(cfg.model, device=cfg.device)
-
-
-def resolve_prompts(cfg: Config, model: Any) -> list[tuple[str, list[int]]]:
-    """``(text, token ids)`` per prompt; without a tokenizer prompts are token ids."""
-    texts = cfg.prompts or (TINY_PROMPTS if model.tokenizer is None else DEFAULT_PROMPTS)
-    out = []
-    for text in texts:
-        if model.tokenizer is None:
-            try:
-                ids = [int(t) for t in text.replace(",", " ").split()]
-            except ValueError:
-                raise ValueError(
-                    f"this model has no tokenizer: give prompts as token ids, got {text!r}"
-                ) from None
-        else:
-            ids = text
-        out.append((text, encode_prompt(model, ids)))
-    return out
+SPEC = ExperimentSpec(
+    config=Config,
+    prog=Path(__file__).name,
+    description=(__doc__ or "").splitlines()[0],
+    default_prompts=DEFAULT_PROMPTS,
+    tiny_prompts=TINY_PROMPTS,
+    tiny_model=TINY_MODEL,
+)
+_f, _ci = fmt, fmt_ci
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run from the command line; 0 on success, 2 (one line on stderr) on bad values."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-        cfg = config_from_args(args)
-        model = load(cfg)
-        resolve_prompts(cfg, model)
-    except (ValueError, FileNotFoundError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        sys.stderr.write(f"{parser.prog}: error: {msg}\n")
-        return 2
-    results = run(cfg, model)
-    paths = results.write(args.output_dir)
-    if not args.quiet:
-        print(results.report())
-        print(f"wrote {', '.join(str(p) for p in paths)}")
-    return 0
+    return experiment_cli.script_main(SPEC, run, argv)
 
 
 if __name__ == "__main__":
