@@ -157,6 +157,8 @@ class Trace:
     def bracket_text(self, *, color: bool = False, show_pruned: bool = True) -> str:
         """Prompt then each step: one member as is, several as ``[ a/ b]``.
 
+        Inside brackets a newline is shown as ``\\n`` so a set stays on one line.
+
         Args:
             color: ANSI-colour members by rank (pruned members dimmed).
             show_pruned: Keep pruned members (marked ``~x~``); else drop them.
@@ -168,7 +170,8 @@ class Trace:
                 pruned = m.pruned_at_step is not None
                 if pruned and not show_pruned:
                     continue
-                text = f"~{m.text}~" if pruned else m.text
+                text = m.text if len(rec.indices) == 1 else m.text.replace("\n", "\\n")
+                text = f"~{text}~" if pruned else text
                 if color:
                     colour = ANSI_DIM if pruned else ANSI_COLOURS[m.rank % len(ANSI_COLOURS)]
                     text = f"{colour}{text}{ANSI_RESET}"
