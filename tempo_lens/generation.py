@@ -37,10 +37,17 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from tempo_lens._tl import check_rotary, make_kv_cache, max_context, model_name, scratch_kv_cache
+from tempo_lens._tl import (
+    check_rotary,
+    kv_cache_length,
+    make_kv_cache,
+    max_context,
+    model_name,
+    scratch_kv_cache,
+)
 from tempo_lens.config import TempoConfig
 from tempo_lens.hooks import HookFn, TempoHooks
-from tempo_lens.pruning import PruningConfig, decide, score_members
+from tempo_lens.pruning import PruningConfig, decide, prefilter, score_members
 from tempo_lens.selection import mixture_distribution, probabilities, select_from_probs
 from tempo_lens.state import SequenceState
 from tempo_lens.text import encode_prompt, eos_token_id, token_text
@@ -182,7 +189,7 @@ def generate(
             ids, ps = list(sel.token_ids), list(sel.probs)
             dropped: list[tuple[int, float]] = []
             if config.prefilter is not None:
-                ids, ps, dropped = _prefilter(ids, ps, config)
+                ids, ps, dropped = prefilter(ids, ps, config.prefilter)
             if eos is not None and ids[0] == eos and config.stop_at_eos:
                 stop_reason = "eos"
                 break
@@ -239,19 +246,10 @@ def _forward(
         return model(state.tokens_tensor(model.cfg.device))[0, indices]
     new = torch.tensor([[state.token_ids[i] for i in indices]], device=model.cfg.device)
     n_cached = len(state) - len(indices)
-    from tempo_lens._tl import kv_cache_length
-
     if kv_cache_length(cache) == n_cached:
         return model(new, past_kv_cache=cache, attention_mask=torch.ones_like(new))[0]
     with scratch_kv_cache(cache, n_cached):  # readout forward: do not commit
         return model(new, past_kv_cache=cache, attention_mask=torch.ones_like(new))[0]
-
-
-def _prefilter(ids: list[int], ps: list[float], config: TempoConfig):
-    from tempo_lens.pruning import prefilter
-
-    assert config.prefilter is not None
-    return prefilter(ids, ps, config.prefilter)
 
 
 def _prune(
