@@ -36,6 +36,7 @@ from tempo_lens.analysis.stats import bootstrap_ci, paired_tests
 from tempo_lens.config import READOUTS
 from tempo_lens.experiment_cli import ExperimentSpec, fmt, fmt_ci
 from tempo_lens.io import atomic_write_json, atomic_write_text
+from tempo_lens.pruning import parse_rule
 
 DEFAULT_PROMPTS = (
     "The cat sat on the",
@@ -104,19 +105,8 @@ class Config:
 
 def _prune_config(spec: str) -> tl.PruningConfig | None:
     """``none`` | ``relative:R`` | ``absolute:A`` (the ``tempo-lens --prune`` syntax)."""
-    if spec == "none":
-        return None
-    kind, _, value = spec.partition(":")
-    try:
-        number = float(value)
-    except ValueError:
-        number = float("nan")
-    if kind not in ("relative", "absolute") or not math.isfinite(number):
-        raise ValueError(f"prune must be none, relative:R or absolute:A, got {spec!r}")
-    rule = (
-        tl.RelativeRule(ratio=number) if kind == "relative" else tl.AbsoluteRule(threshold=number)
-    )
-    return tl.PruningConfig(rule=rule)
+    rule = parse_rule(spec)
+    return None if rule is None else tl.PruningConfig(rule=rule)
 
 
 @dataclass

@@ -93,7 +93,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     """Build a :class:`~tempo_lens.TempoConfig` from parsed arguments (ValueError if bad)."""
     from tempo_lens.config import READOUTS, TempoConfig
     from tempo_lens.positions import PositionScheme
-    from tempo_lens.pruning import AbsoluteRule, ProbabilityRatioRule, PruningConfig, RelativeRule
+    from tempo_lens.pruning import ProbabilityRatioRule, PruningConfig, parse_rule
     from tempo_lens.schedules import ThresholdSchedule
 
     if args.prompt is None or not args.prompt.strip():
@@ -111,15 +111,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
     if args.schedule != "constant" or args.final_threshold is not None:
         schedule = ThresholdSchedule.parse(args.schedule, tau, args.final_threshold)
     prune = None
-    if args.prune:
-        kind, _, value = args.prune.partition(":")
-        if kind not in ("relative", "absolute") or not value:
-            raise ValueError(f"--prune must be relative:R or absolute:A, got {args.prune!r}")
-        rule: RelativeRule | AbsoluteRule = (
-            RelativeRule(ratio=float(value))
-            if kind == "relative"
-            else AbsoluteRule(threshold=float(value))
-        )
+    rule = parse_rule(args.prune or "")
+    if rule is not None:
         prune = PruningConfig(
             rule=rule,
             lookahead=args.lookahead,

@@ -43,6 +43,7 @@ __all__ = [
     "PruningConfig",
     "RelativeRule",
     "decide",
+    "parse_rule",
     "prefilter",
     "resolve_layers",
     "score_members",
@@ -297,3 +298,29 @@ class PruningConfig:
         layers = self.layers if isinstance(self.layers, str) else ",".join(map(str, self.layers))
         aggs = f"heads={self.head_agg}, queries={self.query_agg}"
         return f"{self.rule.describe()}, lookahead={self.lookahead}, layers={layers}, {aggs}"
+
+
+def parse_rule(spec: str) -> RelativeRule | AbsoluteRule | None:
+    """Parse the command-line rule syntax: ``none`` | ``relative:R`` | ``absolute:A``.
+
+    Args:
+        spec: The rule text (``""`` or ``"none"`` disables pruning).
+
+    Returns:
+        The rule, or None when pruning is disabled.
+
+    Raises:
+        ValueError: On any other text (one line naming the accepted forms).
+    """
+    if spec in ("", "none"):
+        return None
+    kind, _, value = spec.partition(":")
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if kind not in ("relative", "absolute") or not math.isfinite(number):
+        raise ValueError(f"prune must be none, relative:R or absolute:A, got {spec!r}")
+    if kind == "relative":
+        return RelativeRule(ratio=number)
+    return AbsoluteRule(threshold=number)

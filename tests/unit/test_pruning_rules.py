@@ -238,3 +238,14 @@ def test_pruning_config() -> None:
 def test_pruning_config_validation(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         PruningConfig(rule=RelativeRule(ratio=0.5), **kwargs)
+
+
+def test_parse_rule() -> None:
+    from tempo_lens.pruning import parse_rule
+
+    assert parse_rule("none") is None and parse_rule("") is None
+    assert parse_rule("relative:0.5") == RelativeRule(ratio=0.5)
+    assert parse_rule("absolute:0.02") == AbsoluteRule(threshold=0.02)
+    for bad in ("relative", "relative:x", "sometimes:3", "absolute:nan"):
+        with pytest.raises(ValueError, match="relative:R"):
+            parse_rule(bad)
