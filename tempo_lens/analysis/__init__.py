@@ -28,12 +28,16 @@ from tempo_lens.analysis.patterns import (
     top_context,
 )
 from tempo_lens.analysis.received import ReceivedAttention, received_attention
+from tempo_lens.analysis.run_stats import StatsReport, analyze_runs
 from tempo_lens.analysis.stats import (
+    Estimate,
     PairedTests,
-    StatsReport,
-    analyze_runs,
+    auc,
     bootstrap_ci,
+    cohens_kappa,
+    estimate,
     paired_tests,
+    rank_correlation,
     repetition_score,
 )
 from tempo_lens.analysis.steps import (
@@ -45,6 +49,7 @@ from tempo_lens.analysis.steps import (
 
 __all__ = [
     "EntropyResult",
+    "Estimate",
     "IsolationCheck",
     "PairedTests",
     "PruningAnalysis",
@@ -53,7 +58,10 @@ __all__ = [
     "StatsReport",
     "analyze_runs",
     "attention_entropy",
+    "auc",
     "bootstrap_ci",
+    "cohens_kappa",
+    "estimate",
     "entropy",
     "export_seed_json",
     "head_specialisation",
@@ -61,6 +69,7 @@ __all__ = [
     "jensen_shannon",
     "load_attention",
     "paired_tests",
+    "rank_correlation",
     "parallel_widths",
     "pruning_analysis",
     "received_attention",

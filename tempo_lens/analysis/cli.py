@@ -174,7 +174,7 @@ def _table_rows(report: Any) -> list[tuple[str, str]]:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from tempo_lens.analysis.stats import analyze_runs
+    from tempo_lens.analysis.run_stats import analyze_runs
     from tempo_lens.io import atomic_write_json
 
     report = analyze_runs(

@@ -1,52 +1,41 @@
-"""Statistics over many analysis runs: is the parallel:non-parallel difference real?
+"""Statistics primitives, one implementation each: every experiment and analysis uses these.
 
-Input: a directory containing analysis runs (any depth), each a ``summary.json`` written by
-:func:`tempo_lens.analysis.run.analyze_prompt`. Per run (one prompt) the unit of analysis
-is the pair ``(parallel mean, non-parallel mean)`` of per-token received attention (see
-:mod:`tempo_lens.analysis.received`), and their ratio.
+* :func:`repetition_score` — degeneration: ``1 - distinct n-grams / n-grams``.
+* :func:`bootstrap_ci` — seeded percentile bootstrap CI (Efron & Tibshirani 1993, ch. 13).
+* :func:`estimate` — mean, bootstrap CI and a direction against a null, computed from them
+  (the verdict rule every experiment states before its numbers).
+* :func:`paired_tests` — Wilcoxon signed-rank (two-sided; the primary test), paired t,
+  Cohen's ``d_z = mean(d) / sd(d)`` and the matched-pairs rank-biserial correlation.
+* :func:`auc` — ROC AUC as the Mann–Whitney probability ``P(score+ > score-)``, ties 1/2
+  (Hanley & McNeil 1982).
+* :func:`cohens_kappa` — agreement of two label sequences beyond chance (Cohen 1960).
+* :func:`rank_correlation` — Spearman's rho or Kendall's tau-b with its p-value (scipy).
 
-* **Degenerate runs**: a clean continuation stuck in a repetition loop says little about
-  attention. :func:`repetition_score` = ``1 - distinct n-grams / n-grams`` over the
-  generated clean tokens (token ids, ``n = 3`` by default); a run scoring above
-  ``repetition_threshold`` is flagged and (by default) excluded.
-* **Estimates**: mean ratio with a seeded percentile-bootstrap confidence interval
-  (:func:`bootstrap_ci`).
-* **Paired tests** on parallel vs non-parallel means across prompts: Wilcoxon signed-rank
-  (two-sided, the primary test: no normality assumption) and the paired t-test.
-* **Effect sizes**: Cohen's ``d_z = mean(d) / sd(d)`` (``d = parallel - non-parallel``,
-  ``ddof = 1``) and the matched-pairs rank-biserial correlation ``(R+ - R-) / (R+ + R-)``.
-* **Verdict**: computed from these numbers. Fewer than ``min_samples`` usable runs gives
-  ``"insufficient data"`` and no claim; otherwise the direction is claimed only if the
-  Wilcoxon p-value is below ``alpha`` *and* the bootstrap CI of the ratio excludes 1.
+Run-level statistics of ``tempo-lens stats`` live in :mod:`tempo_lens.analysis.run_stats`.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
+from numpy.typing import ArrayLike
 from scipy import stats as sps
 
-from tempo_lens.analysis._util import jsonable
-
 __all__ = [
+    "Estimate",
     "PairedTests",
-    "StatsReport",
-    "analyze_runs",
+    "auc",
     "bootstrap_ci",
-    "load_runs",
+    "cohens_kappa",
+    "estimate",
     "paired_tests",
+    "rank_correlation",
     "repetition_score",
 ]
-
-REFERENCES = ("all", "generated")
 
 
 def repetition_score(tokens: Sequence[Any], n: int = 3) -> float:
@@ -117,173 +106,116 @@ def paired_tests(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarra
     return PairedTests(n, float(np.mean(d)) if n else nan, w_stat, w_p, t_stat, t_p, dz, rb)
 
 
-def load_runs(data_dir: str | os.PathLike[str]) -> list[tuple[Path, dict[str, Any]]]:
-    """Every ``summary.json`` under ``data_dir`` (sorted by path)."""
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"data directory not found: {root}")
-    out = []
-    for p in sorted(root.rglob("summary.json")):
-        d = json.loads(p.read_text(encoding="utf-8"))
-        if isinstance(d, dict) and "received" in d:
-            out.append((p.parent, d))
-    return out
+@dataclass(frozen=True)
+class Estimate:
+    """A mean over prompts with its bootstrap CI and the direction they support.
 
-
-@dataclass
-class StatsReport:
-    """The statistics of a directory of runs. ``verdict`` is computed, never assumed."""
-
-    per_run: pd.DataFrame
-    reference: str
-    n_runs: int
-    n_used: int
-    n_degenerate: int
-    n_missing: int
-    ratio_mean: float
-    ratio_ci: tuple[float, float]
-    set_ratio_mean: float
-    set_ratio_ci: tuple[float, float]
-    parallel_mean: float
-    non_parallel_mean: float
-    tests: PairedTests
-    sufficient: bool
-    verdict: str
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return jsonable(self)
-
-
-def analyze_runs(
-    data_dir: str | os.PathLike[str],
-    *,
-    reference: str = "all",
-    min_samples: int = 5,
-    alpha: float = 0.05,
-    n_boot: int = 10_000,
-    level: float = 0.95,
-    seed: int = 0,
-    exclude_degenerate: bool = True,
-    repetition_n: int = 3,
-    repetition_threshold: float = 0.5,
-) -> StatsReport:
-    """Per-prompt ratios, bootstrap CIs, paired tests, effect sizes and a verdict.
-
-    Args:
-        data_dir: Directory searched recursively for ``summary.json``.
-        reference: Non-parallel group: ``"all"`` (prompt + generated singletons) or
-            ``"generated"`` (generated singletons only).
-        min_samples: Fewest usable runs for which a verdict is drawn.
-        alpha: Significance level of the Wilcoxon test.
-        n_boot / level / seed: Bootstrap settings.
-        exclude_degenerate: Leave out runs flagged as repetition loops.
-        repetition_n / repetition_threshold: The repetition filter.
+    Attributes:
+        mean: Mean of the finite values (NaN when none).
+        ci: ``(low, high)`` percentile-bootstrap CI at ``level``.
+        n: Number of finite values that entered.
+        null: The value the direction is judged against.
+        direction: ``"above"`` (CI low > null), ``"below"`` (CI high < null),
+            ``"inconclusive"`` (the CI contains the null) or ``"insufficient"``
+            (fewer than ``min_n`` values).
+        level: Confidence level of the CI.
     """
-    if reference not in REFERENCES:
-        raise ValueError(f"reference must be one of {REFERENCES}, got {reference!r}")
-    if min_samples < 2:
-        raise ValueError(f"min_samples must be >= 2, got {min_samples}")
-    runs = load_runs(data_dir)
-    key_non = "non_parallel_mean" if reference == "all" else "non_parallel_generated_mean"
-    key_ratio = "ratio" if reference == "all" else "ratio_generated"
-    recs = []
-    for path, d in runs:
-        r = d["received"]
-        summ = d.get("summary", {})
-        clean = d.get("clean_ids") or str(summ.get("clean_text", "")).split()
-        rep = repetition_score(list(clean), repetition_n)
-        vals = [r.get("parallel_mean"), r.get(key_non), r.get(key_ratio)]
-        missing = any(v is None or not math.isfinite(v) for v in vals)
-        degenerate = rep > repetition_threshold
-        recs.append(
-            {
-                "run": str(path),
-                "prompt": d.get("prompt"),
-                "parallel": r.get("parallel_mean"),
-                "non_parallel": r.get(key_non),
-                "ratio": r.get(key_ratio),
-                "set_ratio": r.get("set_ratio"),
-                "n_parallel_tokens": r.get("n_parallel"),
-                "repetition": rep,
-                "degenerate": degenerate,
-                "missing": missing,
-                "used": not missing and not (degenerate and exclude_degenerate),
-            }
-        )
-    cols = [
-        "run",
-        "prompt",
-        "parallel",
-        "non_parallel",
-        "ratio",
-        "set_ratio",
-        "n_parallel_tokens",
-        "repetition",
-        "degenerate",
-        "missing",
-        "used",
-    ]
-    df = pd.DataFrame(recs, columns=cols)
-    used = df[df["used"]] if len(df) else df
-    par = used["parallel"].to_numpy(dtype=np.float64)
-    non = used["non_parallel"].to_numpy(dtype=np.float64)
-    ratio = used["ratio"].to_numpy(dtype=np.float64)
-    set_ratio = used["set_ratio"].to_numpy(dtype=np.float64)
-    set_ratio = set_ratio[np.isfinite(set_ratio)]
-    boot: dict[str, Any] = {"n_boot": n_boot, "level": level, "seed": seed}
-    tests = paired_tests(par, non)
-    n = len(used)
-    sufficient = n >= min_samples
-    ratio_mean = float(np.mean(ratio)) if n else float("nan")
-    ci = bootstrap_ci(ratio, **boot)
-    verdict = _verdict(n, min_samples, ratio_mean, ci, tests, alpha, level, reference)
-    return StatsReport(
-        per_run=df,
-        reference=reference,
-        n_runs=len(df),
-        n_used=n,
-        n_degenerate=int(df["degenerate"].sum()) if len(df) else 0,
-        n_missing=int(df["missing"].sum()) if len(df) else 0,
-        ratio_mean=ratio_mean,
-        ratio_ci=ci,
-        set_ratio_mean=float(np.mean(set_ratio)) if len(set_ratio) else float("nan"),
-        set_ratio_ci=bootstrap_ci(set_ratio, **boot),
-        parallel_mean=float(np.mean(par)) if n else float("nan"),
-        non_parallel_mean=float(np.mean(non)) if n else float("nan"),
-        tests=tests,
-        sufficient=sufficient,
-        verdict=verdict,
-        settings={
-            "min_samples": min_samples,
-            "alpha": alpha,
-            "exclude_degenerate": exclude_degenerate,
-            "repetition_n": repetition_n,
-            "repetition_threshold": repetition_threshold,
-            **boot,
-        },
-    )
+
+    mean: float
+    ci: tuple[float, float]
+    n: int
+    null: float
+    direction: Literal["above", "below", "inconclusive", "insufficient"]
+    level: float = 0.95
 
 
-def _verdict(
-    n: int,
-    min_samples: int,
-    ratio: float,
-    ci: tuple[float, float],
-    t: PairedTests,
-    alpha: float,
-    level: float,
-    reference: str,
-) -> str:
-    if n < min_samples:
-        return f"insufficient data: {n} usable run(s), at least {min_samples} needed; no claim made"
-    desc = (
-        f"mean ratio {ratio:.3f} ({level:.0%} CI {ci[0]:.3f}-{ci[1]:.3f}), "
-        f"Wilcoxon p={t.wilcoxon_p:.3g}, d_z={t.cohens_dz:.2f}, n={n}, reference={reference}"
-    )
-    significant = math.isfinite(t.wilcoxon_p) and t.wilcoxon_p < alpha
-    if significant and ci[1] < 1:
-        return f"parallel tokens receive LESS attention than non-parallel tokens: {desc}"
-    if significant and ci[0] > 1:
-        return f"parallel tokens receive MORE attention than non-parallel tokens: {desc}"
-    return f"no significant difference at alpha={alpha}: {desc}"
+def estimate(
+    values: ArrayLike,
+    *,
+    null: float = 0.0,
+    min_n: int = 3,
+    level: float = 0.95,
+    n_boot: int = 10_000,
+    seed: int = 0,
+) -> Estimate:
+    """Mean, seeded bootstrap CI and direction against ``null`` (non-finite values dropped).
+
+    Raises:
+        ValueError: ``min_n < 1`` or ``level`` outside (0, 1).
+    """
+    if min_n < 1:
+        raise ValueError(f"min_n must be >= 1, got {min_n}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    x = np.asarray(values, dtype=np.float64).ravel()
+    x = x[np.isfinite(x)]
+    mean = float(x.mean()) if len(x) else math.nan
+    lo, hi = bootstrap_ci(x, n_boot=n_boot, level=level, seed=seed)
+    direction: Literal["above", "below", "inconclusive", "insufficient"]
+    if len(x) < min_n:
+        direction = "insufficient"
+    elif lo > null:
+        direction = "above"
+    elif hi < null:
+        direction = "below"
+    else:
+        direction = "inconclusive"
+    return Estimate(mean, (lo, hi), len(x), null, direction, level)
+
+
+def auc(scores: ArrayLike, labels: ArrayLike) -> float:
+    """ROC AUC: ``P(score of a positive > score of a negative)``, ties counting 1/2.
+
+    Non-finite scores are dropped. NaN without both classes. Equals
+    ``sklearn.metrics.roc_auc_score(labels, scores)``.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels).astype(bool)
+    if s.shape != y.shape:
+        raise ValueError(f"scores and labels differ in shape: {s.shape} vs {y.shape}")
+    ok = np.isfinite(s)
+    pos, neg = s[ok & y], s[ok & ~y]
+    if not len(pos) or not len(neg):
+        return math.nan
+    u = sps.mannwhitneyu(pos, neg, alternative="two-sided").statistic
+    return float(u / (len(pos) * len(neg)))
+
+
+def cohens_kappa(a: ArrayLike, b: ArrayLike) -> float:
+    """Cohen's kappa of two label sequences (any hashable labels).
+
+    ``(p_o - p_e) / (1 - p_e)``; NaN for empty input or when chance agreement is 1.
+    Equals ``sklearn.metrics.cohen_kappa_score(a, b)``.
+    """
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        raise ValueError(f"label sequences differ in shape: {a.shape} vs {b.shape}")
+    if not a.size:
+        return math.nan
+    labels = np.union1d(a, b)
+    pa = np.array([(a == v).mean() for v in labels])
+    pb = np.array([(b == v).mean() for v in labels])
+    po, pe = float((a == b).mean()), float((pa * pb).sum())
+    return (po - pe) / (1 - pe) if pe < 1 else math.nan
+
+
+def rank_correlation(
+    x: ArrayLike,
+    y: ArrayLike,
+    method: Literal["spearman", "kendall"] = "spearman",
+) -> tuple[float, float]:
+    """``(coefficient, two-sided p)``; pairs with a non-finite value are dropped.
+
+    NaN when fewer than 3 pairs remain or either side is constant.
+    """
+    xa, ya = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if xa.shape != ya.shape:
+        raise ValueError(f"x and y differ in shape: {xa.shape} vs {ya.shape}")
+    if method not in ("spearman", "kendall"):
+        raise ValueError(f"method must be 'spearman' or 'kendall', got {method!r}")
+    ok = np.isfinite(xa) & np.isfinite(ya)
+    xa, ya = xa[ok], ya[ok]
+    if len(xa) < 3 or np.ptp(xa) == 0 or np.ptp(ya) == 0:
+        return (math.nan, math.nan)
+    r = sps.spearmanr(xa, ya) if method == "spearman" else sps.kendalltau(xa, ya)
+    return (float(r.statistic), float(r.pvalue))

@@ -14,6 +14,9 @@ import tempo_lens as tl
 from experiments import isolation_ab, position_sharing, pruning_layers, threshold_sweep
 from tempo_lens import experiment_cli
 from tempo_lens.analysis.quality import clean_text_nll, distinct_n, token_nll, trace_diversity
+from tempo_lens.options import field_docs
+from tempo_lens.runner import ExperimentSpec
+from tempo_lens.runner_cli import build_parser
 
 SCRIPTS = [position_sharing, isolation_ab, pruning_layers, threshold_sweep]
 GEN = ["--tiny", "--selection-threshold", "0.05", "--max-steps", "4", "-q"]
@@ -113,6 +116,13 @@ def test_bad_values_exit_2_without_writing(script, bad, tmp_path, capsys) -> Non
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda s: s.__name__)
 def test_help_comes_from_the_config_docs(script) -> None:
+    if isinstance(script.SPEC, ExperimentSpec):  # on the runner
+        text = " ".join(build_parser(script.SPEC).format_help().split())
+        docs = field_docs(script.Config)
+        assert set(docs) == {f.name for f in dataclasses.fields(script.Config)}
+        for doc in docs.values():
+            assert " ".join(doc.split()[:4]) in text
+        return
     text = " ".join(experiment_cli.build_parser(script.SPEC).format_help().split())
     docs = experiment_cli.field_docs(script.Config)
     assert set(docs) == {f.name for f in dataclasses.fields(script.Config)}

@@ -1,0 +1,70 @@
+"""Pieces shared by the experiments: the generation settings and number formatting."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tempo_lens.config import Readout, TempoConfig
+from tempo_lens.pruning import PruningConfig, parse_rule
+from tempo_lens.runner import RunConfig
+
+__all__ = ["GenerationConfig", "fmt", "fmt_ci", "fmt_estimate"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerationConfig(RunConfig):
+    """TEMPO generation settings shared by the experiments.
+
+    Attributes:
+        selection_threshold: tau in (0, 1]: every token with p >= tau joins the set.
+        max_steps: Steps per generation (>= 1).
+        max_parallel: Cap on members per set (0 = no cap).
+        readout: Next-step distribution after a set: last | top | mixture.
+        prune: Retroactive pruning: none | relative:R | absolute:A.
+        min_prompts: Fewest prompts before a difference is claimed.
+    """
+
+    selection_threshold: float = 0.1
+    max_steps: int = 16
+    max_parallel: int = 8
+    readout: Readout = "mixture"
+    prune: str = "none"
+    min_prompts: int = 3
+
+    def __post_init__(self) -> None:
+        if self.max_parallel < 0:
+            raise ValueError(f"max_parallel must be >= 0, got {self.max_parallel}")
+        if self.min_prompts < 1:
+            raise ValueError(f"min_prompts must be >= 1, got {self.min_prompts}")
+        self.tempo_config()  # validates tau, steps, readout, prune
+
+    def tempo_config(self, **overrides: Any) -> TempoConfig:
+        """The :class:`TempoConfig` of these settings (``overrides`` win)."""
+        rule = parse_rule(self.prune)
+        kw: dict[str, Any] = {
+            "selection_threshold": self.selection_threshold,
+            "max_steps": self.max_steps,
+            "max_parallel": self.max_parallel or None,
+            "readout": self.readout,
+            "prune": None if rule is None else PruningConfig(rule=rule),
+        }
+        kw.update(overrides)
+        return TempoConfig(**kw)
+
+
+def fmt(x: float | None) -> str:
+    """``x`` to 3 significant digits; ``nan`` for None / non-finite."""
+    return "nan" if x is None or not math.isfinite(x) else f"{x:.3g}"
+
+
+def fmt_ci(ci: Sequence[float | None]) -> str:
+    """``[low, high]`` with :func:`fmt`."""
+    return f"[{fmt(ci[0])}, {fmt(ci[1])}]"
+
+
+def fmt_estimate(e: Any) -> str:
+    """``mean [low, high] (n=N, direction)`` of an :class:`~tempo_lens.analysis.Estimate`."""
+    return f"{fmt(e.mean)} {fmt_ci(e.ci)} (n={e.n}, {e.direction})"

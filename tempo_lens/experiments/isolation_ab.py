@@ -1,0 +1,173 @@
+"""RQ 2.1: isolated vs visible siblings — attention, quality and widths, A/B on the same prompts.
+
+For every prompt TEMPO generates twice with identical settings except ``isolate``
+(members of a set cannot / can attend to their earlier siblings), capturing attention.
+Per run: sibling attention (the share of a member's attention that goes to its earlier
+siblings; exactly 0 when isolated), parallel:non-parallel received-attention ratios
+(:func:`tempo_lens.analysis.received_attention`), plain-model NLL of the clean text,
+widths and diversity. The summary compares the modes pairwise across prompts (mean
+difference isolated - visible, bootstrap CI, Wilcoxon signed-rank).
+
+Example::
+
+    python -m tempo_lens.experiments.isolation_ab --output-dir results/isolation_ab
+    python -m tempo_lens.experiments.isolation_ab --tiny --quick --output-dir /tmp/iso
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import tempo_lens as tl
+from tempo_lens.analysis import estimate, paired_tests, received_attention, sibling_attention
+from tempo_lens.analysis._util import jsonable
+from tempo_lens.analysis.quality import clean_text_nll, trace_diversity
+from tempo_lens.experiments._common import GenerationConfig, fmt, fmt_ci
+from tempo_lens.io import atomic_write_json
+from tempo_lens.runner import ExperimentSpec, Unit, encode, run_cli
+
+COMPARED = ("clean_nll", "ratio", "ratio_generated", "set_ratio", "mean_width", "distinct_2")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config(GenerationConfig):
+    """Isolation A/B settings (the generation settings apply to both modes)."""
+
+
+def sibling_shares(per_head: np.ndarray) -> np.ndarray:
+    """``[layer, head, member, member]`` -> ``[layer, member - 1]``: the attention member
+    ``a >= 1`` pays to its earlier siblings (summed over them), mean over heads."""
+    m = per_head.mean(axis=1)
+    return np.stack([m[:, a, :a].sum(-1) for a in range(1, m.shape[-1])], axis=-1)
+
+
+def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, Any]]]:
+    """Generate one prompt in one mode with attention capture; measure."""
+    cap = tl.AttentionCapture()
+    iso = unit.condition["mode"] == "isolated"
+    trace = tl.generate(
+        model, encode(model, unit.prompt), cfg.tempo_config(isolate=iso), observers=[cap]
+    )
+    data = cap.result(trace)
+    rec, mats = received_attention(data), sibling_attention(data)
+    shares = [sibling_shares(m.per_head) for m in mats]
+    off = [m.per_head[..., ~np.eye(len(m.indices), dtype=bool)] for m in mats]
+    per_layer = np.concatenate(shares, -1) if shares else np.zeros((len(data.layers), 0))
+    summ, div = trace.summary(), trace_diversity(trace)
+    q = clean_text_nll(model, trace)
+    run = {
+        "steps": summ["total_steps"],
+        "parallel_steps": summ["parallel_steps"],
+        "mean_width": summ["average_parallel_width"],
+        "max_width": summ["max_parallel_width"],
+        "pruned": summ["pruned"],
+        "sibling_attention": float(per_layer.mean()) if per_layer.size else math.nan,
+        "max_sibling_attention": max((float(x.max()) for x in off), default=math.nan),
+        "ratio": rec.ratio,
+        "ratio_generated": rec.ratio_generated,
+        "set_ratio": rec.set_ratio,
+        "clean_nll": q.mean_nll,
+        "clean_perplexity": q.perplexity,
+        **{k: div[k] for k in ("distinct_1", "distinct_2", "distinct_generated")},
+        "stop_reason": trace.stop_reason,
+        "clean_ids": " ".join(map(str, trace.clean_ids())),
+        "clean_text": trace.clean_text(),
+        "bracket_text": trace.bracket_text(),
+    }
+    layers = [
+        {
+            "layer": layer,
+            "n_members": int(per_layer.shape[-1]),
+            "sibling_attention": float(per_layer[i].mean()) if per_layer.size else math.nan,
+        }
+        for i, layer in enumerate(data.layers)
+    ]
+    return {"runs": [run], "sibling_layers": layers}
+
+
+def summarize(cfg: Config, tables: dict[str, pd.DataFrame], out: Path) -> str:
+    """Paired isolated-vs-visible comparisons across prompts -> ``summary.json``."""
+    runs = tables["runs"]
+    iso = runs[runs["mode"] == "isolated"].set_index("prompt_id")
+    vis = runs[runs["mode"] == "visible"].set_index("prompt_id")
+    comparisons, lines = {}, []
+    for name in COMPARED:
+        both = iso[name].notna() & vis.reindex(iso.index)[name].notna()
+        a = iso.loc[both, name].to_numpy(float)
+        b = vis.loc[both[both].index, name].to_numpy(float)
+        t = paired_tests(a, b)
+        e = estimate(a - b, min_n=cfg.min_prompts, seed=cfg.seed)
+        verdict = {"above": "isolated higher", "below": "isolated lower"}.get(
+            e.direction, e.direction
+        )
+        if e.direction in ("above", "below") and not t.wilcoxon_p < 0.05:
+            verdict = "no significant difference"
+        comparisons[name] = {
+            "n": e.n,
+            "isolated_mean": float(np.mean(a)) if len(a) else math.nan,
+            "visible_mean": float(np.mean(b)) if len(b) else math.nan,
+            "mean_difference": e.mean,
+            "difference_ci": list(e.ci),
+            "wilcoxon_p": t.wilcoxon_p,
+            "t_p": t.t_p,
+            "cohens_dz": t.cohens_dz,
+            "verdict": verdict,
+        }
+        lines.append(
+            f"{name:>16}: isolated - visible {fmt(e.mean)} CI {fmt_ci(e.ci)} "
+            f"Wilcoxon p={fmt(t.wilcoxon_p)} -> {verdict}"
+        )
+    iso_max = iso["max_sibling_attention"].max()
+    vsib = estimate(vis["sibling_attention"].to_numpy(float), seed=cfg.seed)
+    same = (iso["clean_ids"] == vis.reindex(iso.index)["clean_ids"]).sum()
+    summary = {
+        "n_prompts": int(len(iso)),
+        "config": cfg.tempo_config().to_dict(),
+        "isolated_max_sibling_attention": iso_max,
+        "isolation_consistent": None if pd.isna(iso_max) else bool(iso_max == 0.0),
+        "visible_sibling_attention": {"mean": vsib.mean, "ci": list(vsib.ci), "n": vsib.n},
+        "identical_clean_text": int(same),
+        "comparisons": comparisons,
+    }
+    atomic_write_json(out / "summary.json", jsonable(summary))
+    head = (
+        f"prompts={len(iso)} isolation exact (max sibling attention isolated = "
+        f"{fmt(iso_max)}): {summary['isolation_consistent']}; visible sibling attention "
+        f"{fmt(vsib.mean)} CI {fmt_ci(vsib.ci)}; identical clean text {same}/{len(iso)}"
+    )
+    return "\n".join([head, *lines])
+
+
+SPEC = ExperimentSpec(
+    name="isolation_ab",
+    config=Config,
+    run_unit=run_unit,
+    summarize=summarize,
+    description=(__doc__ or "").splitlines()[0],
+    conditions=lambda cfg: [{"mode": "isolated"}, {"mode": "visible"}],
+    default_prompts=(
+        "The cat sat on the",
+        "Once upon a time, there was a",
+        "The capital of France is",
+        "To make a cup of tea, first",
+        "The best way to learn a language is",
+        "In the morning, the old man",
+    ),
+    quick={"max_steps": 4},
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run from the command line; 0 on success, 2 (one line on stderr) on bad values."""
+    return run_cli(SPEC, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,410 @@
+"""The experiment runner: a sweep is a grid of units (prompt x condition), run resumably.
+
+An experiment is an :class:`ExperimentSpec`: a frozen config dataclass (its field docs
+become command-line options), ``conditions(cfg)`` (the grid per prompt), ``run_unit(cfg,
+model, unit)`` returning result rows per table, and ``summarize(cfg, tables, out_dir)``
+writing the summary files and returning a text report. The runner does the rest:
+
+* **Units** are ``prompts x conditions(cfg)``, prompt-major. Each finished unit is written
+  atomically to ``OUT/units/<key>.json`` as soon as it is done, so a killed sweep loses at
+  most the units in flight.
+* **Resume**: ``OUT/manifest.json`` records the experiment, the config (minus execution
+  settings such as ``device``) and the prompts. Re-running the same command skips the
+  finished units; a different config or prompt set raises :class:`ManifestMismatchError`
+  (the CLI: one line, exit 2) rather than mixing results.
+* **Tables**: after the units, every table's rows are concatenated in unit order into
+  ``OUT/<table>.csv`` (each row gets ``prompt_id``, ``category`` and the condition's keys),
+  then ``summarize`` runs.
+* **Seeds**: one story. ``cfg.seed`` and the unit's key give the unit's seed
+  (:func:`unit_seed`); torch, numpy and ``random`` are seeded with it before the unit runs,
+  so a unit's result does not depend on which units ran before it, or where.
+* **Executors** run units: :class:`LocalExecutor` (in process, one model) by default; a
+  distributed executor implements :class:`Executor` and plugs in through
+  :data:`EXECUTORS` without touching the experiment scripts.
+
+Example:
+    >>> from tempo_lens.experiments import isolation_ab              # doctest: +SKIP
+    >>> res = run_experiment(isolation_ab.SPEC, isolation_ab.Config(tiny=True),
+    ...                      "out/iso", prompts=prompts_from_texts(["3 14 15"]))  # doctest: +SKIP
+    >>> res.tables["runs"].head()                                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import json
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from tempo_lens.analysis._util import jsonable
+from tempo_lens.io import atomic_write_json, atomic_write_text
+from tempo_lens.models import DEFAULT_MODEL
+from tempo_lens.options import Prompt, parse_token_ids, prompts_from_texts
+
+__all__ = [
+    "EXECUTORS",
+    "ExperimentSpec",
+    "Executor",
+    "Job",
+    "LocalExecutor",
+    "ManifestMismatchError",
+    "RunConfig",
+    "RunResult",
+    "Unit",
+    "encode",
+    "execute_units",
+    "prompts_from_texts",
+    "run_cli",
+    "run_experiment",
+    "unit_seed",
+]
+
+Tables = dict[str, list[dict[str, Any]]]
+MANIFEST = "manifest.json"
+EXECUTION_FIELDS = ("device",)  # settings that do not change results' meaning
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """Settings every experiment has.
+
+    Attributes:
+        tiny: Use the tiny random test model (prompts are token ids like "3 14 15").
+        model: Offline model name (ignored with --tiny).
+        device: Torch device ("cpu", "cuda", ...).
+        seed: Seed of the experiment; each unit's seed derives from it and the unit's key.
+    """
+
+    tiny: bool = False
+    model: str = DEFAULT_MODEL
+    device: str = "cpu"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One prompt under one condition.
+
+    Attributes:
+        prompt: The prompt.
+        condition: JSON-serialisable settings of this unit (e.g. ``{"mode": "isolated"}``).
+    """
+
+    prompt: Prompt
+    condition: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """File-name-safe unique key, e.g. ``p003__mode=isolated``."""
+        parts = [self.prompt.id] + [f"{k}={_slug(v)}" for k, v in self.condition.items()]
+        return "__".join(parts)
+
+
+def _slug(v: Any) -> str:
+    s = json.dumps(jsonable(v), sort_keys=True) if not isinstance(v, str) else v
+    return "".join(c if c.isalnum() or c in "-._" else "-" for c in s)
+
+
+def unit_seed(seed: int, key: str) -> int:
+    """The seed of a unit: ``sha256(f"{seed}:{key}")`` folded to 31 bits."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:4], "big") >> 1
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """What an experiment is; the runner and the CLI do everything else.
+
+    Attributes:
+        name: Experiment name (``tempo-lens experiment NAME``; the module
+            ``tempo_lens.experiments.NAME`` defines ``SPEC``).
+        config: Frozen config dataclass, a subclass of :class:`RunConfig`.
+        run_unit: ``(cfg, model, unit) -> {table: [row, ...]}``.
+        summarize: ``(cfg, {table: DataFrame}, out_dir) -> report text``; writes its files.
+        description: First line of ``--help``.
+        conditions: ``cfg -> [condition, ...]``: the grid applied to every prompt.
+        default_prompts: Prompts for a model with a tokenizer when none are given.
+        tiny_prompts: Token-id prompts for the tiny model when none are given.
+        tiny_model: Keywords for :func:`tempo_lens.make_tiny_model` with ``--tiny``.
+        quick: Config overrides applied by ``--quick`` (a smoke run).
+        quick_prompts: Number of prompts a ``--quick`` run keeps.
+        run_batch: Optional ``(cfg, model, [unit, ...]) -> [tables, ...]`` running several
+            units in one batched computation (used when the executor's batch size > 1).
+    """
+
+    name: str
+    config: type
+    run_unit: Callable[[Any, Any, Unit], Tables]
+    summarize: Callable[[Any, dict[str, pd.DataFrame], Path], str]
+    description: str = ""
+    conditions: Callable[[Any], list[dict[str, Any]]] = lambda cfg: [{}]
+    default_prompts: tuple[str, ...] = ("The cat sat on the",)
+    tiny_prompts: tuple[str, ...] = ("3 14 15 9 26", "5 35 8 9 7 9", "2 7 18 28")
+    tiny_model: Mapping[str, Any] = field(default_factory=dict)
+    quick: Mapping[str, Any] = field(default_factory=dict)
+    quick_prompts: int = 2
+    run_batch: Callable[[Any, Any, list[Unit]], list[Tables]] | None = None
+
+    def units(self, cfg: Any, prompts: Sequence[Prompt]) -> list[Unit]:
+        """``prompts x conditions(cfg)``, prompt-major.
+
+        Raises:
+            ValueError: two units share a key.
+        """
+        units = [Unit(p, dict(c)) for p in prompts for c in self.conditions(cfg)]
+        keys = [u.key for u in units]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"{self.name}: duplicate unit keys, e.g. {keys[0]!r}")
+        return units
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a worker needs to run units: picklable (the spec is found by module)."""
+
+    module: str
+    cfg: Any
+
+    @property
+    def spec(self) -> ExperimentSpec:
+        spec: ExperimentSpec = importlib.import_module(self.module).SPEC
+        return spec
+
+    def load_model(self) -> Any:
+        """The model the config names (the tiny random model with ``tiny``)."""
+        import tempo_lens as tl
+
+        if self.cfg.tiny:
+            return tl.make_tiny_model(device=self.cfg.device, **self.spec.tiny_model)
+        return tl.load_model(self.cfg.model, device=self.cfg.device)
+
+
+def encode(model: Any, prompt: Prompt) -> list[int]:
+    """Token ids of ``prompt`` (ids like ``"3 14 15"`` when the model has no tokenizer)."""
+    from tempo_lens.text import encode_prompt
+
+    if getattr(model, "tokenizer", None) is None:
+        return encode_prompt(model, parse_token_ids(prompt.text))
+    return encode_prompt(model, prompt.text)
+
+
+def execute_units(
+    job: Job, model: Any, units: Sequence[Unit], batch_size: int = 1
+) -> Iterator[tuple[Unit, dict[str, Any]]]:
+    """Run ``units`` on ``model``; yields ``(unit, result)`` with ``result = {"tables",
+    "seconds", "seed", "batch"}``. Every executor runs units through here."""
+    spec, cfg = job.spec, job.cfg
+    step = batch_size if spec.run_batch is not None and batch_size > 1 else 1
+    for i in range(0, len(units), step):
+        chunk = list(units[i : i + step])
+        seed = unit_seed(cfg.seed, chunk[0].key)
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
+        t0 = time.perf_counter()
+        if step > 1 and spec.run_batch is not None:
+            outs = spec.run_batch(cfg, model, chunk)
+        else:
+            outs = [spec.run_unit(cfg, model, chunk[0])]
+        seconds = (time.perf_counter() - t0) / len(chunk)
+        for unit, tables in zip(chunk, outs, strict=True):
+            yield unit, {"tables": tables, "seconds": seconds, "seed": seed, "batch": len(chunk)}
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs units and yields ``(unit, result)`` as they finish (any order)."""
+
+    def run(self, job: Job, units: Sequence[Unit]) -> Iterator[tuple[Unit, dict[str, Any]]]: ...
+
+
+class LocalExecutor:
+    """Runs units in this process on one model (loaded once, or the one given)."""
+
+    def __init__(self, model: Any = None, *, batch_size: int = 1) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model, self.batch_size = model, batch_size
+
+    def run(self, job: Job, units: Sequence[Unit]) -> Iterator[tuple[Unit, dict[str, Any]]]:
+        if not units:
+            return
+        model = self.model if self.model is not None else job.load_model()
+        yield from execute_units(job, model, units, self.batch_size)
+
+
+EXECUTORS: dict[str, Callable[..., Executor]] = {"local": LocalExecutor}
+
+
+class ManifestMismatchError(ValueError):
+    """The output directory holds results of a different configuration."""
+
+
+@dataclass
+class RunResult:
+    """What a finished run produced.
+
+    Attributes:
+        tables: ``table name -> DataFrame`` (rows of every finished unit, unit order).
+        report: The summary text ``summarize`` returned.
+        out_dir: The output directory.
+        n_units: Units in the sweep (after ``limit``).
+        n_skipped: Units found finished on disk and not re-run.
+    """
+
+    tables: dict[str, pd.DataFrame]
+    report: str
+    out_dir: Path
+    n_units: int
+    n_skipped: int
+
+
+def manifest(spec: ExperimentSpec, cfg: Any, prompts: Sequence[Prompt]) -> dict[str, Any]:
+    """The identity of a sweep: experiment, config (minus execution settings), prompts."""
+    conf = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in EXECUTION_FIELDS}
+    return jsonable(
+        {
+            "experiment": spec.name,
+            "config": conf,
+            "prompts": [dataclasses.asdict(p) for p in prompts],
+        }
+    )
+
+
+def _check_manifest(path: Path, want: dict[str, Any]) -> None:
+    if not path.is_file():
+        return
+    have = json.loads(path.read_text(encoding="utf-8"))
+    if have == want:
+        return
+    diffs = [k for k in ("experiment", "prompts") if have.get(k) != want[k]]
+    hc, wc = have.get("config", {}), want["config"]
+    diffs += [
+        f"{k}={hc.get(k)!r}->{wc.get(k)!r}"
+        for k in sorted(set(hc) | set(wc))
+        if hc.get(k) != wc.get(k)
+    ]
+    raise ManifestMismatchError(
+        f"{path.parent} holds results of a different run ({', '.join(diffs)}); "
+        "use another --output-dir or delete it"
+    )
+
+
+def run_experiment(
+    spec: ExperimentSpec,
+    cfg: Any,
+    out_dir: str | Path,
+    *,
+    prompts: Sequence[Prompt] | None = None,
+    model: Any = None,
+    executor: Executor | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+    module: str | None = None,
+) -> RunResult:
+    """Run (or resume) a sweep and write its tables and summary into ``out_dir``.
+
+    Args:
+        spec: The experiment.
+        cfg: Its config (an instance of ``spec.config``).
+        out_dir: Output directory (created).
+        prompts: The prompts; default ``spec.default_prompts`` (``tiny_prompts`` with
+            ``cfg.tiny``).
+        model: A loaded model for the local executor (default: loaded from ``cfg``).
+        executor: How units run (default :class:`LocalExecutor`).
+        limit: Run only the first ``limit`` prompts' units (not part of the manifest: a
+            later run without it resumes and completes the sweep).
+        progress: Show a tqdm bar over units.
+        module: Module defining ``SPEC`` (default ``tempo_lens.experiments.<name>``).
+
+    Returns:
+        The :class:`RunResult`; ``OUT/<table>.csv`` and the summary files are written.
+
+    Raises:
+        ManifestMismatchError: ``out_dir`` holds a run with another config or prompt set.
+        ValueError: ``limit < 1``; whatever the config or the units raise.
+    """
+    if not isinstance(cfg, spec.config):
+        raise TypeError(f"cfg must be a {spec.config.__name__}, got {type(cfg).__name__}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    if prompts is None:
+        tiny = bool(getattr(cfg, "tiny", False))
+        prompts = prompts_from_texts(spec.tiny_prompts if tiny else spec.default_prompts)
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("no prompts")
+    out = Path(out_dir)
+    want = manifest(spec, cfg, prompts)
+    _check_manifest(out / MANIFEST, want)
+    units = spec.units(cfg, prompts[:limit] if limit else prompts)
+    unit_dir = out / "units"
+    todo = [u for u in units if not (unit_dir / f"{u.key}.json").is_file()]
+    atomic_write_json(out / MANIFEST, want)
+    job = Job(module or f"tempo_lens.experiments.{spec.name}", cfg)
+    executor = executor or LocalExecutor(model)
+    bar = tqdm(
+        total=len(units),
+        initial=len(units) - len(todo),
+        desc=spec.name,
+        unit="unit",
+        disable=not progress,
+    )
+    with bar:
+        for unit, result in executor.run(job, todo):
+            record = {
+                "key": unit.key,
+                "prompt": dataclasses.asdict(unit.prompt),
+                "condition": dict(unit.condition),
+                **result,
+            }
+            atomic_write_json(unit_dir / f"{unit.key}.json", jsonable(record))
+            bar.update(1)
+    tables = collect(out, units)
+    for name, df in tables.items():
+        atomic_write_text(out / f"{name}.csv", df.to_csv(index=False))
+    report = spec.summarize(cfg, tables, out)
+    atomic_write_text(out / "report.txt", report + "\n")
+    return RunResult(tables, report, out, len(units), len(units) - len(todo))
+
+
+def collect(out_dir: str | Path, units: Sequence[Unit]) -> dict[str, pd.DataFrame]:
+    """Concatenate the finished units' rows per table, in unit order.
+
+    Each row is prefixed with ``prompt_id``, ``category``, ``prompt`` and the unit's condition keys
+    (a value the row already has wins).
+    """
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for unit in units:
+        path = Path(out_dir) / "units" / f"{unit.key}.json"
+        if not path.is_file():
+            continue
+        rec = json.loads(path.read_text(encoding="utf-8"))
+        base = {
+            "prompt_id": unit.prompt.id,
+            "category": unit.prompt.category,
+            "prompt": unit.prompt.text,
+            **rec["condition"],
+        }
+        for name, table in rec["tables"].items():
+            rows.setdefault(name, []).extend({**base, **r} for r in table)
+    return {name: pd.DataFrame(r) for name, r in rows.items()}
+
+
+def run_cli(
+    spec: ExperimentSpec, argv: Sequence[str] | None = None, prog: str | None = None
+) -> int:
+    """Run ``spec`` from the command line (see :mod:`tempo_lens.runner_cli`); exit code."""
+    from tempo_lens.runner_cli import run_cli as _run_cli
+
+    return _run_cli(spec, argv, prog)

@@ -1,0 +1,116 @@
+"""The command line of every experiment: ``run_cli(SPEC, argv)``.
+
+Options: ``--output-dir`` (required), ``--prompt`` (repeatable) / ``--prompts-file``,
+``--limit N`` (first N prompts), ``--quick`` (the spec's smoke-run overrides and its first
+``quick_prompts`` prompts), ``--executor local|ray`` (``--address``, ``--batch-size``),
+``-q``, plus one option per config field (help = the field's doc). Bad values print one
+line ``PROG: error: ...`` and return 2 with nothing written.
+
+Example::
+
+    python -m tempo_lens.experiments.isolation_ab --tiny --quick --output-dir /tmp/iso
+    tempo-lens experiment isolation_ab --tiny --quick --output-dir /tmp/iso
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from tempo_lens.options import (
+    Parser,
+    UsageError,
+    add_config_options,
+    config_from_args,
+    prompts_from_texts,
+    read_prompts,
+    report_usage_error,
+)
+from tempo_lens.runner import (
+    EXECUTORS,
+    ExperimentSpec,
+    Job,
+    LocalExecutor,
+    encode,
+    run_experiment,
+)
+
+__all__ = ["build_parser", "run_cli"]
+
+
+def build_parser(spec: ExperimentSpec, prog: str | None = None) -> argparse.ArgumentParser:
+    """The parser of ``spec``'s command line (runner options + one per config field)."""
+    p = Parser(prog=prog or spec.name, description=spec.description)
+    p.add_argument("--output-dir", required=True, help="directory for tables, summary, units")
+    p.add_argument("--prompt", dest="prompts", action="append", help="a prompt (repeatable)")
+    p.add_argument(
+        "--prompts-file", help="prompts: .txt (one per line, # comments), .csv/.tsv/.jsonl"
+    )
+    p.add_argument("--limit", type=int, help="run only the first N prompts (resumable later)")
+    p.add_argument("--quick", action="store_true", help="smoke run: few prompts, short runs")
+    p.add_argument("--executor", default="local", help="local | ray (default: local)")
+    p.add_argument("--address", help="Ray cluster address (with --executor ray)")
+    p.add_argument("--batch-size", type=int, default=1, help="units per batched forward")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no report")
+    add_config_options(p, spec.config)
+    return p
+
+
+def _executor(args: argparse.Namespace, model: Any) -> Any:
+    if args.executor not in EXECUTORS:
+        if args.executor == "ray":
+            import tempo_lens.ray_executor  # noqa: F401  (registers itself)
+        if args.executor not in EXECUTORS:
+            raise UsageError(f"unknown executor {args.executor!r}; known: {', '.join(EXECUTORS)}")
+    if args.executor == "local":
+        return LocalExecutor(model, batch_size=args.batch_size)
+    return EXECUTORS[args.executor](address=args.address, batch_size=args.batch_size)
+
+
+def run_cli(
+    spec: ExperimentSpec, argv: Sequence[str] | None = None, prog: str | None = None
+) -> int:
+    """Run ``spec`` from the command line; 0 on success, 2 (one line on stderr) on bad input."""
+    parser = build_parser(spec, prog)
+    try:
+        args = parser.parse_args(argv)
+        overrides = dict(spec.quick) if args.quick else {}
+        cfg = config_from_args(spec.config, args, **overrides)
+        if args.prompts_file and args.prompts:
+            raise UsageError("give --prompt or --prompts-file, not both")
+        if args.prompts_file:
+            prompts = read_prompts(args.prompts_file)
+        elif args.prompts:
+            prompts = prompts_from_texts(args.prompts)
+        else:
+            prompts = prompts_from_texts(spec.tiny_prompts if cfg.tiny else spec.default_prompts)
+        if args.quick:
+            prompts = prompts[: spec.quick_prompts]
+        if args.batch_size < 1:
+            raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+        job = Job(f"tempo_lens.experiments.{spec.name}", cfg)
+        model = job.load_model() if args.executor == "local" else None
+        if model is not None:
+            for q in prompts:  # every prompt must encode before anything is written
+                encode(model, q)
+        executor = _executor(args, model)
+        res = run_experiment(
+            spec,
+            cfg,
+            args.output_dir,
+            prompts=prompts,
+            executor=executor,
+            limit=args.limit,
+            progress=not args.quiet,
+        )
+    except (ValueError, FileNotFoundError) as exc:  # ManifestMismatchError, UsageError too
+        return report_usage_error(parser.prog, exc)
+    if not args.quiet:
+        sys.stdout.write(res.report + "\n")
+        done = res.n_units - res.n_skipped
+        sys.stdout.write(
+            f"{res.n_units} units ({res.n_skipped} resumed, {done} run); wrote {res.out_dir}\n"
+        )
+    return 0

@@ -1,0 +1,200 @@
+"""The experiment runner: units, atomic resumable results, manifest checks, CLI errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import tempo_lens as tl
+from tempo_lens.experiments import available, isolation_ab
+from tempo_lens.options import Prompt, prompts_from_texts, read_prompts
+from tempo_lens.runner import ManifestMismatchError, run_experiment, unit_seed
+
+ROOT = Path(__file__).resolve().parents[2]
+PROMPTS = [f"{i % 50 + 1} {i % 7 + 2} {i % 11 + 3} 9" for i in range(30)]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tl.make_tiny_model()
+
+
+def _cfg(**kw):
+    return isolation_ab.Config(tiny=True, selection_threshold=0.05, max_steps=4, **kw)
+
+
+def test_units_are_prompt_major_and_rows_are_labelled(model, tmp_path) -> None:
+    res = run_experiment(
+        isolation_ab.SPEC,
+        _cfg(),
+        tmp_path,
+        model=model,
+        progress=False,
+        prompts=prompts_from_texts(PROMPTS[:2]),
+    )
+    runs = res.tables["runs"]
+    assert list(zip(runs["prompt_id"], runs["mode"], strict=True)) == [
+        ("p000", "isolated"),
+        ("p000", "visible"),
+        ("p001", "isolated"),
+        ("p001", "visible"),
+    ]
+    assert (runs["prompt"] == [PROMPTS[0]] * 2 + [PROMPTS[1]] * 2).all()
+    on_disk = pd.read_csv(tmp_path / "runs.csv")
+    assert list(on_disk.columns) == list(runs.columns)
+    assert sorted(p.name for p in (tmp_path / "units").iterdir()) == [
+        "p000__mode=isolated.json",
+        "p000__mode=visible.json",
+        "p001__mode=isolated.json",
+        "p001__mode=visible.json",
+    ]
+    assert res.n_units == 4 and res.n_skipped == 0
+
+
+def test_rerun_skips_finished_units_and_limit_extends(model, tmp_path) -> None:
+    prompts = prompts_from_texts(PROMPTS[:3])
+    first = run_experiment(
+        isolation_ab.SPEC, _cfg(), tmp_path, model=model, progress=False, prompts=prompts, limit=1
+    )
+    assert first.n_units == 2 and len(first.tables["runs"]) == 2
+    full = run_experiment(
+        isolation_ab.SPEC, _cfg(), tmp_path, model=model, progress=False, prompts=prompts
+    )
+    assert full.n_units == 6 and full.n_skipped == 2
+    again = run_experiment(
+        isolation_ab.SPEC, _cfg(), tmp_path, model=model, progress=False, prompts=prompts
+    )
+    assert again.n_skipped == 6
+    pd.testing.assert_frame_equal(again.tables["runs"], full.tables["runs"])
+
+
+def test_changed_config_or_prompts_refuses_to_mix(model, tmp_path) -> None:
+    prompts = prompts_from_texts(PROMPTS[:1])
+    run_experiment(
+        isolation_ab.SPEC, _cfg(), tmp_path, model=model, progress=False, prompts=prompts
+    )
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(ManifestMismatchError, match=r"max_steps=4->5"):
+        run_experiment(
+            isolation_ab.SPEC,
+            isolation_ab.Config(tiny=True, selection_threshold=0.05, max_steps=5),
+            tmp_path,
+            model=model,
+            progress=False,
+            prompts=prompts,
+        )
+    with pytest.raises(ManifestMismatchError, match="prompts"):
+        run_experiment(
+            isolation_ab.SPEC,
+            _cfg(),
+            tmp_path,
+            model=model,
+            progress=False,
+            prompts=prompts_from_texts(PROMPTS[1:2]),
+        )
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def _cli(out: Path, *extra: str) -> list[str]:
+    argv = [
+        sys.executable,
+        "-m",
+        "tempo_lens.experiments.isolation_ab",
+        "--tiny",
+        "-q",
+        "--selection-threshold",
+        "0.05",
+        "--max-steps",
+        "6",
+        "--output-dir",
+        str(out),
+    ]
+    return argv + [a for p in PROMPTS for a in ("--prompt", p)] + list(extra)
+
+
+def test_killed_sweep_resumes_to_identical_tables(tmp_path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    subprocess.run(_cli(ref), check=True, env=env, cwd=ROOT)
+    proc = subprocess.Popen(_cli(cut), env=env, cwd=ROOT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(list((cut / "units").glob("*.json"))) >= 3:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the sweep finished before it could be killed"
+    n_done = len(list((cut / "units").glob("*.json")))
+    assert 3 <= n_done < 2 * len(PROMPTS)
+    assert not list((cut / "units").glob(".*.tmp"))  # no half-written unit survives
+    subprocess.run(_cli(cut), check=True, env=env, cwd=ROOT)
+    for name in ("runs.csv", "sibling_layers.csv", "summary.json"):
+        assert (cut / name).read_bytes() == (ref / name).read_bytes(), name
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (["--selection-threshold", "0"], "selection_threshold"),
+        (["--readout", "first"], "readout"),
+        (["--prune", "relative:2"], "ratio"),
+        (["--max-parallel", "-1"], "max_parallel"),
+        (["--limit", "0"], "limit"),
+        (["--prompts-file", "missing.txt"], "missing.txt"),
+        (["--prompt", "not ids"], "not ids"),
+        (["--executor", "slurm"], "slurm"),
+    ],
+)
+def test_bad_values_exit_2_without_writing(bad, message, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    assert isolation_ab.main(["--tiny", *bad, "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "error:" in err[0] and message in err[0], err
+    assert not out.exists()
+
+
+def test_cli_mismatch_is_one_line(tmp_path, capsys) -> None:
+    argv = ["--tiny", "--quick", "-q", "--output-dir", str(tmp_path)]
+    assert isolation_ab.main(argv) == 0
+    assert isolation_ab.main([*argv, "--max-parallel", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "different run" in err[0] and "max_parallel=8->2" in err[0]
+
+
+def test_quick_keeps_few_prompts_and_short_runs(tmp_path) -> None:
+    assert isolation_ab.main(["--tiny", "--quick", "-q", "--output-dir", str(tmp_path)]) == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["config"]["max_steps"] == isolation_ab.SPEC.quick["max_steps"]
+    assert len(manifest["prompts"]) == isolation_ab.SPEC.quick_prompts
+
+
+def test_unit_seed_is_stable_and_distinct() -> None:
+    assert unit_seed(0, "p000__mode=isolated") == unit_seed(0, "p000__mode=isolated")
+    assert unit_seed(0, "a") != unit_seed(1, "a") != unit_seed(0, "b")
+    assert 0 <= unit_seed(123, "x") < 2**31
+
+
+def test_read_prompts_formats(tmp_path) -> None:
+    (tmp_path / "a.txt").write_text("# comment\nfirst\n\nsecond\n")
+    assert [p.text for p in read_prompts(tmp_path / "a.txt")] == ["first", "second"]
+    (tmp_path / "b.csv").write_text('id,category,text\nn-1,narrative,"Once, upon"\n')
+    assert read_prompts(tmp_path / "b.csv") == [Prompt("n-1", "Once, upon", "narrative")]
+    (tmp_path / "c.csv").write_text("id,text\nx,a\nx,b\n")
+    with pytest.raises(ValueError, match="duplicate prompt id 'x'"):
+        read_prompts(tmp_path / "c.csv")
+    (tmp_path / "d.txt").write_text("# nothing\n")
+    with pytest.raises(ValueError, match="no prompts"):
+        read_prompts(tmp_path / "d.txt")
+
+
+def test_available_lists_the_experiments() -> None:
+    assert "isolation_ab" in available()
