@@ -21,6 +21,7 @@ from tempo_lens.pruning import (
     PruningConfig,
     RelativeRule,
 )
+from tempo_lens.recorder import AttentionRecorder
 from tempo_lens.schedules import ThresholdSchedule
 from tempo_lens.selection import Selection, select
 from tempo_lens.state import SequenceState, TokenInfo
@@ -34,6 +35,7 @@ __all__ = [
     "fast_path_status",
     "fast_weights",
     "AttentionCapture",
+    "AttentionRecorder",
     "AttentionData",
     "AbsoluteRule",
     "ProbabilityRatioRule",

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+from transformer_lens.utilities import get_act_name
 
 __all__ = [
     "NotRotaryError",
@@ -30,8 +31,10 @@ __all__ = [
     "hooked_config",
     "hooked_from_hf_llama",
     "hooked_from_state_dict",
+    "hook_name",
     "hooked_parameters",
     "kv_cache_length",
+    "layer_of",
     "llama_config_dict",
     "make_kv_cache",
     "processed_config_dict",
@@ -62,6 +65,36 @@ def check_rotary(model: HookedTransformer) -> None:
             "dynamic-NTK RoPE rescales frequencies with sequence length; tempo_lens cannot "
             "re-rotate it exactly — disable use_dynamic_ntk_rope"
         )
+
+
+def hook_name(layer: int, name: str) -> str:
+    """The full name of a per-layer hook point, e.g. ``hook_name(3, "pattern")``.
+
+    Built by TransformerLens' own ``get_act_name``, so its aliases work: ``"pattern"``,
+    ``"attn_scores"``, ``"rot_q"``, ``"rot_k"``, ``"q"``, ``"k"``, ``"v"``, ``"z"`` give
+    ``blocks.{layer}.attn.hook_*``; ``"resid_pre"``, ``"mlp_out"``, ... give
+    ``blocks.{layer}.hook_*``.
+
+    Args:
+        layer: Block index.
+        name: Short hook name (TransformerLens alias).
+
+    Returns:
+        The hook point name, e.g. ``"blocks.3.attn.hook_pattern"``.
+    """
+    return get_act_name(name, int(layer))
+
+
+def layer_of(name: str) -> int | None:
+    """The block index of a hook name (``"blocks.3.attn.hook_pattern"`` -> 3), else None.
+
+    The inverse of :func:`hook_name` for any hook inside a block; names outside the
+    blocks (``hook_embed``, ``ln_final.hook_normalized``) give ``None``.
+    """
+    parts = name.split(".")
+    if len(parts) > 2 and parts[0] == "blocks" and parts[1].isdigit():
+        return int(parts[1])
+    return None
 
 
 def rotary_inv_freq(model: HookedTransformer, layer: int) -> Tensor:

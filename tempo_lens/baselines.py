@@ -21,8 +21,9 @@ import torch
 from transformer_lens import HookedTransformer
 
 from tempo_lens._tl import make_kv_cache, max_context, model_name
+from tempo_lens.state import SequenceState
 from tempo_lens.text import encode_prompt, eos_token_id, token_text
-from tempo_lens.trace import Candidate, StepRecord, TokenRecord, Trace
+from tempo_lens.trace import Candidate, StepRecord, Trace
 
 __all__ = ["beam_search", "greedy", "sample"]
 
@@ -62,23 +63,23 @@ def _decode(
 
 
 def _single_path_trace(model, prompt, ids, chosen, method, config, stop, extra=None) -> Trace:
-    tokens = [TokenRecord(i, t, token_text(model, t), -1, 0, float(i)) for i, t in enumerate(ids)]
+    state = SequenceState(ids, isolate=False)
     steps = []
     for s, (tok, p) in enumerate(chosen):
-        i = len(tokens)
         text = token_text(model, tok)
-        tokens.append(TokenRecord(i, tok, text, s, 0, float(i), probability=p))
-        steps.append(StepRecord(s, 0.0, method, [Candidate(tok, text, p, True)], [i]))
+        indices = state.append_set([tok])
+        steps.append(
+            StepRecord(s, 0.0, method, [Candidate(tok, text, p, True)], indices, probabilities=[p])
+        )
     return Trace(
         prompt=prompt if isinstance(prompt, str) else list(ids),
         model=model_name(model),
         method=method,
         config=config,
-        tokens=tokens,
+        state=state,
+        texts=[token_text(model, t) for t in state.token_ids],
         steps=steps,
         stop_reason=stop,
-        prompt_length=len(ids),
-        isolate=False,
         extra=extra or {},
     )
 

@@ -41,7 +41,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from tempo_lens.io import atomic_write
-from tempo_lens.pruning import resolve_layers
+from tempo_lens.recorder import AttentionRecorder
 from tempo_lens.state import SequenceState
 from tempo_lens.trace import Trace
 
@@ -51,13 +51,6 @@ ATTENTION_LIKE = ("hook_pattern", "hook_attn_scores")
 """Hook-name suffixes whose tensors are ``[batch, head, query_pos, key_pos]``."""
 
 AGGS = ("mean", "max", "sum")
-
-
-def _layer_of(name: str) -> int | None:
-    parts = name.split(".")
-    if len(parts) > 1 and parts[0] == "blocks" and parts[1].isdigit():
-        return int(parts[1])
-    return None
 
 
 def _reduce(x: np.ndarray, axis: tuple[int, ...], agg: str) -> np.ndarray:
@@ -70,8 +63,12 @@ def _spool_path(spool_dir: Path, step: int) -> Path:
     return spool_dir / ("prompt.npz" if step < 0 else f"step_{step:05d}.npz")
 
 
-class AttentionCapture:
+class AttentionCapture(AttentionRecorder):
     """Record attention rows (and optionally other hooks) during :func:`tempo_lens.generate`.
+
+    The :class:`~tempo_lens.recorder.AttentionRecorder` (the same recorder retroactive
+    pruning uses), storing each step's rows as a NumPy array on the CPU (or spooled to
+    disk) and pairing them with the trace in :meth:`result`.
 
     Args:
         layers: Layers to keep: ``None``/``"all"``, a group (``"early"``, ``"middle"``,
@@ -88,6 +85,8 @@ class AttentionCapture:
         include_prompt: Also keep the prompt forward's rows (step ``-1``).
     """
 
+    rows: dict[int, np.ndarray]  # type: ignore[assignment]
+
     def __init__(
         self,
         *,
@@ -98,38 +97,27 @@ class AttentionCapture:
         spool_dir: str | os.PathLike[str] | None = None,
         include_prompt: bool = True,
     ) -> None:
-        self.layer_spec = "all" if layers is None else layers
-        self.head_spec = None if heads is None else [int(h) for h in heads]
         self.hook_templates = list(hook_names)
-        self.dtype = np.float16 if float16 else np.float32
         self.spool_dir = Path(spool_dir) if spool_dir is not None else None
-        self.include_prompt = include_prompt
-        self.layers: list[int] = []
-        self.heads: list[int] = []
         self.hook_names: list[str] = []
-        self._reset()
+        super().__init__(
+            layers="all" if layers is None else layers,
+            heads=heads,
+            dtype=torch.float16 if float16 else torch.float32,
+            device="cpu",
+            include_prompt=include_prompt,
+        )
 
     def _reset(self) -> None:
-        self.rows: dict[int, np.ndarray] = {}
+        super()._reset()
         self.extra: dict[int, dict[str, np.ndarray]] = {}
-        self.query_indices: dict[int, list[int]] = {}
-        self.token_ids: list[int] = []
         self.nbytes = 0
-        self._step: int | None = None
-        self._n_new = 0
-        self._buf: dict[int, Tensor] = {}
         self._extra_buf: dict[str, Tensor] = {}
 
     # ------------------------------------------------------------------ observer
     def fwd_hooks(self, model: HookedTransformer) -> list[tuple[str, Any]]:
         """The capture hooks (read-only) for the chosen layers and extra hook names."""
-        cfg = model.cfg
-        self.layers = resolve_layers(self.layer_spec, cfg.n_layers)
-        heads = list(range(cfg.n_heads)) if self.head_spec is None else self.head_spec
-        bad = [h for h in heads if not 0 <= h < cfg.n_heads]
-        if bad or not heads or len(set(heads)) != len(heads):
-            raise ValueError(f"heads must be distinct indices in [0, {cfg.n_heads}), got {heads}")
-        self.heads = heads
+        hooks = super().fwd_hooks(model)
         names = []
         for t in self.hook_templates:
             names += [t.format(layer=layer) for layer in self.layers] if "{layer}" in t else [t]
@@ -138,59 +126,29 @@ class AttentionCapture:
         if missing:
             raise ValueError(f"unknown hook names: {missing[:3]}")
         self.hook_names = names
-        hooks = [(f"blocks.{layer}.attn.hook_pattern", self._hook_pattern) for layer in self.layers]
         return hooks + [(n, self._hook_extra) for n in names]
 
     def begin_step(self, step: int, query_indices: list[int], state: SequenceState) -> None:
         """Start recording the rows of ``query_indices`` (a new generation at step -1)."""
-        if step < 0:
-            self._reset()
-        self.token_ids = list(state.token_ids)
-        if step < 0 and not self.include_prompt:
-            return
-        self._step, self._n_new = step, len(query_indices)
-        self.query_indices[step] = [int(i) for i in query_indices]
-        self._buf, self._extra_buf = {}, {}
+        super().begin_step(step, query_indices, state)
+        self._extra_buf = {}
 
-    def end_step(self) -> None:
-        """Stack the step's rows ``[layer, head, q, key]`` (and spool them if asked)."""
-        step = self._step
-        self._step = None
-        if step is None:
-            return
-        if len(self._buf) != len(self.layers):
-            raise RuntimeError(
-                f"step {step}: captured {len(self._buf)} of {len(self.layers)} layers "
-                "(were the capture hooks attached?)"
-            )
-        rows = torch.stack([self._buf[layer] for layer in self.layers]).numpy()
+    def _store(self, step: int, rows: Tensor) -> None:
+        """Keep the step's rows ``[layer, head, q, key]`` as NumPy (or spool them)."""
+        array = rows.numpy()
         extra = {k: v.numpy() for k, v in self._extra_buf.items()}
-        self._buf, self._extra_buf = {}, {}
-        self.nbytes += rows.nbytes + sum(v.nbytes for v in extra.values())
+        self._extra_buf = {}
+        self.nbytes += array.nbytes + sum(v.nbytes for v in extra.values())
         if self.spool_dir is None:
-            self.rows[step], self.extra[step] = rows, extra
+            self.rows[step], self.extra[step] = array, extra
             return
-        arrays = {"pattern": rows, **{f"hook:{k}": v for k, v in extra.items()}}
+        arrays = {"pattern": array, **{f"hook:{k}": v for k, v in extra.items()}}
 
         def write(p: Path) -> None:
             with open(p, "wb") as f:
                 np.savez(f, **arrays)  # type: ignore[arg-type]
 
         atomic_write(_spool_path(self.spool_dir, step), write)
-
-    # ------------------------------------------------------------------ hooks
-    def _keep(self, x: Tensor) -> Tensor:
-        return x.detach().to(
-            "cpu", dtype=torch.float16 if self.dtype == np.float16 else torch.float32
-        )
-
-    def _hook_pattern(self, pattern: Tensor, hook: Any) -> None:
-        if self._step is None:
-            return
-        layer = _layer_of(str(hook.name))
-        assert layer is not None
-        rows = pattern[0, self.heads, -self._n_new :, :]
-        self._buf[layer] = self._keep(rows).clone()
 
     def _hook_extra(self, x: Tensor, hook: Any) -> None:
         if self._step is None:
@@ -200,7 +158,7 @@ class AttentionCapture:
             rows = x[0, self.heads, -self._n_new :, :]
         else:
             rows = x[0, -self._n_new :]
-        self._extra_buf[name] = self._keep(rows).clone()
+        self._extra_buf[name] = self._keep(rows)
 
     # ------------------------------------------------------------------ result
     def result(self, trace: Trace) -> AttentionData:
@@ -218,7 +176,7 @@ class AttentionCapture:
             query_indices=dict(self.query_indices),
             layers=list(self.layers),
             heads=list(self.heads),
-            texts=[t.text for t in trace.tokens],
+            texts=list(trace.texts),
             trace=trace,
             extra=self.extra if self.spool_dir is None else None,
         )

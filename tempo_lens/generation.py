@@ -27,7 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -46,12 +45,14 @@ from tempo_lens._tl import (
     scratch_kv_cache,
 )
 from tempo_lens.config import TempoConfig
+from tempo_lens.fast import disable_fast_path, enable_fast_path
 from tempo_lens.hooks import HookFn, TempoHooks
-from tempo_lens.pruning import PruningConfig, decide, prefilter, score_members
+from tempo_lens.pruning import decide, prefilter, score_members
+from tempo_lens.recorder import AttentionRecorder
 from tempo_lens.selection import mixture_distribution, probabilities, select_from_probs
 from tempo_lens.state import SequenceState
 from tempo_lens.text import encode_prompt, eos_token_id, token_text
-from tempo_lens.trace import Candidate, PruneDecision, StepRecord, TokenRecord, Trace
+from tempo_lens.trace import Candidate, PruneDecision, StepRecord, Trace
 
 __all__ = ["StepObserver", "generate"]
 
@@ -70,45 +71,6 @@ class StepObserver(Protocol):
     def begin_step(self, step: int, query_indices: list[int], state: SequenceState) -> None: ...
 
     def end_step(self) -> None: ...
-
-
-class _PruneAttention:
-    """Keeps the attention rows retroactive pruning needs (selected layers, recent steps)."""
-
-    def __init__(self, prune: PruningConfig, n_layers: int) -> None:
-        self.prune = prune
-        self.layers = prune.layers_for(n_layers)
-        self.rows: dict[int, dict[int, Tensor]] = {}  # step -> layer -> [head, q, key]
-        self._step: int | None = None
-        self._n_new = 0
-
-    def fwd_hooks(self, model: HookedTransformer) -> list[tuple[str, HookFn]]:
-        return [(f"blocks.{layer}.attn.hook_pattern", self._hook) for layer in self.layers]
-
-    def begin_step(self, step: int, query_indices: list[int], state: SequenceState) -> None:
-        self._step, self._n_new = step, len(query_indices)
-        self.rows[step] = {}
-
-    def end_step(self) -> None:
-        self._step = None
-
-    def _hook(self, pattern: Tensor, hook: Any) -> None:
-        if self._step is None or self._step < 0:
-            return
-        layer = int(hook.name.split(".")[1])
-        self.rows[self._step][layer] = pattern[0, :, -self._n_new :, :].detach().to(torch.float32)
-
-    def votes(self, first_step: int, last_step: int, keys: list[int]) -> Tensor:
-        """Attention ``[layer, head, query, member]`` from queries of steps in the range."""
-        per_step = [
-            torch.stack([self.rows[s][layer][:, :, keys] for layer in self.layers])
-            for s in range(first_step, last_step + 1)
-        ]
-        return torch.cat(per_step, dim=2)
-
-    def forget_before(self, step: int) -> None:
-        for s in [s for s in self.rows if s < step]:
-            del self.rows[s]
 
 
 def _readout(
@@ -152,7 +114,11 @@ def generate(
     eos = eos_token_id(model) if config.stop_at_eos or config.min_steps else None
     state = SequenceState(prompt_ids, isolate=config.isolate, positions=config.positions)
     hooks = TempoHooks(model, state)
-    pruner = _PruneAttention(config.prune, model.cfg.n_layers) if config.prune else None
+    pruner = (
+        AttentionRecorder(layers=config.prune.layers, include_prompt=False)
+        if config.prune
+        else None
+    )
     watchers: list[StepObserver] = [*observers, *([pruner] if pruner else [])]
     fwd_hooks = hooks.fwd_hooks() + [h for w in watchers for h in w.fwd_hooks(model)]
     cache = make_kv_cache(model) if config.use_kv_cache else None
@@ -168,13 +134,10 @@ def generate(
             for w in watchers:
                 w.end_step()
 
-    tokens = [
-        TokenRecord(index=i, token_id=t, text=text(t), step=-1, rank=0, logical_position=float(i))
-        for i, t in enumerate(prompt_ids)
-    ]
     steps: list[StepRecord] = []
     stop_reason = "max_steps"
-    with torch.no_grad(), _fast_context(model, config), model.hooks(fwd_hooks=fwd_hooks):  # type: ignore[arg-type]
+    _set_weight_layout(model, fast=config.fast_weights)
+    with torch.no_grad(), model.hooks(fwd_hooks=fwd_hooks):  # type: ignore[arg-type]
         rows = run(list(range(len(prompt_ids))), -1)
         dist = probabilities(rows[-1])
         bar = tqdm(range(config.max_steps), disable=not progress, desc="TEMPO", unit="step")
@@ -202,39 +165,24 @@ def generate(
                 break
             indices = state.append_set(ids)
             rows = run(indices, step)
-            decisions = _prune(pruner, state, step, text) if pruner else []
+            decisions = _prune(pruner, config, state, step, text) if pruner else []
             if any(d.pruned for d in decisions):
                 with hooks.viewing(step + 1, from_index=indices[0]):
                     rows = _forward(model, state, indices, cache)
             dist = _readout(rows, ps, config.readout)
-            for j, (i, t) in enumerate(zip(indices, ids, strict=True)):
-                tokens.append(
-                    TokenRecord(
-                        index=i,
-                        token_id=t,
-                        text=text(t),
-                        step=step,
-                        rank=j,
-                        logical_position=state.logical[i],
-                        probability=ps[j],
-                    )
-                )
             steps.append(
-                _step_record(step, tau, config, sel, ids, indices, dropped, decisions, text)
+                _step_record(step, tau, config, sel, ids, ps, indices, dropped, decisions, text)
             )
-    tokens = [
-        TokenRecord(**{**t.__dict__, "pruned_at_step": state.pruned_at[t.index]}) for t in tokens
-    ]
+    state.clear_stale()
     return Trace(
         prompt=prompt if isinstance(prompt, str) else list(prompt_ids),
         model=model_name(model),
         method="tempo",
         config=config.to_dict(),
-        tokens=tokens,
+        state=state,
+        texts=[text(t) for t in state.token_ids],
         steps=steps,
         stop_reason=stop_reason,
-        prompt_length=len(prompt_ids),
-        isolate=config.isolate,
     )
 
 
@@ -253,10 +201,15 @@ def _forward(
 
 
 def _prune(
-    pruner: _PruneAttention, state: SequenceState, step: int, text: Callable[[int], str]
+    pruner: AttentionRecorder,
+    config: TempoConfig,
+    state: SequenceState,
+    step: int,
+    text: Callable[[int], str],
 ) -> list[PruneDecision]:
     """Judge the set appended ``lookahead`` steps ago; prune its weak members."""
-    cfg = pruner.prune
+    cfg = config.prune
+    assert cfg is not None
     target = step - cfg.lookahead
     pruner.forget_before(target + 1)
     if target < 0:
@@ -289,7 +242,7 @@ def _prune(
     return out
 
 
-def _step_record(step, tau, config, sel, ids, indices, dropped, decisions, text) -> StepRecord:
+def _step_record(step, tau, config, sel, ids, ps, indices, dropped, decisions, text) -> StepRecord:
     appended = set(ids)
     pairs = list(sel.candidates) or list(zip(sel.token_ids, sel.probs, strict=True))
     return StepRecord(
@@ -302,6 +255,7 @@ def _step_record(step, tau, config, sel, ids, indices, dropped, decisions, text)
         capped=sel.capped,
         prefiltered=[Candidate(t, text(t), float(p), False) for t, p in dropped],
         pruning=decisions,
+        probabilities=[float(p) for p in ps],
     )
 
 
@@ -316,18 +270,14 @@ class _TextCache:
         return self.cache[token_id]
 
 
-def _fast_context(
-    model: HookedTransformer, config: TempoConfig
-) -> contextlib.AbstractContextManager:
-    """Put the model's weights in the layout ``config.fast_weights`` asks for.
+def _set_weight_layout(model: HookedTransformer, *, fast: bool) -> None:
+    """Store the model's weights in the fast (compute) layout or the stock one.
 
-    The fast layout (:mod:`tempo_lens.fast`) gives bit-identical results; it is switched
-    persistently (relayout costs a copy of the weights, so it is not undone per call).
+    Both give bit-identical results (:mod:`tempo_lens.fast`). The switch is persistent, not
+    undone after the generation: a relayout costs a copy of the weights, so repeated
+    generations keep the layout the last one asked for.
     """
-    from tempo_lens.fast import disable_fast_path, enable_fast_path
-
-    if config.fast_weights:
+    if fast:
         enable_fast_path(model)
     else:
         disable_fast_path(model)
-    return contextlib.nullcontext()

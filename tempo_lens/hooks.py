@@ -38,7 +38,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
 
-from tempo_lens._tl import check_rotary, rotary_inv_freq
+from tempo_lens._tl import check_rotary, hook_name, layer_of, rotary_inv_freq
 from tempo_lens.rope import delta_cos_sin, rerotate
 from tempo_lens.state import SequenceState
 
@@ -107,9 +107,9 @@ class TempoHooks:
         hooks: list[tuple[str, HookFn]] = []
         for layer in range(self.model.cfg.n_layers):
             if self.rotate:
-                hooks.append((f"blocks.{layer}.attn.hook_rot_q", self._hook_rot_q))
-                hooks.append((f"blocks.{layer}.attn.hook_rot_k", self._hook_rot_k))
-            hooks.append((f"blocks.{layer}.attn.hook_attn_scores", self._hook_scores))
+                hooks.append((hook_name(layer, "rot_q"), self._hook_rot_q))
+                hooks.append((hook_name(layer, "rot_k"), self._hook_rot_k))
+            hooks.append((hook_name(layer, "attn_scores"), self._hook_scores))
         return hooks
 
     @contextmanager
@@ -133,8 +133,10 @@ class TempoHooks:
         return self._memo[key]
 
     def _layer(self, hook: HookPoint) -> int:
-        name = hook.name or ""
-        return int(name.split(".")[1])
+        layer = layer_of(hook.name or "")
+        if layer is None:
+            raise StateMismatchError(f"TEMPO hook attached to {hook.name!r}, not a block's hook")
+        return layer
 
     def _cos_sin(
         self, layer: int, start: int, stop: int, device: torch.device

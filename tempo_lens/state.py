@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -302,6 +303,70 @@ class SequenceState:
             isolate=self.isolate,
             view_step=view_step,
         )
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready record of the state (inverse: :meth:`from_dict`).
+
+        Keys: ``prompt_length``, ``isolate``, ``positions`` (the :class:`PositionScheme`),
+        and one list per token, by physical index: ``token_ids``, ``steps`` (``-1`` for
+        the prompt), ``logical`` (RoPE positions) and ``pruned_at`` (step or ``None``).
+        Ranks and sets follow from ``steps`` (members of a step are contiguous).
+        """
+        return {
+            "prompt_length": self.prompt_length,
+            "isolate": self.isolate,
+            "positions": asdict(self.scheme),
+            "token_ids": list(self.token_ids),
+            "steps": list(self.steps),
+            "logical": list(self.logical),
+            "pruned_at": list(self.pruned_at),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SequenceState:
+        """Rebuild a state from :meth:`to_dict` (through :meth:`append_set` and :meth:`prune`,
+        so every invariant is checked again).
+
+        Raises:
+            ValueError: The lists disagree in length, or the steps are not the prompt
+                (``-1``) followed by contiguous sets ``0, 1, 2, ...``.
+        """
+        ids, steps, logical = data["token_ids"], data["steps"], data["logical"]
+        pruned = data["pruned_at"]
+        p = int(data["prompt_length"])
+        if not len(ids) == len(steps) == len(logical) == len(pruned):
+            raise ValueError("sequence state lists have different lengths")
+        st = cls(
+            ids[:p],
+            isolate=bool(data["isolate"]),
+            positions=PositionScheme(**data.get("positions") or {}),
+        )
+        first = p
+        while first < len(ids):
+            last = first
+            while last < len(ids) and steps[last] == steps[first]:
+                last += 1
+            if steps[first] != st.n_steps:
+                raise ValueError(f"token {first} has step {steps[first]}, expected {st.n_steps}")
+            st.append_set(ids[first:last], positions=logical[first:last])
+            first = last
+        if steps[:p] != [-1] * p:
+            raise ValueError("prompt tokens must have step -1")
+        if [float(x) for x in logical] != st.logical:  # e.g. a moved prompt
+            st.set_logical_positions(logical)
+        for i, at in enumerate(pruned):
+            if at is not None:
+                st.prune(i, at_step=int(at))
+        st.clear_stale()
+        return st
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SequenceState):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
 
     # ------------------------------------------------------------------ misc
     def copy(self) -> SequenceState:

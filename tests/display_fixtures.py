@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tempo_lens.trace import Candidate, PruneDecision, StepRecord, TokenRecord, Trace
+from tempo_lens.state import SequenceState
+from tempo_lens.trace import Candidate, PruneDecision, StepRecord, Trace
 
 
 def hand_trace() -> Trace:
@@ -10,16 +11,8 @@ def hand_trace() -> Trace:
 
     ``" floor"`` (index 6) is pruned at step 1 with score 0.05 against 0.4.
     """
-    prompt = ["The", " cat", " sat", " on", " the"]
-    tokens = [
-        TokenRecord(index=i, token_id=10 + i, text=t, step=-1, rank=0, logical_position=float(i))
-        for i, t in enumerate(prompt)
-    ]
-    tokens += [
-        TokenRecord(5, 20, " mat", 0, 0, 5.0, None, 0.6),
-        TokenRecord(6, 21, " floor", 0, 1, 5.0, 1, 0.3),
-        TokenRecord(7, 22, ".", 1, 0, 6.0, None, 0.9),
-    ]
+    state = SequenceState.from_sets([10, 11, 12, 13, 14], [[20, 21], [22]])
+    state.prune(6, at_step=1)
     decision = [
         PruneDecision(5, 20, " mat", 0, 0.4, 0.4, False, "relative(0.5)"),
         PruneDecision(6, 21, " floor", 0, 0.05, 0.4, True, "relative(0.5)"),
@@ -34,6 +27,7 @@ def hand_trace() -> Trace:
                 Candidate(21, " floor", 0.3, True),
             ],
             indices=[5, 6],
+            probabilities=[0.6, 0.3],
         ),
         StepRecord(
             step=1,
@@ -42,6 +36,7 @@ def hand_trace() -> Trace:
             candidates=[Candidate(22, ".", 0.9, True)],
             indices=[7],
             pruning=decision,
+            probabilities=[0.9],
         ),
     ]
     return Trace(
@@ -49,10 +44,9 @@ def hand_trace() -> Trace:
         model="hand",
         method="tempo",
         config={},
-        tokens=tokens,
+        state=state,
+        texts=["The", " cat", " sat", " on", " the", " mat", " floor", "."],
         steps=steps,
-        prompt_length=5,
-        isolate=True,
     )
 
 

@@ -92,35 +92,6 @@ def export_seed_json(data: AttentionData, path: str | os.PathLike[str], **kwargs
     return Path(path)
 
 
-def _state_dict(st: SequenceState) -> dict[str, Any]:
-    return {
-        "token_ids": st.token_ids,
-        "steps": st.steps,
-        "ranks": st.ranks,
-        "logical": st.logical,
-        "pruned_at": st.pruned_at,
-        "set_indices": st.set_indices,
-        "isolate": st.isolate,
-        "prompt_length": st.prompt_length,
-    }
-
-
-def _state_from_dict(d: dict[str, Any]) -> SequenceState:
-    p = d["prompt_length"]
-    st = SequenceState(d["token_ids"][:p], isolate=d["isolate"])
-    for members in d["set_indices"]:
-        st.append_set(
-            [d["token_ids"][i] for i in members], positions=[d["logical"][i] for i in members]
-        )
-    for i, at in enumerate(d["pruned_at"]):
-        if at is not None:
-            st.prune(i, at_step=at)
-    st.clear_stale()
-    if st.token_ids != d["token_ids"] or st.steps != d["steps"]:
-        raise ValueError("inconsistent sequence state in the attention metadata")
-    return st
-
-
 def save_attention(data: AttentionData, out_dir: str | os.PathLike[str]) -> list[Path]:
     """Write ``attention.npz`` and ``attention_meta.json`` into ``out_dir``."""
     out = Path(out_dir)
@@ -140,7 +111,7 @@ def save_attention(data: AttentionData, out_dir: str | os.PathLike[str]) -> list
         "steps": data.steps,
         "query_indices": {str(s): data.query_indices(s) for s in data.steps},
         "texts": data.texts,
-        "state": _state_dict(data.state),
+        "state": data.state.to_dict(),
         "trace": data.trace.to_dict() if data.trace is not None else None,
     }
     atomic_write_json(out / META_NAME, meta, indent=None)
@@ -158,7 +129,7 @@ def load_attention(path: str | os.PathLike[str]) -> AttentionData:
     if meta.get("format") != ATTENTION_FORMAT:
         raise ValueError(f"unsupported attention format {meta.get('format')!r}")
     trace = Trace.from_dict(meta["trace"]) if meta.get("trace") else None
-    state = _state_from_dict(meta["state"])
+    state = SequenceState.from_dict(meta["state"])
     with np.load(directory / NPZ_NAME) as z:
         rows = {int(s): z[_key(int(s))] for s in meta["steps"]}
     return AttentionData(

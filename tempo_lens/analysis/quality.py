@@ -109,7 +109,7 @@ class CleanTextNLL:
 def clean_text_nll(model: HookedTransformer, trace: Trace) -> CleanTextNLL:
     """Score ``trace``'s clean continuation (top surviving member per step) with the plain
     model, conditioned on the prompt (see the module docstring)."""
-    prompt = [t.token_id for t in trace.tokens[: trace.prompt_length]]
+    prompt = trace.state.token_ids[: trace.prompt_length]
     clean = trace.clean_ids()
     nll = token_nll(model, prompt + clean, start=len(prompt)).tolist()
     mean = math.fsum(nll) / len(nll) if nll else float("nan")
@@ -138,7 +138,7 @@ def trace_diversity(trace: Trace) -> dict[str, float | int]:
         ``distinct_generated_ratio`` (their ratio; NaN when nothing was generated).
     """
     clean = trace.clean_ids()
-    gen = [t.token_id for t in trace.tokens if t.step >= 0]
+    gen = trace.state.token_ids[trace.prompt_length :]
     n_distinct = len(set(gen))
     return {
         "distinct_1": distinct_n(clean, 1),

@@ -40,9 +40,7 @@ def parallel_widths(trace: Trace) -> pd.DataFrame:
                 "width": len(rec.indices),
                 "fell_back": rec.fell_back,
                 "capped": rec.capped,
-                "pruned_later": sum(
-                    trace.tokens[i].pruned_at_step is not None for i in rec.indices
-                ),
+                "pruned_later": sum(trace.token(i).pruned_at_step is not None for i in rec.indices),
             }
         )
     cols = ["step", "threshold", "n_candidates", "width", "fell_back", "capped", "pruned_later"]

@@ -53,7 +53,7 @@ def bracket_html(trace: Trace) -> str:
     for rec in trace.steps:
         spans = []
         for i in rec.indices:
-            t = trace.tokens[i]
+            t = trace.token(i)
             cls = f"m{t.rank % 6}" + (" pruned" if t.pruned_at_step is not None else "")
             tip = f"step {t.step} rank {t.rank}" + (
                 f" p={t.probability:.3f}" if t.probability is not None else ""
@@ -71,7 +71,7 @@ def bracket_html(trace: Trace) -> str:
 def _prompt(trace: Trace) -> str:
     if isinstance(trace.prompt, str):
         return trace.prompt
-    return "".join(t.text for t in trace.tokens[: trace.prompt_length])
+    return "".join(trace.texts[: trace.prompt_length])
 
 
 def figure_html(png: bytes | str | os.PathLike[str], caption: str = "") -> str:

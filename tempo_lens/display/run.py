@@ -106,7 +106,7 @@ def render_run(
                                                   col_groups=groups, path=p))  # fmt: skip
         widest = max(groups, key=len, default=None)
         if widest is not None:
-            step = trace.tokens[widest[0]].step
+            step = trace.state.steps[widest[0]]
             m = data.step_matrix(step)
             fig(f"attention_step{step}", f"attention of step {step}'s members",
                 lambda p: fg.attention_heatmap_figure(
@@ -139,7 +139,7 @@ def render_run(
             lambda p: fg.parallel_vs_nonparallel_figure(par, non, ylabel="mean attention received",
                                                         path=p))  # fmt: skip
         per_token = received.tokens.set_index("index")["received"]
-        vals = [float(per_token.get(i, np.nan)) for i in range(len(trace.tokens))]
+        vals = [float(per_token.get(i, np.nan)) for i in range(len(trace.state))]
         views["tokens by attention received"] = cv.colored_tokens(
             labels, np.nan_to_num(np.asarray(vals), nan=0.0), min_value=0.0
         )

@@ -56,7 +56,7 @@ def _decisions(trace: Trace) -> dict[int, PruneDecision]:
 def _prompt(trace: Trace) -> str:
     if isinstance(trace.prompt, str):
         return trace.prompt
-    return "".join(t.text for t in trace.tokens[: trace.prompt_length])
+    return "".join(trace.texts[: trace.prompt_length])
 
 
 def _quote(text: str) -> str:
@@ -87,7 +87,7 @@ def tree_text(trace: Trace) -> str:
         noun = "member" if n == 1 else "members"
         lines.append(f"step {rec.step}  tau={rec.threshold:.3f}  {n} {noun}{tail}")
         for i in rec.indices:
-            lines.append("  " + _member_line(trace.tokens[i], i in clean, pruned_by, width))
+            lines.append("  " + _member_line(trace.token(i), i in clean, pruned_by, width))
     lines.append(f"clean: {_quote(trace.clean_text())}")
     lines.append("legend: * clean path   x pruned   - kept alternative")
     return "\n".join(lines)
@@ -155,7 +155,7 @@ def tree_svg(trace: Trace, *, max_chars: int = 16) -> str:
     for rec in trace.steps:
         cur = []
         for i in rec.indices:
-            t = trace.tokens[i]
+            t = trace.token(i)
             x, y = pos(t)
             for px, py, pi in prev:
                 on = i in clean_set and (pi in clean_set or rec.step == 0)

@@ -120,3 +120,28 @@ def test_export_round_trip_from_generation(tiny, tmp_path) -> None:
     np.testing.assert_array_equal(back.full_tensor(), data.full_tensor())
     a, b = received_attention(data), received_attention(back)
     assert a.to_dict() == b.to_dict()  # NaN (no singleton sets here) -> None
+
+
+@pytest.mark.parametrize("layers", ["all", "late"])
+def test_pruning_scores_are_the_captured_attention(tiny, layers: str) -> None:
+    """Pruning and capture share one recorder: every pruning score is recomputed exactly from
+    the attention captured in the same generation (mean over heads, queries, layers)."""
+    from tempo_lens.pruning import resolve_layers, score_members
+
+    prune = PruningConfig(rule=RelativeRule(ratio=0.9), lookahead=2, layers=layers)
+    trace, data = run(tiny, AttentionCapture(), prune=prune)
+    decisions = [d for rec in trace.steps for d in rec.pruning]
+    assert len(decisions) >= 4 and any(d.pruned for d in decisions)
+    keep = [data.layers.index(layer) for layer in resolve_layers(layers, tiny.cfg.n_layers)]
+    for rec in trace.steps:
+        by_set: dict[int, list] = {}
+        for d in rec.pruning:
+            by_set.setdefault(d.set_step, []).append(d)
+        for set_step, ds in by_set.items():
+            members = [d.index for d in ds]
+            rows = [data.rows(s)[keep][..., members] for s in range(set_step + 1, rec.step + 1)]
+            votes = torch.from_numpy(np.concatenate(rows, axis=2))
+            scores = score_members(
+                votes, list(range(len(members))), head_agg="mean", query_agg="mean"
+            )
+            assert scores.tolist() == [d.score for d in ds]

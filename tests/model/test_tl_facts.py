@@ -57,3 +57,14 @@ def test_inv_freq_matches_tl_tables() -> None:
         inv = rotary_inv_freq(model, 0)
         expected = 1.0 / (10000 ** (torch.arange(0, 8, 2, dtype=torch.float64) / 8))
         assert torch.allclose(inv, expected, rtol=1e-12)
+
+
+def test_hook_names_are_built_and_parsed_in_one_place(tiny) -> None:
+    from tempo_lens._tl import hook_name, layer_of
+
+    for layer in range(tiny.cfg.n_layers):
+        for short in ("pattern", "attn_scores", "rot_q", "rot_k", "z", "resid_pre"):
+            name = hook_name(layer, short)
+            assert name in tiny.hook_dict and layer_of(name) == layer
+    assert hook_name(1, "pattern") == "blocks.1.attn.hook_pattern"
+    assert layer_of("hook_embed") is None and layer_of("ln_final.hook_normalized") is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from tempo_lens import PruningConfig, RelativeRule, TempoConfig, generate, greedy
 from tempo_lens.cli import main
@@ -36,10 +37,21 @@ def test_cli_generate_writes_trace(tmp_path, capsys) -> None:
     text = capsys.readouterr().out
     assert text.startswith(PROMPT) and "[" in text and "/" in text
     t = json.loads(out.read_text())
-    assert {"prompt", "model", "config", "tokens", "steps"} <= t.keys()
-    assert {"index", "token_id", "text", "step", "logical_position", "pruned_at_step"} <= t[
-        "tokens"
-    ][0].keys()
+    assert {"prompt", "model", "config", "state", "texts", "steps"} <= t.keys()
+    assert {"token_ids", "steps", "logical", "pruned_at"} <= t["state"].keys()
+    assert len(t["texts"]) == len(t["state"]["token_ids"])
     step = t["steps"][0]
     assert {"step", "threshold", "readout", "candidates", "indices", "pruning"} <= step.keys()
+    assert len(step["probabilities"]) == len(step["indices"])
     assert {"token_id", "text", "probability"} <= step["candidates"][0].keys()
+
+
+def test_reproduces_a_trace_written_before_format_2(default_model) -> None:
+    """The generation (recorder, pruning, readout) reproduces a trace written by an earlier
+    version (tests/fixtures/trace_v1_default.json, commit dd20c47) exactly."""
+    from tempo_lens.trace import Trace
+
+    old = Trace.load(Path(__file__).resolve().parent.parent / "fixtures" / "trace_v1_default.json")
+    new = generate(default_model, old.prompt, old.tempo_config)
+    assert sum(p is not None for p in new.state.pruned_at) == 5
+    assert new.to_dict() == old.to_dict()

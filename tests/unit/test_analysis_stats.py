@@ -18,7 +18,8 @@ from tempo_lens.analysis import (
     repetition_score,
     run_summary,
 )
-from tempo_lens.trace import Candidate, PruneDecision, StepRecord, TokenRecord, Trace
+from tempo_lens.state import SequenceState
+from tempo_lens.trace import Candidate, PruneDecision, StepRecord, Trace
 from tests.unit.test_analysis_attention import make_data
 
 
@@ -91,41 +92,27 @@ def test_analyze_runs_no_difference(tmp_path) -> None:
 
 
 def _trace() -> Trace:
-    texts = ["a", "b", "x", "y", "z", "w"]
-    steps = [-1, -1, 0, 0, 1, 2]
-    ranks = [0, 0, 0, 1, 0, 0]
-    logical = [0.0, 1.0, 2.0, 2.0, 3.0, 4.0]
-    ids = [7, 8, 10, 11, 12, 13]
-    tokens = [
-        TokenRecord(
-            index=i,
-            token_id=ids[i],
-            text=texts[i],
-            step=steps[i],
-            rank=ranks[i],
-            logical_position=logical[i],
-            pruned_at_step=1 if i == 3 else None,
-            probability=None if steps[i] < 0 else 0.5,
-        )
-        for i in range(6)
-    ]
+    state = SequenceState.from_sets([7, 8], [[10, 11], [12], [13]])
+    state.prune(3, at_step=1)
     decisions = [
         PruneDecision(2, 10, "x", 0, 0.4, 0.4, False, "relative:0.5"),
         PruneDecision(3, 11, "y", 0, 0.1, 0.4, True, "relative:0.5"),
     ]
     recs = [
-        StepRecord(0, 0.1, "mixture", [Candidate(10, "x", 0.5, True)], [2, 3]),
-        StepRecord(1, 0.1, "mixture", [], [4], pruning=decisions),
-        StepRecord(2, 0.1, "mixture", [], [5]),
+        StepRecord(
+            0, 0.1, "mixture", [Candidate(10, "x", 0.5, True)], [2, 3], probabilities=[0.5, 0.5]
+        ),
+        StepRecord(1, 0.1, "mixture", [], [4], pruning=decisions, probabilities=[0.5]),
+        StepRecord(2, 0.1, "mixture", [], [5], probabilities=[0.5]),
     ]
     return Trace(
         prompt=[7, 8],
         model="hand",
         method="tempo",
         config={},
-        tokens=tokens,
+        state=state,
+        texts=["a", "b", "x", "y", "z", "w"],
         steps=recs,
-        prompt_length=2,
     )
 
 
