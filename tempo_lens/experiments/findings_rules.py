@@ -1,0 +1,115 @@
+"""The pre-registered decision rules of the findings experiment (``docs/findings.md``).
+
+Pure functions from a CI (or a check) to a verdict: ``"supported"``, ``"refuted"`` or
+``"inconclusive"``. They were written, with the rules table of ``docs/findings.md``, before
+any number of the default model existed; ``findings.summarize`` applies them and nothing
+else decides a verdict.
+
+Example:
+    >>> interval((0.45, 0.55), 0.4, 0.6)
+    'supported'
+    >>> direction((-0.3, -0.1), sign=-1, margin=0.05)
+    'supported'
+    >>> direction((-0.01, 0.02), sign=-1, margin=0.05)
+    'refuted'
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+__all__ = [
+    "MIN_PROMPTS",
+    "Verdict",
+    "composite",
+    "direction",
+    "exact",
+    "head_range",
+    "interval",
+    "roles",
+    "specialised",
+]
+
+Verdict = Literal["supported", "refuted", "inconclusive"]
+MIN_PROMPTS = 10
+"""Fewer prompts than this entering an estimate -> ``inconclusive``."""
+
+
+def _bad(ci: Sequence[float], n: int | None) -> bool:
+    return (n is not None and n < MIN_PROMPTS) or not all(math.isfinite(x) for x in ci)
+
+
+def interval(ci: Sequence[float], a: float, b: float, n: int | None = None) -> Verdict:
+    """Supported if the CI lies inside ``[a, b]``; refuted if it lies entirely outside."""
+    if a > b:
+        raise ValueError(f"interval bounds must satisfy a <= b, got [{a}, {b}]")
+    if _bad(ci, n):
+        return "inconclusive"
+    lo, hi = ci
+    if a <= lo and hi <= b:
+        return "supported"
+    if hi < a or lo > b:
+        return "refuted"
+    return "inconclusive"
+
+
+def direction(ci: Sequence[float], *, sign: int, margin: float, n: int | None = None) -> Verdict:
+    """Supported if the CI lies on the claimed side of 0 (``sign`` -1: below, +1: above);
+    refuted if it lies on the other side or inside ``[-margin, margin]`` (negligible; this
+    wins over "supported")."""
+    if sign not in (-1, 1):
+        raise ValueError(f"sign must be -1 or +1, got {sign}")
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    if _bad(ci, n):
+        return "inconclusive"
+    if -margin <= ci[0] and ci[1] <= margin:
+        return "refuted"  # negligible, even if it excludes 0
+    lo, hi = sorted((ci[0] * sign, ci[1] * sign))  # the claimed side is now "> 0"
+    if lo > 0:
+        return "supported"
+    return "refuted" if hi < 0 else "inconclusive"
+
+
+def exact(n_ok: int, n_checked: int) -> Verdict:
+    """Supported if every checked unit passed; refuted if any failed (none: inconclusive)."""
+    if n_checked == 0:
+        return "inconclusive"
+    return "supported" if n_ok == n_checked else "refuted"
+
+
+def composite(parts: Sequence[Verdict]) -> Verdict:
+    """Supported if every part is; refuted if any part is; otherwise inconclusive."""
+    if any(p == "refuted" for p in parts):
+        return "refuted"
+    if parts and all(p == "supported" for p in parts):
+        return "supported"
+    return "inconclusive"
+
+
+def head_range(min_ci: Sequence[float], max_ci: Sequence[float], n: int | None = None) -> Verdict:
+    """Claim 3.h: min's CI in [0.30, 0.50] and max's CI in [0.91, 1.51] (seed 0.40-1.21)."""
+    a, b = interval(min_ci, 0.30, 0.50, n), interval(max_ci, 0.91, 1.51, n)
+    return composite([a, b])
+
+
+def roles(cis: Sequence[Sequence[float]], n: int | None = None, floor: float = 0.05) -> Verdict:
+    """Claim 4: every role's CI low > ``floor`` -> supported; any CI high < floor -> refuted."""
+    if not cis or any(_bad(ci, n) for ci in cis):
+        return "inconclusive"
+    if any(ci[1] < floor for ci in cis):
+        return "refuted"
+    if all(ci[0] > floor for ci in cis):
+        return "supported"
+    return "inconclusive"
+
+
+def specialised(n_special: int, n_heads: int, share: float = 0.05) -> Verdict:
+    """Claim 4.par: >= ``share`` of heads specialised -> supported; none -> refuted."""
+    if n_heads <= 0:
+        return "inconclusive"
+    if n_special == 0:
+        return "refuted"
+    return "supported" if n_special / n_heads >= share else "inconclusive"
