@@ -6,7 +6,7 @@ be pruned retroactively. tempo_lens implements this as hook points on a stock
 ``HookedTransformer`` so the whole TransformerLens toolbox works on TEMPO sequences.
 """
 
-from tempo_lens._tl import NotRotaryError
+from tempo_lens._tl import NotRotaryError, UnsupportedAttentionError
 from tempo_lens.baselines import beam_search, greedy, sample
 from tempo_lens.capture import AttentionCapture, AttentionData
 from tempo_lens.config import TempoConfig
@@ -58,6 +58,7 @@ __all__ = [
     "StateMismatchError",
     "TempoHooks",
     "TokenInfo",
+    "UnsupportedAttentionError",
     "__version__",
     "attach",
     "load_model",

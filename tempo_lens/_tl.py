@@ -8,7 +8,11 @@ few internals tempo_lens relies on in one module keeps a later port local. Facts
   forward, so ``hook_rot_k`` sees the whole key sequence; ``hook_rot_q`` sees only the new
   queries (rotated from the cache offset);
 * ``hook_attn_scores`` fires after the causal mask and before the softmax;
-* GQA models have ``n_key_value_heads`` heads at ``hook_rot_k``.
+* GQA models have ``n_key_value_heads`` heads at ``hook_rot_k``;
+* local-attention layers (``attn_type == "local"``) mask keys at *physical* distance
+  ``>= cfg.window_size`` before ``hook_attn_scores``, reading ``cfg.window_size`` at
+  forward time; each layer's RoPE base is ``attn._rotary_base()`` (Gemma 3: 1e4 local,
+  1e6 global).
 """
 
 from __future__ import annotations
@@ -26,16 +30,18 @@ from transformer_lens.utilities import get_act_name
 
 __all__ = [
     "NotRotaryError",
+    "UnsupportedAttentionError",
+    "attention_windows",
+    "physical_windows_disabled",
     "attach_tokenizer",
     "check_rotary",
     "hooked_config",
-    "hooked_from_hf_llama",
+    "hooked_from_hf",
     "hooked_from_state_dict",
     "hook_name",
     "hooked_parameters",
     "kv_cache_length",
     "layer_of",
-    "llama_config_dict",
     "make_kv_cache",
     "processed_config_dict",
     "rotary_inv_freq",
@@ -47,8 +53,19 @@ class NotRotaryError(ValueError):
     """The model does not use rotary position embeddings."""
 
 
+class UnsupportedAttentionError(ValueError):
+    """The model's attention has a variant the TEMPO hooks cannot reproduce exactly."""
+
+
 def check_rotary(model: HookedTransformer) -> None:
-    """Raise :class:`NotRotaryError` unless ``model`` is a rotary ``HookedTransformer``."""
+    """Raise unless ``model`` is a rotary ``HookedTransformer`` the hooks handle exactly.
+
+    Raises:
+        TypeError: Not a ``HookedTransformer``.
+        NotRotaryError: No RoPE, or dynamic-NTK RoPE.
+        UnsupportedAttentionError: Non-causal attention, or log-n query scaling (which
+            depends on the physical position).
+    """
     if not isinstance(model, HookedTransformer):
         raise TypeError(
             f"tempo_lens needs a transformer_lens.HookedTransformer, got {type(model).__name__}"
@@ -65,6 +82,66 @@ def check_rotary(model: HookedTransformer) -> None:
             "dynamic-NTK RoPE rescales frequencies with sequence length; tempo_lens cannot "
             "re-rotate it exactly — disable use_dynamic_ntk_rope"
         )
+    if getattr(cfg, "use_logn_attn", False):
+        raise UnsupportedAttentionError(
+            "use_logn_attn scales queries by log(physical position); TEMPO positions are "
+            "logical, so tempo_lens cannot reproduce it exactly — disable use_logn_attn"
+        )
+    if cfg.attention_dir != "causal":
+        raise UnsupportedAttentionError(
+            f"attention_dir={cfg.attention_dir!r}: tempo_lens supports causal decoders only"
+        )
+
+
+# cfg objects whose window_size is overridden by physical_windows_disabled: id -> original.
+_WINDOW_OVERRIDES: dict[int, tuple[Any, int]] = {}
+_NO_WINDOW = 2**62
+
+
+def _attn_configs(model: HookedTransformer) -> list[Any]:
+    return list({id(b.attn.cfg): b.attn.cfg for b in model.blocks}.values())
+
+
+def attention_windows(model: HookedTransformer) -> list[int | None]:
+    """Sliding-window size of each layer's attention (``None`` for global layers)."""
+    out: list[int | None] = []
+    for block in model.blocks:
+        attn = block.attn
+        if getattr(attn, "attn_type", "global") != "local":
+            out.append(None)
+            continue
+        saved = _WINDOW_OVERRIDES.get(id(attn.cfg))
+        window = saved[1] if saved is not None else attn.cfg.window_size
+        if not isinstance(window, int) or window <= 0:
+            raise UnsupportedAttentionError(f"local attention with window_size={window!r}")
+        out.append(window)
+    return out
+
+
+@contextmanager
+def physical_windows_disabled(model: HookedTransformer) -> Iterator[None]:
+    """Within the block, local-attention layers apply a plain causal mask.
+
+    TransformerLens masks local layers by *physical* distance before
+    ``hook_attn_scores``; TEMPO's window is by *logical* distance, which keeps a superset
+    of those keys, so the mask hook must see them unmasked. ``cfg.window_size`` (read at
+    forward time) is set beyond any sequence length and restored on exit; nested blocks
+    are fine. Models without local layers are untouched.
+    """
+    if all(w is None for w in attention_windows(model)):
+        yield
+        return
+    entered = []
+    for cfg in _attn_configs(model):
+        if id(cfg) not in _WINDOW_OVERRIDES:
+            _WINDOW_OVERRIDES[id(cfg)] = (cfg, cfg.window_size)
+            cfg.window_size = _NO_WINDOW
+            entered.append(cfg)
+    try:
+        yield
+    finally:
+        for cfg in entered:
+            cfg.window_size = _WINDOW_OVERRIDES.pop(id(cfg))[1]
 
 
 def hook_name(layer: int, name: str) -> str:
@@ -203,52 +280,6 @@ __all__ += ["fast_layout_targets"]
 # --- building a HookedTransformer from a Hugging Face Llama (used by gguf_loader) ---------
 
 
-def llama_config_dict(hf_config: Any, *, default_prepend_bos: bool = False) -> dict[str, Any]:
-    """JSON-safe ``HookedTransformerConfig`` kwargs for a Hugging Face ``LlamaConfig``.
-
-    Mirrors TransformerLens' ``LlamaForCausalLM`` branch of ``convert_hf_model_config``
-    (RMS norm, gated SiLU MLP, GPT-NeoX RoPE pairing, GQA), written out so no hub lookup
-    is needed. Only the default RoPE type is accepted.
-
-    Raises:
-        ValueError: The config uses RoPE scaling (llama3, YaRN, ...), which this
-            builder does not translate.
-    """
-    rope = dict(getattr(hf_config, "rope_parameters", None) or {})
-    scaling = getattr(hf_config, "rope_scaling", None) or {}
-    rope_type = rope.get("rope_type", scaling.get("rope_type", "default"))
-    if rope_type != "default":
-        raise ValueError(
-            f"rope_type={rope_type!r} is not supported by the offline Llama builder; load the "
-            "model with HookedTransformer.from_pretrained and pass it in"
-        )
-    theta = rope.get("rope_theta", getattr(hf_config, "rope_theta", 10000.0))
-    n_heads = int(hf_config.num_attention_heads)
-    d_head = int(getattr(hf_config, "head_dim", None) or hf_config.hidden_size // n_heads)
-    n_kv = int(getattr(hf_config, "num_key_value_heads", None) or n_heads)
-    return {
-        "d_model": int(hf_config.hidden_size),
-        "d_head": d_head,
-        "n_heads": n_heads,
-        "d_mlp": int(hf_config.intermediate_size),
-        "n_layers": int(hf_config.num_hidden_layers),
-        "n_ctx": int(hf_config.max_position_embeddings),
-        "eps": float(hf_config.rms_norm_eps),
-        "d_vocab": int(hf_config.vocab_size),
-        "act_fn": str(hf_config.hidden_act),
-        "n_key_value_heads": n_kv if n_kv != n_heads else None,
-        "normalization_type": "RMS",
-        "positional_embedding_type": "rotary",
-        "rotary_adjacent_pairs": False,
-        "rotary_dim": d_head,
-        "rotary_base": float(theta),
-        "final_rms": True,
-        "gated_mlp": True,
-        "original_architecture": "LlamaForCausalLM",
-        "default_prepend_bos": default_prepend_bos,
-    }
-
-
 def hooked_config(
     cfg_dict: dict[str, Any],
     *,
@@ -266,23 +297,37 @@ def hooked_config(
     )
 
 
-def hooked_from_hf_llama(hf_model: Any, cfg: HookedTransformerConfig) -> HookedTransformer:
-    """Convert a Hugging Face Llama into a ``HookedTransformer`` with folded RMS weights.
+def hooked_from_hf(hf_model: Any, cfg: HookedTransformerConfig) -> HookedTransformer:
+    """Convert a Hugging Face Llama or Gemma 3 into a ``HookedTransformer``.
 
-    Uses TransformerLens' ``convert_llama_weights`` and ``load_and_process_state_dict``
-    with ``fold_ln=True`` (RMS scales folded into the next linear layer, norms become
-    ``RMSPre``) but no centring: RMS norm does not subtract the mean, so centring writing
-    weights would change the function, and an uncentred unembed keeps logits equal to
-    Hugging Face's. Llama has no biases, so folding value biases is a no-op and skipped.
+    Uses TransformerLens' ``convert_llama_weights`` / ``convert_gemma_weights`` (chosen by
+    ``cfg.original_architecture``) and ``load_and_process_state_dict`` without centring:
+    RMS norm does not subtract the mean, so centring writing weights would change the
+    function, and an uncentred unembed keeps logits equal to Hugging Face's. Llama's RMS
+    scales are folded into the next linear layer (``fold_ln=True``, norms become
+    ``RMSPre``); Gemma 3's are not, because TransformerLens 3.9's folding is not exact
+    there (max logit error 6.5 on a tiny random Gemma 3, 3e-6 unfolded). Neither family
+    has biases, so folding value biases is a no-op and skipped.
+
+    Raises:
+        ValueError: An architecture other than ``LlamaForCausalLM`` / ``Gemma3ForCausalLM``.
     """
+    from transformer_lens.pretrained.weight_conversions.gemma import convert_gemma_weights
     from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
 
+    converters = {
+        "LlamaForCausalLM": convert_llama_weights,
+        "Gemma3ForCausalLM": convert_gemma_weights,
+    }
+    if cfg.original_architecture not in converters:
+        raise ValueError(f"no weight conversion for {cfg.original_architecture!r}")
+    convert = converters[cfg.original_architecture]
     model = HookedTransformer(cfg, move_to_device=False)
     with torch.no_grad():
-        state_dict = convert_llama_weights(hf_model, cfg)
+        state_dict = convert(hf_model, cfg)
         model.load_and_process_state_dict(
             state_dict,
-            fold_ln=True,
+            fold_ln=cfg.original_architecture != "Gemma3ForCausalLM",
             center_writing_weights=False,
             center_unembed=False,
             fold_value_biases=False,

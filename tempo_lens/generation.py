@@ -137,7 +137,11 @@ def generate(
     steps: list[StepRecord] = []
     stop_reason = "max_steps"
     _set_weight_layout(model, fast=config.fast_weights)
-    with torch.no_grad(), model.hooks(fwd_hooks=fwd_hooks):  # type: ignore[arg-type]
+    with (
+        torch.no_grad(),
+        hooks.backend_masks_replaced(),
+        model.hooks(fwd_hooks=fwd_hooks),  # type: ignore[arg-type]
+    ):
         rows = run(list(range(len(prompt_ids))), -1)
         dist = probabilities(rows[-1])
         bar = tqdm(range(config.max_steps), disable=not progress, desc="TEMPO", unit="step")

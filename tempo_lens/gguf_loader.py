@@ -55,6 +55,7 @@ from typing import Any
 import torch
 
 from tempo_lens import _tl
+from tempo_lens.hf_configs import llama_config_dict
 
 __all__ = [
     "CACHE_FORMAT",
@@ -295,8 +296,8 @@ def _build_cache(name: str, path: pathlib.Path, fields: Mapping[str, Any]) -> No
         tokenizer.save_pretrained(tmp / "tokenizer")
         _save_hf(hf_model, tmp / "hf")
         logger.info("tempo_lens: [2/3] converting to HookedTransformer (folding RMS weights)")
-        cfg_dict = _tl.llama_config_dict(hf_model.config, default_prepend_bos=False)
-        model = _tl.hooked_from_hf_llama(hf_model, _tl.hooked_config(cfg_dict, init_weights=False))
+        cfg_dict = llama_config_dict(hf_model.config, default_prepend_bos=False)
+        model = _tl.hooked_from_hf(hf_model, _tl.hooked_config(cfg_dict, init_weights=False))
         del hf_model
         logger.info("tempo_lens: [3/3] writing converted weights")
         state = {k: v.to(dtype).contiguous() for k, v in _tl.hooked_parameters(model).items()}

@@ -9,6 +9,12 @@ hook point                                      what the hook does
 ``blocks.{l}.attn.hook_attn_scores``             ``-inf`` where a query may not see a key
 =============================================  ==========================================
 
+Sliding-window (local) layers keep keys within ``window`` *logical* positions of the
+query (see :mod:`tempo_lens.masks`); :func:`attach` switches the backend's physical
+window off for its duration. If a forward arrives with keys masked that the logical
+window keeps (hooks attached without :func:`attach`), the mask hook raises
+:class:`~tempo_lens._tl.UnsupportedAttentionError` instead of computing silently.
+
 All hooks read one :class:`~tempo_lens.state.SequenceState`. A forward must cover the
 state's tokens: either the whole sequence (no KV cache) or its last ``q`` tokens with a KV
 cache holding the first ``n - q``. Anything else (wrong length, a state changed under a
@@ -38,7 +44,15 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
 
-from tempo_lens._tl import check_rotary, hook_name, layer_of, rotary_inv_freq
+from tempo_lens._tl import (
+    UnsupportedAttentionError,
+    attention_windows,
+    check_rotary,
+    hook_name,
+    layer_of,
+    physical_windows_disabled,
+    rotary_inv_freq,
+)
 from tempo_lens.rope import delta_cos_sin, rerotate
 from tempo_lens.state import SequenceState
 
@@ -98,6 +112,7 @@ class TempoHooks:
             else:
                 self._freq_group.append(len(self._inv_freqs))
                 self._inv_freqs.append(f)
+        self.windows = attention_windows(model)
         self._memo: dict[tuple[Any, ...], Any] = {}
         self._memo_version = -1
 
@@ -111,6 +126,16 @@ class TempoHooks:
                 hooks.append((hook_name(layer, "rot_k"), self._hook_rot_k))
             hooks.append((hook_name(layer, "attn_scores"), self._hook_scores))
         return hooks
+
+    @contextmanager
+    def backend_masks_replaced(self) -> Iterator[None]:
+        """Within the block the backend's physical sliding-window masks are off (when
+        :attr:`mask` is on; the mask hook then applies the logical window)."""
+        if not self.mask:
+            yield
+            return
+        with physical_windows_disabled(self.model):
+            yield
 
     @contextmanager
     def viewing(self, step: int, from_index: int = 0) -> Iterator[None]:
@@ -209,25 +234,41 @@ class TempoHooks:
             )
         if not self.mask:
             return scores
-        blocked = self._cached(
-            ("mask", start, n, self.view_step, self.view_from, str(scores.device)),
-            lambda: self._build_block(start, n, scores.device),
+        window = self.windows[self._layer(hook)]
+        blocked, hidden = self._cached(
+            ("mask", start, n, self.view_step, self.view_from, window, str(scores.device)),
+            lambda: self._build_block(start, n, window, scores.device),
         )
+        if hidden is not None and bool(torch.isneginf(scores[..., hidden]).any()):
+            raise UnsupportedAttentionError(
+                f"{hook.name}: the backend masked keys by physical distance >= {window}, but "
+                "TEMPO's sliding window is by logical distance and keeps them — attach the "
+                "hooks with tempo_lens.attach() (or TempoHooks.backend_masks_replaced())"
+            )
         if blocked is None:
             return scores
         return scores.masked_fill(blocked, float("-inf"))
 
-    def _build_block(self, start: int, n: int, device: torch.device) -> Tensor | None:
+    def _build_block(
+        self, start: int, n: int, window: int | None, device: torch.device
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """``(blocked, hidden)``: keys to mask (``None`` if none) and, for a local layer,
+        the keys the logical window keeps beyond the physical one (``None`` if none)."""
         q = torch.arange(start, n)
-        allowed = self.state.visibility(q)
+        allowed = self.state.visibility(q, window=window)
         if self.view_step is not None:
             viewed = q >= self.view_from
-            allowed[viewed] = self.state.visibility(q[viewed], view_step=self.view_step)
-        causal = torch.arange(n)[None, :] <= q[:, None]
+            allowed[viewed] = self.state.visibility(
+                q[viewed], view_step=self.view_step, window=window
+            )
+        keys = torch.arange(n)[None, :]
+        causal = keys <= q[:, None]
         blocked = causal & ~allowed
-        if not bool(blocked.any()):
-            return None
-        return blocked.to(device)
+        hidden = None
+        if window is not None:
+            beyond = allowed & (keys <= q[:, None] - window)
+            hidden = beyond.to(device) if bool(beyond.any()) else None
+        return (blocked.to(device) if bool(blocked.any()) else None), hidden
 
 
 def tempo_fwd_hooks(
@@ -261,5 +302,5 @@ def attach(
         The :class:`TempoHooks` (e.g. for :meth:`TempoHooks.viewing`).
     """
     hooks = TempoHooks(model, state, rotate=rotate, mask=mask)
-    with model.hooks(fwd_hooks=list(hooks.fwd_hooks())):  # type: ignore[arg-type]
+    with hooks.backend_masks_replaced(), model.hooks(fwd_hooks=list(hooks.fwd_hooks())):  # type: ignore[arg-type]
         yield hooks

@@ -8,7 +8,11 @@ A query at physical index ``i`` may attend to a key at physical index ``j`` iff 
    itself); in visible mode siblings see earlier siblings, which the causal rule gives;
 3. **pruning**: if ``j`` was pruned at step ``p``, no query whose (viewing) step is
    ``> p`` sees it. A query's viewing step is its own step, or ``view_step`` when that is
-   larger — used for the readout forward that produces step ``p + 1``'s distribution.
+   larger — used for the readout forward that produces step ``p + 1``'s distribution;
+4. **sliding window** (local-attention layers only): ``logical[i] - logical[j] < window``.
+   The window is measured in *logical* positions, the distance the model's RoPE sees and
+   the one it was trained with (Hugging Face's ``kv_idx > q_idx - sliding_window`` on a
+   plain sequence); see ``docs/concepts.md``.
 
 Prompt tokens have step ``-1``. Alive tokens have ``pruned_at = ALIVE`` (a large
 sentinel), so rule 3 never fires for them.
@@ -28,7 +32,7 @@ Example:
 from __future__ import annotations
 
 import torch
-from jaxtyping import Bool, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 __all__ = ["ALIVE", "visibility"]
@@ -44,6 +48,8 @@ def visibility(
     *,
     isolate: bool,
     view_step: int | None = None,
+    logical: Float[Tensor, " n_keys"] | None = None,
+    window: int | float | None = None,
 ) -> Bool[Tensor, "n_queries n_keys"]:
     """Which keys each query may attend to.
 
@@ -54,9 +60,14 @@ def visibility(
         isolate: Whether members of one set are hidden from each other.
         view_step: If given, queries see the sequence as of at least this step (their
             viewing step is ``max(own step, view_step)``).
+        logical: Logical position of every token; required with ``window``.
+        window: Sliding-window size in logical positions (``None``: global attention).
 
     Returns:
         Boolean ``[n_queries, n_keys]``; ``True`` where attention is allowed.
+
+    Raises:
+        ValueError: ``window`` is not positive, or is given without ``logical``.
     """
     n = steps.shape[0]
     keys = torch.arange(n, device=steps.device)
@@ -69,4 +80,9 @@ def visibility(
     if view_step is not None:
         q_steps = torch.clamp(q_steps, min=view_step)
     allowed &= ~(q_steps[:, None] > pruned_at[None, :])
+    if window is not None:
+        if logical is None or not window > 0:
+            raise ValueError(f"window={window!r} needs logical positions and must be > 0")
+        pos = logical.to(device=steps.device, dtype=torch.float64)
+        allowed &= (pos[q][:, None] - pos[None, :]) < window
     return allowed

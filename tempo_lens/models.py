@@ -15,6 +15,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
@@ -34,6 +36,8 @@ def make_tiny_model(
     n_key_value_heads: int | None = None,
     rotary_dim: int | None = None,
     rotary_adjacent_pairs: bool = False,
+    window_size: int | None = None,
+    attn_types: Sequence[str] | None = None,
     d_vocab: int = 64,
     n_ctx: int = 512,
     seed: int = 0,
@@ -51,6 +55,8 @@ def make_tiny_model(
         n_key_value_heads: Key/value heads for grouped-query attention (``None`` = MHA).
         rotary_dim: Rotated features per head (``None`` = all of ``d_head``).
         rotary_adjacent_pairs: GPT-J pairing (``True``) or GPT-NeoX/Llama (``False``).
+        window_size: Sliding-window size of local-attention layers (``None``: all global).
+        attn_types: ``"local"``/``"global"`` per layer (default with a window: all local).
         d_vocab: Vocabulary size.
         n_ctx: Maximum context.
         seed: Initialisation seed; the same seed gives the same weights.
@@ -65,6 +71,10 @@ def make_tiny_model(
         raise ValueError(
             f"n_heads={n_heads} is not a multiple of n_key_value_heads={n_key_value_heads}"
         )
+    if attn_types is not None and window_size is None:
+        raise ValueError("attn_types needs window_size")
+    if window_size is not None and attn_types is None:
+        attn_types = ["local"] * n_layers
     cfg = HookedTransformerConfig(
         n_layers=n_layers,
         d_model=d_model,
@@ -81,6 +91,9 @@ def make_tiny_model(
         rotary_dim=rotary_dim if rotary_dim is not None else d_head,
         rotary_adjacent_pairs=rotary_adjacent_pairs,
         n_key_value_heads=n_key_value_heads,
+        use_local_attn=window_size is not None,
+        window_size=window_size,
+        attn_types=list(attn_types) if attn_types is not None else None,
         original_architecture="LlamaForCausalLM",
         initializer_range=init_scale,
         seed=seed,

@@ -283,6 +283,7 @@ class SequenceState:
         query_indices: Sequence[int] | Tensor | None = None,
         *,
         view_step: int | None = None,
+        window: int | float | None = None,
         device: torch.device | str | None = None,
     ) -> Bool[Tensor, "n_queries n_keys"]:
         """Which keys each query may attend to (see :func:`tempo_lens.masks.visibility`).
@@ -290,6 +291,7 @@ class SequenceState:
         Args:
             query_indices: Physical indices of the queries; default all tokens.
             view_step: Queries see the sequence as of at least this step.
+            window: Sliding-window size in logical positions (local-attention layers).
             device: Device of the result.
         """
         if query_indices is None:
@@ -302,6 +304,12 @@ class SequenceState:
             q,
             isolate=self.isolate,
             view_step=view_step,
+            logical=(
+                None
+                if window is None
+                else torch.tensor(self.logical, dtype=torch.float64, device=device)
+            ),
+            window=window,
         )
 
     # ------------------------------------------------------------------ JSON

@@ -1,13 +1,16 @@
-"""An independent implementation: Hugging Face Llama fed explicit positions and 4-D masks."""
+"""An independent implementation: Hugging Face Llama / Gemma 3 fed explicit positions and
+4-D masks (one per layer type for Gemma 3, the sliding-window one written out here)."""
 
 from __future__ import annotations
 
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
 
 from tempo_lens import SequenceState
+from tempo_lens._tl import hooked_config, hooked_from_hf
+from tempo_lens.hf_configs import gemma3_config_dict
 
 
 def tiny_llama_pair(seed: int = 0, n_kv: int = 2) -> tuple[LlamaForCausalLM, HookedTransformer]:
@@ -62,9 +65,45 @@ def tiny_llama_pair(seed: int = 0, n_kv: int = 2) -> tuple[LlamaForCausalLM, Hoo
     return hf, model.eval()
 
 
-def reference_mask(state: SequenceState) -> torch.Tensor:
-    """The visibility rules of DESIGN.md written out as loops, independent of tempo_lens.masks."""
+def tiny_gemma3_pair(
+    seed: int = 0, window: int = 4, n_layers: int = 3
+) -> tuple[Gemma3ForCausalLM, HookedTransformer]:
+    """A random tiny HF Gemma 3 (sliding window ``window`` on all but every third layer,
+    local/global RoPE bases 1e4/1e6, q/k-norm, 2 query heads per key head) and the
+    HookedTransformer tempo_lens builds from it (norms folded, as for the real model)."""
+    torch.manual_seed(seed)
+    hf_cfg = Gemma3TextConfig(
+        vocab_size=64,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=n_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        query_pre_attn_scalar=16,
+        max_position_embeddings=256,
+        sliding_window=window,
+        layer_types=[
+            "full_attention" if (i + 1) % 3 == 0 else "sliding_attention" for i in range(n_layers)
+        ],
+        attn_implementation="eager",
+    )
+    hf = Gemma3ForCausalLM(hf_cfg).eval()
+    with torch.no_grad():  # sharp attention and non-trivial norm weights
+        for p in hf.parameters():
+            p.normal_(0, 0.3 if p.ndim == 2 else 0.2)
+    cfg_dict = gemma3_config_dict(hf.config, default_prepend_bos=False)
+    return hf, hooked_from_hf(hf, hooked_config(cfg_dict, init_weights=False))
+
+
+def reference_mask(state: SequenceState, window: float | None = None) -> torch.Tensor:
+    """The visibility rules of DESIGN.md written out as loops, independent of tempo_lens.masks.
+
+    ``window``: keep only keys whose logical position is within ``window`` of the query's
+    (``logical[i] - logical[j] < window``; Hugging Face's ``kv > q - window`` on a plain
+    sequence, where logical == physical)."""
     n = len(state)
+    pos = reference_positions(state)
     allowed = torch.zeros(n, n, dtype=torch.bool)
     for i in range(n):
         for j in range(i + 1):
@@ -74,6 +113,8 @@ def reference_mask(state: SequenceState) -> torch.Tensor:
             p = state.pruned_at[j]
             if p is not None and si > p:
                 continue  # pruned before query i was appended
+            if window is not None and not pos[i] - pos[j] < window:
+                continue  # outside the sliding window, by logical distance
             allowed[i, j] = True
     return allowed
 
@@ -90,17 +131,26 @@ def reference_positions(state: SequenceState) -> list[float]:
     return out
 
 
-def hf_logits(hf: LlamaForCausalLM, state: SequenceState) -> torch.Tensor:
+def _float_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return mask.masked_fill(~allowed, float("-inf"))[None, None]
+
+
+def hf_logits(hf: torch.nn.Module, state: SequenceState) -> torch.Tensor:
     """Logits of ``hf`` on the state's tokens with explicit positions and a float 4-D mask.
 
     Mask and positions come from :func:`reference_mask` / :func:`reference_positions`,
     not from tempo_lens, so a bug in the library's mask or position maths shows up here.
+    A model with sliding-window layers (Gemma 3) gets one mask per layer type.
     """
     device = next(hf.parameters()).device
     dtype = next(hf.parameters()).dtype
-    allowed = reference_mask(state).to(device)
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=device)
-    mask = mask.masked_fill(~allowed, float("-inf"))[None, None]
+    mask: torch.Tensor | dict[str, torch.Tensor]
+    mask = _float_mask(reference_mask(state).to(device), dtype)
+    window = getattr(hf.config, "sliding_window", None)
+    if "sliding_attention" in (getattr(hf.config, "layer_types", None) or []):
+        local = _float_mask(reference_mask(state, window=window).to(device), dtype)
+        mask = {"full_attention": mask, "sliding_attention": local}
     positions = torch.tensor([reference_positions(state)], dtype=torch.float32, device=device)
     with torch.no_grad():
         out = hf(

@@ -123,3 +123,20 @@ def test_state_validation() -> None:
         PositionScheme(member_offset=-1.0)
     assert st_.alive_indices() == [0, 1, 2]
     assert st_.alive_indices(as_of_step=0) == [0, 1, 2, 3]
+
+
+def test_window_is_by_logical_distance() -> None:
+    """Window 2 on [p0 p1 p2 | a b | c]: logical 0 1 2 3 3 4."""
+    st = SequenceState.from_sets([0, 1, 2], [[3, 4], [5]], isolate=True)
+    allowed = st.visibility(window=2).int()
+    assert allowed.tolist() == [
+        [1, 0, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0, 0],
+        [0, 1, 1, 0, 0, 0],
+        [0, 0, 1, 1, 0, 0],
+        [0, 0, 1, 0, 1, 0],  # b (physical 4) still sees p2: logical distance 1
+        [0, 0, 0, 1, 1, 1],  # c sees both members: logical distance 1, physical 2 and 1
+    ]
+    assert torch.equal(st.visibility(window=10**6), st.visibility())
+    with pytest.raises(ValueError, match="window"):
+        visibility(st.steps_tensor(), st.pruned_tensor(), torch.arange(6), isolate=True, window=2)
