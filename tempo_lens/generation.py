@@ -47,7 +47,7 @@ from tempo_lens._tl import (
 from tempo_lens.config import TempoConfig
 from tempo_lens.fast import disable_fast_path, enable_fast_path
 from tempo_lens.hooks import HookFn, TempoHooks
-from tempo_lens.pruning import decide, prefilter, score_members
+from tempo_lens.pruning import judge, prefilter
 from tempo_lens.recorder import AttentionRecorder
 from tempo_lens.selection import mixture_distribution, probabilities, select_from_probs
 from tempo_lens.state import SequenceState
@@ -221,11 +221,7 @@ def _prune(
     members = [i for i in state.set_indices[target] if state.pruned_at[i] is None]
     if len(members) < 2:
         return []
-    votes = pruner.votes(target + 1, step, members)
-    scores = score_members(
-        votes, list(range(len(members))), head_agg=cfg.head_agg, query_agg=cfg.query_agg
-    ).tolist()
-    verdict = decide(scores, cfg.rule)
+    scores, verdict = judge(pruner.votes(target + 1, step, members), cfg)
     best = max(scores)
     out = []
     for i, score, pruned in zip(members, scores, verdict, strict=True):

@@ -9,6 +9,10 @@ continuation actually uses. This module holds the pure parts of that decision:
   receives, aggregated over every ``(layer, head)`` pair, then over the queries;
 * :func:`decide` with :class:`RelativeRule` / :class:`AbsoluteRule` — which members to
   prune. The best-scoring member is never pruned (ties: lowest member rank);
+* :func:`gather_votes` and :func:`judge` — one set's judgement: the members' key columns
+  from the voting steps' attention rows, scored and decided under a :class:`PruningConfig`
+  (the generation loop and the counterfactual re-judging of
+  :func:`tempo_lens.analysis.rejudge` both go through these);
 * :func:`prefilter` with :class:`ProbabilityRatioRule` — a *pre-append* policy that drops
   weak candidates before they enter the sequence.
 
@@ -27,9 +31,9 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Float
@@ -43,6 +47,8 @@ __all__ = [
     "PruningConfig",
     "RelativeRule",
     "decide",
+    "gather_votes",
+    "judge",
     "parse_rule",
     "prefilter",
     "resolve_layers",
@@ -324,3 +330,39 @@ def parse_rule(spec: str) -> RelativeRule | AbsoluteRule | None:
     if kind == "relative":
         return RelativeRule(ratio=number)
     return AbsoluteRule(threshold=number)
+
+
+def gather_votes(
+    rows: Callable[[int], Any], steps: Iterable[int], keys: Sequence[int]
+) -> Float[Tensor, "layer head query member"]:
+    """The attention a set's members receive from the voting queries.
+
+    Args:
+        rows: ``step -> [layer, head, query, key]`` attention rows (tensor or array) of the
+            queries appended at that step, for the voting layers.
+        steps: The voting steps (after the set, up to the judging step), in order.
+        keys: Physical indices (key columns) of the members, in member rank order.
+
+    Returns:
+        ``rows(s)[..., keys]`` concatenated over ``steps`` along the query axis.
+    """
+    cols = list(keys)
+    return torch.cat([torch.as_tensor(rows(s))[..., cols] for s in steps], dim=2)
+
+
+def judge(
+    votes: Float[Tensor, "layer head query member"], prune: PruningConfig
+) -> tuple[list[float], list[bool]]:
+    """Score every member column of ``votes`` and apply ``prune.rule`` (one set's judgement).
+
+    Returns:
+        ``(scores, verdict)``: :func:`score_members` with ``prune``'s aggregations and
+        :func:`decide` (``True`` = prune), in member rank order.
+    """
+    scores = score_members(
+        votes,
+        list(range(votes.shape[-1])),
+        head_agg=prune.head_agg,
+        query_agg=prune.query_agg,
+    ).tolist()
+    return scores, decide(scores, prune.rule)

@@ -37,7 +37,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from tempo_lens._tl import hook_name, layer_of
-from tempo_lens.pruning import resolve_layers
+from tempo_lens.pruning import gather_votes, resolve_layers
 from tempo_lens.state import SequenceState
 
 __all__ = ["AttentionRecorder"]
@@ -163,8 +163,7 @@ class AttentionRecorder:
             ``[layer, head_index, query, key]``: queries of all the steps concatenated in
             physical order, keys in the given order.
         """
-        per_step = [self.rows[s][..., keys] for s in range(first_step, last_step + 1)]
-        return torch.cat(per_step, dim=2)
+        return gather_votes(self.rows.__getitem__, range(first_step, last_step + 1), keys)
 
     def forget_before(self, step: int) -> None:
         """Drop the rows of every step before ``step`` (bounded memory for pruning)."""

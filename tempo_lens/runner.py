@@ -155,6 +155,13 @@ class ExperimentSpec:
     quick_prompts: int = 2
     run_batch: Callable[[Any, Any, list[Unit]], list[Tables]] | None = None
 
+    def main(self, argv: Sequence[str] | None = None) -> int:
+        """Run from the command line (:func:`run_cli`); 0 on success, 2 on bad values.
+
+        An experiment module sets ``main = SPEC.main``.
+        """
+        return run_cli(self, argv)
+
     def units(self, cfg: Any, prompts: Sequence[Prompt]) -> list[Unit]:
         """``prompts x conditions(cfg)``, prompt-major.
 

@@ -44,6 +44,7 @@ from tempo_lens.analysis.steps import (
     PruningAnalysis,
     parallel_widths,
     pruning_analysis,
+    rejudge,
     run_summary,
 )
 
@@ -73,6 +74,7 @@ __all__ = [
     "parallel_widths",
     "pruning_analysis",
     "received_attention",
+    "rejudge",
     "repetition_score",
     "run_summary",
     "save_attention",

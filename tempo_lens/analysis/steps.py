@@ -8,6 +8,10 @@
 * :func:`pruning_analysis` — every pruning decision generation made, with its score
   (``PruneDecision``), pruning rates per judging step, which tokens were pruned, and the
   survival-analysis table (attention received vs pruned), when attention was captured.
+* :func:`rejudge` — counterfactual pruning on the same trajectory: every set the trace
+  judged, re-judged under another :class:`~tempo_lens.PruningConfig` (other layers,
+  aggregation or rule) from the captured attention, through the generation loop's own
+  :func:`~tempo_lens.pruning.gather_votes` / :func:`~tempo_lens.pruning.judge`.
 
 Example:
     >>> pa = pruning_analysis(trace, received=received_attention(data))  # doctest: +SKIP
@@ -17,15 +21,19 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from tempo_lens.analysis._util import jsonable
 from tempo_lens.analysis.received import ReceivedAttention
+from tempo_lens.pruning import PruningConfig, gather_votes, judge
 from tempo_lens.trace import Trace
 
-__all__ = ["PruningAnalysis", "parallel_widths", "pruning_analysis", "run_summary"]
+if TYPE_CHECKING:
+    from tempo_lens.capture import AttentionData
+
+__all__ = ["PruningAnalysis", "parallel_widths", "pruning_analysis", "rejudge", "run_summary"]
 
 
 def parallel_widths(trace: Trace) -> pd.DataFrame:
@@ -175,3 +183,68 @@ def pruning_analysis(trace: Trace, received: ReceivedAttention | None = None) ->
         "pruned",
     ]
     return PruningAnalysis(decisions, rates, pruned, pd.DataFrame(surv, columns=scols))
+
+
+REJUDGE_COLUMNS = [
+    "judged_at",
+    "set_step",
+    "index",
+    "score",
+    "pruned",
+    "recorded_score",
+    "recorded_pruned",
+]
+
+
+def rejudge(trace: Trace, data: AttentionData, prune: PruningConfig, n_layers: int) -> pd.DataFrame:
+    """Re-judge every set ``trace`` judged, under ``prune``, from the captured attention.
+
+    The same members and voting queries as the recorded decision (its set's members, the
+    queries of steps ``set_step + 1 .. judged_at``), scored over ``prune``'s layers with its
+    aggregations and rule. Re-judging with the generation's own pruning config reproduces
+    the recorded decisions.
+
+    Args:
+        trace: A generation with retroactive pruning.
+        data: Its captured attention (every layer of ``prune`` captured).
+        prune: The counterfactual pruning settings (``lookahead`` is ignored: the recorded
+            judging step is kept).
+        n_layers: Layers of the model (resolves ``"early"`` etc.).
+
+    Returns:
+        One row per judged member: ``judged_at, set_step, index, score, pruned,
+        recorded_score, recorded_pruned``.
+
+    Raises:
+        ValueError: a layer of ``prune`` was not captured.
+    """
+    layers = prune.layers_for(n_layers)
+    missing = [x for x in layers if x not in data.layers]
+    if missing:
+        raise ValueError(f"layers {missing} were not captured (captured: {data.layers})")
+    pick = [data.layers.index(x) for x in layers]
+    rows = []
+    for rec in trace.steps:
+        by_set: dict[int, list[Any]] = {}
+        for d in rec.pruning:
+            by_set.setdefault(d.set_step, []).append(d)
+        for set_step, decisions in by_set.items():
+            votes = gather_votes(
+                lambda s: data.rows(s)[pick],
+                range(set_step + 1, rec.step + 1),
+                [d.index for d in decisions],
+            )
+            scores, verdict = judge(votes, prune)
+            rows += [
+                {
+                    "judged_at": rec.step,
+                    "set_step": set_step,
+                    "index": d.index,
+                    "score": score,
+                    "pruned": pruned,
+                    "recorded_score": d.score,
+                    "recorded_pruned": d.pruned,
+                }
+                for d, score, pruned in zip(decisions, scores, verdict, strict=True)
+            ]
+    return pd.DataFrame(rows, columns=REJUDGE_COLUMNS)

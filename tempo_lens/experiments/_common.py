@@ -11,7 +11,16 @@ from tempo_lens.config import Readout, TempoConfig
 from tempo_lens.pruning import PruningConfig, parse_rule
 from tempo_lens.runner import RunConfig
 
-__all__ = ["GenerationConfig", "fmt", "fmt_ci", "fmt_estimate"]
+__all__ = ["PROMPTS", "GenerationConfig", "fmt", "fmt_ci", "fmt_estimate"]
+
+PROMPTS = (  # default prompts of the experiments (each takes the first few)
+    "The cat sat on the",
+    "Once upon a time, there was a",
+    "The capital of France is",
+    "To make a cup of tea, first",
+    "The best way to learn a language is",
+    "In the morning, the old man",
+)
 
 
 @dataclass(frozen=True, kw_only=True)

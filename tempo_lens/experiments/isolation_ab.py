@@ -17,7 +17,6 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +28,9 @@ import tempo_lens as tl
 from tempo_lens.analysis import estimate, paired_tests, received_attention, sibling_attention
 from tempo_lens.analysis._util import jsonable
 from tempo_lens.analysis.quality import clean_text_nll, trace_diversity
-from tempo_lens.experiments._common import GenerationConfig, fmt, fmt_ci
+from tempo_lens.experiments._common import PROMPTS, GenerationConfig, fmt, fmt_ci
 from tempo_lens.io import atomic_write_json
-from tempo_lens.runner import ExperimentSpec, Unit, encode, run_cli
+from tempo_lens.runner import ExperimentSpec, Unit, encode
 
 COMPARED = ("clean_nll", "ratio", "ratio_generated", "set_ratio", "mean_width", "distinct_2")
 
@@ -147,26 +146,15 @@ def summarize(cfg: Config, tables: dict[str, pd.DataFrame], out: Path) -> str:
 
 SPEC = ExperimentSpec(
     name="isolation_ab",
+    description=(__doc__ or "").splitlines()[0],
     config=Config,
+    conditions=lambda cfg: [{"mode": "isolated"}, {"mode": "visible"}],
     run_unit=run_unit,
     summarize=summarize,
-    description=(__doc__ or "").splitlines()[0],
-    conditions=lambda cfg: [{"mode": "isolated"}, {"mode": "visible"}],
-    default_prompts=(
-        "The cat sat on the",
-        "Once upon a time, there was a",
-        "The capital of France is",
-        "To make a cup of tea, first",
-        "The best way to learn a language is",
-        "In the morning, the old man",
-    ),
+    default_prompts=PROMPTS,
     quick={"max_steps": 4},
 )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run from the command line; 0 on success, 2 (one line on stderr) on bad values."""
-    return run_cli(SPEC, argv)
+main = SPEC.main
 
 
 if __name__ == "__main__":

@@ -1,0 +1,193 @@
+"""RQ 3.1-3.3: which layers' attention should drive retroactive pruning, and how far ahead?
+
+Units: prompt x lookahead x layer group (``all`` and the ``early``/``middle``/``late``
+thirds). Each unit generates with TEMPO, retroactive pruning over that group's layers and
+attention capture. Three tables:
+
+* ``runs`` — pruning rates per run (decisions taken, members pruned), widths, clean-text
+  NLL under the plain model;
+* ``agreement`` — counterfactual decisions: on the trajectory of each ``all`` run, every
+  judged set is re-judged with each layer group's attention
+  (:func:`tempo_lens.analysis.rejudge`: same queries, same rule, the generation loop's own
+  scoring), so groups are compared on identical evidence. Re-judging with ``all`` must
+  reproduce the recorded decisions (``reproduced`` in the summary);
+* ``survival`` — one row per member of a parallel set: selection probability, rank,
+  attention received from later steps, last pruning score, pruned
+  (:func:`tempo_lens.analysis.pruning_analysis`).
+
+Example::
+
+    python -m tempo_lens.experiments.pruning_layers --output-dir results/pruning_layers
+    python -m tempo_lens.experiments.pruning_layers --tiny --quick --output-dir /tmp/pl
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+import tempo_lens as tl
+from tempo_lens.analysis import (
+    auc,
+    cohens_kappa,
+    estimate,
+    pruning_analysis,
+    rank_correlation,
+    received_attention,
+    rejudge,
+)
+from tempo_lens.analysis._util import jsonable
+from tempo_lens.analysis.quality import clean_text_nll
+from tempo_lens.experiments._common import PROMPTS, GenerationConfig, fmt, fmt_ci
+from tempo_lens.io import atomic_write_json
+from tempo_lens.pruning import LAYER_GROUPS, Aggregation, PruningConfig, parse_rule
+from tempo_lens.runner import ExperimentSpec, Unit, encode
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config(GenerationConfig):
+    """Pruning-layer settings (``prune`` is the rule every group applies).
+
+    Attributes:
+        prune: Pruning rule applied by every layer group: relative:R | absolute:A.
+        layer_groups: Layer groups voting on pruning: all | early | middle | late (all is always run).
+        lookaheads: Steps to wait before a set is judged, each >= 1.
+        head_agg: Aggregation of attention over (layer, head) pairs: mean | max | sum.
+    """
+
+    max_steps: int = 12
+    prune: str = "relative:0.5"
+    layer_groups: tuple[str, ...] = ("all", "early", "middle", "late")
+    lookaheads: tuple[int, ...] = (1, 2, 3)
+    head_agg: Aggregation = "mean"
+
+    def __post_init__(self) -> None:
+        bad = [g for g in self.layer_groups if g not in LAYER_GROUPS]
+        if bad or not self.layer_groups:
+            raise ValueError(f"layer_groups must be among {LAYER_GROUPS}, got {self.layer_groups}")
+        if not self.lookaheads or min(self.lookaheads) < 1:
+            raise ValueError(f"lookaheads must be ints >= 1, got {self.lookaheads}")
+        super().__post_init__()
+        self.pruning(1, "all")  # validates the rule and head_agg
+
+    @property
+    def groups(self) -> list[str]:
+        """``all`` first, then the other groups once each."""
+        return ["all", *[g for g in dict.fromkeys(self.layer_groups) if g != "all"]]
+
+    def pruning(self, lookahead: int, layers: str) -> PruningConfig:
+        """The pruning settings of one (lookahead, layer group).
+
+        Raises:
+            ValueError: ``prune`` is ``none``.
+        """
+        rule = parse_rule(self.prune)
+        if rule is None:
+            raise ValueError(f"prune must be relative:R or absolute:A, got {self.prune!r}")
+        return PruningConfig(rule=rule, lookahead=lookahead, layers=layers, head_agg=self.head_agg)
+
+
+def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, Any]]]:
+    """Generate one prompt with one (lookahead, group); the ``all`` group also re-judges."""
+    la, group, n_layers = unit.condition["lookahead"], unit.condition["layers"], model.cfg.n_layers
+    cap = tl.AttentionCapture()
+    t0 = time.perf_counter()
+    gen = cfg.tempo_config(prune=cfg.pruning(la, group))
+    trace = tl.generate(model, encode(model, unit.prompt), gen, observers=[cap])
+    seconds = time.perf_counter() - t0
+    data = cap.result(trace)
+    pa, summ = pruning_analysis(trace, received_attention(data)), trace.summary()
+    n_par, pruned = len(pa.survival), pa.decisions["pruned"]
+    run = {
+        "steps": summ["total_steps"],
+        "mean_width": summ["average_parallel_width"],
+        "parallel_tokens": n_par,
+        "n_decisions": pa.n_decisions,
+        "n_pruned": int(pruned.sum()),
+        "pruning_rate": float(pruned.mean()) if pa.n_decisions else math.nan,
+        "pruned_fraction_of_parallel": summ["pruned"] / n_par if n_par else math.nan,
+        "clean_nll": clean_text_nll(model, trace).mean_nll,
+        "wall_seconds": seconds,
+        "clean_text": trace.clean_text(),
+        "bracket_text": trace.bracket_text(),
+    }
+    agreement = pd.DataFrame()
+    if group == "all":  # counterfactual: every group re-judges this run's sets
+        frames = [
+            rejudge(trace, data, cfg.pruning(la, g), n_layers).assign(layers=g) for g in cfg.groups
+        ]
+        agreement = pd.concat(frames).sort_values(["judged_at", "set_step"], kind="stable")
+        agreement = agreement.rename(
+            columns={"recorded_score": "score_all", "recorded_pruned": "pruned_all"}
+        )
+    survival = pa.survival.to_dict(orient="records")
+    return {"runs": [run], "agreement": agreement.to_dict(orient="records"), "survival": survival}
+
+
+def summarize(cfg: Config, tables: dict[str, pd.DataFrame], out: Path) -> str:
+    """Per (lookahead, group): pruning rate with CI, agreement with ``all``, survival AUCs."""
+    runs, ag, sv = (tables.get(k, pd.DataFrame()) for k in ("runs", "agreement", "survival"))
+    groups, lines = [], []
+    for (la, group), g in runs.groupby(["lookahead", "layers"], sort=False):
+        a = ag[(ag["lookahead"] == la) & (ag["layers"] == group)] if len(ag) else ag
+        s = sv[(sv["lookahead"] == la) & (sv["layers"] == group)] if len(sv) else sv
+        rate = estimate(g["pruning_rate"], min_n=cfg.min_prompts, seed=cfg.seed)
+        alive = ~s["pruned"].astype(bool) if len(s) else []
+        r = {
+            "lookahead": int(la),
+            "layers": group,
+            "n_runs": len(g),
+            "n_decisions": int(g["n_decisions"].sum()),
+            "rate_mean": rate.mean,
+            "rate_ci": [math.nan] * 2 if rate.direction == "insufficient" else list(rate.ci),
+            "clean_nll_mean": float(g["clean_nll"].mean()),
+            "agreement": float((a["pruned"] == a["pruned_all"]).mean()) if len(a) else math.nan,
+            "kappa": cohens_kappa(a["pruned"], a["pruned_all"]) if len(a) else math.nan,
+            "score_rho": rank_correlation(a["score"], a["score_all"])[0] if len(a) else math.nan,
+            "auc_received": auc(s["received"], alive) if len(s) else math.nan,
+            "auc_probability": auc(s["probability"], alive) if len(s) else math.nan,
+        }
+        groups.append(r)
+        lines.append(
+            f"lookahead={la} {group:>6}: pruning rate {fmt(r['rate_mean'])} CI "
+            f"{fmt_ci(r['rate_ci'])} (n_decisions={r['n_decisions']}); agreement with all "
+            f"{fmt(r['agreement'])} kappa={fmt(r['kappa'])} score rho={fmt(r['score_rho'])}; "
+            f"AUC(received->survive)={fmt(r['auc_received'])} "
+            f"AUC(prob->survive)={fmt(r['auc_probability'])}"
+        )
+    al = ag[ag["layers"] == "all"] if len(ag) else ag
+    reproduced = bool((al["pruned"] == al["pruned_all"]).all()) if len(al) else None
+    summary = {
+        "n_prompts": int(runs["prompt_id"].nunique()),
+        "prune": cfg.prune,
+        "reproduced": reproduced,
+        "groups": groups,
+    }
+    atomic_write_json(out / "summary.json", jsonable(summary))
+    head = f"prompts={summary['n_prompts']} counterfactual 'all' reproduces the run: {reproduced}"
+    return "\n".join([head, *lines])
+
+
+SPEC = ExperimentSpec(
+    name="pruning_layers",
+    description=(__doc__ or "").splitlines()[0],
+    config=Config,
+    conditions=lambda cfg: [
+        {"lookahead": la, "layers": g} for la in sorted(set(cfg.lookaheads)) for g in cfg.groups
+    ],
+    run_unit=run_unit,
+    summarize=summarize,
+    default_prompts=PROMPTS[:3],
+    tiny_model={"n_layers": 3},  # three layers: every third is non-empty
+    quick={"max_steps": 4, "lookaheads": (1,)},
+)
+main = SPEC.main
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
