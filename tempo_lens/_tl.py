@@ -44,6 +44,7 @@ __all__ = [
     "layer_of",
     "make_kv_cache",
     "processed_config_dict",
+    "reorder_kv_cache",
     "rotary_inv_freq",
     "truncate_kv_cache",
 ]
@@ -211,6 +212,16 @@ def truncate_kv_cache(cache: TransformerLensKeyValueCache, length: int) -> None:
         entry.past_keys = entry.past_keys[:, :length]
         entry.past_values = entry.past_values[:, :length]
     cache.previous_attention_mask = cache.previous_attention_mask[:, :length]
+
+
+def reorder_kv_cache(cache: TransformerLensKeyValueCache, batch_indices: Tensor) -> None:
+    """Select / repeat / reorder the cache's batch rows in place (beam search: the parent
+    beam of each new beam). ``batch_indices`` is a 1-D long tensor of old batch rows."""
+    idx = batch_indices.to(cache.previous_attention_mask.device)
+    for entry in cache.entries:
+        entry.past_keys = entry.past_keys.index_select(0, idx)
+        entry.past_values = entry.past_values.index_select(0, idx)
+    cache.previous_attention_mask = cache.previous_attention_mask.index_select(0, idx)
 
 
 def max_context(model: HookedTransformer) -> int:

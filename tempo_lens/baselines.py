@@ -16,16 +16,18 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformer_lens import HookedTransformer
 
-from tempo_lens._tl import make_kv_cache, max_context, model_name
+from tempo_lens._tl import make_kv_cache, max_context, model_name, reorder_kv_cache
 from tempo_lens.state import SequenceState
 from tempo_lens.text import encode_prompt, eos_token_id, token_text
 from tempo_lens.trace import Candidate, StepRecord, Trace
 
-__all__ = ["beam_search", "greedy", "sample"]
+__all__ = ["beam_search", "greedy", "nucleus", "sample"]
 
 
 def _decode(
@@ -110,16 +112,28 @@ def sample(
     max_steps: int,
     seed: int = 0,
     temperature: float = 1.0,
+    top_p: float = 1.0,
     stop_at_eos: bool = True,
 ) -> Trace:
-    """Ancestral sampling with a seeded generator (same seed, same text)."""
+    """Ancestral sampling with a seeded generator (same seed, same text).
+
+    Args:
+        temperature: Softmax temperature (> 0).
+        top_p: Nucleus sampling (Holtzman et al. 2020): draw from the smallest set of most
+            probable tokens whose probability sums to at least ``top_p`` (renormalised),
+            in ``(0, 1]``; 1 keeps the whole vocabulary.
+    """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     gen = torch.Generator().manual_seed(seed)
 
     def choose(p: torch.Tensor) -> int:
-        q = torch.softmax(torch.log(p.clamp_min(1e-300)) / temperature, dim=-1)
-        return int(torch.multinomial(q.cpu(), 1, generator=gen))
+        q = torch.softmax(torch.log(p.clamp_min(1e-300)) / temperature, dim=-1).cpu()
+        if top_p < 1:
+            q = nucleus(q, top_p)
+        return int(torch.multinomial(q, 1, generator=gen))
 
     return _decode(
         model,
@@ -127,9 +141,29 @@ def sample(
         max_steps=max_steps,
         choose=choose,
         method="sampling",
-        config={"max_steps": max_steps, "seed": seed, "temperature": temperature},
+        config={"max_steps": max_steps, "seed": seed, "temperature": temperature, "top_p": top_p},
         stop_at_eos=stop_at_eos,
     )
+
+
+def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """``probs`` restricted to its top-p nucleus and renormalised: the most probable tokens
+    whose cumulative probability *before* them is below ``top_p`` (so the token crossing
+    ``top_p`` is kept, and the top token always is)."""
+    order = torch.argsort(probs, descending=True, stable=True)
+    sorted_p = probs[order]
+    before = torch.cumsum(sorted_p, 0) - sorted_p
+    keep = torch.zeros_like(probs, dtype=torch.bool)
+    keep[order[before < top_p]] = True
+    out = torch.where(keep, probs, torch.zeros_like(probs))
+    return out / out.sum()
+
+
+@dataclass
+class _Beam:
+    tokens: list[int]
+    score: float  # summed log-probability
+    probs: list[float]
 
 
 def beam_search(
@@ -138,45 +172,97 @@ def beam_search(
     *,
     max_steps: int,
     num_beams: int = 4,
+    length_penalty: float = 1.0,
     stop_at_eos: bool = True,
 ) -> Trace:
-    """Beam search over summed log-probabilities; returns the best beam.
+    """Beam search exactly as Hugging Face ``generate(num_beams=k, do_sample=False)`` runs it.
 
-    ``trace.extra["beams"]`` holds every final beam with its score. Beams that emit EOS
-    are finished and compete with their score as is (no length penalty).
+    The rules of transformers' ``_beam_search`` (5.x) with its defaults
+    (``early_stopping=False``):
+
+    * each step takes the ``2k`` best continuations of the running beams by summed
+      log-probability (float64 here);
+    * among the first ``k`` of them, those that end in EOS or reach ``max_steps`` become
+      finished hypotheses, scored ``sum log p / n ** length_penalty`` (``n`` generated
+      tokens, EOS included); the ``k`` best finished hypotheses are kept;
+    * the ``k`` best continuations that did not finish run on (KV cache reordered);
+    * it stops at ``max_steps``, or once ``k`` hypotheses are finished and the best running
+      beam's ``score / n ** length_penalty`` cannot beat the worst of them.
+
+    The trace's tokens are the best finished hypothesis (EOS not appended).
+    ``trace.extra["beams"]`` holds the finished hypotheses, best first (``token_ids``,
+    ``score``, ``sum_logprob``, ``eos``); ``trace.extra["steps"]`` holds, per step, the new
+    token and parent of every running beam and how many beams were forwarded after it.
+
+    Raises:
+        ValueError: ``max_steps`` or ``num_beams`` < 1.
     """
     if max_steps < 1 or num_beams < 1:
-        raise ValueError("max_steps and num_beams must be >= 1")
+        raise ValueError(f"max_steps and num_beams must be >= 1, got {max_steps}, {num_beams}")
     ids = encode_prompt(model, prompt)
     eos = eos_token_id(model) if stop_at_eos else None
-    beams: list[tuple[list[int], float, list[float]]] = [([], 0.0, [])]
-    finished: list[tuple[list[int], float, list[float]]] = []
+    n_max = min(max_steps, max_context(model) - len(ids))
+    k, lp = num_beams, float(length_penalty)
+    running = [_Beam([], 0.0, [])]
+    finished: list[tuple[float, _Beam, bool]] = []  # (normalised score, beam, ended in EOS)
+    steps: list[dict[str, Any]] = []
+    open_ = True  # HF's is_early_stop_heuristic_unsatisfied
+    cache = make_kv_cache(model)
+    device = model.cfg.device
     with torch.no_grad():
-        for _ in range(max_steps):
-            if not beams or len(ids) + len(beams[0][0]) + 1 > max_context(model):
-                break
-            batch = torch.tensor([ids + b[0] for b in beams], device=model.cfg.device)
-            logp = torch.log_softmax(model(batch)[:, -1].to(torch.float64), dim=-1)
-            scores = torch.tensor([b[1] for b in beams], dtype=torch.float64)[:, None] + logp.cpu()
-            top = torch.topk(scores.flatten(), k=min(num_beams * 2, scores.numel()))
-            new_beams = []
+        new = torch.tensor([ids], device=device)
+        logits = model(new, past_kv_cache=cache, attention_mask=torch.ones_like(new))[:, -1]
+        for step in range(max(n_max, 0)):
+            logp = torch.log_softmax(logits.to(torch.float64), dim=-1).cpu()
+            totals = torch.tensor([b.score for b in running], dtype=torch.float64)[:, None] + logp
+            top = torch.topk(totals.flatten(), k=min(2 * k, totals.numel()))
+            last = step == n_max - 1
+            cands = []
             for score, flat in zip(top.values.tolist(), top.indices.tolist(), strict=True):
-                b, tok = divmod(flat, scores.shape[1])
-                seq, _, probs = beams[b]
-                entry = (seq + [tok], score, probs + [float(logp[b, tok].exp())])
-                if eos is not None and tok == eos:
-                    finished.append((seq, score, probs))
-                else:
-                    new_beams.append(entry)
-                if len(new_beams) == num_beams:
-                    break
-            beams = new_beams
-    pool = finished + beams
-    best = max(pool, key=lambda b: b[1])
+                b, tok = divmod(flat, totals.shape[1])
+                beam = _Beam(running[b].tokens + [tok], score, [*running[b].probs, 0.0])
+                beam.probs[-1] = float(logp[b, tok].exp())
+                is_eos = eos is not None and tok == eos
+                cands.append((b, beam, is_eos or last, is_eos))
+            if open_:
+                finished += [(c[1].score / (step + 1) ** lp, c[1], c[3]) for c in cands[:k] if c[2]]
+                finished = sorted(finished, key=lambda f: -f[0])[:k]
+            nxt = [c for c in cands if not c[2]][:k]
+            running = [c[1] for c in nxt]
+            if open_ and len(finished) == k and running:
+                open_ = running[0].score / (step + 1) ** lp > finished[-1][0]
+            go_on = bool(running) and open_ and not last
+            steps.append(
+                {
+                    "tokens": [c[1].tokens[-1] for c in nxt],
+                    "parents": [c[0] for c in nxt],
+                    "forwarded": len(nxt) if go_on else 0,
+                }
+            )
+            if not go_on:
+                break
+            reorder_kv_cache(cache, torch.tensor([c[0] for c in nxt], dtype=torch.long))
+            new = torch.tensor([[b.tokens[-1]] for b in running], device=device)
+            logits = model(new, past_kv_cache=cache, attention_mask=torch.ones_like(new))[:, -1]
+    if not finished:  # the prompt already fills the context
+        return _single_path_trace(
+            model, prompt, ids, [], "beam", {"max_steps": max_steps}, "context", {"steps": []}
+        )
+    _, best, best_eos = finished[0]
+    tokens = best.tokens[:-1] if best_eos else best.tokens
+    stop = "eos" if best_eos else ("max_steps" if n_max == max_steps else "context")
     extra = {
-        "beams": [{"token_ids": b[0], "score": b[1]} for b in sorted(pool, key=lambda b: -b[1])]
+        "beams": [
+            {
+                "token_ids": b.tokens[:-1] if e else b.tokens,
+                "score": s,
+                "sum_logprob": b.score,
+                "eos": e,
+            }
+            for s, b, e in finished
+        ],
+        "steps": steps,
     }
-    stop = "eos" if best in finished else "max_steps"
-    config = {"max_steps": max_steps, "num_beams": num_beams}
-    chosen = list(zip(best[0], best[2], strict=True))
+    config = {"max_steps": max_steps, "num_beams": num_beams, "length_penalty": lp}
+    chosen = list(zip(tokens, best.probs[: len(tokens)], strict=True))
     return _single_path_trace(model, prompt, ids, chosen, "beam", config, stop, extra)
