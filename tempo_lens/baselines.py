@@ -192,7 +192,8 @@ def beam_search(
     The trace's tokens are the best finished hypothesis (EOS not appended).
     ``trace.extra["beams"]`` holds the finished hypotheses, best first (``token_ids``,
     ``score``, ``sum_logprob``, ``eos``); ``trace.extra["steps"]`` holds, per step, the new
-    token and parent of every running beam and how many beams were forwarded after it.
+    tokens of the ``k`` best continuations (``top_k``), the new token and parent of every
+    running beam, and how many beams were forwarded after it.
 
     Raises:
         ValueError: ``max_steps`` or ``num_beams`` < 1.
@@ -234,6 +235,7 @@ def beam_search(
             go_on = bool(running) and open_ and not last
             steps.append(
                 {
+                    "top_k": [c[1].tokens[-1] for c in cands[:k]],
                     "tokens": [c[1].tokens[-1] for c in nxt],
                     "parents": [c[0] for c in nxt],
                     "forwarded": len(nxt) if go_on else 0,

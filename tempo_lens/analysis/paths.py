@@ -1,0 +1,190 @@
+"""Replaying the members of a TEMPO set as plain sequences, and attention entropy per forward.
+
+TEMPO keeps several alternatives in one sequence. To ask whether the path it continues
+with is the better one, each member is replayed **on its own**, by the plain model (no
+TEMPO hooks, ordinary causal mask): the sequence ``prefix + [member]`` is continued
+greedily for ``horizon`` tokens, recording ``-ln p`` of the member and of every
+continuation token (float64 log-softmax). All members of a set share the prefix (the clean
+path before the set), so they run as one batch of equal-length rows.
+
+* :func:`member_paths` — the replays of one set's members (a dict cache shares replays
+  between runs whose sets coincide);
+* :class:`EntropyMeter` — mean attention entropy of the new query rows of every forward
+  (``hook_pattern`` of all layers), for comparing TEMPO and beam search at the same step.
+
+Example:
+    >>> import tempo_lens as tl
+    >>> model = tl.make_tiny_model()
+    >>> paths = member_paths(model, [3, 14, 15], [7, 9], horizon=3)
+    >>> [len(p.continuation) for p in paths]
+    [3, 3]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from tempo_lens._tl import hook_name, make_kv_cache
+from tempo_lens.analysis.patterns import entropy
+
+__all__ = ["EntropyMeter", "MemberPath", "continuation_nlls", "member_paths"]
+
+
+@dataclass(frozen=True)
+class MemberPath:
+    """One member replayed as its own plain sequence.
+
+    Attributes:
+        token_id: The member.
+        member_nll: ``-ln p(member | prefix)`` (nats).
+        continuation: The ``horizon`` greedy tokens after the member.
+        continuation_nll: ``-ln p`` of each of them given everything before it.
+    """
+
+    token_id: int
+    member_nll: float
+    continuation: tuple[int, ...]
+    continuation_nll: tuple[float, ...]
+
+    @property
+    def mean_continuation_nll(self) -> float:
+        """Mean of :attr:`continuation_nll` (NaN when the horizon is 0)."""
+        c = self.continuation_nll
+        return math.fsum(c) / len(c) if c else float("nan")
+
+    @property
+    def path_nll(self) -> float:
+        """Mean ``-ln p`` over the member and its continuation."""
+        return (self.member_nll + math.fsum(self.continuation_nll)) / (1 + len(self.continuation))
+
+
+def member_paths(
+    model: HookedTransformer,
+    prefix: Sequence[int],
+    members: Sequence[int],
+    *,
+    horizon: int,
+    cache: dict[tuple[Any, ...], MemberPath] | None = None,
+) -> list[MemberPath]:
+    """Replay each member after ``prefix`` and continue it greedily (see module docs).
+
+    Args:
+        model: The ``HookedTransformer`` (used plain: call outside TEMPO hooks).
+        prefix: Token ids before the set (prompt + clean path so far).
+        members: The set's member token ids.
+        horizon: Greedy tokens generated after each member (``>= 0``).
+        cache: Optional dict shared across calls; replays already in it are reused.
+
+    Returns:
+        One :class:`MemberPath` per member, in member order.
+
+    Raises:
+        ValueError: ``horizon < 0``, no members, or the sequence would exceed the context.
+    """
+    if horizon < 0:
+        raise ValueError(f"horizon must be >= 0, got {horizon}")
+    if not members:
+        raise ValueError("no members to replay")
+    n = len(prefix) + 1 + horizon
+    if n > model.cfg.n_ctx:
+        raise ValueError(f"replay of {n} tokens exceeds the context ({model.cfg.n_ctx})")
+    cache = {} if cache is None else cache
+    key = (tuple(int(t) for t in prefix), horizon)
+    todo = list(dict.fromkeys(int(m) for m in members if (*key, int(m)) not in cache))
+    if todo:
+        for path in _replay(model, list(key[0]), todo, horizon):
+            cache[(*key, path.token_id)] = path
+    return [cache[(*key, int(m))] for m in members]
+
+
+def _replay(
+    model: HookedTransformer, prefix: list[int], members: list[int], horizon: int
+) -> list[MemberPath]:
+    device = model.cfg.device
+    kv = make_kv_cache(model, batch_size=len(members))
+    rows = torch.tensor([prefix + [m] for m in members], device=device)
+    conts: list[list[int]] = [[] for _ in members]
+    nlls: list[list[float]] = [[] for _ in members]
+    with torch.no_grad():
+        logits = model(rows, past_kv_cache=kv, attention_mask=torch.ones_like(rows))
+        logp = torch.log_softmax(logits[:, -2:].to(torch.float64), dim=-1).cpu()
+        member_nll = [-float(logp[b, 0, m]) for b, m in enumerate(members)]
+        for t in range(horizon):
+            last = logp[:, -1]
+            nxt = last.argmax(dim=-1)
+            for b in range(len(members)):
+                conts[b].append(int(nxt[b]))
+                nlls[b].append(-float(last[b, nxt[b]]))
+            if t + 1 < horizon:
+                new = nxt[:, None].to(device)
+                logits = model(new, past_kv_cache=kv, attention_mask=torch.ones_like(new))
+                logp = torch.log_softmax(logits.to(torch.float64), dim=-1).cpu()
+    return [
+        MemberPath(m, member_nll[b], tuple(conts[b]), tuple(nlls[b])) for b, m in enumerate(members)
+    ]
+
+
+class EntropyMeter:
+    """Mean attention entropy (nats) of each forward's new query rows, over all layers,
+    heads and batch rows; one value per forward while :attr:`active`.
+
+    Attach with ``model.hooks(fwd_hooks=meter.fwd_hooks(model))``. With a KV cache the new
+    queries are all rows of ``hook_pattern``; forward ``0`` of a generation is the prompt.
+
+    Attributes:
+        values: Mean entropy of each recorded forward, in call order.
+    """
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+        self._layers: dict[int, float] = {}
+        self._n_layers = 0
+
+    def fwd_hooks(self, model: HookedTransformer) -> list[tuple[str, Any]]:
+        """Read-only ``hook_pattern`` hooks on every layer."""
+        self._n_layers = model.cfg.n_layers
+        return [(hook_name(layer, "pattern"), self._hook) for layer in range(self._n_layers)]
+
+    def _hook(self, pattern: Tensor, hook: Any) -> None:
+        h = entropy(pattern.detach().to(torch.float64).cpu().numpy())
+        self._layers[len(self._layers)] = float(np.mean(h))
+        if len(self._layers) == self._n_layers:
+            self.values.append(float(np.mean(list(self._layers.values()))))
+            self._layers = {}
+
+
+def continuation_nlls(
+    model: HookedTransformer, prompt: Sequence[int], outputs: Sequence[Sequence[int]]
+) -> list[list[float]]:
+    """``-ln p`` (nats) of every token of each output given ``prompt``, under the plain model.
+
+    The same numbers as :func:`tempo_lens.analysis.quality.token_nll` of ``prompt + output``
+    from ``len(prompt)``, computed for up to 8 outputs per forward: rows are right-padded,
+    which cannot change earlier positions under the causal mask.
+    """
+    n = len(prompt)
+    out: list[list[float]] = []
+    for lo in range(0, len(outputs), 8):
+        chunk = [list(map(int, o)) for o in outputs[lo : lo + 8]]
+        width = max((len(o) for o in chunk), default=0)
+        if width == 0:
+            out += [[] for _ in chunk]
+            continue
+        rows = torch.tensor(
+            [list(prompt) + o + [0] * (width - len(o)) for o in chunk], device=model.cfg.device
+        )
+        with torch.no_grad():
+            logits = model(rows, return_type="logits")[:, n - 1 : n - 1 + width]
+        logp = torch.log_softmax(logits.to(torch.float64), dim=-1).cpu()
+        target = rows[:, n : n + width].cpu().unsqueeze(-1)
+        nll = -logp.gather(-1, target).squeeze(-1)
+        out += [nll[b, : len(o)].tolist() for b, o in enumerate(chunk)]
+    return out
