@@ -8,7 +8,8 @@ continuation token (float64 log-softmax). All members of a set share the prefix 
 path before the set), so they run as one batch of equal-length rows.
 
 * :func:`member_paths` — the replays of one set's members (a dict cache shares replays
-  between runs whose sets coincide);
+  between runs whose sets coincide); :func:`replay_sets` batches many sets, one batch per
+  prefix length;
 * :class:`EntropyMeter` — mean attention entropy of the new query rows of every forward
   (``hook_pattern`` of all layers), for comparing TEMPO and beam search at the same step.
 
@@ -35,7 +36,7 @@ from transformer_lens import HookedTransformer
 from tempo_lens._tl import hook_name, make_kv_cache
 from tempo_lens.analysis.patterns import entropy
 
-__all__ = ["EntropyMeter", "MemberPath", "continuation_nlls", "member_paths"]
+__all__ = ["EntropyMeter", "MemberPath", "continuation_nlls", "member_paths", "replay_sets"]
 
 
 @dataclass(frozen=True)
@@ -80,47 +81,72 @@ def member_paths(
         model: The ``HookedTransformer`` (used plain: call outside TEMPO hooks).
         prefix: Token ids before the set (prompt + clean path so far).
         members: The set's member token ids.
-        horizon: Greedy tokens generated after each member (``>= 0``).
-        cache: Optional dict shared across calls; replays already in it are reused.
+        horizon: Greedy tokens generated after each member (``>= 1``).
+        cache: Optional dict shared across calls; replays already in it are reused
+            (:func:`replay_sets` fills it for many sets at once).
 
     Returns:
         One :class:`MemberPath` per member, in member order.
 
     Raises:
-        ValueError: ``horizon < 0``, no members, or the sequence would exceed the context.
+        ValueError: ``horizon < 1``, no members, or the sequence would exceed the context.
     """
-    if horizon < 0:
-        raise ValueError(f"horizon must be >= 0, got {horizon}")
-    if not members:
-        raise ValueError("no members to replay")
-    n = len(prefix) + 1 + horizon
-    if n > model.cfg.n_ctx:
-        raise ValueError(f"replay of {n} tokens exceeds the context ({model.cfg.n_ctx})")
     cache = {} if cache is None else cache
+    replay_sets(model, [(prefix, members)], horizon=horizon, cache=cache)
     key = (tuple(int(t) for t in prefix), horizon)
-    todo = list(dict.fromkeys(int(m) for m in members if (*key, int(m)) not in cache))
-    if todo:
-        for path in _replay(model, list(key[0]), todo, horizon):
-            cache[(*key, path.token_id)] = path
     return [cache[(*key, int(m))] for m in members]
 
 
+def replay_sets(
+    model: HookedTransformer,
+    sets: Sequence[tuple[Sequence[int], Sequence[int]]],
+    *,
+    horizon: int,
+    cache: dict[tuple[Any, ...], MemberPath],
+) -> None:
+    """Replay the members of many ``(prefix, members)`` sets into ``cache``.
+
+    Rows of equal length (same prefix length) run as one batch, so sets at the same step
+    of different generations share forwards; rows already in ``cache`` are skipped.
+    """
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {horizon}")
+    by_len: dict[int, list[tuple[tuple[int, ...], int]]] = {}
+    for prefix, members in sets:
+        if not members:
+            raise ValueError("no members to replay")
+        p = tuple(int(t) for t in prefix)
+        n = len(p) + 1 + horizon
+        if n > model.cfg.n_ctx:
+            raise ValueError(f"replay of {n} tokens exceeds the context ({model.cfg.n_ctx})")
+        for m in members:
+            if (p, horizon, int(m)) not in cache:
+                by_len.setdefault(len(p), []).append((p, int(m)))
+    for rows in by_len.values():
+        rows = list(dict.fromkeys(rows))
+        for lo in range(0, len(rows), 32):
+            chunk = rows[lo : lo + 32]
+            for (p, m), path in zip(chunk, _replay(model, chunk, horizon), strict=True):
+                cache[(p, horizon, m)] = path
+
+
 def _replay(
-    model: HookedTransformer, prefix: list[int], members: list[int], horizon: int
+    model: HookedTransformer, rows: list[tuple[tuple[int, ...], int]], horizon: int
 ) -> list[MemberPath]:
+    """Equal-length ``prefix + [member]`` rows, continued greedily in one batch."""
     device = model.cfg.device
-    kv = make_kv_cache(model, batch_size=len(members))
-    rows = torch.tensor([prefix + [m] for m in members], device=device)
-    conts: list[list[int]] = [[] for _ in members]
-    nlls: list[list[float]] = [[] for _ in members]
+    kv = make_kv_cache(model, batch_size=len(rows))
+    x = torch.tensor([[*p, m] for p, m in rows], device=device)
+    conts: list[list[int]] = [[] for _ in rows]
+    nlls: list[list[float]] = [[] for _ in rows]
     with torch.no_grad():
-        logits = model(rows, past_kv_cache=kv, attention_mask=torch.ones_like(rows))
-        logp = torch.log_softmax(logits[:, -2:].to(torch.float64), dim=-1).cpu()
-        member_nll = [-float(logp[b, 0, m]) for b, m in enumerate(members)]
+        logits = model(x, past_kv_cache=kv, attention_mask=torch.ones_like(x))[:, -2:]
+        logp = torch.log_softmax(logits.to(torch.float64), dim=-1).cpu()
+        member_nll = [-float(logp[b, 0, m]) for b, (_, m) in enumerate(rows)]
         for t in range(horizon):
             last = logp[:, -1]
             nxt = last.argmax(dim=-1)
-            for b in range(len(members)):
+            for b in range(len(rows)):
                 conts[b].append(int(nxt[b]))
                 nlls[b].append(-float(last[b, nxt[b]]))
             if t + 1 < horizon:
@@ -128,7 +154,8 @@ def _replay(
                 logits = model(new, past_kv_cache=kv, attention_mask=torch.ones_like(new))
                 logp = torch.log_softmax(logits.to(torch.float64), dim=-1).cpu()
     return [
-        MemberPath(m, member_nll[b], tuple(conts[b]), tuple(nlls[b])) for b, m in enumerate(members)
+        MemberPath(m, member_nll[b], tuple(conts[b]), tuple(nlls[b]))
+        for b, (_, m) in enumerate(rows)
     ]
 
 
@@ -167,13 +194,13 @@ def continuation_nlls(
     """``-ln p`` (nats) of every token of each output given ``prompt``, under the plain model.
 
     The same numbers as :func:`tempo_lens.analysis.quality.token_nll` of ``prompt + output``
-    from ``len(prompt)``, computed for up to 8 outputs per forward: rows are right-padded,
+    from ``len(prompt)``, computed for up to 16 outputs per forward: rows are right-padded,
     which cannot change earlier positions under the causal mask.
     """
     n = len(prompt)
     out: list[list[float]] = []
-    for lo in range(0, len(outputs), 8):
-        chunk = [list(map(int, o)) for o in outputs[lo : lo + 8]]
+    for lo in range(0, len(outputs), 16):
+        chunk = [list(map(int, o)) for o in outputs[lo : lo + 16]]
         width = max((len(o) for o in chunk), default=0)
         if width == 0:
             out += [[] for _ in chunk]

@@ -46,7 +46,8 @@ def _paired(a: pd.Series, b: pd.Series, cfg: Any) -> dict[str, Any]:
     """``a - b`` over the prompts both have (estimate + Wilcoxon)."""
     both = pd.concat([a.rename("a"), b.rename("b")], axis=1).dropna()
     out = _est(both["a"] - both["b"], cfg)
-    out["wilcoxon_p"] = paired_tests(both["a"], both["b"]).wilcoxon_p if len(both) else math.nan
+    a, b = both["a"].to_numpy(float), both["b"].to_numpy(float)
+    out["wilcoxon_p"] = paired_tests(a, b).wilcoxon_p if len(both) else math.nan
     return out
 
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -48,7 +48,7 @@ from tempo_lens.analysis.decoders import (
     pairwise_cosine_distance,
     pooled_distinct_n,
 )
-from tempo_lens.analysis.paths import continuation_nlls, member_paths
+from tempo_lens.analysis.paths import continuation_nlls, member_paths, replay_sets
 from tempo_lens.analysis.quality import distinct_n
 from tempo_lens.config import Readout, TempoConfig
 from tempo_lens.experiments import _decoder_methods as dm
@@ -69,6 +69,8 @@ class Config(RunConfig):
         taus: TEMPO thresholds (comma-separated), each in (0, 1].
         modes: TEMPO sibling modes: isolated and/or visible.
         prunes: TEMPO pruning rules: none | relative:R | absolute:A (comma-separated).
+        grid: TEMPO conditions: full (every mode x tau x prune) or axes (the first mode,
+            tau and rule as the base condition, then each other value varied alone).
         readout: TEMPO next-step distribution after a set: last | top | mixture.
         max_parallel: Cap on TEMPO's members per set (0 = no cap).
         beams: Beam widths k (comma-separated).
@@ -83,6 +85,7 @@ class Config(RunConfig):
     taus: tuple[float, ...] = (0.05, 0.1, 0.2)
     modes: tuple[str, ...] = MODES
     prunes: tuple[str, ...] = ("none", "relative:0.5")
+    grid: Literal["full", "axes"] = "full"
     readout: Readout = "mixture"
     max_parallel: int = 8
     beams: tuple[int, ...] = (2, 4, 8)
@@ -101,6 +104,8 @@ class Config(RunConfig):
                 f"need horizon >= 1, max_parallel >= 0, min_prompts >= 1; got "
                 f"{self.horizon}, {self.max_parallel}, {self.min_prompts}"
             )
+        if self.grid not in ("full", "axes"):
+            raise ValueError(f"grid must be 'full' or 'axes', got {self.grid!r}")
         if not self.taus or not self.modes or not self.prunes or not self.beams:
             raise ValueError("taus, modes, prunes and beams need at least one value each")
         bad = [m for m in self.modes if m not in MODES]
@@ -115,7 +120,15 @@ class Config(RunConfig):
 
     def tempo_grid(self) -> list[tuple[float, str, str]]:
         """``(tau, mode, prune)`` of every TEMPO condition, in run order."""
-        return [(t, m, p) for m in self.modes for t in self.taus for p in self.prunes]
+        if self.grid == "full":
+            return [(t, m, p) for m in self.modes for t in self.taus for p in self.prunes]
+        t0, m0, p0 = self.taus[0], self.modes[0], self.prunes[0]
+        return [
+            (t0, m0, p0),
+            *[(t0, m, p0) for m in self.modes[1:]],
+            *[(t, m0, p0) for t in self.taus[1:]],
+            *[(t0, m0, p) for p in self.prunes[1:]],
+        ]
 
     def tempo_config(self, tau: float, mode: str, prune: str) -> TempoConfig:
         """The :class:`TempoConfig` of one TEMPO condition."""
@@ -217,6 +230,17 @@ def _run_row(run: dm.MethodRun, nlls: list[list[float]], kv_bytes: int, w_e: Any
     return row
 
 
+def _set_jobs(run: dm.MethodRun) -> list[tuple[list[int], list[int]]]:
+    """``(prefix, members)`` of every multi-member set of a TEMPO run."""
+    trace = run.traces[0]
+    prompt, clean = trace.state.token_ids[: trace.prompt_length], trace.clean_ids()
+    return [
+        (prompt + clean[:s], [trace.state.token_ids[i] for i in rec.indices])
+        for s, rec in enumerate(trace.steps)
+        if len(rec.indices) > 1
+    ]
+
+
 def _tempo_sets(cfg: Config, model: Any, prompt: list[int], run: dm.MethodRun, cache: dict):
     """Replay rows (``members``, ``sets``) of one TEMPO run's multi-member sets."""
     trace = run.traces[0]
@@ -286,6 +310,8 @@ def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, An
                 }
             )  # fmt: skip
     cache: dict = {}
+    replay_sets(model, [job for r in runs if r.family == "tempo" for job in _set_jobs(r)],
+                horizon=cfg.horizon, cache=cache)  # fmt: skip
     beams = [r for r in runs if r.family == "beam"]
     for run in (r for r in runs if r.family == "tempo"):
         m_rows, s_rows = _tempo_sets(cfg, model, prompt, run, cache)
