@@ -52,26 +52,25 @@ def hf_llama_from_hooked(model: HookedTransformer) -> Any:
     if problems:
         raise ValueError(f"not a Llama-shaped HookedTransformer: {', '.join(problems)}")
     n_kv = cfg.n_key_value_heads or cfg.n_heads
-    hf = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=cfg.d_vocab,
-            hidden_size=cfg.d_model,
-            intermediate_size=cfg.d_mlp,
-            num_hidden_layers=cfg.n_layers,
-            num_attention_heads=cfg.n_heads,
-            num_key_value_heads=n_kv,
-            head_dim=cfg.d_head,
-            max_position_embeddings=cfg.n_ctx,
-            rms_norm_eps=cfg.eps,
-            rope_theta=float(cfg.rotary_base),
-            tie_word_embeddings=False,
-            attn_implementation="eager",
-            bos_token_id=None,
-            eos_token_id=None,
-            pad_token_id=None,
-        )
+    kwargs: dict[str, Any] = dict(
+        vocab_size=cfg.d_vocab,
+        hidden_size=cfg.d_model,
+        intermediate_size=cfg.d_mlp,
+        num_hidden_layers=cfg.n_layers,
+        num_attention_heads=cfg.n_heads,
+        num_key_value_heads=n_kv,
+        head_dim=cfg.d_head,
+        max_position_embeddings=cfg.n_ctx,
+        rms_norm_eps=cfg.eps,
+        rope_theta=float(cfg.rotary_base),
+        tie_word_embeddings=False,
+        attn_implementation="eager",
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
     )
-    sd: dict[str, torch.Tensor] = {
+    hf = LlamaForCausalLM(LlamaConfig(**kwargs))
+    sd: dict[str, Any] = {
         "model.embed_tokens.weight": model.W_E,
         "lm_head.weight": model.W_U.T,
         "model.norm.weight": _norm(model.ln_final, cfg.d_model),
@@ -96,7 +95,7 @@ def hf_llama_from_hooked(model: HookedTransformer) -> Any:
     return hf.eval()
 
 
-def _heads_out(w: torch.Tensor) -> torch.Tensor:
+def _heads_out(w: Any) -> torch.Tensor:
     """``[n, m, h] -> [(n h), m]`` (the inverse of ``"(n h) m -> n m h"``)."""
     return w.permute(0, 2, 1).reshape(-1, w.shape[1])
 

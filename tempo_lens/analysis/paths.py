@@ -94,7 +94,7 @@ def member_paths(
     cache = {} if cache is None else cache
     replay_sets(model, [(prefix, members)], horizon=horizon, cache=cache)
     key = (tuple(int(t) for t in prefix), horizon)
-    return [cache[(*key, int(m))] for m in members]
+    return [cache[key + (int(m),)] for m in members]
 
 
 def replay_sets(

@@ -66,7 +66,8 @@ def summarize(cfg: Any, tables: dict[str, pd.DataFrame], out: Path) -> str:
     runs = tables["runs"]
     methods = list(dict.fromkeys(runs["method"]))
     family = dict(zip(runs["method"], runs["family"], strict=True))
-    table, per_method = [], {}
+    table: list[dict[str, Any]] = []
+    per_method: dict[str, dict[str, Any]] = {}
     for m in methods:
         row: dict[str, Any] = {"method": m, "family": family[m]}
         per_method[m] = {}
@@ -118,7 +119,10 @@ def summarize(cfg: Any, tables: dict[str, pd.DataFrame], out: Path) -> str:
         lines.append(f"    {_line('cos distance', d['cos_distance_minus_beam'])}")
 
     sets, cov, steps = tables.get("sets"), tables.get("coverage"), tables["steps"]
-    correction, coverage, trees, entropy = {}, {}, {}, {}
+    correction: dict[str, Any] = {}
+    coverage: dict[str, Any] = {}
+    trees: dict[str, dict[str, Any]] = {}
+    entropy: dict[str, Any] = {}
     widths, depths = {}, {}
     for m in tempo:
         s = sets[sets["method"] == m] if sets is not None and len(sets) else pd.DataFrame()

@@ -64,7 +64,7 @@ def _measured(
     model: HookedTransformer, fn: Callable[[], list[Trace]]
 ) -> tuple[list[Trace], ForwardCounter, EntropyMeter, float]:
     counter, meter = ForwardCounter(model.embed), EntropyMeter()
-    with counter.counting(), model.hooks(fwd_hooks=meter.fwd_hooks(model)):
+    with counter.counting(), model.hooks(fwd_hooks=meter.fwd_hooks(model)):  # type: ignore[arg-type]
         t0 = time.perf_counter()
         traces = fn()
         seconds = time.perf_counter() - t0
