@@ -27,7 +27,7 @@ import torch
 from tempo_lens import gguf_loader as gl
 t1 = time.perf_counter()
 cache_dir = sys.argv[1] or None
-path, fields = gl._cache_dir_for("SmolLM2-135M-Instruct", torch.float32, cache_dir)
+path, fields = gl._cache_dir_for(gl.DEFAULT_MODEL, torch.float32, cache_dir)
 cold = not gl.is_valid_cache(path, fields)
 model = gl.load_default_model(cache_dir=cache_dir)
 t2 = time.perf_counter()

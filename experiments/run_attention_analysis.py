@@ -1,6 +1,6 @@
 """Generate with TEMPO while capturing attention, run every analysis, write the exports.
 
-Thin wrapper over :func:`tempo_lens.analysis.cli.analyze_main` (same as
+Thin wrapper over :func:`tempo_lens.cli.analyze.main` (same as
 ``tempo-lens analyze``). Example::
 
     python experiments/run_attention_analysis.py --prompt "The cat sat on the" \
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tempo_lens.analysis.cli import analyze_main
+from tempo_lens.cli.analyze import main as analyze_main
 
 
 def main(argv: Sequence[str] | None = None) -> int:

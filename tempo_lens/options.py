@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from tempo_lens.text import parse_token_ids
+
 __all__ = [
     "Parser",
     "Prompt",
@@ -109,7 +111,7 @@ def _option_type(hint: Any) -> Any:
 
 
 def add_config_options(
-    parser: argparse.ArgumentParser, cls: type, *, exclude: Sequence[str] = ()
+    parser: argparse._ActionsContainer, cls: type, *, exclude: Sequence[str] = ()
 ) -> None:
     """Add one option per field of the dataclass ``cls`` (help = the field's doc).
 
@@ -215,20 +217,3 @@ def read_prompts(path: str | Path) -> list[Prompt]:
             raise ValueError(f"{p}: duplicate prompt id {q.id!r}")
         seen.add(q.id)
     return out
-
-
-def parse_token_ids(text: str) -> list[int]:
-    """``"3 14 15"`` or ``"3,14,15"`` -> ``[3, 14, 15]``.
-
-    Raises:
-        ValueError: ``text`` is not a list of integers.
-    """
-    try:
-        ids = [int(t) for t in text.replace(",", " ").split()]
-    except ValueError:
-        raise ValueError(
-            f"this model has no tokenizer: give prompts as token ids, got {text!r}"
-        ) from None
-    if not ids:
-        raise ValueError(f"empty prompt {text!r}")
-    return ids

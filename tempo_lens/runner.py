@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 from tempo_lens.analysis._util import jsonable
 from tempo_lens.io import atomic_write_json, atomic_write_text
 from tempo_lens.models import DEFAULT_MODEL
-from tempo_lens.options import Prompt, parse_token_ids, prompts_from_texts
+from tempo_lens.options import Prompt, prompts_from_texts
 
 __all__ = [
     "EXECUTORS",
@@ -198,11 +198,9 @@ class Job:
 
 def encode(model: Any, prompt: Prompt) -> list[int]:
     """Token ids of ``prompt`` (ids like ``"3 14 15"`` when the model has no tokenizer)."""
-    from tempo_lens.text import encode_prompt
+    from tempo_lens.text import encode_prompt, prompt_input
 
-    if getattr(model, "tokenizer", None) is None:
-        return encode_prompt(model, parse_token_ids(prompt.text))
-    return encode_prompt(model, prompt.text)
+    return encode_prompt(model, prompt_input(model, prompt.text))
 
 
 def execute_units(

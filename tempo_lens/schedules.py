@@ -37,10 +37,11 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Literal, cast
 
-__all__ = ["SCHEDULE_KINDS", "ThresholdSchedule"]
+__all__ = ["SCHEDULE_KINDS", "ThresholdSchedule", "check_threshold"]
 
 SCHEDULE_KINDS = ("constant", "linear", "exponential", "relu", "bezier")
 """The schedule kinds accepted by :class:`ThresholdSchedule`."""
@@ -48,8 +49,24 @@ SCHEDULE_KINDS = ("constant", "linear", "exponential", "relu", "bezier")
 ScheduleKind = Literal["constant", "linear", "exponential", "relu", "bezier"]
 
 
-def _check_tau(name: str, value: float) -> None:
-    if isinstance(value, bool) or not (0.0 < float(value) <= 1.0):
+def check_threshold(value: float, name: str = "threshold") -> None:
+    """The one check of a selection threshold: a real number ``tau`` in ``(0, 1]``.
+
+    Used by :class:`~tempo_lens.TempoConfig`, :class:`ThresholdSchedule` and
+    :func:`tempo_lens.select`.
+
+    Args:
+        value: The threshold.
+        name: Its name in the error message.
+
+    Raises:
+        ValueError: ``value`` is not a real number in ``(0, 1]`` (booleans are refused).
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not 0.0 < float(value) <= 1.0
+    ):
         raise ValueError(f"{name} must be in (0, 1], got {value!r}")
 
 
@@ -85,10 +102,10 @@ class ThresholdSchedule:
     def __post_init__(self) -> None:
         if self.kind not in SCHEDULE_KINDS:
             raise ValueError(f"schedule kind must be one of {SCHEDULE_KINDS}, got {self.kind!r}")
-        _check_tau("tau0", self.tau0)
+        check_threshold(self.tau0, "tau0")
         if self.tau_final is None:
             object.__setattr__(self, "tau_final", self.tau0)
-        _check_tau("tau_final", self._end)
+        check_threshold(self._end, "tau_final")
         if self.kind == "constant" and self._end != self.tau0:
             raise ValueError(
                 f"a constant schedule cannot have tau_final={self._end} != tau0={self.tau0}"

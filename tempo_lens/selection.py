@@ -41,6 +41,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from tempo_lens.schedules import check_threshold
+
 __all__ = ["Selection", "mixture_distribution", "probabilities", "select", "select_from_probs"]
 
 
@@ -82,11 +84,6 @@ class Selection:
     def top_token(self) -> int:
         """The most probable selected token."""
         return self.token_ids[0]
-
-
-def _check_threshold(threshold: float) -> None:
-    if isinstance(threshold, bool) or not (0.0 < float(threshold) <= 1.0):
-        raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
 
 
 def _check_max_parallel(max_parallel: int | None) -> None:
@@ -133,7 +130,7 @@ def select_from_probs(
         ValueError: On a threshold outside ``(0, 1]``, ``max_parallel < 1``, a tensor
             that is not 1-D, or NaN/negative probabilities.
     """
-    _check_threshold(threshold)
+    check_threshold(threshold)
     _check_max_parallel(max_parallel)
     if probs.ndim != 1 or probs.shape[0] == 0:
         raise ValueError(f"probs must be a non-empty 1-D tensor, got shape {tuple(probs.shape)}")
@@ -176,7 +173,7 @@ def select(
     Returns:
         The :class:`Selection` (top-1 fallback when nothing qualifies).
     """
-    _check_threshold(threshold)
+    check_threshold(threshold)
     _check_max_parallel(max_parallel)
     if logits.ndim != 1:
         raise ValueError(f"logits must be 1-D [d_vocab], got shape {tuple(logits.shape)}")

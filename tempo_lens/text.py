@@ -30,6 +30,40 @@ def encode_prompt(model: HookedTransformer, prompt: str | Sequence[int]) -> list
     return ids
 
 
+def parse_token_ids(text: str) -> list[int]:
+    """``"3 14 15"`` or ``"3,14,15"`` -> ``[3, 14, 15]``.
+
+    Raises:
+        ValueError: ``text`` is not a list of integers.
+    """
+    try:
+        ids = [int(t) for t in text.replace(",", " ").split()]
+    except ValueError:
+        raise ValueError(
+            f"this model has no tokenizer: give prompts as token ids, got {text!r}"
+        ) from None
+    if not ids:
+        raise ValueError(f"empty prompt {text!r}")
+    return ids
+
+
+def prompt_input(model: HookedTransformer, text: str) -> str | list[int]:
+    """What a prompt written as text (command line, prompts file) means for ``model``.
+
+    The text itself for a model with a tokenizer; for a model without one (the tiny test
+    model) the token ids it spells, ``"3 14 15"`` or ``"3,14,15"``. Pass the result to
+    :func:`tempo_lens.generate` or :func:`encode_prompt`.
+
+    Raises:
+        ValueError: An empty prompt, or not token ids for a model without tokenizer.
+    """
+    if not text.strip():
+        raise ValueError("the prompt is empty")
+    if getattr(model, "tokenizer", None) is None:
+        return parse_token_ids(text)
+    return text
+
+
 def token_text(model: HookedTransformer, token_id: int) -> str:
     """The text of one token (``<id>`` without a tokenizer)."""
     if model.tokenizer is None:

@@ -50,3 +50,75 @@ def test_generate_writes_json_and_prints_brackets(tmp_path, capsys) -> None:
 def test_baselines_from_cli(baseline, capsys) -> None:
     assert main([*BASE, "--baseline", baseline]) == 0
     assert capsys.readouterr().out.startswith("<1><2><3>")
+
+
+def test_generation_options_are_documented_by_tempo_config(capsys) -> None:
+    """Every TempoConfig field is an option of generate (or a flat spelling of a nested one)
+    whose help is the field's documentation."""
+    import dataclasses
+
+    from tempo_lens import TempoConfig
+    from tempo_lens.cli.gen_options import _FLAT, NESTED
+    from tempo_lens.options import field_docs
+
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    docs = field_docs(TempoConfig)
+    for f in dataclasses.fields(TempoConfig):
+        if f.name not in NESTED:
+            assert "--" + f.name.replace("_", "-") in help_text, f.name
+            assert " ".join(docs[f.name].split())[:60] in help_text, f.name
+    for option, cls, name, _, _ in _FLAT:
+        assert f"{option} " in help_text
+        assert " ".join(field_docs(cls)[name].split())[:40] in help_text, option
+
+
+def test_cli_config_equals_python_config() -> None:
+    import argparse
+
+    from tempo_lens import PruningConfig, RelativeRule, TempoConfig, ThresholdSchedule
+    from tempo_lens.cli.gen_options import add_generation_options, tempo_config_from_args
+    from tempo_lens.positions import PositionScheme
+
+    p = argparse.ArgumentParser()
+    add_generation_options(p)
+    argv = "--prompt x --selection-threshold 0.2 --max-parallel 0 --no-kv-cache --readout top "
+    argv += "--schedule linear --final-threshold 0.4 --prune relative:0.5 --lookahead 2 "
+    argv += "--prune-layers late --member-offset 0.01 --no-isolate"
+    got = tempo_config_from_args(p.parse_args(argv.split()))
+    assert got == TempoConfig(
+        selection_threshold=0.2,
+        max_parallel=None,
+        use_kv_cache=False,
+        readout="top",
+        schedule=ThresholdSchedule(kind="linear", tau0=0.2, tau_final=0.4),
+        prune=PruningConfig(rule=RelativeRule(ratio=0.5), lookahead=2, layers="late"),
+        positions=PositionScheme(member_offset=0.01),
+        isolate=False,
+    )
+
+
+def test_experiment_subcommand_runs_the_runner(tmp_path, capsys) -> None:
+    out = tmp_path / "iso"
+    argv = ["experiment", "isolation_ab", "--tiny", "--quick", "--output-dir", str(out), "-q"]
+    assert main(argv) == 0
+    assert (out / "manifest.json").is_file() and (out / "runs.csv").is_file()
+    bad = tmp_path / "bad"
+    argv = ["experiment", "isolation_ab", "--tiny", "--max-steps", "0", "--output-dir", str(bad)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [err[0]] and err[0].startswith("tempo-lens experiment isolation_ab: error:")
+    assert not bad.exists()
+    assert main(["experiment", "no_such_experiment"]) == 2
+    assert "unknown experiment" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module", ["analyze", "stats", "generate", "experiment"])
+def test_cli_modules_import_alone(module) -> None:
+    """No import cycle: each command module imports first in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = f"import tempo_lens.cli.{module}"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)

@@ -1,0 +1,46 @@
+"""The ``tempo-lens`` command line.
+
+Subcommands:
+
+* ``generate`` — a TEMPO generation (or a baseline): prints the bracket text, writes the
+  trace JSON (:mod:`tempo_lens.cli.generate`);
+* ``analyze`` — generation with attention capture, analyses, exports and figures
+  (:mod:`tempo_lens.cli.analyze`);
+* ``stats`` — statistics over a directory of analysis runs (:mod:`tempo_lens.cli.stats`);
+* ``experiment NAME ...`` — a research experiment of :mod:`tempo_lens.experiments` on the
+  runner (:mod:`tempo_lens.cli.experiment`).
+
+The generation options are generated from :class:`~tempo_lens.TempoConfig`'s field docs
+(:mod:`tempo_lens.cli.gen_options`). Every bad value gets one line on stderr
+(``tempo-lens: error: ...``), exit code 2, and nothing is written.
+
+Example:
+    $ tempo-lens generate --prompt "The cat sat on the" --max-steps 20 \\
+        --selection-threshold 0.1 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from tempo_lens.cli import analyze, experiment, generate, stats
+from tempo_lens.cli._base import run_parser
+from tempo_lens.options import Parser
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``tempo-lens`` parser with every subcommand."""
+    parser = Parser(prog="tempo-lens", description="TEMPO generation and interpretability.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for command in (generate, analyze, stats, experiment):
+        command.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 ok, 2 bad usage or values)."""
+    return run_parser(build_parser(), argv)

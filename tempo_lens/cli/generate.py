@@ -1,0 +1,70 @@
+"""``tempo-lens generate``: one TEMPO generation (or a baseline); prints the bracket text.
+
+Example:
+    $ tempo-lens generate --prompt "The cat sat on the" --max-steps 20 \\
+        --selection-threshold 0.1 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from tempo_lens.cli.gen_options import (
+    add_generation_options,
+    load_model_from_args,
+    tempo_config_from_args,
+)
+from tempo_lens.options import UsageError
+
+__all__ = ["BASELINES", "register"]
+
+BASELINES = ("greedy", "sampling", "beam")
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``generate`` subcommand."""
+    p = subparsers.add_parser("generate", help="run a TEMPO generation (or a baseline)")
+    add_generation_options(p)
+    o = p.add_argument_group("output")
+    o.add_argument("--json", default=None, help="write the trace JSON here")
+    o.add_argument("--baseline", choices=BASELINES, help="run this baseline instead of TEMPO")
+    o.add_argument("--seed", type=int, default=0, help="seed for --baseline sampling")
+    o.add_argument("--color", action=argparse.BooleanOptionalAction, default=None)
+    o.add_argument("-q", "--quiet", action="store_true", help="only print the text")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Generate, print, and write the trace (every value is checked before the model loads)."""
+    from tempo_lens import baselines
+    from tempo_lens.generation import generate
+    from tempo_lens.text import prompt_input
+
+    if not args.prompt.strip():
+        raise UsageError("--prompt must not be empty")
+    config = tempo_config_from_args(args)
+    model = load_model_from_args(args)
+    prompt = prompt_input(model, args.prompt)
+    if args.baseline == "greedy":
+        trace = baselines.greedy(model, prompt, max_steps=config.max_steps)
+    elif args.baseline == "sampling":
+        trace = baselines.sample(model, prompt, max_steps=config.max_steps, seed=args.seed)
+    elif args.baseline == "beam":
+        trace = baselines.beam_search(model, prompt, max_steps=config.max_steps)
+    else:
+        trace = generate(model, prompt, config, progress=not args.quiet)
+    color = args.color if args.color is not None else sys.stdout.isatty()
+    sys.stdout.write(trace.bracket_text(color=color) + "\n")
+    if not args.quiet:
+        s = trace.summary()
+        sys.stderr.write(
+            f"steps={s['total_steps']} parallel={s['parallel_steps']} "
+            f"max_width={s['max_parallel_width']} pruned={s['pruned']} stop={s['stop_reason']}\n"
+        )
+    if args.json:
+        trace.save(args.json)
+        if not args.quiet:
+            sys.stderr.write(f"trace written to {args.json}\n")
+    return 0
