@@ -140,6 +140,9 @@ class ExperimentSpec:
         quick_prompts: Number of prompts a ``--quick`` run keeps.
         run_batch: Optional ``(cfg, model, [unit, ...]) -> [tables, ...]`` running several
             units in one batched computation (used when the executor's batch size > 1).
+        module: Module defining ``SPEC`` (workers import it to find the spec); default
+            ``tempo_lens.experiments.<name>``. An experiment outside the package passes
+            ``module=__name__``.
     """
 
     name: str
@@ -154,6 +157,12 @@ class ExperimentSpec:
     quick: Mapping[str, Any] = field(default_factory=dict)
     quick_prompts: int = 2
     run_batch: Callable[[Any, Any, list[Unit]], list[Tables]] | None = None
+    module: str = ""
+
+    @property
+    def module_name(self) -> str:
+        """The module defining this spec (``module`` or ``tempo_lens.experiments.<name>``)."""
+        return self.module or f"tempo_lens.experiments.{self.name}"
 
     def main(self, argv: Sequence[str] | None = None) -> int:
         """Run from the command line (:func:`run_cli`); 0 on success, 2 on bad values.
@@ -330,7 +339,7 @@ def run_experiment(
         limit: Run only the first ``limit`` prompts' units (not part of the manifest: a
             later run without it resumes and completes the sweep).
         progress: Show a tqdm bar over units.
-        module: Module defining ``SPEC`` (default ``tempo_lens.experiments.<name>``).
+        module: Module defining ``SPEC`` (default ``spec.module_name``).
 
     Returns:
         The :class:`RunResult`; ``OUT/<table>.csv`` and the summary files are written.
@@ -356,7 +365,7 @@ def run_experiment(
     unit_dir = out / "units"
     todo = [u for u in units if not (unit_dir / f"{u.key}.json").is_file()]
     atomic_write_json(out / MANIFEST, want)
-    job = Job(module or f"tempo_lens.experiments.{spec.name}", cfg)
+    job = Job(module or spec.module_name, cfg)
     executor = executor or LocalExecutor(model)
     bar = tqdm(
         total=len(units),

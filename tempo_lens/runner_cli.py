@@ -90,7 +90,7 @@ def run_cli(
             prompts = prompts[: spec.quick_prompts]
         if args.batch_size < 1:
             raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
-        job = Job(f"tempo_lens.experiments.{spec.name}", cfg)
+        job = Job(spec.module_name, cfg)
         model = job.load_model() if args.executor == "local" else None
         if model is not None:
             for q in prompts:  # every prompt must encode before anything is written

@@ -11,7 +11,9 @@ import importlib
 import pkgutil
 from typing import Any
 
-__all__ = ["available", "spec"]
+from tempo_lens.experiments._common import GenerationConfig
+
+__all__ = ["GenerationConfig", "available", "spec"]
 
 
 def available() -> list[str]:

@@ -12,6 +12,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
+import runpy
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -303,6 +306,44 @@ def test_help_comes_from_the_config_docs(script) -> None:
 def test_quick_smoke_run(script, tmp_path) -> None:
     assert script.main(["--tiny", "--quick", "-q", "--output-dir", str(tmp_path)]) == 0
     assert (tmp_path / "summary.json").is_file() and (tmp_path / "report.txt").is_file()
+
+
+# ---------------------------------------------------------------------- docs
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run_as_script(script: Path, argv: list[str], capsys) -> str:
+    """``python script argv...`` in this process (``__name__ == "__main__"``); stdout."""
+    old = sys.argv
+    sys.argv = [str(script), *argv]
+    try:
+        with pytest.raises(SystemExit) as done:
+            runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = old
+    out = capsys.readouterr()
+    assert done.value.code == 0, out.err
+    return out.out
+
+
+def test_the_docs_example_experiment_runs_and_resumes(tmp_path, capsys) -> None:
+    """docs/experiments.md: the example module, saved as a file and run as written."""
+    page = (ROOT / "docs" / "experiments.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", page, flags=re.S)
+    assert "SPEC = ExperimentSpec(" in blocks[0] and len(blocks[0].splitlines()) <= 55
+    script, out = tmp_path / "width_vs_tau.py", tmp_path / "out"
+    script.write_text(blocks[0], encoding="utf-8")
+    argv = ["--tiny", "--max-steps", "4", "--output-dir", str(out)]
+    printed = _run_as_script(script, argv, capsys)
+    assert "width vs tau: Spearman rho" in printed
+    assert "9 units (0 resumed, 9 run)" in printed  # 3 tiny prompts x 3 thresholds
+    runs = pd.read_csv(out / "runs.csv")
+    assert {"prompt_id", "category", "prompt", "tau", "mean_width"} <= set(runs.columns)
+    wide = runs.pivot_table(index="prompt_id", columns="tau", values="mean_width")
+    assert (wide[0.05] >= wide[0.2]).all()  # a lower threshold never gives narrower sets here
+    assert "9 units (9 resumed, 0 run)" in _run_as_script(script, argv, capsys)
+    namespace: dict[str, Any] = {"out": str(out)}
+    exec(compile(blocks[1], "docs/experiments.md", "exec"), namespace)  # noqa: S102
 
 
 # ---------------------------------------------------------------------- quality
