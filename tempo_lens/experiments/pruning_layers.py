@@ -17,7 +17,8 @@ attention capture. Three tables:
 
 Example::
 
-    python -m tempo_lens.experiments.pruning_layers --output-dir results/pruning_layers
+    python -m tempo_lens.experiments.pruning_layers --lookaheads 1,2,3 \
+        --layer-groups all,early,middle,late --output-dir results/pruning_layers
     python -m tempo_lens.experiments.pruning_layers --tiny --quick --output-dir /tmp/pl
 """
 
