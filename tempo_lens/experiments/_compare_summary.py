@@ -127,13 +127,19 @@ def summarize(cfg: Any, tables: dict[str, pd.DataFrame], out: Path) -> str:
     for m in tempo:
         s = sets[sets["method"] == m] if sets is not None and len(sets) else pd.DataFrame()
         if len(s):
-            s = s.assign(excess=s["kept_is_best"].astype(float) - s["chance"])
+            n_followed = s["followed"].fillna("").astype(str).str.split().str.len()
+            follows = pd.to_numeric(s["readout_follows_best"].map(_num))
+            s = s.assign(
+                excess=s["kept_is_best"].astype(float) - s["chance"],
+                follow_excess=follows - n_followed / s["width"],
+            )
         correction[m] = {
             "sets": int(len(s)),
             "kept_is_best": _est(_pp(s, "kept_is_best"), cfg),
             "kept_minus_chance": _est(_pp(s, "excess"), cfg),
             "readout_follows_best": _est(_pp(s, "readout_follows_best"), cfg),
-            "pruned_worse": _est(_pp(s, "pruned_worse"), cfg),
+            "follows_minus_chance": _est(_pp(s, "follow_excess"), cfg),
+            "pruned_worse": _est(_pp(s, "pruned_worse"), cfg, null=0.5),
         }
         ds = [None if pd.isna(d) else int(d) for d in s["convergence_depth"]] if len(s) else []
         depths[m] = ds
@@ -156,7 +162,8 @@ def summarize(cfg: Any, tables: dict[str, pd.DataFrame], out: Path) -> str:
     lines.append("Error correction (replayed member continuations, per prompt means):")
     for m, d in correction.items():
         lines.append(f"  {m}: sets={d['sets']}")
-        for k in ("kept_is_best", "kept_minus_chance", "readout_follows_best", "pruned_worse"):
+        keys = ("kept_is_best", "kept_minus_chance", "readout_follows_best", "follows_minus_chance")
+        for k in (*keys, "pruned_worse"):
             lines.append(f"    {_line(k, d[k])}")
     lines.append("Trees and coverage of beam hypotheses' first divergent token:")
     for m in tempo:
@@ -195,8 +202,18 @@ def _pp(s: pd.DataFrame, col: str) -> pd.Series:
     """Per-prompt mean of ``col`` (non-numeric / missing values dropped)."""
     if not len(s):
         return pd.Series(dtype=float)
-    vals = pd.to_numeric(s[col].map(lambda v: float(v) if v is not None else math.nan))
+    vals = pd.to_numeric(s[col].map(_num))
     return vals.groupby(s["prompt_id"]).mean()
+
+
+def _num(v: Any) -> float:
+    """A table cell as a float (None / empty / NaN -> NaN; booleans -> 0/1)."""
+    if v is None or (isinstance(v, str) and not v.strip()):
+        return math.nan
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def _entropy_diff(steps: pd.DataFrame, m: str, b: str, cfg: Any) -> dict[str, Any]:
