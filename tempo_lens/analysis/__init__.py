@@ -5,7 +5,10 @@
 * :mod:`~tempo_lens.analysis.patterns` — sibling (cross-parallel) attention and the
   isolation check, top-k context, sibling Jensen–Shannon divergence, entropy, head
   specialisation;
-* :mod:`~tempo_lens.analysis.steps` — parallel width, run summary, pruning decisions;
+* :mod:`~tempo_lens.analysis.steps` — parallel width, run summary, pruning decisions and
+  their counterfactual re-judging (:func:`rejudge`);
+* :mod:`~tempo_lens.analysis.position_effects` — how a set's attention depends on its size
+  and on shared / offset / distinct positions;
 * :mod:`~tempo_lens.analysis.export` — seed-compatible JSON, compact tensors, loader;
 * :mod:`~tempo_lens.analysis.stats` — statistics over many runs;
 * :mod:`~tempo_lens.analysis.run` — generate + capture + analyse + export, end to end.
@@ -27,6 +30,7 @@ from tempo_lens.analysis.patterns import (
     sibling_divergence,
     top_context,
 )
+from tempo_lens.analysis.position_effects import position_effects
 from tempo_lens.analysis.received import ReceivedAttention, received_attention
 from tempo_lens.analysis.run_stats import StatsReport, analyze_runs
 from tempo_lens.analysis.stats import (
@@ -72,6 +76,7 @@ __all__ = [
     "paired_tests",
     "rank_correlation",
     "parallel_widths",
+    "position_effects",
     "pruning_analysis",
     "received_attention",
     "rejudge",

@@ -128,6 +128,10 @@ class Estimate:
     direction: Literal["above", "below", "inconclusive", "insufficient"]
     level: float = 0.95
 
+    def verdict(self, above: str, below: str) -> str:
+        """``above`` / ``below`` for those directions, else the direction itself."""
+        return {"above": above, "below": below}.get(self.direction, self.direction)
+
 
 def estimate(
     values: ArrayLike,

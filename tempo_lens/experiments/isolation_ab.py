@@ -103,9 +103,7 @@ def summarize(cfg: Config, tables: dict[str, pd.DataFrame], out: Path) -> str:
         b = vis.loc[both[both].index, name].to_numpy(float)
         t = paired_tests(a, b)
         e = estimate(a - b, min_n=cfg.min_prompts, seed=cfg.seed)
-        verdict = {"above": "isolated higher", "below": "isolated lower"}.get(
-            e.direction, e.direction
-        )
+        verdict = e.verdict("isolated higher", "isolated lower")
         if e.direction in ("above", "below") and not t.wilcoxon_p < 0.05:
             verdict = "no significant difference"
         comparisons[name] = {

@@ -28,13 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
 import tempo_lens as tl
-from tempo_lens.analysis import estimate, rank_correlation
 from tempo_lens.analysis._util import jsonable
+from tempo_lens.analysis.position_effects import position_effects
 from tempo_lens.experiments._common import PROMPTS, fmt, fmt_ci
 from tempo_lens.io import atomic_write_json
 from tempo_lens.runner import ExperimentSpec, RunConfig, Unit, encode
@@ -138,138 +137,33 @@ def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, An
     return {"attention": rows}
 
 
-def _label(scheme: str, delta: float) -> str:
-    return f"offset:{delta!r}" if scheme == "offset" else scheme
-
-
-def _verdict(e: Any, up: str, down: str) -> str:
-    return {"above": up, "below": down}.get(e.direction, e.direction)
-
-
 def summarize(cfg: Config, tables: dict[str, pd.DataFrame], out: Path) -> str:
-    """Trends of the set's total attention (layer mean) with n and with the scheme."""
-    df, est = tables["attention"], {"min_n": cfg.min_prompts, "seed": cfg.seed}
-    lm = df.groupby(["prompt_id", "n", "scheme", "delta"], dropna=False)["attention_set_total"]
-    lm = lm.mean().reset_index()
-    lm["label"] = [_label(s, d) for s, d in zip(lm["scheme"], lm["delta"], strict=True)]
-    wide = lm.pivot_table(index=["prompt_id", "n"], columns="label", values="attention_set_total")
-    n_min, n_max = int(df["n"].min()), int(df["n"].max())
-    grid = [(s["scheme"], s["delta"] or 0.0) for s in schemes(cfg)]
-    n_effect, scheme_effect, n1_diff, lines = [], [], 0.0, []
-    for scheme, delta in grid:
-        t = wide[_label(scheme, delta)].unstack("n")  # prompt x n
-        rho = estimate([rank_correlation(t.columns, row)[0] for row in t.to_numpy()], **est)
-        ratio = estimate((t[n_max] / t[n_min]).where(t[n_min] > 0), null=1.0, **est)
-        n_effect.append(
-            {
-                "scheme": scheme,
-                "delta": delta,
-                "n_min": n_min,
-                "n_max": n_max,
-                "rho_mean": rho.mean,
-                "rho_ci": list(rho.ci),
-                "ratio_mean": ratio.mean,
-                "ratio_ci": list(ratio.ci),
-                "verdict": _verdict(
-                    rho,
-                    "set total attention increases with n",
-                    "set total attention decreases with n",
-                ),
-            }
-        )
-        lines.append(
-            f"{scheme:>8} delta={delta:<6g} set-total vs n: rho={fmt(rho.mean)} CI {fmt_ci(rho.ci)}; "
-            f"T(n={n_max})/T(n={n_min})={fmt(ratio.mean)} CI {fmt_ci(ratio.ci)} -> {n_effect[-1]['verdict']}"
-        )
-    shared = wide["shared"]
-    for scheme, delta in grid[1:]:
-        diff = wide[_label(scheme, delta)] - shared
-        if n_min == 1:
-            n1_diff = max(n1_diff, float(diff.xs(1, level="n").abs().max()))
-        for n in sorted(x for x in df["n"].unique() if x > 1):
-            r = estimate((wide[_label(scheme, delta)] / shared).xs(n, level="n"), null=1.0, **est)
-            gap = (wide["distinct"] - shared).xs(n, level="n") if cfg.distinct else None
-            rec = estimate(
-                [] if gap is None else (diff.xs(n, level="n") / gap).where(gap.abs() > 1e-9), **est
-            )
-            scheme_effect.append(
-                {
-                    "n": int(n),
-                    "scheme": scheme,
-                    "delta": delta,
-                    "ratio_mean": r.mean,
-                    "ratio_ci": list(r.ci),
-                    "recovery_mean": rec.mean,
-                    "recovery_ci": list(rec.ci),
-                    "verdict": _verdict(
-                        r, "more set attention than shared", "less set attention than shared"
-                    ),
-                }
-            )
-            if n == n_max:
-                lines.append(
-                    f"n={n} {scheme:>8} delta={delta:<6g} T/T(shared)={fmt(r.mean)} CI "
-                    f"{fmt_ci(r.ci)} recovery={fmt(rec.mean)} -> {scheme_effect[-1]['verdict']}"
-                )
-    critical = _critical_delta(scheme_effect, n_max, cfg)
-    layers = _layers_most_affected(df, n_min, n_max)
+    """Trends of the set's total attention with n and the scheme -> ``summary.json``."""
+    df = tables["attention"]
+    effects = position_effects(df, recovery=cfg.recovery, min_n=cfg.min_prompts, seed=cfg.seed)
     summary = {
         "n_prompts": int(df["prompt_id"].nunique()),
         "n_layers": int(df["layer"].nunique()),
         "isolate": cfg.isolate,
-        "n_effect": n_effect,
-        "scheme_effect": scheme_effect,
-        "critical_delta": critical,
-        "layers_most_affected": layers,
-        "n1_max_scheme_difference": n1_diff if n_min == 1 else None,
+        **effects,
     }
     atomic_write_json(out / "summary.json", jsonable(summary))
-    lines += [f"critical delta: {critical['text']}", f"layers most affected by n: {layers}"]
+    lines = [
+        f"{r['scheme']:>8} delta={r['delta']:<6g} set-total vs n: rho={fmt(r['rho_mean'])} CI "
+        f"{fmt_ci(r['rho_ci'])}; T(n={r['n_max']})/T(n={r['n_min']})={fmt(r['ratio_mean'])} "
+        f"CI {fmt_ci(r['ratio_ci'])} -> {r['verdict']}"
+        for r in effects["n_effect"]
+    ]
+    n_max = int(df["n"].max())
+    lines += [
+        f"n={r['n']} {r['scheme']:>8} delta={r['delta']:<6g} T/T(shared)={fmt(r['ratio_mean'])}"
+        f" CI {fmt_ci(r['ratio_ci'])} recovery={fmt(r['recovery_mean'])} -> {r['verdict']}"
+        for r in effects["scheme_effect"]
+        if r["n"] == n_max
+    ]
+    lines.append(f"critical delta: {effects['critical_delta']['text']}")
+    lines.append(f"layers most affected by n: {effects['layers_most_affected']}")
     return "\n".join(lines)
-
-
-def _critical_delta(effect: list[dict[str, Any]], n: int, cfg: Config) -> dict[str, Any]:
-    """Smallest offset whose mean recovery (toward distinct) reaches ``cfg.recovery``."""
-    rows = [r for r in effect if r["n"] == n and r["scheme"] == "offset"]
-    if not cfg.distinct or not rows:
-        return {"delta": None, "text": "not computed (needs offsets, distinct control, n > 1)"}
-    control = next(r for r in effect if r["n"] == n and r["scheme"] == "distinct")
-    if not control["verdict"].endswith("than shared"):
-        return {
-            "delta": None,
-            "text": f"no gap to recover: distinct vs shared at n={n} is "
-            f"'{control['verdict']}' (ratio {fmt(control['ratio_mean'])})",
-        }
-    finite = [r for r in rows if math.isfinite(r["recovery_mean"])]
-    hit = [r for r in finite if r["recovery_mean"] >= cfg.recovery]
-    if not hit:
-        best = max((r["recovery_mean"] for r in finite), default=math.nan)
-        return {
-            "delta": None,
-            "text": f"no offset recovers {cfg.recovery:.0%} at n={n} (best {fmt(best)})",
-        }
-    r = min(hit, key=lambda r: r["delta"])
-    return {
-        "delta": r["delta"],
-        "text": f"delta={r['delta']:g} recovers {fmt(r['recovery_mean'])} of the gap at n={n} "
-        f"(CI {fmt_ci(r['recovery_ci'])})",
-    }
-
-
-def _layers_most_affected(
-    df: pd.DataFrame, n_min: int, n_max: int, k: int = 3
-) -> list[dict[str, Any]]:
-    """Shared scheme: layers with the largest |log T(n_max)/T(n_min)| (mean over prompts)."""
-    if n_min == n_max:
-        return []
-    s = df[df["scheme"] == "shared"].pivot_table(
-        index=["prompt_id", "layer"], columns="n", values="attention_set_total"
-    )
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lr = np.log(s[n_max] / s[n_min]).groupby(level="layer").mean()
-    lr = lr[np.isfinite(lr)]
-    top = lr.abs().sort_values(ascending=False).index[:k]
-    return [{"layer": int(layer), "ratio": float(np.exp(lr[layer]))} for layer in top]
 
 
 SPEC = ExperimentSpec(

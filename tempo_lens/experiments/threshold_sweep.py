@@ -142,10 +142,6 @@ def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, An
     return {"runs": [row]}
 
 
-def _verdict(e: Any, up: str, down: str) -> str:
-    return {"above": up, "below": down}.get(e.direction, e.direction)
-
-
 def summarize(cfg: Config, tables: dict[str, pd.DataFrame], out: Path) -> str:
     """``cells.csv`` (means per cell), constant-schedule trends, schedule vs constant NLL."""
     runs = tables["runs"]
@@ -158,7 +154,7 @@ def summarize(cfg: Config, tables: dict[str, pd.DataFrame], out: Path) -> str:
     for name in TRENDS:
         rhos = [rank_correlation(g["threshold"], g[name])[0] for _, g in const.groupby("prompt_id")]
         e = estimate(rhos, min_n=cfg.min_prompts, seed=cfg.seed)
-        verdict = _verdict(e, f"{name} increases with tau0", f"{name} decreases with tau0")
+        verdict = e.verdict(f"{name} increases with tau0", f"{name} decreases with tau0")
         trends[name] = {
             "rho_mean": e.mean,
             "rho_ci": list(e.ci),
@@ -176,7 +172,7 @@ def summarize(cfg: Config, tables: dict[str, pd.DataFrame], out: Path) -> str:
             e = estimate(
                 (other - base).xs(tau, level="threshold"), min_n=cfg.min_prompts, seed=cfg.seed
             )
-            verdict = _verdict(e, "higher NLL than constant", "lower NLL than constant")
+            verdict = e.verdict("higher NLL than constant", "lower NLL than constant")
             comparisons.append(
                 {
                     "schedule": kind,

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import tempo_lens as tl
-from tempo_lens.experiments import available, isolation_ab
+from tempo_lens.experiments import available, isolation_ab, spec
 from tempo_lens.options import Prompt, prompts_from_texts, read_prompts
 from tempo_lens.runner import ManifestMismatchError, run_experiment, unit_seed
 
@@ -197,4 +197,7 @@ def test_read_prompts_formats(tmp_path) -> None:
 
 
 def test_available_lists_the_experiments() -> None:
-    assert "isolation_ab" in available()
+    names = available()
+    assert {"isolation_ab", "position_sharing", "pruning_layers", "threshold_sweep"} <= set(names)
+    assert all(spec(n).name == n for n in names)  # only modules defining SPEC
+    assert "findings_rules" not in names

@@ -62,6 +62,9 @@ def test_estimate_direction_from_ci() -> None:
     assert estimate([-1.0, 1.0, -0.5, 0.5], null=0.0).direction == "inconclusive"
     few = estimate([1.0, 2.0, math.nan], min_n=3)
     assert few.direction == "insufficient" and few.n == 2
+    assert above.verdict("higher", "lower") == "higher"
+    assert estimate([-3.0, -2.0, -2.5]).verdict("higher", "lower") == "lower"
+    assert few.verdict("higher", "lower") == "insufficient"
 
 
 def test_bootstrap_ci_matches_scipy_percentile() -> None:
