@@ -215,8 +215,11 @@ def truncate_kv_cache(cache: TransformerLensKeyValueCache, length: int) -> None:
 
 
 def reorder_kv_cache(cache: TransformerLensKeyValueCache, batch_indices: Tensor) -> None:
-    """Select / repeat / reorder the cache's batch rows in place (beam search: the parent
-    beam of each new beam). ``batch_indices`` is a 1-D long tensor of old batch rows."""
+    """Select / repeat / reorder the cache's batch rows in place.
+
+    Beam search: the parent beam of each new beam. ``batch_indices`` is a 1-D long tensor
+    of old batch rows.
+    """
     idx = batch_indices.to(cache.previous_attention_mask.device)
     for entry in cache.entries:
         entry.past_keys = entry.past_keys.index_select(0, idx)
@@ -399,8 +402,11 @@ def attach_tokenizer(model: HookedTransformer, tokenizer: Any) -> None:
 
 @contextmanager
 def scratch_kv_cache(cache: TransformerLensKeyValueCache, length: int) -> Iterator[None]:
-    """Within the block the cache holds only its first ``length`` positions and is frozen;
-    afterwards it is restored exactly (used for the readout forward after pruning)."""
+    """Truncate and freeze the cache within the block; restore it exactly afterwards.
+
+    Within the block the cache holds only its first ``length`` positions and is frozen
+    (used for the readout forward after pruning).
+    """
     saved = [(e.past_keys, e.past_values) for e in cache.entries]
     saved_mask = cache.previous_attention_mask
     truncate_kv_cache(cache, length)

@@ -6,7 +6,7 @@ every rendering and analysis applies to them and they compare directly with TEMP
 (``trace.clean_ids()``). Greedy decoding is also the oracle for TEMPO with
 ``max_parallel=1``.
 
-Example:
+Examples:
     >>> from tempo_lens import make_tiny_model
     >>> model = make_tiny_model()
     >>> greedy(model, [1, 2, 3], max_steps=4).method
@@ -118,6 +118,11 @@ def sample(
     """Ancestral sampling with a seeded generator (same seed, same text).
 
     Args:
+        model: A ``HookedTransformer`` (with a tokenizer if ``prompt`` is text).
+        prompt: Text, or token ids.
+        max_steps: Maximum number of tokens to generate (``>= 1``).
+        seed: Seed of the sampling generator.
+        stop_at_eos: Stop when EOS is drawn (it is not appended).
         temperature: Softmax temperature (> 0).
         top_p: Nucleus sampling (Holtzman et al. 2020): draw from the smallest set of most
             probable tokens whose probability sums to at least ``top_p`` (renormalised),
@@ -147,9 +152,11 @@ def sample(
 
 
 def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
-    """``probs`` restricted to its top-p nucleus and renormalised: the most probable tokens
-    whose cumulative probability *before* them is below ``top_p`` (so the token crossing
-    ``top_p`` is kept, and the top token always is)."""
+    """``probs`` restricted to its top-p nucleus and renormalised.
+
+    The nucleus: the most probable tokens whose cumulative probability *before* them is
+    below ``top_p`` (so the token crossing ``top_p`` is kept, and the top token always is).
+    """
     order = torch.argsort(probs, descending=True, stable=True)
     sorted_p = probs[order]
     before = torch.cumsum(sorted_p, 0) - sorted_p

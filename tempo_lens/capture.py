@@ -17,7 +17,7 @@ Memory is bounded by what is asked for (layers x heads x queries x keys per step
 halved with ``float16=True``, and with ``spool_dir`` each step is written to
 ``step_XXXXX.npz`` on disk at the end of the step and read back lazily.
 
-Example:
+Examples:
     >>> from tempo_lens import TempoConfig, generate, make_tiny_model
     >>> model = make_tiny_model()
     >>> cap = AttentionCapture(layers=[0], heads=[0, 1])
@@ -266,8 +266,11 @@ class AttentionData:
         texts: Sequence[str] | None = None,
         include_prompt: bool = True,
     ) -> AttentionData:
-        """Split a full ``[layer, head, n, n]`` pattern (e.g. ``run_with_cache`` on the final
-        state) into per-step rows, as if captured during generation."""
+        """Split a full ``[layer, head, n, n]`` pattern into per-step rows.
+
+        The pattern is e.g. ``run_with_cache`` on the final state; the rows are those a
+        capture during generation would have recorded.
+        """
         if isinstance(pattern, Tensor):
             pattern = pattern.detach().cpu().float().numpy()
         n = len(state)
@@ -343,8 +346,10 @@ class AttentionData:
         return self.select(self.rows(step), layer, head, agg)
 
     def full_tensor(self) -> Float[np.ndarray, "layer head query key"]:
-        """``[layer, head, n, n]``: every captured row placed at its physical index (rows of
-        uncaptured queries and keys after a query's step are 0)."""
+        """``[layer, head, n, n]``: every captured row placed at its physical index.
+
+        Rows of uncaptured queries and keys after a query's step are 0.
+        """
         n = len(self)
         out = np.zeros((len(self.layers), len(self.heads), n, n), dtype=np.float32)
         for s in self.steps:

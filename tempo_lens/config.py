@@ -1,6 +1,6 @@
 """Generation configuration: one frozen, validated, JSON-round-trippable dataclass.
 
-Example:
+Examples:
     >>> from tempo_lens.pruning import PruningConfig, RelativeRule
     >>> cfg = TempoConfig(selection_threshold=0.1, max_steps=20,
     ...                   prune=PruningConfig(rule=RelativeRule(ratio=0.5)))

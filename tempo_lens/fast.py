@@ -27,7 +27,7 @@ What:
     :func:`disable_fast_path` makes every parameter contiguous again (the stock layout);
     :func:`fast_weights` is the context-manager form.
 
-Example:
+Examples:
     >>> import torch
     >>> from tempo_lens import make_tiny_model
     >>> from tempo_lens.fast import fast_weights

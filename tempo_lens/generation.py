@@ -17,7 +17,7 @@ Each step:
 Stops when the top member is EOS (not appended), at ``max_steps``, or before the
 sequence would exceed the model's context.
 
-Example:
+Examples:
     >>> from tempo_lens import TempoConfig, generate, make_tiny_model
     >>> model = make_tiny_model()
     >>> trace = generate(model, [1, 2, 3], TempoConfig(selection_threshold=0.05, max_steps=3))
@@ -66,11 +66,17 @@ class StepObserver(Protocol):
     outside, so observers see each token's query exactly once).
     """
 
-    def fwd_hooks(self, model: HookedTransformer) -> list[tuple[str, HookFn]]: ...
+    def fwd_hooks(self, model: HookedTransformer) -> list[tuple[str, HookFn]]:
+        """The observer's ``(hook_name, hook_fn)`` pairs for ``model``."""
+        ...
 
-    def begin_step(self, step: int, query_indices: list[int], state: SequenceState) -> None: ...
+    def begin_step(self, step: int, query_indices: list[int], state: SequenceState) -> None:
+        """A forward for ``query_indices`` of ``step`` (``-1``: the prompt) begins."""
+        ...
 
-    def end_step(self) -> None: ...
+    def end_step(self) -> None:
+        """The forward of the current step has ended."""
+        ...
 
 
 def _readout(
@@ -101,6 +107,7 @@ def generate(
         config: The :class:`TempoConfig`; keyword ``overrides`` build or update it.
         observers: Extra :class:`StepObserver` objects (e.g. attention capture).
         progress: Show a progress bar over steps.
+        **overrides: :class:`TempoConfig` fields that build or update ``config``.
 
     Returns:
         The trace (tokens, steps, candidates, pruning decisions, stop reason).

@@ -27,7 +27,7 @@ and the model was trained on documents without a BOS token, so the model is buil
 ``default_prepend_bos=False`` and the tokenizer is attached unchanged (see
 :func:`tempo_lens._tl.attach_tokenizer`).
 
-Example:
+Examples:
     >>> from tempo_lens.gguf_loader import load_default_model
     >>> model = load_default_model()  # doctest: +SKIP
     >>> model.to_str_tokens("The cat sat on the")  # doctest: +SKIP
@@ -153,8 +153,11 @@ def locate_gguf(name: str = DEFAULT_MODEL) -> pathlib.Path:
 
 
 def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> pathlib.Path:
-    """The cache root: ``cache_dir`` > ``$TEMPO_LENS_CACHE`` > ``$XDG_CACHE_HOME/tempo_lens``
-    > ``~/.cache/tempo_lens``."""
+    """The cache root.
+
+    ``cache_dir`` > ``$TEMPO_LENS_CACHE`` > ``$XDG_CACHE_HOME/tempo_lens`` >
+    ``~/.cache/tempo_lens``.
+    """
     if cache_dir is not None:
         return pathlib.Path(cache_dir).expanduser()
     if os.environ.get("TEMPO_LENS_CACHE"):

@@ -5,7 +5,7 @@ branches, so no hub lookup is needed and every field tempo_lens relies on is exp
 Only what the hooks reproduce exactly is accepted: the default RoPE type (per layer type
 for Gemma 3), no soft-capping.
 
-Example:
+Examples:
     >>> from transformers import Gemma3TextConfig
     >>> d = hooked_config_dict(Gemma3TextConfig(num_hidden_layers=6))
     >>> d["attn_types"][:6], d["rotary_base_local"], d["rotary_base"]

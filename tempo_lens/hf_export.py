@@ -9,7 +9,7 @@ function. Used by :mod:`tempo_lens.experiments.compare_decoders` to run Hugging 
 prompt-lookup decoding on the tiny test model; the default model has its own dequantized
 Hugging Face copy (:func:`tempo_lens.gguf_loader.load_hf_model`).
 
-Example:
+Examples:
     >>> import tempo_lens as tl
     >>> hf = hf_llama_from_hooked(tl.make_tiny_model())
     >>> hf.config.num_hidden_layers

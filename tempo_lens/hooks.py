@@ -23,7 +23,7 @@ stale KV cache) raises :class:`StateMismatchError` instead of silently computing
 Per-forward work (cos/sin tables, the mask) is memoised on ``(state.version, shapes)``
 and shared by all layers.
 
-Example:
+Examples:
     >>> from tempo_lens import SequenceState, attach, make_tiny_model
     >>> model = make_tiny_model()
     >>> state = SequenceState.from_sets([1, 2, 3], [[4, 5], [6]], isolate=True)
@@ -129,8 +129,10 @@ class TempoHooks:
 
     @contextmanager
     def backend_masks_replaced(self) -> Iterator[None]:
-        """Within the block the backend's physical sliding-window masks are off (when
-        :attr:`mask` is on; the mask hook then applies the logical window)."""
+        """Switch the backend's physical sliding-window masks off within the block.
+
+        Only when :attr:`mask` is on; the mask hook then applies the logical window.
+        """
         if not self.mask:
             yield
             return
@@ -139,8 +141,10 @@ class TempoHooks:
 
     @contextmanager
     def viewing(self, step: int, from_index: int = 0) -> Iterator[None]:
-        """Within the block, queries at physical index ``>= from_index`` see the sequence
-        as of at least ``step`` (earlier queries are unaffected)."""
+        """Let later queries see the sequence as of at least ``step`` within the block.
+
+        Queries at physical index ``>= from_index`` are affected, earlier ones are not.
+        """
         old = self.view_step, self.view_from
         self.view_step, self.view_from = step, from_index
         try:
@@ -252,8 +256,11 @@ class TempoHooks:
     def _build_block(
         self, start: int, n: int, window: int | None, device: torch.device
     ) -> tuple[Tensor | None, Tensor | None]:
-        """``(blocked, hidden)``: keys to mask (``None`` if none) and, for a local layer,
-        the keys the logical window keeps beyond the physical one (``None`` if none)."""
+        """``(blocked, hidden)`` key masks of the queries ``start..n-1``.
+
+        ``blocked``: keys to mask (``None`` if none); ``hidden``: for a local layer, the
+        keys the logical window keeps beyond the physical one (``None`` if none).
+        """
         q = torch.arange(start, n)
         allowed = self.state.visibility(q, window=window)
         if self.view_step is not None:

@@ -3,7 +3,7 @@
 Every file tempo_lens writes goes through here: the content is written to a temporary
 file in the same directory, flushed, and moved over the target with ``os.replace``.
 
-Example:
+Examples:
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.json"
     >>> atomic_write_text(p, "{}")

@@ -17,7 +17,7 @@ A query at physical index ``i`` may attend to a key at physical index ``j`` iff 
 Prompt tokens have step ``-1``. Alive tokens have ``pruned_at = ALIVE`` (a large
 sentinel), so rule 3 never fires for them.
 
-Example:
+Examples:
     >>> import torch
     >>> steps = torch.tensor([-1, -1, 0, 0, 1])
     >>> alive = torch.full((5,), ALIVE)

@@ -7,7 +7,7 @@
   ``HookedTransformer`` for fast tests, docs and smoke runs. It has no tokenizer: prompts
   are lists of token ids and token text renders as ``<id>``.
 
-Example:
+Examples:
     >>> model = make_tiny_model(n_key_value_heads=2, rotary_dim=8, rotary_adjacent_pairs=True)
     >>> model.cfg.n_key_value_heads, model.cfg.rotary_dim, model.cfg.rotary_adjacent_pairs
     (2, 8, True)

@@ -1,11 +1,12 @@
-"""Command-line building blocks shared by every tempo_lens command: dataclass configs as
-options, one usage-error path, and one prompts-file reader.
+"""Command-line building blocks shared by every tempo_lens command.
+
+Dataclass configs as options, one usage-error path, and one prompts-file reader.
 
 A config is a frozen dataclass whose Google-style ``Attributes:`` section documents each
 field; :func:`add_config_options` turns every field into an option whose help is that doc,
 and :func:`config_from_args` builds the config back (its ``__post_init__`` validates).
 
-Example:
+Examples:
     >>> import argparse
     >>> from dataclasses import dataclass
     >>> @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` that raises :class:`UsageError` instead of exiting."""
 
     def error(self, message: str) -> NoReturn:
+        """Raise :class:`UsageError` (argparse would print usage and exit)."""
         raise UsageError(message)
 
 

@@ -15,7 +15,7 @@ Schemes (``PositionScheme.kind``):
 * ``"distinct"``: every token gets its own consecutive position (logical = physical),
   the control condition for studying position sharing.
 
-Example:
+Examples:
     >>> logical_positions(3, [2, 1], PositionScheme())
     [0.0, 1.0, 2.0, 3.0, 3.0, 4.0]
     >>> logical_positions(3, [2, 1], PositionScheme(member_offset=0.01))
@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["PositionScheme", "logical_positions", "set_positions"]
+__all__ = ["PositionScheme", "check_finite_positions", "logical_positions", "set_positions"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,3 +102,14 @@ def logical_positions(
             scheme, prompt_length=prompt_length, step=step, n_members=k, first_index=len(out)
         )
     return out
+
+
+def check_finite_positions(values: Sequence[float]) -> None:
+    """Refuse non-finite logical positions.
+
+    Raises:
+        ValueError: Some value is NaN or infinite (the first three are named).
+    """
+    bad = [v for v in values if not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"logical positions must be finite, got {bad[:3]}")

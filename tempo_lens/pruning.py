@@ -16,7 +16,7 @@ continuation actually uses. This module holds the pure parts of that decision:
 * :func:`prefilter` with :class:`ProbabilityRatioRule` — a *pre-append* policy that drops
   weak candidates before they enter the sequence.
 
-Example:
+Examples:
     >>> import torch
     >>> att = torch.zeros(1, 1, 2, 4)  # layer head query key
     >>> att[..., 1], att[..., 2] = 0.5, 0.125
@@ -178,6 +178,7 @@ class RelativeRule:
         _check_ratio("RelativeRule", self.ratio)
 
     def describe(self) -> str:
+        """A short label, e.g. ``relative(r=0.5)``."""
         return f"relative(r={self.ratio:g})"
 
 
@@ -197,6 +198,7 @@ class AbsoluteRule:
             raise ValueError(f"AbsoluteRule.threshold must be finite and >= 0, got {t!r}")
 
     def describe(self) -> str:
+        """A short label, e.g. ``absolute(t=0.1)``."""
         return f"absolute(t={self.threshold:g})"
 
 
@@ -236,6 +238,7 @@ class ProbabilityRatioRule:
         _check_ratio("ProbabilityRatioRule", self.ratio)
 
     def describe(self) -> str:
+        """A short label, e.g. ``prob_ratio(r=0.1)``."""
         return f"prob_ratio(r={self.ratio:g})"
 
 
@@ -301,6 +304,7 @@ class PruningConfig:
         return resolve_layers(self.layers, n_layers)
 
     def describe(self) -> str:
+        """A one-line label of the rule, lookahead, layers and aggregations."""
         layers = self.layers if isinstance(self.layers, str) else ",".join(map(str, self.layers))
         aggs = f"heads={self.head_agg}, queries={self.query_agg}"
         return f"{self.rule.describe()}, lookahead={self.lookahead}, layers={layers}, {aggs}"

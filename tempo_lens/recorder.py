@@ -17,7 +17,7 @@ Only forwards between :meth:`~AttentionRecorder.begin_step` and
 :meth:`~AttentionRecorder.end_step` are recorded (the readout forward after a pruning
 event is not), so each token's query is recorded exactly once.
 
-Example:
+Examples:
     >>> from tempo_lens import TempoConfig, generate, make_tiny_model
     >>> model = make_tiny_model()
     >>> rec = AttentionRecorder(layers=[0, 1], heads=[2])

@@ -14,7 +14,7 @@ through. Both pairing conventions are supported:
   ``d`` pairs with ``d + rotary_dim/2``;
 * ``adjacent_pairs=True`` (GPT-J): feature ``2i`` pairs with ``2i + 1``.
 
-Example:
+Examples:
     >>> import torch
     >>> inv_freq = torch.tensor([1.0], dtype=torch.float64)
     >>> cos, sin = delta_cos_sin(torch.tensor([0.5]), inv_freq, adjacent_pairs=False)

@@ -22,7 +22,7 @@ writing the summary files and returning a text report. The runner does the rest:
   distributed executor implements :class:`Executor` and plugs in through
   :data:`EXECUTORS` without touching the experiment scripts.
 
-Example:
+Examples:
     >>> from tempo_lens.experiments import isolation_ab              # doctest: +SKIP
     >>> res = run_experiment(isolation_ab.SPEC, isolation_ab.Config(tiny=True),
     ...                      "out/iso", prompts=prompts_from_texts(["3 14 15"]))  # doctest: +SKIP
@@ -193,6 +193,7 @@ class Job:
 
     @property
     def spec(self) -> ExperimentSpec:
+        """The experiment's :class:`ExperimentSpec` (imported from :attr:`module`)."""
         spec: ExperimentSpec = importlib.import_module(self.module).SPEC
         return spec
 
@@ -215,8 +216,11 @@ def encode(model: Any, prompt: Prompt) -> list[int]:
 def execute_units(
     job: Job, model: Any, units: Sequence[Unit], batch_size: int = 1
 ) -> Iterator[tuple[Unit, dict[str, Any]]]:
-    """Run ``units`` on ``model``; yields ``(unit, result)`` with ``result = {"tables",
-    "seconds", "seed", "batch"}``. Every executor runs units through here."""
+    """Run ``units`` on ``model``; yields ``(unit, result)`` as each finishes.
+
+    ``result = {"tables", "seconds", "seed", "batch"}``. Every executor runs units
+    through here.
+    """
     spec, cfg = job.spec, job.cfg
     step = batch_size if spec.run_batch is not None and batch_size > 1 else 1
     for i in range(0, len(units), step):
@@ -239,7 +243,9 @@ def execute_units(
 class Executor(Protocol):
     """Runs units and yields ``(unit, result)`` as they finish (any order)."""
 
-    def run(self, job: Job, units: Sequence[Unit]) -> Iterator[tuple[Unit, dict[str, Any]]]: ...
+    def run(self, job: Job, units: Sequence[Unit]) -> Iterator[tuple[Unit, dict[str, Any]]]:
+        """Run ``units``; yield ``(unit, result)`` as each finishes (any order)."""
+        ...
 
 
 class LocalExecutor:
@@ -251,6 +257,7 @@ class LocalExecutor:
         self.model, self.batch_size = model, batch_size
 
     def run(self, job: Job, units: Sequence[Unit]) -> Iterator[tuple[Unit, dict[str, Any]]]:
+        """Run ``units`` in this process; yields ``(unit, result)`` as each finishes."""
         if not units:
             return
         model = self.model if self.model is not None else job.load_model()

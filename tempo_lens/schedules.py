@@ -24,7 +24,7 @@ Every kind therefore stays between ``tau0`` and ``tau_final`` (results are clamp
 that interval to absorb float rounding), so a valid schedule always yields
 ``tau ∈ (0, 1]``.
 
-Example:
+Examples:
     >>> s = ThresholdSchedule(kind="linear", tau0=0.1, tau_final=0.3)
     >>> round(s.at(0.25), 10)
     0.15

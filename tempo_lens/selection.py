@@ -14,7 +14,7 @@ At each logical step TEMPO turns one next-token distribution into a *parallel se
 normalised (e.g. the output of :func:`mixture_distribution`, the "mixture" readout: the
 probability-weighted average of the surviving members' next-token distributions).
 
-Example:
+Examples:
     >>> import math, torch
     >>> logits = torch.tensor([math.log(0.25), math.log(0.5), math.log(0.25)], dtype=torch.float64)
     >>> sel = select(logits, 0.25, max_parallel=None)

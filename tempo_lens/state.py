@@ -12,7 +12,7 @@ prompt), member rank within its set, logical position, and pruned/alive status w
 step at which it was pruned. Position hooks, mask hooks, attention capture and every
 analysis read it; nothing else keeps a copy of indices.
 
-Example:
+Examples:
     >>> st = SequenceState.from_prompt([5, 6, 7], isolate=True)
     >>> st.append_set([10, 11])
     [3, 4]
@@ -27,7 +27,8 @@ Example:
 
 from __future__ import annotations
 
-import math
+import copy
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -37,7 +38,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from tempo_lens.masks import ALIVE, visibility
-from tempo_lens.positions import PositionScheme, set_positions
+from tempo_lens.positions import PositionScheme, check_finite_positions, set_positions
 
 __all__ = ["SequenceState", "TokenInfo"]
 
@@ -55,10 +56,12 @@ class TokenInfo:
 
     @property
     def is_prompt(self) -> bool:
+        """True for a prompt token (step ``-1``)."""
         return self.step < 0
 
     @property
     def alive(self) -> bool:
+        """True unless the token was pruned."""
         return self.pruned_at_step is None
 
 
@@ -171,7 +174,7 @@ class SequenceState:
             pos = [float(p) for p in positions]
             if len(pos) != len(ids):
                 raise ValueError(f"got {len(pos)} positions for {len(ids)} members")
-            _check_finite(pos)
+            check_finite_positions(pos)
         indices = list(range(first, first + len(ids)))
         self.token_ids += ids
         self.steps += [step] * len(ids)
@@ -215,7 +218,7 @@ class SequenceState:
         pos = [float(p) for p in positions]
         if len(pos) != len(self.token_ids):
             raise ValueError(f"got {len(pos)} positions for {len(self.token_ids)} tokens")
-        _check_finite(pos)
+        check_finite_positions(pos)
         self.logical = pos
         self.stale_from = 0
         self.version += 1
@@ -240,6 +243,7 @@ class SequenceState:
         )
 
     def tokens(self) -> list[TokenInfo]:
+        """Every token's :class:`TokenInfo`, by physical index."""
         return [self.token(i) for i in range(len(self))]
 
     def set_of(self, index: int) -> list[int]:
@@ -263,12 +267,15 @@ class SequenceState:
 
     # ------------------------------------------------------------------ tensors
     def tokens_tensor(self, device: torch.device | str | None = None) -> Int[Tensor, "1 pos"]:
+        """``[1, pos]`` token ids (the model's input)."""
         return torch.tensor([self.token_ids], dtype=torch.long, device=device)
 
     def steps_tensor(self, device: torch.device | str | None = None) -> Int[Tensor, " pos"]:
+        """The step of every token (``-1`` for the prompt)."""
         return torch.tensor(self.steps, dtype=torch.long, device=device)
 
     def pruned_tensor(self, device: torch.device | str | None = None) -> Int[Tensor, " pos"]:
+        """The step at which each token was pruned (:data:`~tempo_lens.masks.ALIVE` if alive)."""
         vals = [ALIVE if p is None else p for p in self.pruned_at]
         return torch.tensor(vals, dtype=torch.long, device=device)
 
@@ -333,8 +340,10 @@ class SequenceState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SequenceState:
-        """Rebuild a state from :meth:`to_dict` (through :meth:`append_set` and :meth:`prune`,
-        so every invariant is checked again).
+        """Rebuild a state from :meth:`to_dict`.
+
+        Built through :meth:`append_set` and :meth:`prune`, so every invariant is checked
+        again.
 
         Raises:
             ValueError: The lists disagree in length, or the steps are not the prompt
@@ -350,15 +359,11 @@ class SequenceState:
             isolate=bool(data["isolate"]),
             positions=PositionScheme(**data.get("positions") or {}),
         )
-        first = p
-        while first < len(ids):
-            last = first
-            while last < len(ids) and steps[last] == steps[first]:
-                last += 1
-            if steps[first] != st.n_steps:
-                raise ValueError(f"token {first} has step {steps[first]}, expected {st.n_steps}")
-            st.append_set(ids[first:last], positions=logical[first:last])
-            first = last
+        for step, group in itertools.groupby(range(p, len(ids)), key=lambda i: steps[i]):
+            idx = list(group)
+            if step != st.n_steps:
+                raise ValueError(f"token {idx[0]} has step {step}, expected {st.n_steps}")
+            st.append_set([ids[i] for i in idx], positions=[logical[i] for i in idx])
         if steps[:p] != [-1] * p:
             raise ValueError("prompt tokens must have step -1")
         if [float(x) for x in logical] != st.logical:  # e.g. a moved prompt
@@ -379,17 +384,10 @@ class SequenceState:
     # ------------------------------------------------------------------ misc
     def copy(self) -> SequenceState:
         """An independent copy (same version number)."""
-        new = SequenceState(
-            self.token_ids[: self.prompt_length], isolate=self.isolate, positions=self.scheme
-        )
-        new.token_ids = list(self.token_ids)
-        new.steps = list(self.steps)
-        new.ranks = list(self.ranks)
-        new.logical = list(self.logical)
-        new.pruned_at = list(self.pruned_at)
+        new = copy.copy(self)  # scalars and the frozen scheme are shared
+        for name in ("token_ids", "steps", "ranks", "logical", "pruned_at"):
+            setattr(new, name, list(getattr(self, name)))
         new.set_indices = [list(s) for s in self.set_indices]
-        new.version = self.version
-        new.stale_from = self.stale_from
         return new
 
     def __repr__(self) -> str:
@@ -398,9 +396,3 @@ class SequenceState:
             f"SequenceState(len={len(self)}, prompt={self.prompt_length}, steps={self.n_steps}, "
             f"isolate={self.isolate}, scheme={self.scheme}, pruned={n_pruned})"
         )
-
-
-def _check_finite(values: Sequence[float]) -> None:
-    bad = [v for v in values if not math.isfinite(v)]
-    if bad:
-        raise ValueError(f"logical positions must be finite, got {bad[:3]}")

@@ -195,8 +195,10 @@ class Trace:
 
     # ------------------------------------------------------------------ text
     def clean_indices(self) -> list[int]:
-        """Physical index of the clean path's member of each step: the top surviving one
-        (the top member if all were pruned)."""
+        """Physical index of the clean path's member of each step.
+
+        The top surviving member (the top member if all were pruned).
+        """
         pruned_at = self.state.pruned_at
         out = []
         for rec in self.steps:
@@ -217,9 +219,9 @@ class Trace:
         return "".join(self.texts)
 
     def bracket_text(self, *, color: bool = False, show_pruned: bool = True) -> str:
-        """Prompt then each step: one member as is, several as ``[ a/ b]``.
+        r"""Prompt then each step: one member as is, several as ``[ a/ b]``.
 
-        Inside brackets a newline is shown as ``\\n`` so a set stays on one line.
+        Inside brackets a newline is shown as ``\n`` so a set stays on one line.
 
         Args:
             color: ANSI-colour members by rank (pruned members dimmed).

@@ -20,7 +20,7 @@ counter in ``tests/model/test_compare_decoders.py``):
 (a ``HookedTransformer``'s ``embed`` or a Hugging Face model's input embeddings), for
 methods whose cost cannot be derived (e.g. Hugging Face prompt-lookup decoding).
 
-Example:
+Examples:
     >>> import tempo_lens as tl
     >>> model = tl.make_tiny_model()
     >>> trace = tl.greedy(model, [1, 2, 3], max_steps=4)
@@ -91,8 +91,10 @@ def trace_budget(trace: Trace) -> Budget:
 
 
 def kv_bytes_per_position(model: HookedTransformer) -> int:
-    """Bytes one cached position takes over all layers (keys + values), measured on a real
-    TransformerLens KV cache after a one-token forward."""
+    """Bytes one cached position takes over all layers (keys + values).
+
+    Measured on a real TransformerLens KV cache after a one-token forward.
+    """
     cache = make_kv_cache(model)
     with torch.no_grad():
         tok = torch.zeros((1, 1), dtype=torch.long, device=model.cfg.device)

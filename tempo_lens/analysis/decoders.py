@@ -13,7 +13,7 @@ search, sampling and prompt-lookup decoding:
 * :func:`convergence_depth` — after a set, how many tokens until the members' replayed
   greedy continuations agree (the same token at the same offset).
 
-Example:
+Examples:
     >>> first_divergence([5, 6, 7], [5, 9, 7])
     1
     >>> covered([5, 9, 7], [5, 6, 7], [[5], [6, 9], [7]])
@@ -76,8 +76,10 @@ def pooled_distinct_n(outputs: Sequence[Sequence[int]], n: int = 2) -> float:
 
 
 def first_divergence(hypothesis: Sequence[int], reference: Sequence[int]) -> int | None:
-    """First position where ``hypothesis`` differs from ``reference`` (None if one is a
-    prefix of the other)."""
+    """First position where ``hypothesis`` differs from ``reference``.
+
+    None if one is a prefix of the other.
+    """
     for i, (a, b) in enumerate(zip(hypothesis, reference, strict=False)):
         if a != b:
             return i
@@ -87,8 +89,10 @@ def first_divergence(hypothesis: Sequence[int], reference: Sequence[int]) -> int
 def covered(
     hypothesis: Sequence[int], clean: Sequence[int], sets: Sequence[Sequence[int]]
 ) -> bool | None:
-    """Whether the token where ``hypothesis`` first leaves TEMPO's clean path was a member
-    of TEMPO's set at that step.
+    """Whether ``hypothesis`` leaves TEMPO's clean path through a member of TEMPO's set.
+
+    The token where ``hypothesis`` first leaves the clean path is looked up in TEMPO's set
+    at that step.
 
     Args:
         hypothesis: Generated ids of another method's hypothesis (e.g. a final beam).
@@ -106,8 +110,9 @@ def covered(
 
 
 def convergence_depth(continuations: Sequence[Sequence[int]]) -> int | None:
-    """Smallest ``d >= 1`` such that every continuation has the same token at offset
-    ``d - 1``; None if they never agree within their common length.
+    """Smallest ``d >= 1`` such that every continuation has the same token at ``d - 1``.
+
+    None if they never agree within their common length.
 
     >>> convergence_depth([[1, 2], [3, 4]]) is None
     True

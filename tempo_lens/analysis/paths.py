@@ -13,7 +13,7 @@ path before the set), so they run as one batch of equal-length rows.
 * :class:`EntropyMeter` — mean attention entropy of the new query rows of every forward
   (``hook_pattern`` of all layers), for comparing TEMPO and beam search at the same step.
 
-Example:
+Examples:
     >>> import tempo_lens as tl
     >>> model = tl.make_tiny_model()
     >>> paths = member_paths(model, [3, 14, 15], [7, 9], horizon=3)
@@ -160,8 +160,10 @@ def _replay(
 
 
 class EntropyMeter:
-    """Mean attention entropy (nats) of each forward's new query rows, over all layers,
-    heads and batch rows; one value per forward while :attr:`active`.
+    """Mean attention entropy (nats) of each forward's new query rows.
+
+    Averaged over all layers, heads and batch rows; one value per forward while
+    :attr:`active`.
 
     Attach with ``model.hooks(fwd_hooks=meter.fwd_hooks(model))``. With a KV cache the new
     queries are all rows of ``hook_pattern``; forward ``0`` of a generation is the prompt.

@@ -102,6 +102,7 @@ class IsolationCheck:
     consistent: bool | None
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of the result."""
         return jsonable(self)
 
 
@@ -255,6 +256,7 @@ class EntropyResult:
     heads: list[int]
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of the result."""
         return jsonable(self)
 
 

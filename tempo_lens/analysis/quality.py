@@ -17,7 +17,7 @@ the clean text had been written by hand:
   many different token ids the whole run appended over all members (the alternatives
   TEMPO explored).
 
-Example:
+Examples:
     >>> from tempo_lens import TempoConfig, generate, make_tiny_model
     >>> model = make_tiny_model()
     >>> trace = generate(model, [1, 2, 3], TempoConfig(selection_threshold=0.05, max_steps=4))
@@ -98,6 +98,7 @@ class CleanTextNLL:
     n_tokens: int
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of the scores."""
         return {
             "per_token": list(self.per_token),
             "mean_nll": self.mean_nll,
@@ -107,8 +108,11 @@ class CleanTextNLL:
 
 
 def clean_text_nll(model: HookedTransformer, trace: Trace) -> CleanTextNLL:
-    """Score ``trace``'s clean continuation (top surviving member per step) with the plain
-    model, conditioned on the prompt (see the module docstring)."""
+    """Score ``trace``'s clean continuation with the plain model, given the prompt.
+
+    The clean continuation is the top surviving member of each step (see the module
+    docstring).
+    """
     prompt = trace.state.token_ids[: trace.prompt_length]
     clean = trace.clean_ids()
     nll = token_nll(model, prompt + clean, start=len(prompt)).tolist()

@@ -24,7 +24,7 @@ Definitions (per layer and head; overall numbers average the layer/head values):
   sets. Splitting one position's attention among k members lowers per-token numbers by
   construction, so read the per-token ratio together with the set ratio.
 
-Example:
+Examples:
     >>> res = received_attention(data)            # doctest: +SKIP
     >>> res.ratio, res.set_ratio                    # doctest: +SKIP
 """

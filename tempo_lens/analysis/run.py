@@ -14,7 +14,7 @@ generates with :class:`~tempo_lens.capture.AttentionCapture`, analyses, and writ
 figures, ``report.html``    if ``tempo_lens.display.render_run`` is available
 ==========================  ======================================================
 
-Example:
+Examples:
     >>> from tempo_lens import TempoConfig, make_tiny_model
     >>> s = analyze_prompt(make_tiny_model(), [1, 2, 3], TempoConfig(max_steps=4),
     ...                    "out/run", figures=False)  # doctest: +SKIP

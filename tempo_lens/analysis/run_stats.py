@@ -65,6 +65,7 @@ class StatsReport:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of the report."""
         return jsonable(self)
 
 
@@ -89,9 +90,12 @@ def analyze_runs(
             ``"generated"`` (generated singletons only).
         min_samples: Fewest usable runs for which a verdict is drawn.
         alpha: Significance level of the Wilcoxon test.
-        n_boot / level / seed: Bootstrap settings.
+        n_boot: Bootstrap resamples.
+        level: Confidence level of the bootstrap intervals.
+        seed: Bootstrap seed.
         exclude_degenerate: Leave out runs flagged as repetition loops.
-        repetition_n / repetition_threshold: The repetition filter.
+        repetition_n: N-gram size of the repetition filter.
+        repetition_threshold: Repetition score above which a run is flagged.
     """
     if reference not in REFERENCES:
         raise ValueError(f"reference must be one of {REFERENCES}, got {reference!r}")

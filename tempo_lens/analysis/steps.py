@@ -13,7 +13,7 @@
   aggregation or rule) from the captured attention, through the generation loop's own
   :func:`~tempo_lens.pruning.gather_votes` / :func:`~tempo_lens.pruning.judge`.
 
-Example:
+Examples:
     >>> pa = pruning_analysis(trace, received=received_attention(data))  # doctest: +SKIP
     >>> pa.rates                                                        # doctest: +SKIP
 """
@@ -102,9 +102,11 @@ class PruningAnalysis:
 
     @property
     def n_decisions(self) -> int:
+        """Number of pruning decisions."""
         return len(self.decisions)
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of the result."""
         return jsonable(self)
 
 

@@ -1,4 +1,4 @@
-"""The ``tempo-lens`` command line.
+r"""The ``tempo-lens`` command line.
 
 Subcommands:
 
@@ -14,8 +14,8 @@ The generation options are generated from :class:`~tempo_lens.TempoConfig`'s fie
 (:mod:`tempo_lens.cli.gen_options`). Every bad value gets one line on stderr
 (``tempo-lens: error: ...``), exit code 2, and nothing is written.
 
-Example:
-    $ tempo-lens generate --prompt "The cat sat on the" --max-steps 20 \\
+Examples:
+    $ tempo-lens generate --prompt "The cat sat on the" --max-steps 20 \
         --selection-threshold 0.1 --json out.json
 """
 

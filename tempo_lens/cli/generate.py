@@ -1,7 +1,7 @@
-"""``tempo-lens generate``: one TEMPO generation (or a baseline); prints the bracket text.
+r"""``tempo-lens generate``: one TEMPO generation (or a baseline); prints the bracket text.
 
-Example:
-    $ tempo-lens generate --prompt "The cat sat on the" --max-steps 20 \\
+Examples:
+    $ tempo-lens generate --prompt "The cat sat on the" --max-steps 20 \
         --selection-threshold 0.1 --json out.json
 """
 

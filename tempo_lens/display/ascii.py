@@ -4,7 +4,7 @@ Every function takes plain numbers (a tensor, an array or lists) plus labels and
 string, so the output works in a terminal, a log file or a test snapshot. Labels of a
 trace's tokens come from :func:`tempo_lens.display.token_labels` (``text|step``).
 
-Example:
+Examples:
     >>> import torch
     >>> from tempo_lens.display.ascii import attention_heatmap, cross_parallel
     >>> attn = torch.tensor([[1.0, 0.0], [0.25, 0.75]])

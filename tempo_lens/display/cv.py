@@ -12,7 +12,7 @@ Tokens of a trace are labelled by :func:`tempo_lens.display.token_labels`: promp
 plain, generated tokens ``text|step`` (pruned ones ``~text~|step``), so the members of a
 set are recognisable in every circuitsvis widget.
 
-Example:
+Examples:
     >>> view = attention_heads(pattern, trace)        # doctest: +SKIP
     >>> view                                           # a notebook cell shows it offline
     >>> view.save("heads.html")                        # doctest: +SKIP
@@ -104,7 +104,7 @@ class CvView:
         return f"{bundle_script()}\n{self.fragment_html()}"
 
     def cdn_html(self) -> str:
-        """circuitsvis' CDN rendering (needs internet access in the browser)."""
+        """Circuitsvis' CDN rendering (needs internet access in the browser)."""
         return render_cdn(self.component, **self.props)
 
     def _repr_html_(self) -> str:

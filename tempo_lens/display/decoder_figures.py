@@ -7,7 +7,7 @@
 * :func:`budget_quality_figure` — each method's tokens forwarded against the NLL of its
   primary text, means with bootstrap CIs over prompts.
 
-Example:
+Examples:
     >>> fig = branching_figure({"tempo": [[2, 1], [1, 3]]}, {"tempo": [1, None]}, horizon=2)
     >>> len(fig.axes)
     2

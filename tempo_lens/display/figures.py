@@ -14,7 +14,7 @@ Figures are built with the object-oriented API on an Agg canvas (no ``pyplot``, 
 backend switch, nothing to close); in a notebook, display one with ``IPython.display``
 or save it and show the PNG.
 
-Example:
+Examples:
     >>> from tempo_lens.display.figures import widths_figure
     >>> fig = widths_figure([1, 3, 2], thresholds=[0.1, 0.1, 0.1], path="/tmp/w.png")
 """

@@ -5,7 +5,7 @@ The report holds the bracket and clean text, the token tree (inline SVG), figure
 any text renderings. It references no external URL: it opens from a file, offline, and can
 be mailed or archived as is.
 
-Example:
+Examples:
     >>> html = report_html(trace, figures={"widths": "fig/widths.png"})  # doctest: +SKIP
     >>> write_report("run/report.html", trace, figures=...)                # doctest: +SKIP
 """

@@ -12,7 +12,7 @@ with the step that pruned them and the score behind the decision.
 
 Nothing here loads anything from the network: the SVG and CSS are inline.
 
-Example:
+Examples:
     >>> print(tree_text(trace))                     # doctest: +SKIP
     >>> tree_view(trace).save("tree.html")          # doctest: +SKIP
 """

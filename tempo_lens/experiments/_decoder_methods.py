@@ -110,8 +110,11 @@ def run_tempo(
 
 
 def run_beam(model: HookedTransformer, prompt: list[int], max_steps: int, k: int) -> MethodRun:
-    """Beam search (:func:`tempo_lens.beam_search`, Hugging Face semantics); outputs are the
-    finished hypotheses, best first; alternatives the k best continuations of each step."""
+    """Beam search (:func:`tempo_lens.beam_search`, Hugging Face semantics).
+
+    Outputs are the finished hypotheses, best first; alternatives the k best
+    continuations of each step.
+    """
     (trace,), counter, meter, seconds = _measured(
         model, lambda: [tl.beam_search(model, prompt, max_steps=max_steps, num_beams=k)]
     )
@@ -135,8 +138,10 @@ def run_sampling(
     top_p: float,
     seeds: Sequence[int],
 ) -> MethodRun:
-    """``n`` seeded samples at temperature 1 (nucleus ``top_p``); alternatives at step s are
-    the samples' tokens at s; the budget is the n runs' sum."""
+    """``n`` seeded samples at temperature 1 (nucleus ``top_p``).
+
+    Alternatives at step s are the samples' tokens at s; the budget is the n runs' sum.
+    """
 
     def draw() -> list[Trace]:
         return [
@@ -163,8 +168,10 @@ def run_sampling(
 def run_hf(
     hf: Any, prompt: list[int], max_steps: int, *, eos: int | None, lookup_tokens: int
 ) -> MethodRun:
-    """Hugging Face ``generate`` (greedy) on the same weights, with prompt-lookup decoding
-    (``prompt_lookup_num_tokens=lookup_tokens``; Saxena 2023) or without (``0``).
+    """Hugging Face ``generate`` (greedy) on the same weights, with or without lookup.
+
+    Prompt-lookup decoding: ``prompt_lookup_num_tokens=lookup_tokens`` (Saxena 2023), or
+    without it (``0``).
 
     Forwards and tokens are counted on the input embeddings; the peak KV-cache length is read
     from the model's cache after every forward.

@@ -147,8 +147,10 @@ _HF: dict[int, Any] = {}
 
 
 def hf_model(cfg: Config, model: Any) -> Any:
-    """The same weights as a Hugging Face Llama (cached per model object): the dequantized
-    copy of the default model, or the tiny model's weights exported."""
+    """The same weights as a Hugging Face Llama (cached per model object).
+
+    The dequantized copy of the default model, or the tiny model's weights exported.
+    """
     if id(model) not in _HF:
         if cfg.tiny:
             from tempo_lens.hf_export import hf_llama_from_hooked

@@ -5,7 +5,7 @@ Pure functions from a CI (or a check) to a verdict: ``"supported"``, ``"refuted"
 any number of the default model existed; ``findings.summarize`` applies them and nothing
 else decides a verdict.
 
-Example:
+Examples:
     >>> interval((0.45, 0.55), 0.4, 0.6)
     'supported'
     >>> direction((-0.3, -0.1), sign=-1, margin=0.05)
@@ -56,9 +56,12 @@ def interval(ci: Sequence[float], a: float, b: float, n: int | None = None) -> V
 
 
 def direction(ci: Sequence[float], *, sign: int, margin: float, n: int | None = None) -> Verdict:
-    """Supported if the CI lies on the claimed side of 0 (``sign`` -1: below, +1: above);
+    """The verdict on a directional claim from a confidence interval.
+
+    Supported if the CI lies on the claimed side of 0 (``sign`` -1: below, +1: above);
     refuted if it lies on the other side or inside ``[-margin, margin]`` (negligible; this
-    wins over "supported")."""
+    wins over "supported").
+    """
     if sign not in (-1, 1):
         raise ValueError(f"sign must be -1 or +1, got {sign}")
     if margin < 0:

@@ -41,8 +41,11 @@ class Config(GenerationConfig):
 
 
 def sibling_shares(per_head: np.ndarray) -> np.ndarray:
-    """``[layer, head, member, member]`` -> ``[layer, member - 1]``: the attention member
-    ``a >= 1`` pays to its earlier siblings (summed over them), mean over heads."""
+    """``[layer, head, member, member]`` -> ``[layer, member - 1]`` sibling attention.
+
+    The attention member ``a >= 1`` pays to its earlier siblings (summed over them), mean
+    over heads.
+    """
     m = per_head.mean(axis=1)
     return np.stack([m[:, a, :a].sum(-1) for a in range(1, m.shape[-1])], axis=-1)
 

@@ -87,8 +87,11 @@ def _next_logits(model: Any, ids: list[int]) -> torch.Tensor:
 
 
 def _sequence(model: Any, prompt: list[int], cfg: Config, unit: Unit) -> tl.SequenceState:
-    """prompt + the top-n next tokens (EOS excluded) as one set + the greedy continuation
-    after the top-1 member, both under the plain model, at the unit's positions."""
+    """The unit's sequence: prompt, one set of the top-n next tokens, greedy continuation.
+
+    The set holds the top-n next tokens (EOS excluded), the continuation is greedy after
+    the top-1 member, both under the plain model, at the unit's positions.
+    """
     logits = _next_logits(model, prompt).clone()
     if (eos := eos_token_id(model)) is not None:
         logits[eos] = -math.inf
