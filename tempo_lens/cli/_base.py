@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from tempo_lens.options import Parser, UsageError, report_usage_error
 
-__all__ = ["run_parser", "script_parser"]
+__all__ = ["Command", "fmt", "run_parser", "script_parser"]
 
 
 def script_parser(
@@ -35,3 +37,36 @@ def run_parser(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> i
         return int(args.func(args))
     except (UsageError, ValueError, FileNotFoundError) as exc:
         return report_usage_error(parser.prog, exc)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand of ``tempo-lens`` that also runs as a stand-alone script.
+
+    Attributes:
+        name: Subcommand name.
+        help: One line for ``tempo-lens --help``.
+        description: First line of the command's own ``--help``.
+        build: Adds the command's options and ``set_defaults(func=...)`` to a parser.
+        script_prog: Program name when run stand-alone (:meth:`main`).
+    """
+
+    name: str
+    help: str
+    description: str
+    build: Callable[[argparse.ArgumentParser], None]
+    script_prog: str
+
+    def register(self, subparsers: Any) -> None:
+        """Add the command to the ``tempo-lens`` subcommands."""
+        self.build(subparsers.add_parser(self.name, help=self.help, description=self.description))
+
+    def main(self, argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+        """Run the command stand-alone; returns the exit code (2 on bad values)."""
+        parser = script_parser(prog or self.script_prog, self.description, self.build)
+        return run_parser(parser, argv)
+
+
+def fmt(x: float | None, digits: int = 3) -> str:
+    """``x`` to ``digits`` significant digits; ``n/a`` for None."""
+    return "n/a" if x is None else f"{x:.{digits}g}"

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from tempo_lens.cli._base import run_parser, script_parser
+from tempo_lens.cli._base import Command, fmt
 from tempo_lens.cli.gen_options import (
     add_generation_options,
     load_model_from_args,
@@ -22,7 +20,7 @@ from tempo_lens.cli.gen_options import (
 )
 from tempo_lens.options import UsageError, read_prompts
 
-__all__ = ["add_analyze_options", "main", "register", "run"]
+__all__ = ["COMMAND", "add_analyze_options", "main", "register", "run"]
 
 DESCRIPTION = "TEMPO generation with attention capture and analyses."
 
@@ -49,14 +47,15 @@ def _build(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=run)
 
 
-def register(subparsers: Any) -> None:
-    """Add the ``analyze`` subcommand."""
-    _build(subparsers.add_parser("analyze", help="generate with attention capture and analyse"))
-
-
-def main(argv: Sequence[str] | None = None, prog: str = "run_attention_analysis") -> int:
-    """``analyze`` as a stand-alone command (returns the exit code)."""
-    return run_parser(script_parser(prog, DESCRIPTION, _build), argv)
+COMMAND = Command(
+    name="analyze",
+    help="generate with attention capture and analyse",
+    description=DESCRIPTION,
+    build=_build,
+    script_prog="run_attention_analysis",
+)
+register = COMMAND.register
+main = COMMAND.main
 
 
 def _prompts(args: argparse.Namespace) -> list[str]:
@@ -136,13 +135,9 @@ def run(args: argparse.Namespace) -> int:
             r, iso = s["received"], s["isolation"]
             sys.stdout.write(
                 f"{d}: {s['summary']['bracket_text']!r}\n"
-                f"  parallel:non-parallel ratio={_fmt(r['ratio'])} "
-                f"(vs generated {_fmt(r['ratio_generated'])}, per set {_fmt(r['set_ratio'])}) "
+                f"  parallel:non-parallel ratio={fmt(r['ratio'])} "
+                f"(vs generated {fmt(r['ratio_generated'])}, per set {fmt(r['set_ratio'])}) "
                 f"n_parallel={r['n_parallel']} max_sibling_attention="
-                f"{_fmt(iso['max_sibling_attention'])}\n"
+                f"{fmt(iso['max_sibling_attention'])}\n"
             )
     return 0
-
-
-def _fmt(x: Any, digits: int = 3) -> str:
-    return "n/a" if x is None else f"{x:.{digits}g}"

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tempo_lens.cli._base import run_parser, script_parser
+from tempo_lens.cli._base import Command, fmt
 from tempo_lens.options import UsageError
 
-__all__ = ["add_stats_options", "main", "register", "run"]
+__all__ = ["COMMAND", "add_stats_options", "main", "register", "run"]
 
 DESCRIPTION = "Statistics over a directory of attention analyses."
 
@@ -42,18 +41,15 @@ def _build(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=run)
 
 
-def register(subparsers: Any) -> None:
-    """Add the ``stats`` subcommand."""
-    _build(subparsers.add_parser("stats", help="statistics over a directory of analysis runs"))
-
-
-def main(argv: Sequence[str] | None = None, prog: str = "statistical_confidence") -> int:
-    """``stats`` as a stand-alone command (returns the exit code)."""
-    return run_parser(script_parser(prog, DESCRIPTION, _build), argv)
-
-
-def _fmt(x: Any, digits: int = 3) -> str:
-    return "n/a" if x is None else f"{x:.{digits}g}"
+COMMAND = Command(
+    name="stats",
+    help="statistics over a directory of analysis runs",
+    description=DESCRIPTION,
+    build=_build,
+    script_prog="statistical_confidence",
+)
+register = COMMAND.register
+main = COMMAND.main
 
 
 def _table_rows(report: Any) -> list[tuple[str, str]]:
@@ -64,14 +60,14 @@ def _table_rows(report: Any) -> list[tuple[str, str]]:
         ("runs (used / total)", f"{report.n_used} / {report.n_runs}"),
         ("degenerate / missing", f"{report.n_degenerate} / {report.n_missing}"),
         ("reference group", report.reference),
-        ("parallel mean", _fmt(report.parallel_mean, 4)),
-        ("non-parallel mean", _fmt(report.non_parallel_mean, 4)),
-        ("ratio mean [CI]", f"{_fmt(report.ratio_mean)} [{_fmt(ci[0])}, {_fmt(ci[1])}]"),
-        ("set ratio mean [CI]", f"{_fmt(report.set_ratio_mean)} [{_fmt(sci[0])}, {_fmt(sci[1])}]"),
-        ("Wilcoxon W, p", f"{_fmt(t.wilcoxon_statistic)}, {_fmt(t.wilcoxon_p)}"),
-        ("paired t, p", f"{_fmt(t.t_statistic)}, {_fmt(t.t_p)}"),
-        ("Cohen's d_z", _fmt(t.cohens_dz)),
-        ("rank-biserial r", _fmt(t.rank_biserial)),
+        ("parallel mean", fmt(report.parallel_mean, 4)),
+        ("non-parallel mean", fmt(report.non_parallel_mean, 4)),
+        ("ratio mean [CI]", f"{fmt(report.ratio_mean)} [{fmt(ci[0])}, {fmt(ci[1])}]"),
+        ("set ratio mean [CI]", f"{fmt(report.set_ratio_mean)} [{fmt(sci[0])}, {fmt(sci[1])}]"),
+        ("Wilcoxon W, p", f"{fmt(t.wilcoxon_statistic)}, {fmt(t.wilcoxon_p)}"),
+        ("paired t, p", f"{fmt(t.t_statistic)}, {fmt(t.t_p)}"),
+        ("Cohen's d_z", fmt(t.cohens_dz)),
+        ("rank-biserial r", fmt(t.rank_biserial)),
     ]
 
 
