@@ -17,8 +17,10 @@ __all__ = ["GenerationConfig", "available", "spec"]
 
 
 def available() -> list[str]:
-    """Names of the experiments shipped with tempo_lens (sorted): the public modules here
-    that define ``SPEC`` (helpers such as ``findings_rules`` do not)."""
+    """Names of the experiments shipped with tempo_lens (sorted).
+
+    The public modules here that define ``SPEC`` (helpers such as ``findings_rules`` do not).
+    """
     names = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
     return sorted(n for n in names if hasattr(importlib.import_module(f"{__name__}.{n}"), "SPEC"))
 
