@@ -1,4 +1,5 @@
-"""Pieces shared by the experiments: the generation settings and number formatting."""
+"""Pieces shared by the experiments: default prompts, the generation settings, the per-run
+metrics of a generation, and number formatting."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tempo_lens.analysis.quality import clean_text_nll, trace_diversity
+from tempo_lens.analysis.stats import repetition_score
 from tempo_lens.config import Readout, TempoConfig
 from tempo_lens.pruning import PruningConfig, parse_rule
 from tempo_lens.runner import RunConfig
 
-__all__ = ["PROMPTS", "GenerationConfig", "fmt", "fmt_ci", "fmt_estimate"]
+__all__ = ["PROMPTS", "GenerationConfig", "fmt", "fmt_ci", "fmt_estimate", "run_metrics"]
 
 PROMPTS = (  # default prompts of the experiments (each takes the first few)
     "The cat sat on the",
@@ -62,6 +65,34 @@ class GenerationConfig(RunConfig):
         }
         kw.update(overrides)
         return TempoConfig(**kw)
+
+
+def run_metrics(model: Any, trace: Any) -> dict[str, Any]:
+    """The per-run columns the experiments share, for one generation's trace.
+
+    ``steps, parallel_steps, mean_width, max_width, pruned`` (:meth:`Trace.summary`),
+    ``clean_nll, clean_perplexity`` (the clean text under the plain model,
+    :func:`~tempo_lens.analysis.quality.clean_text_nll`), the diversity columns of
+    :func:`~tempo_lens.analysis.quality.trace_diversity`, ``repetition`` (3-grams of the
+    clean ids), ``stop_reason``, ``clean_ids`` (space-separated), ``clean_text``,
+    ``bracket_text``.
+    """
+    summ, q = trace.summary(), clean_text_nll(model, trace)
+    return {
+        "steps": summ["total_steps"],
+        "parallel_steps": summ["parallel_steps"],
+        "mean_width": summ["average_parallel_width"],
+        "max_width": summ["max_parallel_width"],
+        "pruned": summ["pruned"],
+        "clean_nll": q.mean_nll,
+        "clean_perplexity": q.perplexity,
+        **trace_diversity(trace),
+        "repetition": repetition_score(trace.clean_ids()),
+        "stop_reason": trace.stop_reason,
+        "clean_ids": " ".join(map(str, trace.clean_ids())),
+        "clean_text": trace.clean_text(),
+        "bracket_text": trace.bracket_text(),
+    }
 
 
 def fmt(x: float | None) -> str:

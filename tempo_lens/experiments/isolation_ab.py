@@ -27,8 +27,7 @@ import pandas as pd
 import tempo_lens as tl
 from tempo_lens.analysis import estimate, paired_tests, received_attention, sibling_attention
 from tempo_lens.analysis._util import jsonable
-from tempo_lens.analysis.quality import clean_text_nll, trace_diversity
-from tempo_lens.experiments._common import PROMPTS, GenerationConfig, fmt, fmt_ci
+from tempo_lens.experiments._common import PROMPTS, GenerationConfig, fmt, fmt_ci, run_metrics
 from tempo_lens.io import atomic_write_json
 from tempo_lens.runner import ExperimentSpec, Unit, encode
 
@@ -62,26 +61,13 @@ def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, An
     shares = [sibling_shares(m.per_head) for m in mats]
     off = [m.per_head[..., ~np.eye(len(m.indices), dtype=bool)] for m in mats]
     per_layer = np.concatenate(shares, -1) if shares else np.zeros((len(data.layers), 0))
-    summ, div = trace.summary(), trace_diversity(trace)
-    q = clean_text_nll(model, trace)
     run = {
-        "steps": summ["total_steps"],
-        "parallel_steps": summ["parallel_steps"],
-        "mean_width": summ["average_parallel_width"],
-        "max_width": summ["max_parallel_width"],
-        "pruned": summ["pruned"],
+        **run_metrics(model, trace),
         "sibling_attention": float(per_layer.mean()) if per_layer.size else math.nan,
         "max_sibling_attention": max((float(x.max()) for x in off), default=math.nan),
         "ratio": rec.ratio,
         "ratio_generated": rec.ratio_generated,
         "set_ratio": rec.set_ratio,
-        "clean_nll": q.mean_nll,
-        "clean_perplexity": q.perplexity,
-        **{k: div[k] for k in ("distinct_1", "distinct_2", "distinct_generated")},
-        "stop_reason": trace.stop_reason,
-        "clean_ids": " ".join(map(str, trace.clean_ids())),
-        "clean_text": trace.clean_text(),
-        "bracket_text": trace.bracket_text(),
     }
     layers = [
         {

@@ -29,10 +29,9 @@ from typing import Any
 import pandas as pd
 
 import tempo_lens as tl
-from tempo_lens.analysis import estimate, rank_correlation, repetition_score
+from tempo_lens.analysis import estimate, rank_correlation
 from tempo_lens.analysis._util import jsonable
-from tempo_lens.analysis.quality import clean_text_nll, trace_diversity
-from tempo_lens.experiments._common import PROMPTS, GenerationConfig, fmt, fmt_ci
+from tempo_lens.experiments._common import PROMPTS, GenerationConfig, fmt, fmt_ci, run_metrics
 from tempo_lens.io import atomic_write_json, atomic_write_text
 from tempo_lens.runner import ExperimentSpec, Unit, encode
 from tempo_lens.schedules import SCHEDULE_KINDS
@@ -119,25 +118,13 @@ def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, An
     else:
         trace = tl.generate(model, prompt, cfg.cell_config(tau, kind))
     seconds = time.perf_counter() - t0
-    summ, q, div = trace.summary(), clean_text_nll(model, trace), trace_diversity(trace)
-    taus = [r.threshold for r in trace.steps]
+    taus, metrics = [r.threshold for r in trace.steps], run_metrics(model, trace)
     row = {
         "tau_first": taus[0] if taus else math.nan,
         "tau_last": taus[-1] if taus else math.nan,
-        "steps": summ["total_steps"],
-        "parallel_steps": summ["parallel_steps"],
-        "mean_width": summ["average_parallel_width"],
-        "max_width": summ["max_parallel_width"],
-        "pruned": summ["pruned"],
-        "clean_nll": q.mean_nll,
-        "clean_perplexity": q.perplexity,
-        **div,
-        "repetition": repetition_score(trace.clean_ids()),
+        **metrics,
         "wall_seconds": seconds,
-        "seconds_per_step": seconds / summ["total_steps"] if summ["total_steps"] else math.nan,
-        "stop_reason": trace.stop_reason,
-        "clean_text": trace.clean_text(),
-        "bracket_text": trace.bracket_text(),
+        "seconds_per_step": seconds / metrics["steps"] if metrics["steps"] else math.nan,
     }
     return {"runs": [row]}
 

@@ -80,7 +80,7 @@ RECORDED: dict[str, tuple[list[str], dict[str, tuple[int, list[str]]], set[str],
                           "seconds_per_step", "stop_reason", "clean_text", "bracket_text"]),
         },
         set(),
-        set(),
+        {"runs.clean_ids"},  # shared per-run metrics (experiments._common.run_metrics)
     ),
     "isolation_ab": (
         GEN,
@@ -97,7 +97,9 @@ RECORDED: dict[str, tuple[list[str], dict[str, tuple[int, list[str]]], set[str],
         # the runner times every unit (units/*.json "seconds"); the divergence step was
         # dropped by the port (9ade0b6), which added the clean token ids instead
         {"runs.wall_seconds", "runs.first_clean_divergence"},
-        {"runs.clean_ids"},
+        # shared per-run metrics (experiments._common.run_metrics)
+        {"runs.clean_ids", "runs.generated_tokens", "runs.distinct_generated_ratio",
+         "runs.repetition"},
     ),
 }  # fmt: skip
 
@@ -132,6 +134,10 @@ VALUES: dict[str, list[tuple[str, dict[str, Any], str, Any]]] = {
          2.054301505581454),
         ("runs", {"prompt_id": 0, "schedule": "bezier", "threshold": 0.1}, "tau_last", 0.26875),
         ("runs", {"prompt_id": 0, "schedule": "constant", "threshold": 0.1}, "mean_width", 2.0),
+        ("runs", {"prompt_id": 1, "schedule": "constant", "threshold": 0.05},
+         "distinct_generated_ratio", 0.8571428571428571),
+        ("runs", {"prompt_id": 1, "schedule": "constant", "threshold": 0.05},
+         "generated_tokens", 21),
         ("cells", {"schedule": "constant", "threshold": 0.05}, "pruned", 4.333333333333333),
         ("cells", {"schedule": "linear", "threshold": 0.05}, "clean_nll", 2.8879282921519565),
     ],
@@ -139,6 +145,7 @@ VALUES: dict[str, list[tuple[str, dict[str, Any], str, Any]]] = {
         ("runs", {"prompt_id": 0, "mode": "isolated"}, "clean_nll", 4.853925145642568),
         ("runs", {"prompt_id": 0, "mode": "visible"}, "sibling_attention", 0.17259947955608368),
         ("runs", {"prompt_id": 0, "mode": "visible"}, "ratio", 0.7038020820488259),
+        ("runs", {"prompt_id": 0, "mode": "isolated"}, "distinct_generated", 18),
         ("runs", {"prompt_id": 0, "mode": "isolated"}, "bracket_text",
          "<3><14><15><9><26>[<50>/<48>/<54>/<36>/<43>][<48>/<1>/<26>]"
          "[<30>/<35>/<17>/<20>/<19>][<51>/<8>/<24>/<29>/<9>/<14>]"),
