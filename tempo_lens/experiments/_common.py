@@ -1,5 +1,8 @@
-"""Pieces shared by the experiments: default prompts, the generation settings, the per-run
-metrics of a generation, and number formatting."""
+"""Pieces shared by the experiments.
+
+Default prompts, the generation settings, the per-run metrics of a generation, and number
+formatting.
+"""
 
 from __future__ import annotations
 
