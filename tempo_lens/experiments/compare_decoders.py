@@ -35,7 +35,6 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -52,10 +51,11 @@ from tempo_lens.analysis.paths import continuation_nlls, member_paths, replay_se
 from tempo_lens.analysis.quality import distinct_n
 from tempo_lens.config import Readout, TempoConfig
 from tempo_lens.experiments import _decoder_methods as dm
+from tempo_lens.experiments._common import PROMPTS
 from tempo_lens.experiments._compare_summary import summarize
 from tempo_lens.fast import enable_fast_path
 from tempo_lens.pruning import PruningConfig, parse_rule
-from tempo_lens.runner import ExperimentSpec, RunConfig, Unit, encode, run_cli, unit_seed
+from tempo_lens.runner import ExperimentSpec, RunConfig, Unit, encode, unit_seed
 
 MODES = ("isolated", "visible")
 
@@ -339,21 +339,10 @@ SPEC = ExperimentSpec(
     run_unit=run_unit,
     summarize=summarize,
     description=(__doc__ or "").splitlines()[0],
-    default_prompts=(
-        "The cat sat on the",
-        "Once upon a time, there was a",
-        "The capital of France is",
-        "To make a cup of tea, first",
-        "The best way to learn a language is",
-        "In the morning, the old man",
-    ),
+    default_prompts=PROMPTS,
     quick={"max_steps": 4, "taus": (0.1,), "beams": (2, 4), "n_samples": 2, "horizon": 2},
 )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run from the command line; 0 on success, 2 (one line on stderr) on bad values."""
-    return run_cli(SPEC, argv)
+main = SPEC.main
 
 
 if __name__ == "__main__":
