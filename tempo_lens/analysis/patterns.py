@@ -302,9 +302,20 @@ def attention_entropy(
 
 
 def head_specialisation(
-    data: AttentionData, *, window: float | int = 3.0, include_prompt: bool = False
+    data: AttentionData,
+    *,
+    window: float | int = 3.0,
+    include_prompt: bool = False,
+    exclude_sink: bool = False,
 ) -> pd.DataFrame:
     """Per head: mean fraction of attention to keys within ``window`` logical positions.
+
+    Args:
+        data: Captured attention.
+        window: Largest ``|pos_q - pos_k|`` counted as local.
+        include_prompt: Also count the prompt's queries.
+        exclude_sink: Drop key 0 (the attention sink) and renormalise each row over the
+            remaining keys (queries that put all their attention on it are left out).
 
     Returns:
         Rows ``layer, head, local_fraction, distant_fraction, n_queries``.
@@ -313,7 +324,7 @@ def head_specialisation(
         raise ValueError(f"window must be >= 0, got {window}")
     logical = np.asarray(data.state.logical)
     n_l, n_h = len(data.layers), len(data.heads)
-    local_sum, nq = np.zeros((n_l, n_h)), 0
+    local_sum, nq = np.zeros((n_l, n_h)), np.zeros((n_l, n_h))
     for s in data.steps:
         if s < 0 and not include_prompt:
             continue
@@ -321,16 +332,25 @@ def head_specialisation(
         rows = data.rows(s).astype(np.float64)
         k = rows.shape[-1]
         near = np.abs(logical[q][:, None] - logical[None, :k]) <= window
+        if exclude_sink:
+            rows = rows[..., 1:]
+            near = near[:, 1:]
+            mass = rows.sum(-1, keepdims=True)
+            ok = mass[..., 0] > 0
+            rows = np.where(mass > 0, rows / np.where(mass > 0, mass, 1.0), 0.0)
+        else:
+            ok = np.ones(rows.shape[:3], dtype=bool)
         local_sum += np.einsum("lhqk,qk->lh", rows, near)
-        nq += len(q)
-    local = local_sum / nq if nq else np.full((n_l, n_h), np.nan)
+        nq += ok.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        local = np.where(nq > 0, local_sum / np.maximum(nq, 1), np.nan)
     recs = [
         {
             "layer": data.layers[li],
             "head": data.heads[hi],
             "local_fraction": float(local[li, hi]),
             "distant_fraction": float(1.0 - local[li, hi]),
-            "n_queries": nq,
+            "n_queries": int(nq[li, hi]),
         }
         for li in range(n_l)
         for hi in range(n_h)

@@ -1,0 +1,222 @@
+"""Replays of a finished TEMPO sequence under changed conditions, and plain-model checks.
+
+* :func:`replay_attention` — the same tokens and sets, re-run in one forward with another
+  position scheme (``"distinct"``: every member at its own position, the control for
+  position sharing) and/or the other isolation mode; returns
+  :class:`~tempo_lens.capture.AttentionData` as if captured during generation.
+* :func:`continuation_support` — for each parallel set followed by ``window`` further
+  steps, the plain model's log-likelihood of the clean continuation after each member
+  (which alternative the continuation actually supports), next to the attention score the
+  retroactive pruner would give that member (:func:`tempo_lens.pruning.score_members`).
+* :func:`recomputed_widths` — every step's set size recomputed from the captured final
+  residual stream (``ln_final.hook_normalized``): unembedding, readout, threshold.
+
+Example:
+    >>> data_distinct = replay_attention(model, trace, scheme="distinct")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from transformer_lens import HookedTransformer
+
+from tempo_lens.capture import AttentionData
+from tempo_lens.hooks import attach
+from tempo_lens.positions import PositionScheme
+from tempo_lens.pruning import score_members
+from tempo_lens.state import SequenceState
+from tempo_lens.trace import Trace
+
+__all__ = ["continuation_support", "recomputed_widths", "replay_attention", "replay_state"]
+
+RESID = "ln_final.hook_normalized"
+
+
+def replay_state(
+    trace: Trace, *, scheme: Literal["shared", "distinct"] = "shared", isolate: bool | None = None
+) -> SequenceState:
+    """The trace's sequence with the given position scheme and isolation mode.
+
+    ``"shared"`` keeps the trace's logical positions; ``"distinct"`` gives every token its
+    own consecutive position (logical = physical). Pruning marks are kept.
+    """
+    if scheme not in ("shared", "distinct"):
+        raise ValueError(f"scheme must be 'shared' or 'distinct', got {scheme!r}")
+    src = trace.state
+    iso = src.isolate if isolate is None else bool(isolate)
+    pos = PositionScheme(kind="distinct") if scheme == "distinct" else src.scheme
+    st = SequenceState(src.token_ids[: src.prompt_length], isolate=iso, positions=pos)
+    for members in src.set_indices:
+        ids = [src.token_ids[i] for i in members]
+        st.append_set(
+            ids, positions=None if scheme == "distinct" else [src.logical[i] for i in members]
+        )
+    for i, p in enumerate(src.pruned_at):
+        if p is not None:
+            st.prune(i, at_step=p)
+    st.clear_stale()
+    return st
+
+
+def replay_attention(
+    model: HookedTransformer,
+    trace: Trace,
+    *,
+    scheme: Literal["shared", "distinct"] = "shared",
+    isolate: bool | None = None,
+) -> AttentionData:
+    """Attention of every layer and head of the replayed sequence (one forward, no logits).
+
+    Raises:
+        ValueError: an unknown ``scheme``.
+    """
+    st = replay_state(trace, scheme=scheme, isolate=isolate)
+    pats: dict[str, torch.Tensor] = {}
+
+    def keep(x: torch.Tensor, hook: Any) -> None:
+        pats[str(hook.name)] = x[0].detach().float().cpu()
+
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
+    with torch.no_grad(), attach(model, st):
+        model.run_with_hooks(
+            st.tokens_tensor(model.cfg.device),
+            return_type=None,
+            fwd_hooks=[(n, keep) for n in names],
+        )
+    pattern = torch.stack([pats[n] for n in names])
+    return AttentionData.from_full(st, pattern, texts=list(trace.texts))
+
+
+def _final_resid(model: HookedTransformer, tokens: torch.Tensor) -> torch.Tensor:
+    out: dict[str, torch.Tensor] = {}
+
+    def keep(x: torch.Tensor, hook: Any) -> None:
+        out["r"] = x.detach()
+
+    with torch.no_grad():
+        model.run_with_hooks(tokens, return_type=None, fwd_hooks=[(RESID, keep)])
+    return out["r"]
+
+
+def _log_probs(model: HookedTransformer, resid: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        logits = model.unembed(resid.unsqueeze(0))[0]
+    return torch.log_softmax(logits.to(torch.float64), dim=-1)
+
+
+def continuation_support(
+    model: HookedTransformer, trace: Trace, data: AttentionData, *, window: int = 3
+) -> pd.DataFrame:
+    """Per member of each parallel set ``s`` with ``window`` further steps: the plain
+    model's ``log p(c_1..c_window | prompt, clean path before s, member)`` (``c`` = the
+    clean path's members of steps ``s+1..s+window``) and the pruner's attention score
+    (mean over captured layers, heads and the queries of steps ``s+1..s+window``).
+
+    Returns:
+        Rows ``set_step, index, rank, set_size, probability, loglik, attention,
+        supported`` (``supported``: the member with the highest ``loglik``, ties to rank).
+        Sequences are scored in one right-padded batch without TEMPO hooks.
+    """
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    st, clean = trace.state, trace.clean_ids()
+    prompt = st.token_ids[: st.prompt_length]
+    seqs, meta = [], []
+    for s, members in enumerate(st.set_indices):
+        if len(members) < 2 or s + window >= st.n_steps:
+            continue
+        n0 = st.set_indices[s + 1][0]
+        rows = np.concatenate(
+            [data.rows(t)[..., :n0] for t in range(s + 1, s + window + 1)], axis=2
+        )
+        att = score_members(torch.from_numpy(rows), members, head_agg="mean", query_agg="mean")
+        probs = trace.steps[s].probabilities
+        for r, i in enumerate(members):
+            seqs.append(prompt + clean[:s] + [st.token_ids[i]] + clean[s + 1 : s + 1 + window])
+            meta.append((s, i, r, len(members), float(probs[r]), float(att[r])))
+    cols = ["set_step", "index", "rank", "set_size", "probability", "loglik", "attention"]
+    if not seqs:
+        return pd.DataFrame(columns=[*cols, "supported"])
+    width = max(len(x) for x in seqs)
+    tokens = torch.zeros((len(seqs), width), dtype=torch.long)
+    for b, x in enumerate(seqs):
+        tokens[b, : len(x)] = torch.tensor(x)
+    resid = _final_resid(model, tokens.to(model.cfg.device))
+    b_idx = torch.tensor([b for b in range(len(seqs)) for _ in range(window)])
+    p_idx = torch.tensor([len(x) - window - 1 + j for x in seqs for j in range(window)])
+    targets = torch.tensor([t for x in seqs for t in x[-window:]])
+    lp = _log_probs(model, resid[b_idx, p_idx])  # one unembedding for every scored position
+    ll = lp.gather(-1, targets.unsqueeze(-1).to(lp.device)).view(len(seqs), window).sum(-1)
+    recs = [dict(zip(cols, [*m[:5], float(ll[b]), m[5]], strict=True)) for b, m in enumerate(meta)]
+    df = pd.DataFrame(recs, columns=cols)
+    best = df.sort_values(["set_step", "loglik", "rank"], ascending=[True, False, True])
+    winners = set(best.groupby("set_step")["index"].first())
+    df["supported"] = df["index"].isin(winners)
+    return df
+
+
+def recomputed_widths(
+    model: HookedTransformer,
+    trace: Trace,
+    resid: Mapping[int, np.ndarray],
+    *,
+    tie_tolerance: float = 1e-5,
+) -> pd.DataFrame:
+    """Each step's set size vs ``min(cap, max(1, #{p >= tau}))`` recomputed from the residual.
+
+    Args:
+        model: The model (its unembedding).
+        trace: A TEMPO trace (no prefilter).
+        resid: ``step -> [q_new, d_model]`` final residual (``ln_final.hook_normalized``)
+            captured at each step (``-1`` = the prompt).
+        tie_tolerance: Steps with a probability within this of tau are not judged.
+
+    Returns:
+        Rows ``step, threshold, width, expected, judged, match``.
+    """
+    cfg = trace.tempo_config
+    if cfg is None:
+        raise ValueError("recomputed_widths needs a TEMPO trace")
+    from tempo_lens.text import eos_token_id
+
+    eos = eos_token_id(model)
+    prevs = [rec.step - 1 for rec in trace.steps]
+    rows = [torch.as_tensor(np.asarray(resid[s]), device=model.cfg.device) for s in prevs]
+    all_p = _log_probs(model, torch.cat(rows)).exp() if rows else None
+    offsets = np.cumsum([0] + [len(r) for r in rows])
+    recs = []
+    for j, rec in enumerate(trace.steps):
+        prev = prevs[j]
+        assert all_p is not None
+        p = all_p[offsets[j] : offsets[j + 1]]
+        if prev < 0 or cfg.readout == "last":
+            dist = p[-1]
+        elif cfg.readout == "top":
+            dist = p[0]
+        else:
+            w = torch.tensor(trace.steps[prev].probabilities, dtype=torch.float64)
+            dist = (w[:, None] * p.to(w.device)).sum(0) / w.sum()
+        tau = cfg.threshold_at(rec.step)
+        qualified = dist >= tau
+        n = int(qualified.sum())
+        expected = max(1, n) if cfg.max_parallel is None else min(cfg.max_parallel, max(1, n))
+        near = bool((torch.abs(dist - tau) < tie_tolerance).any())
+        eos_member = eos is not None and bool(qualified[eos]) and int(dist.argmax()) != eos
+        judged = not near and not eos_member
+        width = len(rec.indices)
+        recs.append(
+            {
+                "step": rec.step,
+                "threshold": float(tau),
+                "width": width,
+                "expected": expected,
+                "judged": judged,
+                "match": bool(width == expected),
+            }
+        )
+    return pd.DataFrame(recs, columns=["step", "threshold", "width", "expected", "judged", "match"])

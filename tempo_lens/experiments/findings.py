@@ -1,0 +1,304 @@
+"""Findings: every claim of the research notes re-measured over a prompt suite, with controls.
+
+One unit = one prompt generated with TEMPO under one condition (isolation mode x tau), with
+every layer's and head's attention captured. Per unit it measures everything a claim of
+``docs/findings.md`` uses (the decision rules there were fixed before the numbers):
+
+* received attention per token and per set, sink excluded / included, against all
+  non-parallel tokens and against the generated singletons, and at matched query-key
+  distance (:func:`tempo_lens.analysis.controls.distance_matched`), per layer and head;
+* the same after replaying the tokens with every member at its own position (the
+  distinct-position control) and with the other isolation mode (tokens held fixed);
+* normalised attention entropy per layer (relative-depth bands) and per head (nats);
+* head roles (local / balanced / long-range, sink removed);
+* per member of a parallel set: plain-model continuation support, the pruner's attention
+  score and the selection probability (claim 5);
+* the exact checks: positions recovered at ``hook_k``/``hook_rot_k``, sibling isolation,
+  widths recomputed from the final residual stream.
+
+``summarize`` applies the pre-registered rules (:mod:`.findings_claims`) and writes
+``claims.csv``, ``per_prompt.csv`` (by the runner), the figures and ``findings.md``.
+
+Example::
+
+    tempo-lens findings --prompts-file experiments/prompts/suite.csv --output-dir results/findings
+    python -m tempo_lens.experiments.findings --tiny --quick --output-dir /tmp/findings
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import tempo_lens as tl
+from tempo_lens._tl import rotary_inv_freq
+from tempo_lens.analysis import (
+    head_specialisation,
+    isolation_check,
+    received_attention,
+    repetition_score,
+)
+from tempo_lens.analysis._util import nanmean, safe_ratio
+from tempo_lens.analysis.controls import (
+    depth_bands,
+    distance_matched,
+    normalised_entropy,
+    recovered_positions,
+    relative_depth,
+    size_trend,
+)
+from tempo_lens.analysis.patterns import attention_entropy
+from tempo_lens.analysis.replay import (
+    RESID,
+    continuation_support,
+    recomputed_widths,
+    replay_attention,
+)
+from tempo_lens.analysis.stats import rank_correlation
+from tempo_lens.config import Readout, TempoConfig
+from tempo_lens.runner import ExperimentSpec, RunConfig, Unit, encode, run_cli
+
+MODES = ("isolated", "visible")
+POSITION_TOLERANCE = 1e-3
+LOCAL_WINDOW = 3
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config(RunConfig):
+    """Findings settings (pre-registered in docs/findings.md).
+
+    Attributes:
+        taus: Thresholds tau; each runs in both isolation modes.
+        max_steps: Steps per generation (>= 4).
+        max_parallel: Cap on members per set (0 = no cap).
+        readout: Next-step distribution after a set: last | top | mixture.
+        window: Steps after a set used for continuation support and its attention score.
+        degenerate: 3-gram repetition score above which a generation counts as degenerate.
+    """
+
+    taus: tuple[float, ...] = (0.1, 0.15)
+    max_steps: int = 16
+    max_parallel: int = 8
+    readout: Readout = "mixture"
+    window: int = 3
+    degenerate: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not self.taus or len(set(self.taus)) != len(self.taus):
+            raise ValueError(f"taus must be distinct and non-empty, got {self.taus}")
+        if self.max_steps < 4:
+            raise ValueError(f"max_steps must be >= 4, got {self.max_steps}")
+        if self.window < 1 or self.window >= self.max_steps:
+            raise ValueError(f"window must be in [1, max_steps), got {self.window}")
+        if not 0 <= self.degenerate <= 1:
+            raise ValueError(f"degenerate must be in [0, 1], got {self.degenerate}")
+        for tau in self.taus:
+            self.tempo_config(tau, True)  # validates tau, steps, cap, readout
+
+    def tempo_config(self, tau: float, isolate: bool) -> TempoConfig:
+        """The generation settings of one condition."""
+        return TempoConfig(
+            selection_threshold=tau,
+            max_steps=self.max_steps,
+            max_parallel=self.max_parallel or None,
+            readout=self.readout,
+            isolate=isolate,
+        )
+
+
+def conditions(cfg: Config) -> list[dict[str, Any]]:
+    """Isolation mode x tau (tau-major)."""
+    return [{"mode": m, "tau": float(t)} for t in cfg.taus for m in MODES]
+
+
+def _positions_check(model: Any, data: Any) -> dict[str, Any]:
+    """Logical positions recovered at layer 0's ``hook_k`` -> ``hook_rot_k`` (KV head 0)."""
+    st = data.state
+    names = ("blocks.0.attn.hook_k", "blocks.0.attn.hook_rot_k")
+    k = np.concatenate([data.extra(s)[names[0]] for s in data.steps])
+    rot = np.concatenate([data.extra(s)[names[1]] for s in data.steps])
+    inv = rotary_inv_freq(model, 0).numpy()
+    pos = recovered_positions(
+        k[:, 0], rot[:, 0], inv, adjacent_pairs=bool(model.cfg.rotary_adjacent_pairs)
+    )
+    logical = np.asarray(st.logical)
+    err = float(np.nanmax(np.abs(pos - logical))) if len(pos) else math.nan
+    sib = max(
+        (float(np.ptp(pos[m])) for m in st.set_indices if len(m) > 1),
+        default=0.0,
+    )
+    ok = bool(np.isfinite(pos).all() and err <= POSITION_TOLERANCE and sib <= POSITION_TOLERANCE)
+    return {"position_max_error": err, "position_sibling_spread": sib, "positions_ok": ok}
+
+
+def _band_means(values: np.ndarray, n_layers: int) -> dict[str, float]:
+    bands = depth_bands(n_layers)
+    return {b: float(np.nanmean(values[bands == b])) for b in ("early", "middle", "late")}
+
+
+def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, Any]]]:
+    """Generate one prompt under one condition with full capture; measure every claim."""
+    iso = unit.condition["mode"] == "isolated"
+    tau = float(unit.condition["tau"])
+    cap = tl.AttentionCapture(
+        hook_names=["blocks.0.attn.hook_k", "blocks.0.attn.hook_rot_k", RESID]
+    )
+    trace = tl.generate(
+        model, encode(model, unit.prompt), cfg.tempo_config(tau, iso), observers=[cap]
+    )
+    data = cap.result(trace)
+    n_layers = model.cfg.n_layers
+    rec = received_attention(data)
+    rec_sink = received_attention(data, include_sink=True)
+    matched = distance_matched(data)
+    # The controls of the primary condition (isolated, first tau): replays, continuation.
+    primary = iso and tau == float(cfg.taus[0])
+    nan_layers = np.full(len(data.layers), np.nan)
+    m_distinct = distinct_gen = other_ratio = math.nan
+    distinct_layers = nan_layers
+    members = pd.DataFrame()
+    if primary:
+        distinct = replay_attention(model, trace, scheme="distinct")
+        md = distance_matched(distinct)
+        m_distinct, distinct_layers = md.ratio, md.per_layer
+        distinct_gen = received_attention(distinct).ratio_generated
+        other_ratio = distance_matched(replay_attention(model, trace, isolate=not iso)).ratio
+        members = continuation_support(model, trace, data, window=cfg.window)
+    ent_norm = normalised_entropy(data)
+    ent_nats = attention_entropy(data).per_head
+    roles = head_specialisation(data, window=LOCAL_WINDOW, exclude_sink=True)
+    local = roles["local_fraction"].to_numpy(float)
+    trend = size_trend(rec)
+    rho, _ = rank_correlation(trend["set_size"], trend["relative"])
+    widths = recomputed_widths(model, trace, {s: data.extra(s)[RESID] for s in data.steps})
+    iso_check = isolation_check(data)
+    clean = trace.clean_ids()
+    summ = trace.summary()
+    row: dict[str, Any] = {
+        "steps": summ["total_steps"],
+        "parallel_steps": summ["parallel_steps"],
+        "mean_width": summ["average_parallel_width"],
+        "max_width": summ["max_parallel_width"],
+        "n_parallel": rec.n_parallel,
+        "n_generated_singletons": rec.n_non_parallel_generated,
+        "repetition": repetition_score(clean, 3),
+        "degenerate": bool(repetition_score(clean, 3) > cfg.degenerate),
+        "ratio": rec.ratio,
+        "ratio_sink": rec_sink.ratio,
+        "ratio_generated": rec.ratio_generated,
+        "set_ratio": rec.set_ratio,
+        "matched_ratio": matched.ratio,
+        "matched_distances": len(matched.distances),
+        "primary": primary,
+        "distinct_matched_ratio": m_distinct,
+        "distinct_ratio_generated": distinct_gen,
+        "other_mask_matched_ratio": other_ratio,
+        "size_rho": rho,
+        "n_sizes": int(trend["set_size"].nunique()),
+        **{f"entropy_{b}": v for b, v in _band_means(ent_norm.mean(1), n_layers).items()},
+        "head_entropy_min": float(np.nanmin(ent_nats)),
+        "head_entropy_max": float(np.nanmax(ent_nats)),
+        "role_local": float(np.mean(local >= 0.5)),
+        "role_long_range": float(np.mean(local <= 0.2)),
+        "role_balanced": float(np.mean((local > 0.2) & (local < 0.5))),
+        "max_sibling_attention": iso_check.max_sibling_attention if iso_check.n_sets else None,
+        "n_parallel_sets": iso_check.n_sets,
+        **_positions_check(model, data),
+        "width_steps": len(widths),
+        "width_judged": int(widths["judged"].sum()),
+        "width_matches": int((widths["judged"] & widths["match"]).sum()),
+        "stop_reason": trace.stop_reason,
+        "clean_text": trace.clean_text(),
+        "bracket_text": trace.bracket_text(),
+    }
+    depth = relative_depth(n_layers)
+    layers = [
+        {
+            "layer": layer,
+            "relative_depth": float(depth[i]),
+            "matched_ratio": float(matched.per_layer[i]),
+            "distinct_matched_ratio": float(distinct_layers[i]),
+            "entropy": float(ent_norm[i].mean()),
+        }
+        for i, layer in enumerate(data.layers)
+    ]
+    head_ratio = _head_ratio(rec)
+    heads = [
+        {
+            "layer": data.layers[li],
+            "head": data.heads[hi],
+            "ratio_generated": float(head_ratio[li, hi]),
+            "local_fraction": float(local[li * len(data.heads) + hi]),
+            "entropy_nats": float(ent_nats[li, hi]),
+        }
+        for li in range(len(data.layers))
+        for hi in range(len(data.heads))
+    ]
+    sizes = trend.groupby("set_size")["relative"].mean().reset_index()
+    return {
+        "per_prompt": [row],
+        "layers": layers,
+        "heads": heads,
+        "sizes": sizes.to_dict(orient="records"),
+        "members": members.to_dict(orient="records"),
+    }
+
+
+def _head_ratio(rec: Any) -> np.ndarray:
+    """``[layer, head]`` parallel : generated-singleton mean received attention."""
+    tok = rec.tokens
+    r = rec.per_head_received
+    par = (tok["group"] == "parallel").to_numpy() & (tok["n_receivers"] > 0).to_numpy()
+    gen = (
+        (tok["group"] == "non_parallel").to_numpy()
+        & (tok["step"] >= 0).to_numpy()
+        & (tok["n_receivers"] > 0).to_numpy()
+    )
+    if not par.any() or not gen.any():
+        return np.full(r.shape[:2], np.nan)
+    return safe_ratio(nanmean(r[:, :, par], axis=2), nanmean(r[:, :, gen], axis=2))
+
+
+def summarize(cfg: Config, tables: dict[str, pd.DataFrame], out: Path) -> str:
+    """Claims (pre-registered rules), figures and ``findings.md`` from the unit tables."""
+    from tempo_lens.experiments.findings_claims import claims_table
+    from tempo_lens.experiments.findings_report import write_report
+
+    claims = claims_table(cfg, tables)
+    claims.to_csv(out / "claims.csv", index=False)
+    return write_report(cfg, tables, claims, out)
+
+
+SPEC = ExperimentSpec(
+    name="findings",
+    config=Config,
+    run_unit=run_unit,
+    summarize=summarize,
+    description=(__doc__ or "").splitlines()[0],
+    conditions=conditions,
+    default_prompts=(
+        "The cat sat on the",
+        "Once upon a time, there was a",
+        "The capital of France is",
+        "To make a cup of tea, first",
+    ),
+    tiny_prompts=("3 1 4 1 5", "9 2 6 5 3", "5 8 9 7 9", "3 2 3 8 4", "6 2 6 4 3", "3 8 3 2 7"),
+    tiny_model={"n_layers": 3, "d_vocab": 12, "init_scale": 0.5},
+    quick={"max_steps": 6, "window": 2},
+    quick_prompts=3,
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run from the command line; 0 on success, 2 (one line on stderr) on bad values."""
+    return run_cli(SPEC, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
