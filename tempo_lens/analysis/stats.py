@@ -10,6 +10,8 @@
   (Hanley & McNeil 1982).
 * :func:`cohens_kappa` — agreement of two label sequences beyond chance (Cohen 1960).
 * :func:`rank_correlation` — Spearman's rho or Kendall's tau-b with its p-value (scipy).
+* :func:`logistic_regression` — maximum-likelihood logistic regression (statsmodels) with
+  cluster-robust (sandwich) standard errors when clusters are given (Cameron & Miller 2015).
 
 Run-level statistics of ``tempo-lens stats`` live in :mod:`tempo_lens.analysis.run_stats`.
 """
@@ -32,6 +34,8 @@ __all__ = [
     "bootstrap_ci",
     "cohens_kappa",
     "estimate",
+    "logistic_regression",
+    "LogisticFit",
     "paired_tests",
     "rank_correlation",
     "repetition_score",
@@ -223,3 +227,89 @@ def rank_correlation(
         return (math.nan, math.nan)
     r = sps.spearmanr(xa, ya) if method == "spearman" else sps.kendalltau(xa, ya)
     return (float(r.statistic), float(r.pvalue))
+
+
+@dataclass(frozen=True)
+class LogisticFit:
+    """A fitted logistic regression (one entry per coefficient, ``"const"`` first).
+
+    Attributes:
+        names: Coefficient names. coef: Log-odds coefficients. se: Standard errors.
+        ci: ``(low, high)`` Wald CIs at ``level``. p: Two-sided Wald p-values.
+        n: Observations. n_clusters: Clusters (``None`` without clusters). level: CI level.
+    """
+
+    names: list[str]
+    coef: list[float]
+    se: list[float]
+    ci: list[tuple[float, float]]
+    p: list[float]
+    n: int
+    n_clusters: int | None
+    level: float = 0.95
+
+    def get(self, name: str) -> tuple[float, tuple[float, float], float]:
+        """``(coef, ci, p)`` of one coefficient."""
+        i = self.names.index(name)
+        return self.coef[i], self.ci[i], self.p[i]
+
+
+def logistic_regression(
+    y: ArrayLike,
+    x: ArrayLike,
+    *,
+    names: Sequence[str] | None = None,
+    groups: ArrayLike | None = None,
+    level: float = 0.95,
+) -> LogisticFit:
+    """Logistic regression of binary ``y`` on the columns of ``x`` plus an intercept.
+
+    Rows with a non-finite value are dropped. With ``groups`` the covariance is
+    cluster-robust (statsmodels ``cov_type="cluster"``, with its small-sample correction);
+    otherwise it is the inverse observed information.
+
+    Args:
+        y: ``[n]`` 0/1 outcomes. x: ``[n, p]`` (or ``[n]``) predictors.
+        names: ``p`` predictor names (default ``x0, x1, ...``).
+        groups: ``[n]`` cluster labels (e.g. the prompt of each row).
+        level: Confidence level of the CIs.
+
+    Raises:
+        ValueError: shapes differ, ``y`` is not binary, or ``level`` is outside (0, 1).
+    """
+    import statsmodels.api as sm
+
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    ya = np.asarray(y, dtype=np.float64).ravel()
+    xa = np.asarray(x, dtype=np.float64)
+    xa = xa[:, None] if xa.ndim == 1 else xa
+    if xa.shape[0] != len(ya):
+        raise ValueError(f"x has {xa.shape[0]} rows for {len(ya)} outcomes")
+    labels = [f"x{i}" for i in range(xa.shape[1])] if names is None else list(names)
+    if len(labels) != xa.shape[1]:
+        raise ValueError(f"{len(labels)} names for {xa.shape[1]} predictors")
+    ok = np.isfinite(ya) & np.isfinite(xa).all(1)
+    if not set(np.unique(ya[ok])) <= {0.0, 1.0}:
+        raise ValueError("y must be 0/1")
+    ya, xa = ya[ok], xa[ok]
+    model = sm.Logit(ya, sm.add_constant(xa, has_constant="add"))
+    if groups is not None:
+        g = np.asarray(groups)[ok]
+        codes = np.unique(g, return_inverse=True)[1]
+        res = model.fit(disp=0, cov_type="cluster", cov_kwds={"groups": codes})
+        n_clusters: int | None = int(codes.max() + 1) if len(codes) else 0
+    else:
+        res = model.fit(disp=0)
+        n_clusters = None
+    ci = np.asarray(res.conf_int(alpha=1 - level))
+    return LogisticFit(
+        names=["const", *labels],
+        coef=[float(v) for v in res.params],
+        se=[float(v) for v in res.bse],
+        ci=[(float(a), float(b)) for a, b in ci],
+        p=[float(v) for v in res.pvalues],
+        n=int(len(ya)),
+        n_clusters=n_clusters,
+        level=level,
+    )

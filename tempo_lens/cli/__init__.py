@@ -8,7 +8,9 @@ Subcommands:
   (:mod:`tempo_lens.cli.analyze`);
 * ``stats`` — statistics over a directory of analysis runs (:mod:`tempo_lens.cli.stats`);
 * ``experiment NAME ...`` — a research experiment of :mod:`tempo_lens.experiments` on the
-  runner (:mod:`tempo_lens.cli.experiment`).
+  runner (:mod:`tempo_lens.cli.experiment`);
+* ``findings ...`` — every claim of the research notes re-measured over a prompt suite
+  (:mod:`tempo_lens.cli.findings`, the experiment ``findings``).
 
 The generation options are generated from :class:`~tempo_lens.TempoConfig`'s field docs
 (:mod:`tempo_lens.cli.gen_options`). Every bad value gets one line on stderr
@@ -22,9 +24,10 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
-from tempo_lens.cli import analyze, experiment, generate, stats
+from tempo_lens.cli import analyze, experiment, findings, generate, stats
 from tempo_lens.cli._base import run_parser
 from tempo_lens.options import Parser
 
@@ -36,11 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="tempo-lens", description="TEMPO generation and interpretability.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for command in (generate, analyze, stats, experiment):
+    for command in (generate, analyze, stats, experiment, findings):
         command.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 2 bad usage or values)."""
-    return run_parser(build_parser(), argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["findings"]:  # its options go to the experiment's own parser
+        return findings.run(args[1:])
+    return run_parser(build_parser(), args)

@@ -289,7 +289,7 @@ SPEC = ExperimentSpec(
         "To make a cup of tea, first",
     ),
     tiny_prompts=("3 1 4 1 5", "9 2 6 5 3", "5 8 9 7 9", "3 2 3 8 4", "6 2 6 4 3", "3 8 3 2 7"),
-    tiny_model={"n_layers": 3, "d_vocab": 12, "init_scale": 0.5},
+    tiny_model={"n_layers": 3, "d_vocab": 32, "init_scale": 1.0},
     quick={"max_steps": 6, "window": 2},
     quick_prompts=3,
 )

@@ -73,3 +73,62 @@ def test_bootstrap_ci_matches_scipy_percentile() -> None:
     ref = sps.bootstrap((x,), np.mean, n_resamples=20_000, method="percentile", random_state=1)
     assert lo == pytest.approx(ref.confidence_interval.low, abs=0.02)
     assert hi == pytest.approx(ref.confidence_interval.high, abs=0.02)
+
+
+def _logit_data(seed: int, n: int = 300) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 2))
+    eta = -0.3 + 1.2 * x[:, 0] - 0.7 * x[:, 1]
+    y = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(float)
+    return x, y, rng.integers(0, 25, size=n)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_logistic_regression_matches_sklearn_and_fisher_information(seed) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from tempo_lens.analysis.stats import logistic_regression
+
+    x, y, _ = _logit_data(seed)
+    fit = logistic_regression(y, x, names=["a", "b"])
+    ref = LogisticRegression(penalty=None, tol=1e-12, max_iter=10_000).fit(x, y)
+    want = [float(ref.intercept_[0]), *map(float, ref.coef_[0])]
+    assert fit.coef == pytest.approx(want, abs=1e-5)
+    # independent standard errors: inverse of the Fisher information X' W X
+    xc = np.column_stack([np.ones(len(y)), x])
+    p = 1 / (1 + np.exp(-xc @ np.asarray(fit.coef)))
+    se = np.sqrt(np.diag(np.linalg.inv(xc.T @ (xc * (p * (1 - p))[:, None]))))
+    assert fit.se == pytest.approx(list(se), rel=1e-5)
+    coef, (lo, hi), pval = fit.get("a")
+    z = sps.norm.ppf(0.975)
+    assert (lo, hi) == pytest.approx((coef - z * fit.se[1], coef + z * fit.se[1]), rel=1e-9)
+    assert pval == pytest.approx(2 * sps.norm.sf(abs(coef / fit.se[1])), rel=1e-6)
+    assert fit.n_clusters is None and fit.names == ["const", "a", "b"]
+
+
+def test_logistic_regression_cluster_robust_sandwich() -> None:
+    from tempo_lens.analysis.stats import logistic_regression
+
+    x, y, g = _logit_data(11)
+    fit = logistic_regression(y, x, groups=g)
+    plain = logistic_regression(y, x)
+    assert fit.coef == pytest.approx(plain.coef, abs=1e-9)  # same point estimate
+    # independent cluster sandwich: B^-1 (sum_g s_g s_g') B^-1 * G/(G-1) * (N-1)/(N-K)
+    xc = np.column_stack([np.ones(len(y)), x])
+    p = 1 / (1 + np.exp(-xc @ np.asarray(fit.coef)))
+    bread = np.linalg.inv(xc.T @ (xc * (p * (1 - p))[:, None]))
+    scores = xc * (y - p)[:, None]
+    meat = sum(np.outer(s, s) for s in (scores[g == c].sum(0) for c in np.unique(g)))
+    n_g, n, k = len(np.unique(g)), len(y), xc.shape[1]
+    cov = bread @ meat @ bread * n_g / (n_g - 1) * (n - 1) / (n - k)
+    assert fit.se == pytest.approx(list(np.sqrt(np.diag(cov))), rel=1e-6)
+    assert fit.n_clusters == n_g
+
+
+def test_logistic_regression_bad_input() -> None:
+    from tempo_lens.analysis.stats import logistic_regression
+
+    with pytest.raises(ValueError, match="0/1"):
+        logistic_regression([0, 2, 1], [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="rows"):
+        logistic_regression([0, 1], [[1.0], [2.0], [3.0]])

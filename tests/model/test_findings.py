@@ -1,0 +1,86 @@
+"""The findings experiment end to end on the tiny model: files, exact checks, reproducibility,
+an independent recomputation of one claim from ``per_prompt.csv``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tempo_lens.cli import main as cli_main
+from tempo_lens.experiments import findings
+from tempo_lens.experiments.findings_claims import COLUMNS
+from tempo_lens.experiments.findings_report import FIGURES
+
+CLAIMS = ["1", "1.vis", "1.t15", "1.raw", "1.sink", "1.set", "1.pos", "1.n", "2", "2.mask"]
+CLAIMS += ["3", "3.ml", "3.me", "3.h", "4", "4.par", "5", "6.pos", "6.iso", "6.width"]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("findings")
+    assert cli_main(["findings", "--tiny", "--quick", "-q", "--output-dir", str(out)]) == 0
+    return out
+
+
+def test_quick_run_writes_every_file(quick_run) -> None:
+    claims = pd.read_csv(quick_run / "claims.csv", keep_default_na=False)
+    assert list(claims.columns) == COLUMNS
+    assert list(claims["claim"]) == CLAIMS
+    assert set(claims["verdict"]) <= {"supported", "refuted", "inconclusive"}
+    pp = pd.read_csv(quick_run / "per_prompt.csv")
+    spec = findings.SPEC
+    assert len(pp) == spec.quick_prompts * 4  # prompts x (2 modes x 2 taus)
+    assert set(zip(pp["mode"], pp["tau"], strict=True)) == {
+        (m, t) for m in ("isolated", "visible") for t in (0.1, 0.15)
+    }
+    for name in FIGURES:
+        assert (quick_run / "figures" / f"{name}.png").stat().st_size > 1000
+    text = (quick_run / "findings.md").read_text(encoding="utf-8")
+    assert "| 6.iso |" in text and "figures/survival_curve.png" in text
+    # the exact checks hold on the tiny model as on any model
+    exact = claims.set_index("claim").loc[["6.pos", "6.iso", "6.width"], "verdict"]
+    assert (exact == "supported").all()
+    iso = pp[pp["mode"] == "isolated"]
+    assert (iso.loc[iso["n_parallel_sets"] > 0, "max_sibling_attention"] == 0.0).all()
+    assert pp["positions_ok"].all()
+
+
+def test_claim_recomputed_independently_from_per_prompt_csv(quick_run) -> None:
+    """Claim 1.raw: mean and percentile-bootstrap CI of the isolated tau-0.1 ``ratio`` column,
+    recomputed with plain NumPy (and checked against scipy's bootstrap)."""
+    from scipy import stats as sps
+
+    pp = pd.read_csv(quick_run / "per_prompt.csv")
+    x = pp[(pp["mode"] == "isolated") & np.isclose(pp["tau"], 0.1)]["ratio"].to_numpy(float)
+    x = x[np.isfinite(x)]
+    assert len(x) >= 2
+    rng = np.random.default_rng(0)
+    boots = x[rng.integers(0, len(x), size=(10_000, len(x)))].mean(1)
+    lo, hi = np.quantile(boots, [0.025, 0.975])
+    row = pd.read_csv(quick_run / "claims.csv").set_index("claim").loc["1.raw"]
+    assert row["estimate"] == pytest.approx(x.mean(), rel=1e-12)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((lo, hi), rel=1e-12)
+    assert row["n_prompts"] == len(x)
+    ref = sps.bootstrap((x,), np.mean, method="percentile", n_resamples=10_000, random_state=1)
+    width = x.max() - x.min()
+    assert row["ci_low"] == pytest.approx(ref.confidence_interval.low, abs=0.05 * width)
+    assert row["ci_high"] == pytest.approx(ref.confidence_interval.high, abs=0.05 * width)
+
+
+def test_rerun_reproduces_claims_exactly_and_resumes(quick_run, tmp_path) -> None:
+    argv = ["--tiny", "--quick", "-q", "--output-dir", str(tmp_path)]
+    assert findings.main(argv) == 0  # a fresh run, every unit recomputed
+    first = (quick_run / "claims.csv").read_bytes()
+    assert (tmp_path / "claims.csv").read_bytes() == first
+    pp = (tmp_path / "per_prompt.csv").read_bytes()
+    assert pp == (quick_run / "per_prompt.csv").read_bytes()
+    assert cli_main(["experiment", "findings", *argv]) == 0  # resumes: nothing re-run
+    assert (tmp_path / "claims.csv").read_bytes() == first
+
+
+def test_bad_values_are_one_line_errors(tmp_path, capsys) -> None:
+    out = tmp_path / "bad"
+    assert cli_main(["findings", "--tiny", "--window", "0", "--output-dir", str(out)]) == 2
+    assert "window" in capsys.readouterr().err
+    assert not out.exists()

@@ -1,0 +1,137 @@
+"""The claims table on synthetic per-prompt numbers: every claim can come out each way."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tempo_lens.experiments.findings import Config
+from tempo_lens.experiments.findings_claims import claims_table
+
+N = 24
+CONDS = [("isolated", 0.1), ("visible", 0.1), ("isolated", 0.15), ("visible", 0.15)]
+
+
+def synthetic(
+    *,
+    ratio: float = 0.5,
+    distinct: float = 0.8,
+    visible: float = 0.5,
+    middle: float = 0.8,
+    roles: tuple[float, float, float] = (0.4, 0.4, 0.2),
+    special: float = 1.0,
+    attention_follows: bool = True,
+    sibling: float = 0.0,
+    seed: int = 0,
+) -> dict[str, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    rows, heads, members = [], [], []
+    for i in range(N):
+        pid = f"p{i:02d}"
+        for mode, tau in CONDS:
+            base = visible if mode == "visible" else ratio
+            rows.append(
+                {
+                    "prompt_id": pid,
+                    "mode": mode,
+                    "tau": tau,
+                    "degenerate": i == 0,
+                    "matched_ratio": base + rng.normal(0, 0.02),
+                    "ratio": base + rng.normal(0, 0.02),
+                    "ratio_sink": base + rng.normal(0, 0.02),
+                    "set_ratio": base + rng.normal(0, 0.02),
+                    "distinct_matched_ratio": distinct + rng.normal(0, 0.02),
+                    "other_mask_matched_ratio": visible + rng.normal(0, 0.02),
+                    "size_rho": -0.5 + rng.normal(0, 0.05),
+                    "entropy_early": 0.5 + rng.normal(0, 0.01),
+                    "entropy_middle": middle + rng.normal(0, 0.01),
+                    "entropy_late": 0.5 + rng.normal(0, 0.01),
+                    "head_entropy_min": 0.4 + rng.normal(0, 0.01),
+                    "head_entropy_max": 1.2 + rng.normal(0, 0.01),
+                    "role_local": roles[0],
+                    "role_balanced": roles[1],
+                    "role_long_range": roles[2],
+                    "positions_ok": True,
+                    "position_max_error": 1e-7,
+                    "n_parallel_sets": 3,
+                    "max_sibling_attention": sibling if mode == "isolated" else 0.3,
+                    "width_steps": 10,
+                    "width_judged": 10,
+                    "width_matches": 10,
+                }
+            )
+            for layer in range(3):
+                for head in range(4):
+                    r = special if (layer, head) == (0, 0) else 1.0
+                    heads.append(
+                        {
+                            "prompt_id": pid,
+                            "mode": mode,
+                            "tau": tau,
+                            "layer": layer,
+                            "head": head,
+                            "ratio_generated": r * np.exp(rng.normal(0, 0.05)),
+                        }
+                    )
+            if (mode, tau) != ("isolated", 0.1):
+                continue
+            for s in range(4):
+                att = rng.random(3)
+                probs = rng.random(3)
+                win = int(np.argmax(att) if attention_follows else np.argmin(att))
+                if rng.random() < 0.15:
+                    win = int(rng.integers(3))
+                for k in range(3):
+                    members.append(
+                        {
+                            "prompt_id": pid,
+                            "mode": mode,
+                            "tau": tau,
+                            "set_step": s,
+                            "probability": probs[k],
+                            "attention": att[k],
+                            "supported": k == win,
+                        }
+                    )
+    return {
+        "per_prompt": pd.DataFrame(rows),
+        "heads": pd.DataFrame(heads),
+        "members": pd.DataFrame(members),
+    }
+
+
+def verdicts(**kw) -> dict[str, str]:
+    table = claims_table(Config(), synthetic(**kw))
+    return dict(zip(table["claim"], table["verdict"], strict=True))
+
+
+@pytest.mark.parametrize(
+    ("kw", "claim", "want"),
+    [
+        ({}, "1", "supported"),
+        ({"ratio": 0.9}, "1", "refuted"),
+        ({}, "1.pos", "supported"),
+        ({"distinct": 0.5}, "1.pos", "refuted"),
+        ({}, "2", "supported"),
+        ({"visible": 0.9}, "2", "refuted"),
+        ({}, "3", "supported"),
+        ({"middle": 0.3}, "3", "refuted"),
+        ({}, "4", "supported"),
+        ({"roles": (0.6, 0.4, 0.0)}, "4", "refuted"),
+        ({"special": 2.0}, "4.par", "supported"),
+        ({}, "4.par", "refuted"),
+        ({}, "5", "supported"),
+        ({"attention_follows": False}, "5", "refuted"),
+        ({}, "6.iso", "supported"),
+        ({"sibling": 1e-9}, "6.iso", "refuted"),
+    ],
+)
+def test_each_claim_each_way(kw, claim, want) -> None:
+    assert verdicts(**kw)[claim] == want
+
+
+def test_degenerate_prompts_are_left_out_of_the_filtered_estimate() -> None:
+    table = claims_table(Config(), synthetic()).set_index("claim")
+    assert table.loc["1", "n_prompts"] == N
+    assert table.loc["1", "n_prompts_filtered"] == N - 1
