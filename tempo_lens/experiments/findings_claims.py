@@ -119,7 +119,7 @@ def _direction(sign: int, margin: float) -> Callable[[tuple[float, float], int],
 
 
 def _blank(claim: str, statement: str, metric: str, **kw: Any) -> dict[str, Any]:
-    out = {c: math.nan for c in COLUMNS}
+    out: dict[str, Any] = {c: math.nan for c in COLUMNS}
     out.update(claim=claim, statement=statement, metric=metric, seed_value=SEED.get(claim, ""))
     out.update({"detail": "", **kw})
     return out
