@@ -237,6 +237,22 @@ def test_port_gives_the_recorded_columns_and_values(name, ported) -> None:
         assert _lookup(summary, path) == pytest.approx(value, abs=1e-9), path
 
 
+def test_a_limited_run_resumes_to_the_same_tables(ported, tmp_path) -> None:
+    """pruning_layers (tables from the ``all`` units only, three tables): --limit 1 first,
+    then the full command resumes and gives the uninterrupted run's tables."""
+    argv = [*RECORDED["pruning_layers"][0], "--output-dir", str(tmp_path)]
+    assert pruning_layers.main([*argv, "--limit", "1"]) == 0
+    assert pd.read_csv(tmp_path / "runs.csv")["prompt_id"].unique().tolist() == ["p000"]
+    assert pruning_layers.main(argv) == 0
+    for table in ("runs", "agreement", "survival"):
+        a = pd.read_csv(ported["pruning_layers"] / f"{table}.csv")
+        b = pd.read_csv(tmp_path / f"{table}.csv")
+        timing = [c for c in a.columns if c == "wall_seconds"]
+        pd.testing.assert_frame_equal(a.drop(columns=timing), b.drop(columns=timing))
+    summary = json.loads((ported["pruning_layers"] / "summary.json").read_text())
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+
+
 def test_position_sharing_invariants(ported) -> None:
     df = pd.read_csv(ported["position_sharing"] / "attention.csv")
     assert (df["attention_per_member"] * df["n"] - df["attention_set_total"]).abs().max() < 1e-9
