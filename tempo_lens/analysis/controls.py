@@ -161,8 +161,10 @@ def normalised_entropy(data: AttentionData) -> Float[np.ndarray, "layer head"]:
 
 
 def size_trend(received: ReceivedAttention) -> pd.DataFrame:
-    """Rows ``index, set_size, relative`` for every parallel token with receivers:
-    ``relative = r_j / mean r of the generated singletons`` (NaN without singletons)."""
+    """Rows ``index, set_size, relative`` for every parallel token with receivers.
+
+    ``relative = r_j / mean r of the generated singletons`` (NaN without singletons).
+    """
     tok = received.tokens
     gen_single = tok[(tok["step"] >= 0) & (tok["set_size"] == 1) & (tok["group"] != "sink")]
     base = nanmean(gen_single["received"].to_numpy(float)) if len(gen_single) else np.nan
@@ -189,7 +191,8 @@ def recovered_positions(
     frequency. Pairs with a (near-)zero key are skipped.
 
     Args:
-        k: Unrotated keys (one head). rot_k: The same keys rotated.
+        k: Unrotated keys (one head).
+        rot_k: The same keys rotated.
         inv_freq: ``theta_i`` per pair (radians per position).
         adjacent_pairs: Pairs ``(2i, 2i+1)`` (GPT-J style) instead of ``(i, i + d/2)``.
     """

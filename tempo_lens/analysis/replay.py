@@ -112,8 +112,9 @@ def _log_probs(model: HookedTransformer, resid: torch.Tensor) -> torch.Tensor:
 def continuation_support(
     model: HookedTransformer, trace: Trace, data: AttentionData, *, window: int = 3
 ) -> pd.DataFrame:
-    """Per member of each parallel set ``s`` with ``window`` further steps: the plain
-    model's ``log p(c_1..c_window | prompt, clean path before s, member)`` (``c`` = the
+    """Per member of each parallel set ``s`` with ``window`` further steps.
+
+    The plain model's ``log p(c_1..c_window | prompt, clean path before s, member)`` (``c`` = the
     clean path's members of steps ``s+1..s+window``) and the pruner's attention score
     (mean over captured layers, heads and the queries of steps ``s+1..s+window``).
 

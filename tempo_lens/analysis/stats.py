@@ -269,7 +269,8 @@ def logistic_regression(
     otherwise it is the inverse observed information.
 
     Args:
-        y: ``[n]`` 0/1 outcomes. x: ``[n, p]`` (or ``[n]``) predictors.
+        y: ``[n]`` 0/1 outcomes.
+        x: ``[n, p]`` (or ``[n]``) predictors.
         names: ``p`` predictor names (default ``x0, x1, ...``).
         groups: ``[n]`` cluster labels (e.g. the prompt of each row).
         level: Confidence level of the CIs.

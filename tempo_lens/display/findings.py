@@ -131,8 +131,10 @@ def head_role_map(heads: pd.DataFrame, path: Path) -> Path:
 
 
 def survival_curve(members: pd.DataFrame, path: Path) -> Path:
-    """Share of members a relative pruning rule with ratio r would keep (attention >= r x
-    the set's best), for continuation-supported vs other members."""
+    """Share of members a relative pruning rule with ratio r would keep.
+
+    Kept means attention >= r x the set's best; for continuation-supported vs other members.
+    """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     r = np.linspace(0, 1, 101)

@@ -126,9 +126,11 @@ def _blank(claim: str, statement: str, metric: str, **kw: Any) -> dict[str, Any]
 
 
 def member_features(members: pd.DataFrame) -> pd.DataFrame:
-    """Members with within-set shares: ``prob_share``, ``attention_share``, ``relative``
-    (attention / the set's best attention) and the standardised shares ``z_prob``,
-    ``z_attention``."""
+    """Members with within-set shares.
+
+    Adds ``prob_share``, ``attention_share``, ``relative`` (attention / the set's best attention) and the standardised shares ``z_prob``,
+    ``z_attention``.
+    """
     m = members.copy()
     key = ["prompt_id", "set_step"]
     m["prob_share"] = m["probability"] / m.groupby(key)["probability"].transform("sum")
