@@ -12,7 +12,13 @@ from tempo_lens.capture import AttentionCapture, AttentionData
 from tempo_lens.config import TempoConfig
 from tempo_lens.fast import disable_fast_path, enable_fast_path, fast_path_status, fast_weights
 from tempo_lens.generation import StepObserver, generate
-from tempo_lens.hooks import StateMismatchError, TempoHooks, attach, tempo_fwd_hooks
+from tempo_lens.hooks import (
+    HookConflictError,
+    StateMismatchError,
+    TempoHooks,
+    attach,
+    tempo_fwd_hooks,
+)
 from tempo_lens.models import DEFAULT_MODEL, load_model, make_tiny_model
 from tempo_lens.positions import PositionScheme, logical_positions
 from tempo_lens.pruning import (
@@ -55,6 +61,7 @@ __all__ = [
     "NotRotaryError",
     "PositionScheme",
     "SequenceState",
+    "HookConflictError",
     "StateMismatchError",
     "TempoHooks",
     "TokenInfo",

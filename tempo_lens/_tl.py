@@ -423,3 +423,39 @@ def scratch_kv_cache(cache: TransformerLensKeyValueCache, length: int) -> Iterat
 def model_name(model: HookedTransformer) -> str:
     """A human-readable name for the model (``cfg.model_name``)."""
     return str(getattr(model.cfg, "model_name", "") or "custom")
+
+
+# ---------------------------------------------------------------------------- hook handles
+def hook_functions(hook_point: Any) -> list[Any]:
+    """The user functions of the forward hooks registered on a ``HookPoint`` (in order)."""
+    return [getattr(h, "user_hook", None) for h in getattr(hook_point, "fwd_hooks", [])]
+
+
+def add_permanent_hooks(
+    model: HookedTransformer, fwd_hooks: list[tuple[str, Any]]
+) -> list[tuple[Any, Any]]:
+    """Register ``fwd_hooks`` as *permanent* TransformerLens hooks (``reset_hooks()`` with
+    its default ``including_permanent=False`` keeps them). Returns ``(hook_point, handle)``
+    pairs for :func:`remove_hooks`."""
+    added = []
+    for name, fn in fwd_hooks:
+        hp = model.hook_dict[name]
+        hp.add_hook(fn, dir="fwd", is_permanent=True)
+        added.append((hp, hp.fwd_hooks[-1]))
+    return added
+
+
+def remove_hooks(added: list[tuple[Any, Any]]) -> int:
+    """Remove hooks registered by :func:`add_permanent_hooks`; returns how many were no
+    longer registered (removed by someone else in the meantime)."""
+    missing = 0
+    for hp, handle in added:
+        if any(h is handle for h in hp.fwd_hooks):
+            handle.hook.remove()
+            hp.fwd_hooks = [h for h in hp.fwd_hooks if h is not handle]
+        else:
+            missing += 1
+    return missing
+
+
+__all__ += ["add_permanent_hooks", "hook_functions", "remove_hooks"]

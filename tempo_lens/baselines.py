@@ -15,33 +15,48 @@ Examples:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformer_lens import HookedTransformer
 
+from tempo_lens._numbers import BoolLike, IntLike, RealLike, as_int, as_real
 from tempo_lens._tl import make_kv_cache, max_context, model_name, reorder_kv_cache
-from tempo_lens.state import SequenceState
-from tempo_lens.text import encode_prompt, eos_token_id, token_text
+from tempo_lens.state import PromptLike, SequenceState
+from tempo_lens.text import encode_prompt, eos_token_id, label_texts
 from tempo_lens.trace import Candidate, StepRecord, Trace
 
 __all__ = ["beam_search", "greedy", "nucleus", "sample"]
 
 
+def _count(name: str, value: IntLike) -> int:
+    """``value`` as a plain int ``>= 1`` (NumPy/torch integers accepted), else ValueError."""
+    n = as_int(value)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return n
+
+
+def _real(name: str, value: RealLike, low: float, high: float) -> float:
+    """``value`` as a plain float in ``(low, high]`` (NumPy/torch scalars accepted)."""
+    x = as_real(value)
+    if not isinstance(x, float) or not low < x <= high:
+        raise ValueError(f"{name} must be a number in ({low}, {high}], got {value!r}")
+    return x
+
+
 def _decode(
     model: HookedTransformer,
-    prompt: str | Sequence[int],
+    prompt: PromptLike,
     *,
     max_steps: int,
     choose,
     method: str,
     config: dict,
-    stop_at_eos: bool,
+    stop_at_eos: BoolLike,
 ) -> Trace:
-    if max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     ids = encode_prompt(model, prompt)
     eos = eos_token_id(model) if stop_at_eos else None
     cache = make_kv_cache(model)
@@ -68,32 +83,33 @@ def _single_path_trace(model, prompt, ids, chosen, method, config, stop, extra=N
     state = SequenceState(ids, isolate=False)
     steps = []
     for s, (tok, p) in enumerate(chosen):
-        text = token_text(model, tok)
         indices = state.append_set([tok])
         steps.append(
-            StepRecord(s, 0.0, method, [Candidate(tok, text, p, True)], indices, probabilities=[p])
+            StepRecord(s, 0.0, method, [Candidate(tok, "", p, True)], indices, probabilities=[p])
         )
-    return Trace(
+    trace = Trace(
         prompt=prompt if isinstance(prompt, str) else list(ids),
         model=model_name(model),
         method=method,
         config=config,
         state=state,
-        texts=[token_text(model, t) for t in state.token_ids],
+        texts=[""] * len(state),
         steps=steps,
         stop_reason=stop,
         extra=extra or {},
     )
+    return label_texts(trace, model)  # token texts decoded in context
 
 
 def greedy(
     model: HookedTransformer,
-    prompt: str | Sequence[int],
+    prompt: PromptLike,
     *,
-    max_steps: int,
-    stop_at_eos: bool = True,
+    max_steps: IntLike,
+    stop_at_eos: BoolLike = True,
 ) -> Trace:
     """Greedy decoding (argmax each step; ties: lowest token id)."""
+    max_steps = _count("max_steps", max_steps)
     return _decode(
         model,
         prompt,
@@ -107,13 +123,13 @@ def greedy(
 
 def sample(
     model: HookedTransformer,
-    prompt: str | Sequence[int],
+    prompt: PromptLike,
     *,
-    max_steps: int,
-    seed: int = 0,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    stop_at_eos: bool = True,
+    max_steps: IntLike,
+    seed: IntLike = 0,
+    temperature: RealLike = 1.0,
+    top_p: RealLike = 1.0,
+    stop_at_eos: BoolLike = True,
 ) -> Trace:
     """Ancestral sampling with a seeded generator (same seed, same text).
 
@@ -128,10 +144,11 @@ def sample(
             probable tokens whose probability sums to at least ``top_p`` (renormalised),
             in ``(0, 1]``; 1 keeps the whole vocabulary.
     """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    max_steps, seed = _count("max_steps", max_steps), as_int(seed)
+    temperature = _real("temperature", temperature, 0.0, math.inf)
+    top_p = _real("top_p", top_p, 0.0, 1.0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}")
     gen = torch.Generator().manual_seed(seed)
 
     def choose(p: torch.Tensor) -> int:
@@ -175,12 +192,12 @@ class _Beam:
 
 def beam_search(
     model: HookedTransformer,
-    prompt: str | Sequence[int],
+    prompt: PromptLike,
     *,
-    max_steps: int,
-    num_beams: int = 4,
-    length_penalty: float = 1.0,
-    stop_at_eos: bool = True,
+    max_steps: IntLike,
+    num_beams: IntLike = 4,
+    length_penalty: RealLike = 1.0,
+    stop_at_eos: BoolLike = True,
 ) -> Trace:
     """Beam search exactly as Hugging Face ``generate(num_beams=k, do_sample=False)`` runs it.
 
@@ -205,8 +222,8 @@ def beam_search(
     Raises:
         ValueError: ``max_steps`` or ``num_beams`` < 1.
     """
-    if max_steps < 1 or num_beams < 1:
-        raise ValueError(f"max_steps and num_beams must be >= 1, got {max_steps}, {num_beams}")
+    max_steps, num_beams = _count("max_steps", max_steps), _count("num_beams", num_beams)
+    length_penalty = _real("length_penalty", length_penalty, -math.inf, math.inf)
     ids = encode_prompt(model, prompt)
     eos = eos_token_id(model) if stop_at_eos else None
     n_max = min(max_steps, max_context(model) - len(ids))

@@ -133,6 +133,11 @@ class AttentionCapture(AttentionRecorder):
         super().begin_step(step, query_indices, state)
         self._extra_buf = {}
 
+    def abort_step(self) -> None:
+        """The step's forward failed: discard what it captured (nothing is written)."""
+        super().abort_step()
+        self._extra_buf = {}
+
     def _store(self, step: int, rows: Tensor) -> None:
         """Keep the step's rows ``[layer, head, q, key]`` as NumPy (or spool them)."""
         array = rows.numpy()

@@ -27,6 +27,7 @@ Examples:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -50,8 +51,8 @@ from tempo_lens.hooks import HookFn, TempoHooks
 from tempo_lens.pruning import judge, prefilter
 from tempo_lens.recorder import AttentionRecorder
 from tempo_lens.selection import mixture_distribution, probabilities, select_from_probs
-from tempo_lens.state import SequenceState
-from tempo_lens.text import encode_prompt, eos_token_id, token_text
+from tempo_lens.state import PromptLike, SequenceState
+from tempo_lens.text import encode_prompt, eos_token_id, label_texts
 from tempo_lens.trace import Candidate, PruneDecision, StepRecord, Trace
 
 __all__ = ["StepObserver", "generate"]
@@ -79,6 +80,10 @@ class StepObserver(Protocol):
         ...
 
 
+# Observers may also define ``abort_step()``: called instead of ``end_step()`` when the
+# step's forward raised (discard the step). The original exception always propagates.
+
+
 def _readout(
     rows: Float[Tensor, "k d_vocab"], probs: Sequence[float], mode: str
 ) -> Float[Tensor, " d_vocab"]:
@@ -92,7 +97,7 @@ def _readout(
 
 def generate(
     model: HookedTransformer,
-    prompt: str | Sequence[int],
+    prompt: PromptLike,
     config: TempoConfig | None = None,
     *,
     observers: Sequence[StepObserver] = (),
@@ -103,7 +108,8 @@ def generate(
 
     Args:
         model: A rotary ``HookedTransformer`` (with a tokenizer if ``prompt`` is text).
-        prompt: Text, or token ids.
+        prompt: Text (never truncated), or token ids: a list, a 1-D tensor/array, or a
+            ``[1, pos]`` one such as ``model.to_tokens(text)``.
         config: The :class:`TempoConfig`; keyword ``overrides`` build or update it.
         observers: Extra :class:`StepObserver` objects (e.g. attention capture).
         progress: Show a progress bar over steps.
@@ -111,6 +117,11 @@ def generate(
 
     Returns:
         The trace (tokens, steps, candidates, pruning decisions, stop reason).
+
+    Raises:
+        ValueError: A bad prompt (empty, not one prompt, ids out of the vocabulary) or one
+            that leaves no room in the model's context for a generated token.
+        HookConflictError: TEMPO hooks are already attached to ``model`` (``attach``).
     """
     check_rotary(model)
     if config is None:
@@ -118,7 +129,7 @@ def generate(
     elif overrides:
         config = TempoConfig.from_dict({**config.to_dict(), **overrides})
     prompt_ids = encode_prompt(model, prompt)
-    eos = eos_token_id(model) if config.stop_at_eos or config.min_steps else None
+    eos = eos_token_id(model)  # never a non-top member, whatever stop_at_eos/min_steps
     state = SequenceState(prompt_ids, isolate=config.isolate, positions=config.positions)
     hooks = TempoHooks(model, state)
     pruner = (
@@ -130,16 +141,20 @@ def generate(
     fwd_hooks = hooks.fwd_hooks() + [h for w in watchers for h in w.fwd_hooks(model)]
     cache = make_kv_cache(model) if config.use_kv_cache else None
     limit = max_context(model)
-    text = _TextCache(model)
+    text = _no_text  # texts are decoded in context at the end (label_texts)
 
     def run(indices: list[int], step: int) -> Tensor:
-        for w in watchers:
-            w.begin_step(step, indices, state)
+        begun: list[StepObserver] = []
         try:
-            return _forward(model, state, indices, cache)
-        finally:
             for w in watchers:
-                w.end_step()
+                w.begin_step(step, indices, state)
+                begun.append(w)
+            rows = _forward(model, state, indices, cache)
+        except BaseException:
+            _abort(begun)
+            raise
+        _end(watchers)
+        return rows
 
     steps: list[StepRecord] = []
     stop_reason = "max_steps"
@@ -185,16 +200,44 @@ def generate(
                 _step_record(step, tau, config, sel, ids, ps, indices, dropped, decisions, text)
             )
     state.clear_stale()
-    return Trace(
+    trace = Trace(
         prompt=prompt if isinstance(prompt, str) else list(prompt_ids),
         model=model_name(model),
         method="tempo",
         config=config.to_dict(),
         state=state,
-        texts=[text(t) for t in state.token_ids],
+        texts=[""] * len(state),
         steps=steps,
         stop_reason=stop_reason,
     )
+    return label_texts(trace, model)
+
+
+def _end(watchers: Sequence[StepObserver]) -> None:
+    """End the step of every observer; the first error is raised after all have ended."""
+    error: BaseException | None = None
+    for w in watchers:
+        try:
+            w.end_step()
+        except BaseException as exc:  # re-raised below, once every observer has ended
+            error = error or exc
+    if error is not None:
+        raise error
+
+
+def _abort(watchers: Sequence[StepObserver]) -> None:
+    """A forward failed: end every begun observer's step without raising over the error.
+
+    Observers may define ``abort_step()`` (discard the step); otherwise ``end_step()`` is
+    called and whatever it raises is dropped, so the original exception propagates.
+    """
+    for w in watchers:
+        with contextlib.suppress(Exception):
+            getattr(w, "abort_step", w.end_step)()
+
+
+def _no_text(token_id: int) -> str:
+    return ""
 
 
 def _forward(
@@ -202,7 +245,8 @@ def _forward(
 ) -> Float[Tensor, "k d_vocab"]:
     """Logits rows of ``indices`` (the newest tokens of ``state``)."""
     if cache is None:
-        return model(state.tokens_tensor(model.cfg.device))[0, indices]
+        tokens = state.tokens_tensor(model.cfg.device)  # never padded: explicit all-ones mask
+        return model(tokens, attention_mask=torch.ones_like(tokens))[0, indices]
     new = torch.tensor([[state.token_ids[i] for i in indices]], device=model.cfg.device)
     n_cached = len(state) - len(indices)
     if kv_cache_length(cache) == n_cached:
@@ -264,17 +308,6 @@ def _step_record(step, tau, config, sel, ids, ps, indices, dropped, decisions, t
         pruning=decisions,
         probabilities=[float(p) for p in ps],
     )
-
-
-class _TextCache:
-    def __init__(self, model: HookedTransformer) -> None:
-        self.model = model
-        self.cache: dict[int, str] = {}
-
-    def __call__(self, token_id: int) -> str:
-        if token_id not in self.cache:
-            self.cache[token_id] = token_text(self.model, token_id)
-        return self.cache[token_id]
 
 
 def _set_weight_layout(model: HookedTransformer, *, fast: bool) -> None:

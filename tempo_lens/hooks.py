@@ -46,23 +46,56 @@ from transformer_lens.hook_points import HookPoint
 
 from tempo_lens._tl import (
     UnsupportedAttentionError,
+    add_permanent_hooks,
     attention_windows,
     check_rotary,
+    hook_functions,
     hook_name,
     layer_of,
     physical_windows_disabled,
+    remove_hooks,
     rotary_inv_freq,
 )
 from tempo_lens.rope import delta_cos_sin, rerotate
 from tempo_lens.state import SequenceState
 
-__all__ = ["StateMismatchError", "TempoHooks", "attach", "tempo_fwd_hooks"]
+__all__ = [
+    "HookConflictError",
+    "StateMismatchError",
+    "TempoHooks",
+    "attach",
+    "tempo_fwd_hooks",
+]
 
 HookFn = Callable[[Tensor, HookPoint], Tensor | None]
 
 
 class StateMismatchError(RuntimeError):
     """A forward pass does not match the sequence state the hooks were given."""
+
+
+class HookConflictError(RuntimeError):
+    """TEMPO hooks are active twice on one model, or were removed while attached."""
+
+
+def _tempo_owner(fn: Any) -> TempoHooks | None:
+    owner = getattr(fn, "__self__", None)
+    return owner if isinstance(owner, TempoHooks) else None
+
+
+def _check_single(hook: HookPoint) -> None:
+    """Raise if more than one set of TEMPO hooks is registered on ``hook``.
+
+    Two sets would re-rotate q/k twice (or mask twice): ``attach`` nested in ``attach``,
+    ``run_with_hooks(fwd_hooks=tempo_fwd_hooks(...))`` or ``generate`` inside ``attach``.
+    """
+    owners = [fn for fn in hook_functions(hook) if _tempo_owner(fn) is not None]
+    if len(owners) > 1:
+        raise HookConflictError(
+            f"{hook.name}: {len(owners)} sets of TEMPO hooks are active on this model (attach "
+            "inside attach, tempo_fwd_hooks or generate inside attach?); the re-rotation would "
+            "be applied twice. Use one attach() per model at a time."
+        )
 
 
 class TempoHooks:
@@ -168,12 +201,13 @@ class TempoHooks:
         return layer
 
     def _cos_sin(
-        self, layer: int, start: int, stop: int, device: torch.device
+        self, layer: int, start: int, stop: int, device: torch.device, dtype: torch.dtype
     ) -> tuple[int, Tensor, Tensor] | None:
         """``(first, cos, sin)`` for physical indices ``[start, stop)``; None if all Δ = 0.
 
         ``first`` is the offset (within the slice) of the first non-zero Δ: rows before it
-        need no rotation.
+        need no rotation. Angles are float64; the tables are cast once to ``dtype`` (the
+        dtype of the rotated tensor, so a float64 model gets float64 tables).
         """
         group = self._freq_group[layer]
 
@@ -183,14 +217,17 @@ class TempoHooks:
                 return None
             first = int((delta != 0).nonzero()[0, 0])
             cos, sin = delta_cos_sin(
-                delta[first:], self._inv_freqs[group], adjacent_pairs=self.adjacent_pairs
+                delta[first:],
+                self._inv_freqs[group],
+                adjacent_pairs=self.adjacent_pairs,
+                dtype=dtype,
             )
             return first, cos.to(device), sin.to(device)
 
-        return self._cached(("rot", group, start, stop, str(device)), build)
+        return self._cached(("rot", group, start, stop, str(device), dtype), build)
 
     def _apply(self, x: Tensor, layer: int, start: int, stop: int) -> Tensor:
-        tables = self._cos_sin(layer, start, stop, x.device)
+        tables = self._cos_sin(layer, start, stop, x.device, x.dtype)
         if tables is None:
             return x
         first, cos, sin = tables
@@ -213,6 +250,7 @@ class TempoHooks:
 
     # ------------------------------------------------------------------ hooks
     def _hook_rot_q(self, q: Tensor, hook: HookPoint) -> Tensor:
+        _check_single(hook)
         n = len(self.state)
         q_len = q.shape[1]
         if q_len > n:
@@ -222,10 +260,12 @@ class TempoHooks:
         return self._apply(q, self._layer(hook), n - q_len, n)
 
     def _hook_rot_k(self, k: Tensor, hook: HookPoint) -> Tensor:
+        _check_single(hook)
         n = self._check_keys(k.shape[1], str(hook.name))
         return self._apply(k, self._layer(hook), 0, n)
 
     def _hook_scores(self, scores: Tensor, hook: HookPoint) -> Tensor:
+        _check_single(hook)
         q_len, k_len = scores.shape[-2], scores.shape[-1]
         n = self._check_keys(k_len, str(hook.name))
         start = n - q_len
@@ -299,6 +339,10 @@ def attach(
     ``ActivationCache`` methods, ``transformer_lens.patching``, user hooks) runs on the
     TEMPO sequence. Hooks added inside the block see re-rotated q/k and masked scores.
 
+    The hooks are registered as TransformerLens *permanent* hooks for the duration of the
+    block, so ``model.reset_hooks()`` (which keeps permanent hooks) inside the block does
+    not remove them; they are removed when the block exits.
+
     Args:
         model: A rotary ``HookedTransformer``.
         state: The sequence state.
@@ -307,7 +351,34 @@ def attach(
 
     Yields:
         The :class:`TempoHooks` (e.g. for :meth:`TempoHooks.viewing`).
+
+    Raises:
+        HookConflictError: TEMPO hooks are already registered on ``model`` (a second
+            ``attach``, or ``tempo_fwd_hooks`` added with ``add_hook``); a forward inside
+            the block that brings a second set (``run_with_hooks(fwd_hooks=
+            tempo_fwd_hooks(...))``, ``generate``) raises it too. On exit, if TEMPO hooks
+            were removed inside the block (``reset_hooks(including_permanent=True)``,
+            ``remove_all_hook_fns(including_permanent=True)``): forwards after the removal
+            ran without TEMPO.
     """
     hooks = TempoHooks(model, state, rotate=rotate, mask=mask)
-    with hooks.backend_masks_replaced(), model.hooks(fwd_hooks=list(hooks.fwd_hooks())):  # type: ignore[arg-type]
-        yield hooks
+    for name, hp in model.hook_dict.items():
+        if any(_tempo_owner(fn) is not None for fn in hook_functions(hp)):
+            raise HookConflictError(
+                f"{name}: TEMPO hooks are already attached to this model; attach() cannot be "
+                "nested (the re-rotation would be applied twice)"
+            )
+    ok = False
+    with hooks.backend_masks_replaced():
+        added = add_permanent_hooks(model, hooks.fwd_hooks())
+        try:
+            yield hooks
+            ok = True
+        finally:
+            missing = remove_hooks(added)
+    if ok and missing:
+        raise HookConflictError(
+            f"{missing} of {len(added)} TEMPO hooks were removed while attach() was open "
+            "(reset_hooks(including_permanent=True) or remove_all_hook_fns?): forwards after "
+            "the removal ran without TEMPO"
+        )

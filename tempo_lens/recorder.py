@@ -115,6 +115,13 @@ class AttentionRecorder:
         self.query_indices[step] = [int(i) for i in query_indices]
         self._buf = {}
 
+    def abort_step(self) -> None:
+        """The step's forward failed: discard what it recorded (nothing is stored)."""
+        if self._step is not None:
+            self.query_indices.pop(self._step, None)
+        self._step = None
+        self._buf = {}
+
     def end_step(self) -> None:
         """Stack the step's rows into ``[layer, head_index, q_new, key_pos]`` and store them."""
         step = self._step

@@ -211,7 +211,11 @@ class Trace:
         return [self.state.token_ids[i] for i in self.clean_indices()]
 
     def clean_text(self) -> str:
-        """Prompt + the top surviving member of each step."""
+        """Prompt + the top surviving member of each step.
+
+        Token texts are decoded in context (:func:`tempo_lens.text.sequence_texts`), so with
+        a tokenizer this equals ``tokenizer.decode(prompt_ids + clean_ids)``.
+        """
         return self._prompt_text() + "".join(self.texts[i] for i in self.clean_indices())
 
     def raw_text(self) -> str:
@@ -246,8 +250,8 @@ class Trace:
         return "".join(parts)
 
     def _prompt_text(self) -> str:
-        if isinstance(self.prompt, str):
-            return self.prompt
+        # The decoded prompt tokens (not ``self.prompt``), so that with a tokenizer
+        # ``clean_text() == tokenizer.decode(prompt_ids + clean_ids)``.
         return "".join(self.texts[: self.prompt_length])
 
     # ------------------------------------------------------------------ summary

@@ -49,6 +49,7 @@ from tempo_lens.capture import AttentionCapture, AttentionData
 from tempo_lens.config import TempoConfig
 from tempo_lens.generation import generate
 from tempo_lens.io import atomic_write_json
+from tempo_lens.state import PromptLike
 from tempo_lens.trace import Trace
 
 __all__ = ["analyze_data", "analyze_prompt", "render_figures"]
@@ -116,7 +117,7 @@ def render_figures(
 
 def analyze_prompt(
     model: HookedTransformer,
-    prompt: str | Sequence[int],
+    prompt: PromptLike,
     config: TempoConfig,
     out_dir: str | os.PathLike[str],
     *,
@@ -147,7 +148,7 @@ def analyze_prompt(
         export_seed_json(data, out / "attention_seed.json")
         atomic_write_json(out / "analysis.json", _detail(results))
         summary = {
-            "prompt": prompt if isinstance(prompt, str) else list(prompt),
+            "prompt": trace.prompt,
             "config": config.to_dict(),
             "clean_ids": trace.clean_ids(),
             **_headline(results),

@@ -200,7 +200,9 @@ def test_renderings(model) -> None:
 
 
 def _fake_tokenizer(eos: int) -> SimpleNamespace:
-    return SimpleNamespace(eos_token_id=eos, padding_side="right", decode=lambda ids: f"<{ids[0]}>")
+    return SimpleNamespace(
+        eos_token_id=eos, padding_side="right", decode=lambda ids: "".join(f"<{i}>" for i in ids)
+    )
 
 
 def test_eos_stops_and_min_steps_suppresses(model) -> None:
