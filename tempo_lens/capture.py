@@ -40,6 +40,7 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from tempo_lens._numbers import LayersLike
 from tempo_lens.io import atomic_write
 from tempo_lens.recorder import AttentionRecorder
 from tempo_lens.state import SequenceState
@@ -90,7 +91,7 @@ class AttentionCapture(AttentionRecorder):
     def __init__(
         self,
         *,
-        layers: str | Sequence[int] | None = None,
+        layers: LayersLike | None = None,
         heads: Sequence[int] | None = None,
         hook_names: Sequence[str] = (),
         float16: bool = False,

@@ -14,6 +14,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from tempo_lens._numbers import BoolLike, IntLike, RealLike, normalise_fields
 from tempo_lens.positions import PositionScheme
 from tempo_lens.pruning import (
     AbsoluteRule,
@@ -53,7 +54,9 @@ class TempoConfig:
         prune: Retroactive pruning; ``None`` disables it.
         prefilter: Pre-append pruning of candidates by probability ratio; ``None`` disables.
         stop_at_eos: Stop when the top member of a step is the EOS token (EOS is then not
-            appended). EOS is never appended as a non-top member.
+            appended; with ``False`` it is appended as the top member). EOS is never
+            appended as a non-top member, whatever ``stop_at_eos``, ``min_steps`` and
+            ``max_parallel`` are (it is dropped and recorded in ``StepRecord.prefiltered``).
         use_kv_cache: Incremental forwards with the TransformerLens KV cache (identical
             traces either way; the cache is faster).
         fast_weights: Store the weights in the layouts the forward reads, so no per-forward
@@ -62,21 +65,27 @@ class TempoConfig:
             to what this flag says (``False`` restores the stock layout).
     """
 
-    selection_threshold: float = 0.1
-    max_steps: int = 20
-    min_steps: int = 0
-    max_parallel: int | None = 8
-    isolate: bool = True
+    selection_threshold: RealLike = 0.1
+    max_steps: IntLike = 20
+    min_steps: IntLike = 0
+    max_parallel: IntLike | None = 8
+    isolate: BoolLike = True
     positions: PositionScheme = field(default_factory=PositionScheme)
     readout: Readout = "mixture"
     schedule: ThresholdSchedule | None = None
     prune: PruningConfig | None = None
     prefilter: ProbabilityRatioRule | None = None
-    stop_at_eos: bool = True
-    use_kv_cache: bool = True
-    fast_weights: bool = True
+    stop_at_eos: BoolLike = True
+    use_kv_cache: BoolLike = True
+    fast_weights: BoolLike = True
 
     def __post_init__(self) -> None:
+        normalise_fields(
+            self,
+            reals=("selection_threshold",),
+            ints=("max_steps", "min_steps", "max_parallel"),
+            bools=("isolate", "stop_at_eos", "use_kv_cache", "fast_weights"),
+        )
         tau = self.selection_threshold
         check_threshold(tau, "selection_threshold")
         if (
@@ -85,7 +94,8 @@ class TempoConfig:
             or self.max_steps < 1
         ):
             raise ValueError(f"max_steps must be an int >= 1, got {self.max_steps!r}")
-        if not isinstance(self.min_steps, int) or not 0 <= self.min_steps <= self.max_steps:
+        ms = self.min_steps
+        if isinstance(ms, bool) or not isinstance(ms, int) or not 0 <= ms <= self.max_steps:
             raise ValueError(f"min_steps must be an int in [0, max_steps], got {self.min_steps!r}")
         mp = self.max_parallel
         if mp is not None and (isinstance(mp, bool) or not isinstance(mp, int) or mp < 1):

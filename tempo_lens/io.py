@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tempo_lens._numbers import json_default
+
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
 
 
@@ -63,5 +65,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> None:
-    """Serialise ``obj`` to JSON (strict: no NaN) and write it atomically."""
-    atomic_write_text(path, json.dumps(obj, indent=indent, allow_nan=False) + "\n")
+    """Serialise ``obj`` to JSON (strict: no NaN; NumPy/torch scalars and arrays become
+    Python values) and write it atomically. Nothing is written if serialisation fails."""
+    text = json.dumps(obj, indent=indent, allow_nan=False, default=json_default)
+    atomic_write_text(path, text + "\n")

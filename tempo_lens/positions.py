@@ -31,6 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from tempo_lens._numbers import RealLike, normalise_fields
+
 __all__ = ["PositionScheme", "check_finite_positions", "logical_positions", "set_positions"]
 
 
@@ -47,9 +49,12 @@ class PositionScheme:
     """
 
     kind: Literal["shared", "distinct"] = "shared"
-    member_offset: float = 0.0
+    member_offset: RealLike = 0.0
 
     def __post_init__(self) -> None:
+        normalise_fields(self, reals=("member_offset",))
+        if not isinstance(self.member_offset, float):
+            raise ValueError(f"member_offset must be a number, got {self.member_offset!r}")
         if self.kind not in ("shared", "distinct"):
             raise ValueError(
                 f"PositionScheme.kind must be 'shared' or 'distinct', got {self.kind!r}"

@@ -30,7 +30,6 @@ Examples:
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -38,6 +37,8 @@ from typing import Any, Literal
 import torch
 from jaxtyping import Float
 from torch import Tensor
+
+from tempo_lens._numbers import IntLike, LayersLike, RealLike, as_int, normalise_fields
 
 __all__ = [
     "AGGREGATIONS",
@@ -60,7 +61,7 @@ AGGREGATIONS = ("mean", "max", "sum")
 LAYER_GROUPS = ("all", "early", "middle", "late")
 
 
-def resolve_layers(spec: str | Sequence[int], n_layers: int) -> list[int]:
+def resolve_layers(spec: LayersLike, n_layers: int) -> list[int]:
     """Layer indices named by ``spec``.
 
     Thirds by integer division: ``"early" = range(0, n//3)``, ``"middle" = range(n//3,
@@ -91,7 +92,7 @@ def resolve_layers(spec: str | Sequence[int], n_layers: int) -> list[int]:
     return parsed
 
 
-def _parse_layer_spec(spec: str | Sequence[int]) -> str | list[int]:
+def _parse_layer_spec(spec: LayersLike) -> str | list[int]:
     """A group name, or sorted distinct non-negative indices (range unchecked)."""
     if isinstance(spec, str):
         name = spec.strip().lower()
@@ -104,9 +105,15 @@ def _parse_layer_spec(spec: str | Sequence[int]) -> str | list[int]:
                 f"layers must be one of {LAYER_GROUPS} or indices like '0,3,5', got {spec!r}"
             ) from None
     else:
-        if any(isinstance(x, bool) or not isinstance(x, numbers.Integral) for x in spec):
-            raise ValueError(f"layer indices must be ints, got {list(spec)!r}")
-        items = [int(x) for x in spec]
+        try:
+            values = [as_int(x) for x in spec]
+        except TypeError:
+            raise ValueError(
+                f"layers must be a group name or a list of ints, got {spec!r}"
+            ) from None
+        if any(isinstance(x, bool) or not isinstance(x, int) for x in values):
+            raise ValueError(f"layer indices must be ints, got {values!r}")
+        items = values
     if not items or min(items) < 0:
         raise ValueError(f"layer indices must be a non-empty list of ints >= 0, got {items}")
     return sorted(set(items))
@@ -124,7 +131,7 @@ def _reduce(x: Tensor, how: str) -> Tensor:
 
 
 def _check_ratio(owner: str, ratio: float) -> None:
-    if isinstance(ratio, bool) or not 0.0 <= ratio <= 1.0:
+    if not isinstance(ratio, float) or not 0.0 <= ratio <= 1.0:
         raise ValueError(f"{owner}.ratio must be in [0, 1], got {ratio!r}")
 
 
@@ -172,9 +179,10 @@ class RelativeRule:
         ratio: In ``[0, 1]``; 0 never prunes, 1 keeps only members tied with the best.
     """
 
-    ratio: float
+    ratio: RealLike
 
     def __post_init__(self) -> None:
+        normalise_fields(self, reals=("ratio",))
         _check_ratio("RelativeRule", self.ratio)
 
     def describe(self) -> str:
@@ -190,11 +198,12 @@ class AbsoluteRule:
         threshold: Finite, ``>= 0``, in :func:`score_members` units (``sum`` may exceed 1).
     """
 
-    threshold: float
+    threshold: RealLike
 
     def __post_init__(self) -> None:
+        normalise_fields(self, reals=("threshold",))
         t = self.threshold
-        if isinstance(t, bool) or not (math.isfinite(t) and t >= 0.0):
+        if not isinstance(t, float) or not (math.isfinite(t) and t >= 0.0):
             raise ValueError(f"AbsoluteRule.threshold must be finite and >= 0, got {t!r}")
 
     def describe(self) -> str:
@@ -232,9 +241,10 @@ class ProbabilityRatioRule:
         ratio: In ``[0, 1]``; 0 keeps everything.
     """
 
-    ratio: float
+    ratio: RealLike
 
     def __post_init__(self) -> None:
+        normalise_fields(self, reals=("ratio",))
         _check_ratio("ProbabilityRatioRule", self.ratio)
 
     def describe(self) -> str:
@@ -282,12 +292,13 @@ class PruningConfig:
     """
 
     rule: PruningRule
-    lookahead: int = 1
-    layers: str | Sequence[int] = "all"
+    lookahead: IntLike = 1
+    layers: LayersLike = "all"
     head_agg: Aggregation = "mean"
     query_agg: Aggregation = "mean"
 
     def __post_init__(self) -> None:
+        normalise_fields(self, ints=("lookahead",))
         if not isinstance(self.rule, (RelativeRule, AbsoluteRule)):
             raise ValueError(f"rule must be a RelativeRule or AbsoluteRule, got {self.rule!r}")
         la = self.lookahead
@@ -295,9 +306,9 @@ class PruningConfig:
             raise ValueError(f"lookahead must be an int >= 1, got {la!r}")
         _check_agg("head_agg", self.head_agg)
         _check_agg("query_agg", self.query_agg)
-        if not isinstance(self.layers, str):
-            object.__setattr__(self, "layers", tuple(self.layers))
         _parse_layer_spec(self.layers)  # syntax only; the range needs n_layers (layers_for)
+        if not isinstance(self.layers, str):  # e.g. np.arange(...): a tuple of plain ints
+            object.__setattr__(self, "layers", tuple(int(x) for x in self.layers))
 
     def layers_for(self, n_layers: int) -> list[int]:
         """The configured layers of an ``n_layers``-layer model."""

@@ -36,6 +36,7 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from tempo_lens._numbers import LayersLike
 from tempo_lens._tl import hook_name, layer_of
 from tempo_lens.pruning import gather_votes, resolve_layers
 from tempo_lens.state import SequenceState
@@ -69,7 +70,7 @@ class AttentionRecorder:
     def __init__(
         self,
         *,
-        layers: str | Sequence[int] = "all",
+        layers: LayersLike = "all",
         heads: Sequence[int] | None = None,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,

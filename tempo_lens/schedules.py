@@ -37,9 +37,10 @@ Examples:
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Literal, cast
+
+from tempo_lens._numbers import RealLike, as_real, normalise_fields
 
 __all__ = ["SCHEDULE_KINDS", "ThresholdSchedule", "check_threshold"]
 
@@ -49,7 +50,7 @@ SCHEDULE_KINDS = ("constant", "linear", "exponential", "relu", "bezier")
 ScheduleKind = Literal["constant", "linear", "exponential", "relu", "bezier"]
 
 
-def check_threshold(value: float, name: str = "threshold") -> None:
+def check_threshold(value: RealLike, name: str = "threshold") -> None:
     """The one check of a selection threshold: a real number ``tau`` in ``(0, 1]``.
 
     Used by :class:`~tempo_lens.TempoConfig`, :class:`ThresholdSchedule` and
@@ -60,13 +61,11 @@ def check_threshold(value: float, name: str = "threshold") -> None:
         name: Its name in the error message.
 
     Raises:
-        ValueError: ``value`` is not a real number in ``(0, 1]`` (booleans are refused).
+        ValueError: ``value`` is not a real number in ``(0, 1]`` (booleans are refused;
+            NumPy/torch scalars are accepted).
     """
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not 0.0 < float(value) <= 1.0
-    ):
+    x = as_real(value)  # NumPy/torch scalars are numbers too
+    if not isinstance(x, float) or not 0.0 < x <= 1.0:
         raise ValueError(f"{name} must be in (0, 1], got {value!r}")
 
 
@@ -93,13 +92,18 @@ class ThresholdSchedule:
     """
 
     kind: ScheduleKind = "constant"
-    tau0: float
-    tau_final: float | None = None
-    activation: float = 0.5
-    c1: float = 0.0
-    c2: float = 1.0
+    tau0: RealLike
+    tau_final: RealLike | None = None
+    activation: RealLike = 0.5
+    c1: RealLike = 0.0
+    c2: RealLike = 1.0
 
     def __post_init__(self) -> None:
+        normalise_fields(self, reals=("tau0", "tau_final", "activation", "c1", "c2"))
+        for name in ("tau0", "tau_final", "activation", "c1", "c2"):
+            value = getattr(self, name)
+            if not isinstance(value, float) and not (name == "tau_final" and value is None):
+                raise ValueError(f"{name} must be a number, got {value!r}")
         if self.kind not in SCHEDULE_KINDS:
             raise ValueError(f"schedule kind must be one of {SCHEDULE_KINDS}, got {self.kind!r}")
         check_threshold(self.tau0, "tau0")

@@ -41,6 +41,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from tempo_lens._numbers import IntLike, RealLike, as_int, as_real
 from tempo_lens.schedules import check_threshold
 
 __all__ = ["Selection", "mixture_distribution", "probabilities", "select", "select_from_probs"]
@@ -86,7 +87,8 @@ class Selection:
         return self.token_ids[0]
 
 
-def _check_max_parallel(max_parallel: int | None) -> None:
+def _check_max_parallel(max_parallel: IntLike | None) -> None:
+    max_parallel = as_int(max_parallel)
     if max_parallel is None:
         return
     if isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1:
@@ -114,7 +116,7 @@ def probabilities(logits: Float[Tensor, "... d_vocab"]) -> Float[Tensor, "... d_
 
 
 def select_from_probs(
-    probs: Float[Tensor, " d_vocab"], threshold: float, *, max_parallel: int | None
+    probs: Float[Tensor, " d_vocab"], threshold: RealLike, *, max_parallel: IntLike | None
 ) -> Selection:
     """Select a parallel set from an already normalised distribution.
 
@@ -132,6 +134,7 @@ def select_from_probs(
     """
     check_threshold(threshold)
     _check_max_parallel(max_parallel)
+    threshold, max_parallel = as_real(threshold), as_int(max_parallel)
     if probs.ndim != 1 or probs.shape[0] == 0:
         raise ValueError(f"probs must be a non-empty 1-D tensor, got shape {tuple(probs.shape)}")
     p = probs.detach().to(torch.float64)
@@ -159,7 +162,7 @@ def select_from_probs(
 
 
 def select(
-    logits: Float[Tensor, " d_vocab"], threshold: float, *, max_parallel: int | None
+    logits: Float[Tensor, " d_vocab"], threshold: RealLike, *, max_parallel: IntLike | None
 ) -> Selection:
     """Select the parallel set of one step from next-token logits.
 

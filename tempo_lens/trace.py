@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tempo_lens._numbers import json_default
 from tempo_lens.config import TempoConfig
 from tempo_lens.io import atomic_write_json
 from tempo_lens.state import SequenceState
@@ -216,7 +217,7 @@ class Trace:
         Token texts are decoded in context (:func:`tempo_lens.text.sequence_texts`), so with
         a tokenizer this equals ``tokenizer.decode(prompt_ids + clean_ids)``.
         """
-        return self._prompt_text() + "".join(self.texts[i] for i in self.clean_indices())
+        return self.prompt_text() + "".join(self.texts[i] for i in self.clean_indices())
 
     def raw_text(self) -> str:
         """Every physical token, in order (prompt included)."""
@@ -232,7 +233,7 @@ class Trace:
             show_pruned: Keep pruned members (marked ``~x~``); else drop them.
         """
         st = self.state
-        parts = [self._prompt_text()]
+        parts = [self.prompt_text()]
         for rec in self.steps:
             shown = []
             for i in rec.indices:
@@ -249,9 +250,12 @@ class Trace:
             parts.append(shown[0] if len(shown) == 1 else "[" + "/".join(shown) + "]")
         return "".join(parts)
 
-    def _prompt_text(self) -> str:
-        # The decoded prompt tokens (not ``self.prompt``), so that with a tokenizer
-        # ``clean_text() == tokenizer.decode(prompt_ids + clean_ids)``.
+    def prompt_text(self) -> str:
+        """The prompt as decoded from its tokens (what the renderings show).
+
+        With a tokenizer, ``prompt_text() + clean member texts ==
+        tokenizer.decode(prompt_ids + clean_ids)``; :attr:`prompt` keeps the input as given.
+        """
         return "".join(self.texts[: self.prompt_length])
 
     # ------------------------------------------------------------------ summary
@@ -323,7 +327,7 @@ class Trace:
 
     def to_json(self, *, indent: int | None = 2) -> str:
         """The trace as a JSON string (NaN and infinities refused)."""
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=json_default)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the trace as JSON (atomically). Returns the path."""

@@ -75,7 +75,8 @@ def token_nll(
         raise ValueError(f"sequence of {len(ids)} tokens exceeds the context ({model.cfg.n_ctx})")
     tokens = torch.tensor([ids], device=model.cfg.device)
     with torch.no_grad():
-        logits = model(tokens, return_type="logits")[0]
+        # never padded: an explicit all-ones mask, whatever the tokenizer's padding side
+        logits = model(tokens, attention_mask=torch.ones_like(tokens), return_type="logits")[0]
     logp = torch.log_softmax(logits[start - 1 : -1].to(torch.float64), dim=-1)
     target = tokens[0, start:].unsqueeze(-1)
     return -logp.gather(-1, target).squeeze(-1).cpu()

@@ -33,6 +33,7 @@ from typing import Any
 
 from transformer_lens import HookedTransformer
 
+from tempo_lens._numbers import LayersLike
 from tempo_lens.analysis._util import jsonable
 from tempo_lens.analysis.export import export_seed_json, save_attention
 from tempo_lens.analysis.patterns import (
@@ -121,7 +122,7 @@ def analyze_prompt(
     config: TempoConfig,
     out_dir: str | os.PathLike[str],
     *,
-    layers: str | Sequence[int] | None = None,
+    layers: LayersLike | None = None,
     heads: Sequence[int] | None = None,
     float16: bool = False,
     spool: bool = False,

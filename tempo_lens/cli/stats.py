@@ -74,7 +74,6 @@ def _table_rows(report: Any) -> list[tuple[str, str]]:
 def run(args: argparse.Namespace) -> int:
     """Compute the statistics, write ``stats.json``, print the table and the verdict."""
     from rich.console import Console
-    from rich.table import Table
 
     from tempo_lens.analysis.run_stats import analyze_runs
     from tempo_lens.io import atomic_write_json
@@ -101,13 +100,22 @@ def run(args: argparse.Namespace) -> int:
         text = "".join(f"{k:<{width}}  {v}\n" for k, v in rows)
         sys.stdout.write(f"{text}verdict: {report.verdict}\nstats written to {out}\n")
         return 0
-    table = Table(title="parallel vs non-parallel attention received")
-    table.add_column("quantity")
-    table.add_column("value")
-    for k, v in rows:
-        table.add_row(k, v)
     console = Console(file=sys.stdout)
-    console.print(table)
+    console.print(rich_table("parallel vs non-parallel attention received", rows))
     console.print(f"verdict: {report.verdict}", markup=False)
     console.print(f"stats written to {out}", markup=False)
     return 0
+
+
+def rich_table(title: str, rows: Sequence[tuple[str, str]]) -> Any:
+    """A two-column ``rich`` table whose cells are literal text (``[nan, nan]`` or
+    ``[bold]`` in a value is shown as typed, never read as rich markup)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=Text(title))
+    table.add_column("quantity")
+    table.add_column("value")
+    for k, v in rows:
+        table.add_row(Text(k), Text(v))
+    return table

@@ -66,6 +66,27 @@ def esc(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
+_SCRIPT_JSON_ESCAPES = {
+    "<": "\\u003c",
+    ">": "\\u003e",
+    "&": "\\u0026",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
+
+
+def script_json(json_text: str) -> str:
+    """JSON text made safe to inline in an HTML ``<script>`` element.
+
+    ``<``, ``>``, ``&`` and U+2028/U+2029 become ``\\uXXXX`` escapes (outside strings JSON
+    has none of them, so the value is unchanged): a token such as ``</script>`` or ``<!--``
+    cannot end the script or start a comment that swallows the rest of the page.
+    """
+    for ch, repl in _SCRIPT_JSON_ESCAPES.items():
+        json_text = json_text.replace(ch, repl)
+    return json_text
+
+
 def visible(text: str) -> str:
     """Make whitespace in a token visible (leading space → ``␣``, newline → ``⏎``)."""
     return text.replace("\n", "⏎").replace("\t", "⇥").replace(" ", "␣")

@@ -21,6 +21,7 @@ Examples:
 from __future__ import annotations
 
 import json
+import math
 import os
 import uuid
 from collections.abc import Sequence
@@ -30,9 +31,16 @@ from typing import Any
 
 import circuitsvis
 from circuitsvis.utils.convert_props import convert_props
-from circuitsvis.utils.render import render_cdn
 
-from tempo_lens.display._common import ArrayLike, esc, page, to_numpy, token_labels
+from tempo_lens._numbers import RealLike, as_real
+from tempo_lens.display._common import (
+    ArrayLike,
+    esc,
+    page,
+    script_json,
+    to_numpy,
+    token_labels,
+)
 from tempo_lens.io import atomic_write_text
 from tempo_lens.trace import Trace
 
@@ -65,10 +73,18 @@ def bundle_script() -> str:
     )
 
 
+def _scale(name: str, value: RealLike | None) -> float | None:
+    """A colour-scale bound as a plain float (NumPy/torch scalars accepted), or None."""
+    v = as_real(value)
+    if v is not None and (not isinstance(v, float) or not math.isfinite(v)):
+        raise ValueError(f"{name} must be a finite number or None, got {value!r}")
+    return v
+
+
 def _props_js(props: dict[str, Any]) -> str:
     # convert_props is circuitsvis' own serialiser (tensors/arrays -> lists, None dropped);
-    # escape "</" so a token like "</script>" cannot end the script element.
-    return convert_props(props).replace("</", "<\\/")
+    # script_json escapes <, >, & and U+2028/9 so token text is inert inside <script>.
+    return script_json(convert_props(props))
 
 
 class CvView:
@@ -84,6 +100,8 @@ class CvView:
     def __init__(
         self, component: str, props: dict[str, Any], *, offline: bool = True, title: str = ""
     ) -> None:
+        if not component.isidentifier():
+            raise ValueError(f"component must be a circuitsvis component name, got {component!r}")
         self.component = component
         self.props = props
         self.offline = offline
@@ -104,8 +122,16 @@ class CvView:
         return f"{bundle_script()}\n{self.fragment_html()}"
 
     def cdn_html(self) -> str:
-        """Circuitsvis' CDN rendering (needs internet access in the browser)."""
-        return render_cdn(self.component, **self.props)
+        """The view loading circuitsvis' bundle from its CDN (needs internet access in the
+        browser); the same module script as ``circuitsvis.utils.render.render_cdn``, with
+        the props escaped for inline use."""
+        url = f"https://unpkg.com/circuitsvis@{circuitsvis.__version__}/dist/cdn/esm.js"
+        return (
+            f'<div id="{self.element_id}" style="margin: 15px 0;"></div>\n'
+            f'<script crossorigin type="module">\nimport {{ render, {self.component} }} from '
+            f'"{url}";\nrender({json.dumps(self.element_id)}, {self.component}, '
+            f"{_props_js(self.props)});\n</script>"
+        )
 
     def _repr_html_(self) -> str:
         return self.offline_html() if self.offline else self.cdn_html()
@@ -138,7 +164,7 @@ def attention_heads(
     tokens: Trace | Sequence[str],
     *,
     head_names: Sequence[str] | None = None,
-    max_value: float | None = None,
+    max_value: RealLike | None = None,
     mask_upper_tri: bool = True,
     offline: bool = True,
 ) -> CvView:
@@ -159,7 +185,7 @@ def attention_heads(
         "attention": arr.astype("float32"),
         "tokens": labels,
         "attentionHeadNames": list(head_names) if head_names is not None else None,
-        "maxValue": max_value,
+        "maxValue": _scale("max_value", max_value),
         "minValue": 0.0,
         "maskUpperTri": mask_upper_tri,
     }
@@ -170,7 +196,7 @@ def attention_pattern(
     attention: ArrayLike,
     tokens: Trace | Sequence[str],
     *,
-    max_value: float | None = None,
+    max_value: RealLike | None = None,
     show_axis_labels: bool = True,
     mask_upper_tri: bool = True,
     offline: bool = True,
@@ -190,7 +216,7 @@ def attention_pattern(
     props = {
         "attention": arr.astype("float32"),
         "tokens": labels,
-        "maxValue": max_value,
+        "maxValue": _scale("max_value", max_value),
         "minValue": 0.0,
         "showAxisLabels": show_axis_labels,
         "maskUpperTri": mask_upper_tri,
@@ -202,8 +228,8 @@ def colored_tokens(
     tokens: Trace | Sequence[str],
     values: ArrayLike,
     *,
-    min_value: float | None = None,
-    max_value: float | None = None,
+    min_value: RealLike | None = None,
+    max_value: RealLike | None = None,
     offline: bool = True,
 ) -> CvView:
     """CircuitsVis ``ColoredTokens``: each token coloured by a value (hover shows it).
@@ -217,7 +243,12 @@ def colored_tokens(
     """
     vals = to_numpy(values, ndim=1, name="values")
     labels = _labels(tokens, vals.shape[0])
-    props = {"tokens": labels, "values": vals, "minValue": min_value, "maxValue": max_value}
+    props = {
+        "tokens": labels,
+        "values": vals,
+        "minValue": _scale("min_value", min_value),
+        "maxValue": _scale("max_value", max_value),
+    }
     return CvView("ColoredTokens", props, offline=offline, title="colored tokens")
 
 

@@ -78,9 +78,15 @@ def _finish(fig: Figure, path: str | os.PathLike[str] | None) -> Figure:
     return fig
 
 
+def literal(text: object) -> str:
+    """``text`` as matplotlib literal text: ``$`` is escaped, so token text such as ``$$``
+    or ``$x^2$`` is shown as typed instead of being parsed as mathtext."""
+    return str(text).replace("$", "\\$")
+
+
 def _short(label: str, width: int = 14) -> str:
     label = label.replace("\n", "\\n")
-    return label if len(label) <= width else label[: width - 1] + "…"
+    return literal(label if len(label) <= width else label[: width - 1] + "…")
 
 
 def attention_heatmap_figure(
@@ -122,7 +128,7 @@ def attention_heatmap_figure(
     ax.set_yticks(range(n_src), [_short(s) for s in source_labels], fontsize=7)
     ax.set_xlabel("target (key)")
     ax.set_ylabel("source (query)")
-    ax.set_title(title)
+    ax.set_title(literal(title))
     for g, cols in enumerate(col_groups):
         colour = SET_COLOURS[g % len(SET_COLOURS)]
         lo, hi = min(cols), max(cols)
@@ -173,13 +179,13 @@ def layer_entropy_figure(
     series = _series(entropy, "entropy")
     fig, ax = _figure(6.5, 3.6)
     for name, vals in series.items():
-        ax.plot(range(len(vals)), vals, marker="o", label=name)
+        ax.plot(range(len(vals)), vals, marker="o", label=literal(name))
     n = max(len(v) for v in series.values())
     ax.set_xticks(range(n))
     ax.set_ylim(bottom=0)
     ax.set_xlabel("layer")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_ylabel(literal(ylabel))
+    ax.set_title(literal(title))
     ax.grid(alpha=0.3)
     if len(series) > 1:
         ax.legend()
@@ -210,7 +216,7 @@ def head_entropy_figure(
     ax.set_yticks(range(n_layers))
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
-    ax.set_title(title)
+    ax.set_title(literal(title))
     if annotate if annotate is not None else arr.size <= 400:
         lo, hi = np.nanmin(arr), np.nanmax(arr)
         for (i, j), v in np.ndenumerate(arr):
@@ -250,7 +256,7 @@ def widths_figure(
     ax.set_ylabel("members")
     ax.set_ylim(0, max(1.0, float(w.max(initial=1))) + 0.5)
     ax.yaxis.get_major_locator().set_params(integer=True)
-    ax.set_title(title)
+    ax.set_title(literal(title))
     handles, labels = ax.get_legend_handles_labels()
     if thresholds is not None:
         tau = to_numpy(thresholds, ndim=1, name="thresholds")
@@ -287,12 +293,12 @@ def parallel_vs_nonparallel_figure(
     n = max(len(a), len(b))
     x = np.arange(n)
     fig, ax = _figure(min(14.0, 3.5 + 0.35 * n), 3.6)
-    ax.bar(x[: len(a)] - 0.2, a, width=0.4, label=labels[0], color="#dd8452")
-    ax.bar(x[: len(b)] + 0.2, b, width=0.4, label=labels[1], color="#4c72b0")
+    ax.bar(x[: len(a)] - 0.2, a, width=0.4, label=literal(labels[0]), color="#dd8452")
+    ax.bar(x[: len(b)] + 0.2, b, width=0.4, label=literal(labels[1]), color="#4c72b0")
     ax.set_xticks(x)
     ax.set_xlabel("layer")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_ylabel(literal(ylabel))
+    ax.set_title(literal(title))
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     return _finish(fig, path)
@@ -340,7 +346,7 @@ def pruning_scores_figure(
             xs.append((x, float(row["score"]), bool(row["pruned"]), str(row["text"])))
             x += 1.0
         ticks.append((start + x - 1.0) / 2)
-        names.append(f"set {step}")
+        names.append(literal(f"set {step}"))
         x += 0.7
         ax.axvline(x - 0.85, color="#cccccc", lw=0.8)
     for px, score, was_pruned, text in xs:
@@ -350,7 +356,7 @@ def pruning_scores_figure(
     sec.set_xticks(ticks, names, fontsize=8)
     ax.set_xticks([])
     ax.set_ylabel("score (attention received)")
-    ax.set_title(title)
+    ax.set_title(literal(title))
     ax.legend(
         handles=[Rectangle((0, 0), 1, 1, color=KEPT), Rectangle((0, 0), 1, 1, color=PRUNED)],
         labels=["kept", "pruned"],

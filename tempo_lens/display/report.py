@@ -49,7 +49,7 @@ pre.ascii { font-size: 12px; background: #fbfbfb; padding: 8px; overflow-x: auto
 
 def bracket_html(trace: Trace) -> str:
     """The bracket text as HTML: members coloured by rank, pruned members struck out."""
-    parts = [f"<span>{esc(_prompt(trace))}</span>"]
+    parts = [f"<span>{esc(trace.prompt_text())}</span>"]
     for rec in trace.steps:
         spans = []
         for i in rec.indices:
@@ -66,12 +66,6 @@ def bracket_html(trace: Trace) -> str:
         else:
             parts.append('<span class="set">[' + "/".join(spans) + "]</span>")
     return "".join(parts)
-
-
-def _prompt(trace: Trace) -> str:
-    if isinstance(trace.prompt, str):
-        return trace.prompt
-    return "".join(trace.texts[: trace.prompt_length])
 
 
 def figure_html(png: bytes | str | os.PathLike[str], caption: str = "") -> str:

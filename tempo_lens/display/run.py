@@ -61,19 +61,25 @@ def render_run(
         results: :func:`~tempo_lens.analysis.run.analyze_data` output (any subset).
         cv_layers: Model layers shown with circuitsvis (default: the last captured one).
         title: Report title (default: the prompt, shortened).
+
+    A figure that fails to render is not silently dropped: the failure is logged as a
+    warning and named at the top of ``report.html``.
     """
     out = Path(out_dir)
     results = dict(results or {})
     labels = token_labels(trace)
     written: list[Path] = []
     figs: dict[str, Path] = {}
+    failures: list[str] = []
 
     def fig(name: str, caption: str, make: Any) -> None:
         path = out / "figures" / f"{name}.png"
         try:
             make(path)
-        except Exception:  # one bad view must not lose the report
-            log.exception("figure %s failed", name)
+        except Exception as exc:  # one bad view must not lose the report: report it instead
+            msg = str(exc).splitlines()[0] if str(exc) else ""
+            failures.append(f"figure {name}.png ({caption}) failed: {type(exc).__name__}: {msg}")
+            log.warning("%s", failures[-1], exc_info=True)
             return
         figs[caption] = path
         written.append(path)
@@ -159,7 +165,7 @@ def render_run(
             figures=figs,
             views=views,
             texts=texts,
-            notes=_notes(results),
+            notes=_notes(results) + [f"Rendering failure: {f}" for f in failures],
         )
     )
     return written

@@ -53,12 +53,6 @@ def _decisions(trace: Trace) -> dict[int, PruneDecision]:
     return {d.index: d for rec in trace.steps for d in rec.pruning if d.pruned}
 
 
-def _prompt(trace: Trace) -> str:
-    if isinstance(trace.prompt, str):
-        return trace.prompt
-    return "".join(trace.texts[: trace.prompt_length])
-
-
 def _quote(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
@@ -73,7 +67,7 @@ def tree_text(trace: Trace) -> str:
     clean = set(clean_indices(trace))
     pruned_by = _decisions(trace)
     width = max((len(_quote(t.text)) for t in trace.tokens if t.step >= 0), default=0)
-    lines = [f"prompt: {_quote(_prompt(trace))}"]
+    lines = [f"prompt: {_quote(trace.prompt_text())}"]
     for rec in trace.steps:
         n = len(rec.indices)
         extra = []
@@ -140,7 +134,7 @@ def tree_svg(trace: Trace, *, max_chars: int = 16) -> str:
     longest = max((len(_cut(visible(t.text), max_chars)) for t in gen), default=4)
     node_w = max(100.0, 7.4 * longest + 18)
     col_w, node_h, row_h, top = node_w + 34, 38, 48, 34
-    prompt_text = _cut(visible(_prompt(trace)), 28)
+    prompt_text = _cut(visible(trace.prompt_text()), 28)
     prompt_w = max(80.0, 7.4 * len(prompt_text) + 18)
     x0 = prompt_w + 40
     height_rows = max((len(r.indices) for r in trace.steps), default=1)
@@ -188,7 +182,7 @@ def tree_svg(trace: Trace, *, max_chars: int = 16) -> str:
         for r in trace.steps
     ]
     prompt = (
-        f'<g class="node prompt"><title>{esc(_prompt(trace))}</title>'
+        f'<g class="node prompt"><title>{esc(trace.prompt_text())}</title>'
         f'<rect x="10" y="{top}" width="{prompt_w:.1f}" height="{node_h}" rx="6"/>'
         f'<text x="18" y="{top + 23}">{esc(prompt_text)}</text></g>'
     )

@@ -24,6 +24,7 @@ from tempo_lens.display import (
     token_labels,
     widths_figure,
 )
+from tempo_lens.display._common import script_json
 from tempo_lens.display.cv import bundle_script
 from tests.display_fixtures import hand_trace
 
@@ -91,11 +92,12 @@ def test_cv_views_are_offline(run, tmp_path: Path) -> None:
         html = v._repr_html_()
         assert bundle in html  # the inline bundle, not the CDN
         assert "unpkg.com" not in html and not EXTERNAL.search(html)
-        assert "<1>|" not in html and "<6" in html  # prompt tokens plain
+        # prompt tokens plain; "<" inside the inline JSON is escaped as \u003c
+        assert "\\u003c1\\u003e|" not in html and "\\u003c6" in html
         assert "CircuitsVis.render(" in html
     labels = token_labels(trace)
     assert any("|0" in lab for lab in labels)
-    assert all(f'"{lab}"' in views[0].fragment_html() for lab in labels[:5])
+    assert all(f'"{script_json(lab)}"' in views[0].fragment_html() for lab in labels[:5])
     saved = views[0].save(tmp_path / "heads.html").read_text()
     assert saved.startswith("<!DOCTYPE html>") and bundle in saved
     online = attention_heads(pattern[1], trace, offline=False)._repr_html_()
@@ -105,7 +107,7 @@ def test_cv_views_are_offline(run, tmp_path: Path) -> None:
 def test_cv_escapes_script_breaking_tokens() -> None:
     view = colored_tokens(["</script><b>", "x"], [0.5, 1.0])
     frag = view.fragment_html()
-    assert "</script><b>" not in frag and "<\\/script>" in frag
+    assert "</script><b>" not in frag and "\\u003c/script\\u003e\\u003cb\\u003e" in frag
 
 
 def test_cv_label_count_must_match() -> None:

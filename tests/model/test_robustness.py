@@ -29,7 +29,7 @@ from tempo_lens import (
 )
 from tempo_lens.hooks import HookConflictError
 from tempo_lens.text import label_texts, sequence_texts
-from tempo_lens.trace import Candidate, StepRecord, TokenRecord, Trace
+from tempo_lens.trace import Candidate, StepRecord, Trace
 from tests.tokenizer_fixtures import byte_tokenizer, metaspace_tokenizer, with_tokenizer
 
 PROMPT = [1, 2, 3]
@@ -70,17 +70,12 @@ def test_metaspace_text_keeps_word_boundaries() -> None:
 
 def _byte_trace(tok, prompt: str, steps: list[list[int]]) -> Trace:
     """A hand-built trace whose step ``s`` appends the members ``steps[s]``."""
-    ids = tok.encode(prompt)
-    tokens = [TokenRecord(i, t, "", -1, 0, float(i)) for i, t in enumerate(ids)]
-    records = []
-    for s, members in enumerate(steps):
-        idx = []
-        for r, t in enumerate(members):
-            tokens.append(TokenRecord(len(tokens), t, "", s, r, float(len(ids) + s), None, 0.5))
-            idx.append(len(tokens) - 1)
-        cands = [Candidate(t, "", 0.5, True) for t in members]
-        records.append(StepRecord(s, 0.1, "mixture", cands, idx))
-    return Trace(prompt, "byte", "tempo", {}, tokens, records, prompt_length=len(ids))
+    state = SequenceState.from_sets(tok.encode(prompt), steps)
+    records = [
+        StepRecord(s, 0.1, "mixture", [Candidate(t, "", 0.5, True) for t in members], idx)
+        for s, (members, idx) in enumerate(zip(steps, state.set_indices, strict=True))
+    ]
+    return Trace(prompt, "byte", "tempo", {}, state, [""] * len(state), records)
 
 
 def test_split_characters_decode_jointly_never_fffd() -> None:
