@@ -148,6 +148,7 @@ class TempoHooks:
         self.windows = attention_windows(model)
         self._memo: dict[tuple[Any, ...], Any] = {}
         self._memo_version = -1
+        self._single: dict[int, tuple[int, int]] = {}  # hook point -> hook list checked
 
     # ------------------------------------------------------------------ public
     def fwd_hooks(self) -> list[tuple[str, HookFn]]:
@@ -186,6 +187,14 @@ class TempoHooks:
             self.view_step, self.view_from = old
 
     # ------------------------------------------------------------------ helpers
+    def _check_single(self, hook: HookPoint) -> None:
+        """:func:`_check_single`, re-run only when the hook point's hook list changed."""
+        hooks = getattr(hook, "fwd_hooks", None)
+        key = (id(hooks), len(hooks) if hooks is not None else 0)
+        if self._single.get(id(hook)) != key:
+            _check_single(hook)
+            self._single[id(hook)] = key
+
     def _cached(self, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
         if self._memo_version != self.state.version:
             self._memo.clear()
@@ -250,7 +259,7 @@ class TempoHooks:
 
     # ------------------------------------------------------------------ hooks
     def _hook_rot_q(self, q: Tensor, hook: HookPoint) -> Tensor:
-        _check_single(hook)
+        self._check_single(hook)
         n = len(self.state)
         q_len = q.shape[1]
         if q_len > n:
@@ -260,12 +269,12 @@ class TempoHooks:
         return self._apply(q, self._layer(hook), n - q_len, n)
 
     def _hook_rot_k(self, k: Tensor, hook: HookPoint) -> Tensor:
-        _check_single(hook)
+        self._check_single(hook)
         n = self._check_keys(k.shape[1], str(hook.name))
         return self._apply(k, self._layer(hook), 0, n)
 
     def _hook_scores(self, scores: Tensor, hook: HookPoint) -> Tensor:
-        _check_single(hook)
+        self._check_single(hook)
         q_len, k_len = scores.shape[-2], scores.shape[-1]
         n = self._check_keys(k_len, str(hook.name))
         start = n - q_len

@@ -132,7 +132,7 @@ def add_config_options(
         help_text = f"{docs[f.name]} (default: {default!r})"
         flag = "--" + f.name.replace("_", "-")
         hint = hints[f.name]
-        if hint is bool:
+        if _option_type(hint) is bool:  # bool, or tempo_lens._numbers.BoolLike at run time
             parser.add_argument(
                 flag, action=argparse.BooleanOptionalAction, default=default, help=help_text
             )

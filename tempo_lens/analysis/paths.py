@@ -211,7 +211,12 @@ def continuation_nlls(
             [list(prompt) + o + [0] * (width - len(o)) for o in chunk], device=model.cfg.device
         )
         with torch.no_grad():
-            logits = model(rows, return_type="logits")[:, n - 1 : n - 1 + width]
+            # all-ones mask: right padding is harmless under the causal mask, and no token
+            # is ever treated as padding whatever the tokenizer's padding side
+            mask = torch.ones_like(rows)
+            logits = model(rows, attention_mask=mask, return_type="logits")[
+                :, n - 1 : n - 1 + width
+            ]
         logp = torch.log_softmax(logits.to(torch.float64), dim=-1).cpu()
         target = rows[:, n : n + width].cpu().unsqueeze(-1)
         nll = -logp.gather(-1, target).squeeze(-1)

@@ -83,7 +83,9 @@ def schemes(cfg: Config) -> list[dict[str, Any]]:
 
 @torch.no_grad()
 def _next_logits(model: Any, ids: list[int]) -> torch.Tensor:
-    return model(torch.tensor([ids], device=model.cfg.device), return_type="logits")[0, -1]
+    tokens = torch.tensor([ids], device=model.cfg.device)
+    # an explicit all-ones mask: a prompt is never padding, whatever the tokenizer's side
+    return model(tokens, attention_mask=torch.ones_like(tokens), return_type="logits")[0, -1]
 
 
 def _sequence(model: Any, prompt: list[int], cfg: Config, unit: Unit) -> tl.SequenceState:
@@ -117,9 +119,11 @@ def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, An
     """Per layer: the continuation queries' attention to the set (mean over heads)."""
     with tl.fast_weights(model), torch.no_grad():  # bit-identical, no per-forward copies
         state = _sequence(model, encode(model, unit.prompt), cfg, unit)
+        tokens = state.tokens_tensor(model.cfg.device)
         with tl.attach(model, state):
             _, cache = model.run_with_cache(
-                state.tokens_tensor(model.cfg.device),
+                tokens,
+                attention_mask=torch.ones_like(tokens),  # never padded (docs/gotchas.md)
                 names_filter=lambda name: name.endswith("hook_pattern"),
             )
     members, queries = state.set_indices[0], [i for s in state.set_indices[1:] for i in s]

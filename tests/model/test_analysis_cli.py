@@ -85,6 +85,11 @@ def test_stats_over_three_tiny_runs(tmp_path, capsys) -> None:
     assert statistical_confidence_analysis.main(["--data-dir", str(out), "--plain"]) == 0
     printed = capsys.readouterr().out
     assert "ratio mean [CI]" in printed
+    assert statistical_confidence_analysis.main(["--data-dir", str(out)]) == 0
+    rich = capsys.readouterr().out  # the rich table shows the cells as typed (issue 10)
+    for line in printed.splitlines()[:11]:
+        value = line.split("  ")[-1].strip()
+        assert value in rich, value  # e.g. "nan [nan, nan]", not "nan"
     stats = json.loads((out / "stats.json").read_text())
     assert stats["n_runs"] == 3
     assert stats["verdict"].startswith("insufficient data")  # 3 < min_samples = 5
