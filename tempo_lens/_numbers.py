@@ -58,8 +58,10 @@ def _scalar(value: Any) -> Any:
 
 
 def as_real(value: Any) -> Any:
-    """A ``float`` for any real number (bools and non-numbers are returned unchanged, for
-    the caller's validation to refuse)."""
+    """A ``float`` for any real number.
+
+    Bools and non-numbers are returned unchanged, for the caller's validation to refuse.
+    """
     value = _scalar(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return value

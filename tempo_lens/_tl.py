@@ -434,9 +434,11 @@ def hook_functions(hook_point: Any) -> list[Any]:
 def add_permanent_hooks(
     model: HookedTransformer, fwd_hooks: list[tuple[str, Any]]
 ) -> list[tuple[Any, Any]]:
-    """Register ``fwd_hooks`` as *permanent* TransformerLens hooks (``reset_hooks()`` with
-    its default ``including_permanent=False`` keeps them). Returns ``(hook_point, handle)``
-    pairs for :func:`remove_hooks`."""
+    """Register ``fwd_hooks`` as *permanent* TransformerLens hooks.
+
+    ``reset_hooks()`` with its default ``including_permanent=False`` keeps them. Returns
+    ``(hook_point, handle)`` pairs for :func:`remove_hooks`.
+    """
     added = []
     for name, fn in fwd_hooks:
         hp = model.hook_dict[name]
@@ -446,8 +448,10 @@ def add_permanent_hooks(
 
 
 def remove_hooks(added: list[tuple[Any, Any]]) -> int:
-    """Remove hooks registered by :func:`add_permanent_hooks`; returns how many were no
-    longer registered (removed by someone else in the meantime)."""
+    """Remove hooks registered by :func:`add_permanent_hooks`.
+
+    Returns how many were no longer registered (removed by someone else in the meantime).
+    """
     missing = 0
     for hp, handle in added:
         if any(h is handle for h in hp.fwd_hooks):

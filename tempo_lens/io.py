@@ -65,7 +65,10 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> None:
-    """Serialise ``obj`` to JSON (strict: no NaN; NumPy/torch scalars and arrays become
-    Python values) and write it atomically. Nothing is written if serialisation fails."""
+    """Serialise ``obj`` to JSON and write it atomically.
+
+    Strict JSON (no NaN); NumPy/torch scalars and arrays become Python values. Nothing is
+    written if serialisation fails.
+    """
     text = json.dumps(obj, indent=indent, allow_nan=False, default=json_default)
     atomic_write_text(path, text + "\n")

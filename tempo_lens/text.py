@@ -132,8 +132,11 @@ def token_text(model: HookedTransformer, token_id: int) -> str:
 
 
 def eos_token_id(model: HookedTransformer) -> int | None:
-    """The tokenizer's EOS id, or None (no tokenizer, no EOS, or an id outside the model's
-    vocabulary, e.g. an EOS token the tokenizer added after the model was built)."""
+    """The tokenizer's EOS id, or None.
+
+    None without a tokenizer, without an EOS, or for an id outside the model's vocabulary
+    (e.g. an EOS token the tokenizer added after the model was built).
+    """
     if model.tokenizer is None:
         return None
     eos = getattr(model.tokenizer, "eos_token_id", None)
@@ -231,8 +234,11 @@ def sequence_texts(
 
 
 def label_texts(trace: Trace, model: HookedTransformer) -> Trace:
-    """``trace`` with every text (tokens, candidates, prefiltered, pruning decisions)
-    decoded in context by :func:`sequence_texts`. Ids, probabilities and indices are kept."""
+    """``trace`` with every text decoded in context by :func:`sequence_texts`.
+
+    Token, candidate, prefiltered and pruning-decision texts are replaced; ids,
+    probabilities and indices are kept.
+    """
     ids = trace.state.token_ids
     n = trace.prompt_length
     clean = trace.clean_indices()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +109,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def rich_table(title: str, rows: Sequence[tuple[str, str]]) -> Any:
-    """A two-column ``rich`` table whose cells are literal text (``[nan, nan]`` or
-    ``[bold]`` in a value is shown as typed, never read as rich markup)."""
+    """A two-column ``rich`` table whose cells are literal text.
+
+    ``[nan, nan]`` or ``[bold]`` in a value is shown as typed, never read as rich markup.
+    """
     from rich.table import Table
     from rich.text import Text
 

@@ -76,9 +76,9 @@ _SCRIPT_JSON_ESCAPES = {
 
 
 def script_json(json_text: str) -> str:
-    """JSON text made safe to inline in an HTML ``<script>`` element.
+    r"""JSON text made safe to inline in an HTML ``<script>`` element.
 
-    ``<``, ``>``, ``&`` and U+2028/U+2029 become ``\\uXXXX`` escapes (outside strings JSON
+    ``<``, ``>``, ``&`` and U+2028/U+2029 become ``\uXXXX`` escapes (outside strings JSON
     has none of them, so the value is unchanged): a token such as ``</script>`` or ``<!--``
     cannot end the script or start a comment that swallows the rest of the page.
     """

@@ -122,9 +122,11 @@ class CvView:
         return f"{bundle_script()}\n{self.fragment_html()}"
 
     def cdn_html(self) -> str:
-        """The view loading circuitsvis' bundle from its CDN (needs internet access in the
-        browser); the same module script as ``circuitsvis.utils.render.render_cdn``, with
-        the props escaped for inline use."""
+        """The view loading circuitsvis' bundle from its CDN (needs internet in the browser).
+
+        The same module script as ``circuitsvis.utils.render.render_cdn``, with the props
+        escaped for inline use.
+        """
         url = f"https://unpkg.com/circuitsvis@{circuitsvis.__version__}/dist/cdn/esm.js"
         return (
             f'<div id="{self.element_id}" style="margin: 15px 0;"></div>\n'

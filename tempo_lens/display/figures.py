@@ -79,8 +79,11 @@ def _finish(fig: Figure, path: str | os.PathLike[str] | None) -> Figure:
 
 
 def literal(text: object) -> str:
-    """``text`` as matplotlib literal text: ``$`` is escaped, so token text such as ``$$``
-    or ``$x^2$`` is shown as typed instead of being parsed as mathtext."""
+    """``text`` as matplotlib literal text.
+
+    ``$`` is escaped, so token text such as ``$$`` or ``$x^2$`` is shown as typed instead
+    of being parsed as mathtext.
+    """
     return str(text).replace("$", "\\$")
 
 
