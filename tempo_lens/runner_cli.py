@@ -2,7 +2,8 @@
 
 Options: ``--output-dir`` (required), ``--prompt`` (repeatable) / ``--prompts-file``,
 ``--limit N`` (first N prompts), ``--quick`` (the spec's smoke-run overrides and its first
-``quick_prompts`` prompts), ``--executor local|ray`` (``--address``, ``--batch-size``),
+``quick_prompts`` prompts), ``--executor local|ray`` (``--batch-size``; with ``ray`` also
+``--address``, ``--workers``, ``--num-gpus``: see :mod:`tempo_lens.ray_executor`),
 ``-q``, plus one option per config field (help = the field's doc). Bad values print one
 line ``PROG: error: ...`` and return 2 with nothing written.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from tempo_lens.options import (
@@ -53,6 +55,10 @@ def build_parser(spec: ExperimentSpec, prog: str | None = None) -> argparse.Argu
     p.add_argument("--executor", default="local", help="local | ray (default: local)")
     p.add_argument("--address", help="Ray cluster address (with --executor ray)")
     p.add_argument("--batch-size", type=int, default=1, help="units per batched forward")
+    p.add_argument("--workers", type=int, help="Ray actors (default: as many as the cluster fits)")
+    p.add_argument(
+        "--num-gpus", type=float, help="GPUs per Ray actor (default: 1 with a cuda device, else 0)"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no report")
     add_config_options(p, spec.config)
     return p
@@ -61,12 +67,24 @@ def build_parser(spec: ExperimentSpec, prog: str | None = None) -> argparse.Argu
 def _executor(args: argparse.Namespace, model: Any) -> Any:
     if args.executor not in EXECUTORS:
         if args.executor == "ray":
-            import tempo_lens.ray_executor  # noqa: F401  (registers itself)
+            try:
+                import tempo_lens.ray_executor  # noqa: F401  (registers itself)
+            except ImportError as exc:
+                raise UsageError(str(exc)) from exc
         if args.executor not in EXECUTORS:
             raise UsageError(f"unknown executor {args.executor!r}; known: {', '.join(EXECUTORS)}")
     if args.executor == "local":
+        given = [o for o in ("address", "workers", "num_gpus") if getattr(args, o) is not None]
+        if given:
+            opt = "--" + given[0].replace("_", "-")
+            raise UsageError(f"{opt} needs --executor ray")
         return LocalExecutor(model, batch_size=args.batch_size)
-    return EXECUTORS[args.executor](address=args.address, batch_size=args.batch_size)
+    return EXECUTORS[args.executor](
+        address=args.address,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        num_gpus=args.num_gpus,
+    )
 
 
 def run_cli(
@@ -92,9 +110,12 @@ def run_cli(
             raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
         job = Job(spec.module_name, cfg)
         model = job.load_model() if args.executor == "local" else None
-        if model is not None:
-            for q in prompts:  # every prompt must encode before anything is written
-                encode(model, q)
+        check = model  # every prompt must encode before anything is written
+        if check is None and cfg.tiny:  # cheap here; a real model loads on the workers only
+            check = Job(job.module, replace(cfg, device="cpu")).load_model()
+        if check is not None:
+            for q in prompts:
+                encode(check, q)
         executor = _executor(args, model)
         res = run_experiment(
             spec,

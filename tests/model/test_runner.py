@@ -152,6 +152,7 @@ def test_killed_sweep_resumes_to_identical_tables(tmp_path) -> None:
         (["--prompts-file", "missing.txt"], "missing.txt"),
         (["--prompt", "not ids"], "not ids"),
         (["--executor", "slurm"], "slurm"),
+        (["--workers", "2"], "--workers needs --executor ray"),
     ],
 )
 def test_bad_values_exit_2_without_writing(bad, message, tmp_path, capsys) -> None:
