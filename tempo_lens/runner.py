@@ -354,6 +354,7 @@ def run_experiment(
     Raises:
         ManifestMismatchError: ``out_dir`` holds a run with another config or prompt set.
         ValueError: ``limit < 1``; whatever the config or the units raise.
+        RuntimeError: the executor finished without returning every unit.
     """
     if not isinstance(cfg, spec.config):
         raise TypeError(f"cfg must be a {spec.config.__name__}, got {type(cfg).__name__}")
@@ -391,6 +392,12 @@ def run_experiment(
             }
             atomic_write_json(unit_dir / f"{unit.key}.json", jsonable(record))
             bar.update(1)
+    missing = [u.key for u in todo if not (unit_dir / f"{u.key}.json").is_file()]
+    if missing:
+        raise RuntimeError(
+            f"the executor returned without {len(missing)} of {len(todo)} units "
+            f"(e.g. {missing[0]}); re-run to resume"
+        )
     tables = collect(out, units)
     for name, df in tables.items():
         atomic_write_text(out / f"{name}.csv", df.to_csv(index=False))

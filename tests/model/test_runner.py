@@ -16,7 +16,7 @@ import pytest
 import tempo_lens as tl
 from tempo_lens.experiments import available, isolation_ab, spec
 from tempo_lens.options import Prompt, prompts_from_texts, read_prompts
-from tempo_lens.runner import ManifestMismatchError, run_experiment, unit_seed
+from tempo_lens.runner import LocalExecutor, ManifestMismatchError, run_experiment, unit_seed
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = [f"{i % 50 + 1} {i % 7 + 2} {i % 11 + 3} 9" for i in range(30)]
@@ -176,6 +176,23 @@ def test_quick_keeps_few_prompts_and_short_runs(tmp_path) -> None:
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["config"]["max_steps"] == isolation_ab.SPEC.quick["max_steps"]
     assert len(manifest["prompts"]) == isolation_ab.SPEC.quick_prompts
+
+
+def test_an_executor_that_drops_units_fails_the_run(model, tmp_path) -> None:
+    class Lossy:
+        def run(self, job, units):
+            yield from LocalExecutor(model).run(job, units[1:])
+
+    with pytest.raises(RuntimeError, match=r"without 1 of 4 units \(e.g. p000__mode=isolated\)"):
+        run_experiment(
+            isolation_ab.SPEC,
+            _cfg(),
+            tmp_path,
+            executor=Lossy(),
+            progress=False,
+            prompts=prompts_from_texts(PROMPTS[:2]),
+        )
+    assert not (tmp_path / "runs.csv").exists()
 
 
 def test_unit_seed_is_stable_and_distinct() -> None:
