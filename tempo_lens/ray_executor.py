@@ -60,13 +60,14 @@ class WorkerLostError(RuntimeError):
 
 
 def pool_size(
-    free: dict[str, float], cpus: float, gpus: float, workers: int | None, n_chunks: int
+    total: dict[str, float], cpus: float, gpus: float, workers: int | None, n_chunks: int
 ) -> int:
-    """How many actors to start: as many as the free resources fit (at most ``workers``, at
-    most one per chunk). Never more than fit, so no actor waits forever with a chunk.
+    """How many actors to start: as many as the cluster's resources fit (at most ``workers``,
+    at most one per chunk). Never more than fit, so no actor waits forever with a chunk (on
+    a cluster shared with other jobs, an actor may wait until they release resources).
 
     Args:
-        free: The cluster's available resources (``ray.available_resources()``).
+        total: The cluster's resources (``ray.cluster_resources()``).
         cpus: CPUs per actor.
         gpus: GPUs per actor (0: CPU only).
         workers: Requested number of actors, or ``None`` for as many as fit.
@@ -75,19 +76,19 @@ def pool_size(
     Raises:
         ValueError: not even one actor fits (e.g. a CUDA device on a cluster without GPUs).
     """
-    have_cpu, have_gpu = free.get("CPU", 0.0), free.get("GPU", 0.0)
+    have_cpu, have_gpu = total.get("CPU", 0.0), total.get("GPU", 0.0)
     fit = int(have_cpu // cpus)
     if gpus > 0:
         fit = min(fit, int(have_gpu // gpus))
     if fit < 1:
         raise ValueError(
             f"a worker needs {cpus:g} CPU and {gpus:g} GPU, the Ray cluster has "
-            f"{have_cpu:g} CPU and {have_gpu:g} GPU free"
+            f"{have_cpu:g} CPU and {have_gpu:g} GPU"
             + ("; use --device cpu or a cluster with GPUs" if gpus > 0 and not have_gpu else "")
         )
     if workers is not None and workers > fit:
         logger.warning(
-            "starting %d workers, not %d: the cluster's free resources fit %d", fit, workers, fit
+            "starting %d workers, not %d: the cluster's resources fit %d", fit, workers, fit
         )
     return max(1, min(workers or fit, fit, n_chunks))
 
@@ -97,10 +98,12 @@ class _Worker:
 
     def __init__(self, job: Job, batch_size: int) -> None:
         self.job, self.batch_size, self.model = job, batch_size, None
-        self.where = {
+        ctx = ray.get_runtime_context()
+        self.where = {  # recorded in each unit's JSON: where it ran
             "host": socket.gethostname(),
+            "node": ctx.get_node_id(),
+            "actor": ctx.get_actor_id(),
             "pid": os.getpid(),
-            "actor": ray.get_runtime_context().get_actor_id(),
         }
 
     def run(self, units: list[Unit]) -> list[tuple[Unit, dict[str, Any]]]:
@@ -117,12 +120,14 @@ class RayExecutor:
 
     Args:
         address: Ray cluster address (``"auto"``, ``"HOST:6379"``, ``"ray://HOST:10001"``);
-            ``None`` joins the cluster named by ``RAY_ADDRESS`` or starts a local one.
-            Ignored when Ray is already initialised in this process.
+            ``"local"`` starts a private local instance for the sweep; ``None`` does what
+            ``ray.init()`` does (joins ``RAY_ADDRESS`` or a cluster started with ``ray start``
+            on this machine, else starts a local instance). Ignored when Ray is already
+            initialised in this process.
         batch_size: Units per chunk (one :func:`~tempo_lens.runner.execute_units` call, batched
             when the experiment has ``run_batch``).
-        workers: Number of actors; default (and at most) as many as the cluster's free CPUs
-            and GPUs fit, at most one per chunk (:func:`pool_size`).
+        workers: Number of actors; default (and at most) as many as the cluster's CPUs and
+            GPUs fit, at most one per chunk (:func:`pool_size`).
         num_gpus: GPUs per actor (fractions share a GPU); default 1 when the config's device is
             CUDA, else 0.
         cpus_per_worker: CPUs per actor (its torch threads).
@@ -210,14 +215,8 @@ class RayExecutor:
                 cid, chunk = queue.popleft()
                 inflight[actor.run.remote(chunk)] = (actor, cid, chunk)
 
-        self._actors = [
-            actor_cls.remote(job, bs)
-            for _ in range(
-                pool_size(
-                    ray.available_resources(), self.cpus_per_worker, gpus, self.workers, len(queue)
-                )
-            )
-        ]
+        n = pool_size(ray.cluster_resources(), self.cpus_per_worker, gpus, self.workers, len(queue))
+        self._actors = [actor_cls.remote(job, bs) for _ in range(n)]
         for actor in self._actors:
             submit(actor)
         while inflight:

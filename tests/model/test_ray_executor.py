@@ -1,7 +1,7 @@
 """The Ray executor on a real local Ray instance, tiny model.
 
-One sweep through the experiment command line with ``--executor ray --workers 2`` (the
-executor starts a local Ray instance, as a user's command does, and shuts it down) loses
+One sweep through the experiment command line with ``--executor ray --address local
+--workers 2`` (the executor starts a private local Ray instance and shuts it down) loses
 two workers mid-sweep (one actor's process SIGKILLed, one actor ``ray.kill``-ed) and must
 still produce files byte-identical to ``--executor local``, and leave no process behind.
 """
@@ -106,7 +106,7 @@ def test_killed_workers_are_retried_and_tables_match_local(tmp_path, monkeypatch
 
     monkeypatch.setitem(EXECUTORS, "ray", factory)
     monkeypatch.setattr(ray, "shutdown", shutdown)
-    argv = _argv(tmp_path / "ray", "--executor", "ray", "--workers", "2")
+    argv = _argv(tmp_path / "ray", "--executor", "ray", "--address", "local", "--workers", "2")
     assert isolation_ab.main(argv) == 0
     [drill] = drills
     assert not ray.is_initialized()
@@ -153,16 +153,18 @@ def test_bad_ray_options_exit_2_without_writing(bad, message, tmp_path, capsys) 
     assert not out.exists()
 
 
-def test_pool_size_fits_the_free_resources() -> None:
-    free = {"CPU": 8.0, "GPU": 2.0}
-    assert pool_size(free, cpus=1.0, gpus=0.0, workers=None, n_chunks=100) == 8
-    assert pool_size(free, cpus=2.0, gpus=0.0, workers=None, n_chunks=100) == 4
-    assert pool_size(free, cpus=1.0, gpus=0.0, workers=None, n_chunks=3) == 3
-    assert pool_size(free, cpus=1.0, gpus=0.0, workers=5, n_chunks=100) == 5
-    assert pool_size(free, cpus=1.0, gpus=0.0, workers=20, n_chunks=100) == 8  # never waits
-    assert pool_size(free, cpus=1.0, gpus=1.0, workers=None, n_chunks=100) == 2
-    assert pool_size(free, cpus=1.0, gpus=0.25, workers=None, n_chunks=100) == 8
-    with pytest.raises(ValueError, match="needs 1 CPU and 1 GPU.*0 GPU free; use --device cpu"):
+def test_pool_size_fits_the_cluster() -> None:
+    total = {"CPU": 8.0, "GPU": 2.0}
+    assert pool_size(total, cpus=1.0, gpus=0.0, workers=None, n_chunks=100) == 8
+    assert pool_size(total, cpus=2.0, gpus=0.0, workers=None, n_chunks=100) == 4
+    assert pool_size(total, cpus=1.0, gpus=0.0, workers=None, n_chunks=3) == 3
+    assert pool_size(total, cpus=1.0, gpus=0.0, workers=5, n_chunks=100) == 5
+    assert pool_size(total, cpus=1.0, gpus=0.0, workers=20, n_chunks=100) == 8  # never waits
+    assert pool_size(total, cpus=1.0, gpus=1.0, workers=None, n_chunks=100) == 2
+    assert pool_size(total, cpus=1.0, gpus=0.25, workers=None, n_chunks=100) == 8
+    with pytest.raises(
+        ValueError, match="needs 1 CPU and 1 GPU.*has 2 CPU and 0 GPU; use --device cpu"
+    ):
         pool_size({"CPU": 2.0}, cpus=1.0, gpus=1.0, workers=None, n_chunks=1)
     with pytest.raises(ValueError, match="needs 4 CPU and 0 GPU, the Ray cluster has 2 CPU"):
         pool_size({"CPU": 2.0}, cpus=4.0, gpus=0.0, workers=None, n_chunks=1)
@@ -170,7 +172,7 @@ def test_pool_size_fits_the_free_resources() -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
 def test_actors_run_on_the_gpu_and_match_local(tmp_path) -> None:
-    argv = ["--device", "cuda", "--workers", "1"]
+    argv = ["--device", "cuda", "--address", "local", "--workers", "1"]
     assert isolation_ab.main(_argv(tmp_path / "local", "--device", "cuda")) == 0
     assert isolation_ab.main(_argv(tmp_path / "ray", "--executor", "ray", *argv)) == 0
     for name in ("runs.csv", "sibling_layers.csv", "summary.json"):
