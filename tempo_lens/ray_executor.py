@@ -97,7 +97,8 @@ class _Worker:
     """A Ray actor: loads the job's model on first use and runs chunks of units."""
 
     def __init__(self, job: Job, batch_size: int) -> None:
-        self.job, self.batch_size, self.model = job, batch_size, None
+        self.job, self.batch_size = job, batch_size
+        self.model: Any = None
         ctx = ray.get_runtime_context()
         self.where = {  # recorded in each unit's JSON: where it ran
             "host": socket.gethostname(),
@@ -109,6 +110,7 @@ class _Worker:
     def run(self, units: list[Unit]) -> list[tuple[Unit, dict[str, Any]]]:
         if self.model is None:
             self.model = self.job.load_model()
+            self.where["device"] = str(next(self.model.parameters()).device)
         return [
             (unit, {**result, "worker": self.where})
             for unit, result in execute_units(self.job, self.model, units, self.batch_size)

@@ -111,7 +111,7 @@ def test_killed_workers_are_retried_and_tables_match_local(tmp_path, monkeypatch
     [drill] = drills
     assert not ray.is_initialized()
     assert ray_pids, "found no Ray processes to check"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline and any(_alive(p) for p in ray_pids):
         time.sleep(0.2)
     left = {p: _cmdline(p) for p in ray_pids if _alive(p)}
@@ -130,6 +130,7 @@ def test_killed_workers_are_retried_and_tables_match_local(tmp_path, monkeypatch
         json.loads(p.read_text())["worker"] for p in (tmp_path / "ray" / "units").glob("*.json")
     ]
     assert len(workers) == 2 * len(PROMPTS)
+    assert {w["device"] for w in workers} == {"cpu"}
     restarted = [w for w in workers if w["actor"] == drill.killed["actor"]]
     assert any(w["pid"] != drill.killed["pid"] for w in restarted), "no unit ran after restart"
     gone = {drill.killed["actor"], drill.killed["other"]._actor_id.hex()}
@@ -177,3 +178,5 @@ def test_actors_run_on_the_gpu_and_match_local(tmp_path) -> None:
     assert isolation_ab.main(_argv(tmp_path / "ray", "--executor", "ray", *argv)) == 0
     for name in ("runs.csv", "sibling_layers.csv", "summary.json"):
         assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+    for unit in (tmp_path / "ray" / "units").glob("*.json"):
+        assert json.loads(unit.read_text())["worker"]["device"].startswith("cuda"), unit.name
