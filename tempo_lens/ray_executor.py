@@ -62,9 +62,11 @@ class WorkerLostError(RuntimeError):
 def pool_size(
     total: dict[str, float], cpus: float, gpus: float, workers: int | None, n_chunks: int
 ) -> int:
-    """How many actors to start: as many as the cluster's resources fit (at most ``workers``,
-    at most one per chunk). Never more than fit, so no actor waits forever with a chunk (on
-    a cluster shared with other jobs, an actor may wait until they release resources).
+    """How many actors to start.
+
+    As many as the cluster's resources fit, at most ``workers``, at most one per chunk. Never
+    more than fit, so no actor waits forever with a chunk (on a cluster shared with other
+    jobs, an actor may wait until they release resources).
 
     Args:
         total: The cluster's resources (``ray.cluster_resources()``).
