@@ -219,3 +219,19 @@ def test_quick_experiment_end_to_end(tmp_path) -> None:
         assert (tmp_path / name).stat().st_size > 0
     with pytest.raises(ValueError, match="modes"):
         cd.Config(tiny=True, modes=("sideways",))
+
+
+@pytest.mark.parametrize(
+    ("seed", "scale", "prompt"), [(1, 2.0, [7, 1, 8, 2, 8, 18]), (3, 1.3, [11, 12])]
+)
+def test_beam_finishes_eos_only_among_the_top_k(seed, scale, prompt) -> None:
+    """Cases (found by search) where an EOS continuation ranked between k and 2k would win
+    if it were allowed to finish a hypothesis; Hugging Face ignores it, and so must we."""
+    hf, ht = tiny_llama_pair(seed=seed)
+    with torch.no_grad():
+        hf.lm_head.weight[EOS] *= scale
+        ht.W_U[:, EOS] *= scale
+    attach_tokenizer(ht, word_tokenizer())
+    trace = tl.beam_search(ht, prompt, max_steps=10, num_beams=2)
+    got = trace.clean_ids() + ([EOS] if trace.stop_reason == "eos" else [])
+    assert got == hf_generate(hf, prompt, k=2, n=10, eos=True)
