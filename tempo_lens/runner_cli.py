@@ -1,10 +1,11 @@
 """The command line of every experiment: ``run_cli(SPEC, argv)``.
 
 Options: ``--output-dir`` (required), ``--prompt`` (repeatable) / ``--prompts-file``,
-``--limit N`` (first N prompts), ``--quick`` (the spec's smoke-run overrides and its first
-``quick_prompts`` prompts), ``--executor local|ray`` (``--batch-size``; with ``ray`` also
-``--address``, ``--workers``, ``--num-gpus``: see :mod:`tempo_lens.ray_executor`),
-``-q``, plus one option per config field (help = the field's doc). Bad values print one
+``--limit N`` (first N prompts), ``--quick`` (the spec's smoke-run values as defaults, so
+options given explicitly still win, and its first ``quick_prompts`` prompts), ``--executor
+local|ray`` (``--batch-size``; with ``ray`` also ``--address``, ``--workers``,
+``--num-gpus``: see :mod:`tempo_lens.ray_executor`), ``-q``, plus one option per config
+field (help = the field's doc). Bad values print one
 line ``PROG: error: ...`` and return 2 with nothing written.
 
 Example::
@@ -94,8 +95,10 @@ def run_cli(
     parser = build_parser(spec, prog)
     try:
         args = parser.parse_args(argv)
-        overrides = dict(spec.quick) if args.quick else {}
-        cfg = config_from_args(spec.config, args, **overrides)
+        if args.quick:  # the smoke-run values become defaults: options given explicitly win
+            parser.set_defaults(**spec.quick)
+            args = parser.parse_args(argv)
+        cfg = config_from_args(spec.config, args)
         if args.prompts_file and args.prompts:
             raise UsageError("give --prompt or --prompts-file, not both")
         if args.prompts_file:

@@ -176,6 +176,10 @@ def test_quick_keeps_few_prompts_and_short_runs(tmp_path) -> None:
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["config"]["max_steps"] == isolation_ab.SPEC.quick["max_steps"]
     assert len(manifest["prompts"]) == isolation_ab.SPEC.quick_prompts
+    explicit = tmp_path / "explicit"  # an option given with --quick wins over its quick value
+    argv = ["--tiny", "--quick", "--max-steps", "5", "-q", "--output-dir", str(explicit)]
+    assert isolation_ab.main(argv) == 0
+    assert json.loads((explicit / "manifest.json").read_text())["config"]["max_steps"] == 5
 
 
 def test_an_executor_that_drops_units_fails_the_run(model, tmp_path) -> None:
