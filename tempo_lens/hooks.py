@@ -44,6 +44,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
 
+from tempo_lens import _bridge
 from tempo_lens._tl import (
     UnsupportedAttentionError,
     add_permanent_hooks,
@@ -68,6 +69,8 @@ __all__ = [
 ]
 
 HookFn = Callable[[Tensor, HookPoint], Tensor | None]
+TempoModel = HookedTransformer | Any
+"""A rotary ``HookedTransformer``, or a ``TransformerBridge`` around a rotary HF model."""
 
 
 class StateMismatchError(RuntimeError):
@@ -117,27 +120,34 @@ class TempoHooks:
 
     def __init__(
         self,
-        model: HookedTransformer,
+        model: TempoModel,
         state: SequenceState,
         *,
         rotate: bool = True,
         mask: bool = True,
     ) -> None:
-        check_rotary(model)
         self.model = model
         self.state = state
         self.rotate = rotate
         self.mask = mask
         self.view_step: int | None = None
         self.view_from = 0
-        cfg = model.cfg
-        self.rotary_dim = int(cfg.rotary_dim or cfg.d_head)
-        self.adjacent_pairs = bool(cfg.rotary_adjacent_pairs)
+        self.bridge = _bridge.is_bridge(model)
+        if self.bridge:  # TransformerBridge: keys are cached after hook_rot_k (rotated)
+            _bridge.check_bridge(model)
+            freqs = _bridge.rotary_inv_freqs(model)
+            self.rotary_dim, self.adjacent_pairs = _bridge.rotary_layout(model)
+            self.windows = _bridge.attention_windows(model)
+        else:  # HookedTransformer: hook_rot_k sees every key, re-rotated from position 0
+            check_rotary(model)
+            freqs = [rotary_inv_freq(model, layer) for layer in range(model.cfg.n_layers)]
+            self.rotary_dim = int(model.cfg.rotary_dim or model.cfg.d_head)
+            self.adjacent_pairs = bool(model.cfg.rotary_adjacent_pairs)
+            self.windows = attention_windows(model)
         # Layers whose RoPE frequencies are identical share one set of tables.
         self._freq_group: list[int] = []
         self._inv_freqs: list[Tensor] = []
-        for layer in range(cfg.n_layers):
-            f = rotary_inv_freq(model, layer)
+        for f in freqs:
             for g, known in enumerate(self._inv_freqs):
                 if torch.equal(known, f):
                     self._freq_group.append(g)
@@ -145,7 +155,6 @@ class TempoHooks:
             else:
                 self._freq_group.append(len(self._inv_freqs))
                 self._inv_freqs.append(f)
-        self.windows = attention_windows(model)
         self._memo: dict[tuple[Any, ...], Any] = {}
         self._memo_version = -1
         self._single: dict[int, tuple[int, int]] = {}  # hook point -> hook list checked
@@ -170,7 +179,8 @@ class TempoHooks:
         if not self.mask:
             yield
             return
-        with physical_windows_disabled(self.model):
+        off = _bridge.physical_windows_disabled if self.bridge else physical_windows_disabled
+        with off(self.model):
             yield
 
     @contextmanager
@@ -270,6 +280,8 @@ class TempoHooks:
 
     def _hook_rot_k(self, k: Tensor, hook: HookPoint) -> Tensor:
         self._check_single(hook)
+        if self.bridge:  # only the new keys; the cache holds the earlier ones, rotated
+            return self._hook_rot_q(k, hook)
         n = self._check_keys(k.shape[1], str(hook.name))
         return self._apply(k, self._layer(hook), 0, n)
 
@@ -292,7 +304,8 @@ class TempoHooks:
             ("mask", start, n, self.view_step, self.view_from, window, str(scores.device)),
             lambda: self._build_block(start, n, window, scores.device),
         )
-        if hidden is not None and bool(torch.isneginf(scores[..., hidden]).any()):
+        floor = torch.finfo(scores.dtype).min / 2  # -inf, or the dtype minimum some use
+        if hidden is not None and bool((scores[..., hidden] <= floor).any()):
             raise UnsupportedAttentionError(
                 f"{hook.name}: the backend masked keys by physical distance >= {window}, but "
                 "TEMPO's sliding window is by logical distance and keeps them — attach the "
@@ -328,7 +341,7 @@ class TempoHooks:
 
 
 def tempo_fwd_hooks(
-    model: HookedTransformer, state: SequenceState, **kwargs: bool
+    model: TempoModel, state: SequenceState, **kwargs: bool
 ) -> list[tuple[str, HookFn]]:
     """The TEMPO hooks as a ``fwd_hooks`` list for ``model.run_with_hooks``."""
     return TempoHooks(model, state, **kwargs).fwd_hooks()
@@ -336,7 +349,7 @@ def tempo_fwd_hooks(
 
 @contextmanager
 def attach(
-    model: HookedTransformer,
+    model: TempoModel,
     state: SequenceState,
     *,
     rotate: bool = True,

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
@@ -87,6 +89,7 @@ def tiny_gemma3_pair(
             "full_attention" if (i + 1) % 3 == 0 else "sliding_attention" for i in range(n_layers)
         ],
         attn_implementation="eager",
+        architectures=["Gemma3ForCausalLM"],
     )
     hf = Gemma3ForCausalLM(hf_cfg).eval()
     with torch.no_grad():  # sharp attention and non-trivial norm weights
@@ -162,3 +165,25 @@ def hf_logits(hf: torch.nn.Module, state: SequenceState, logits_to_keep: int = 0
             logits_to_keep=logits_to_keep,
         )
     return out.logits
+
+
+def tiny_tokenizer(directory: str) -> Any:
+    """A word-level tokenizer over ``t0 .. t63`` saved to ``directory`` and reloaded
+    (TransformerBridge reloads tokenizers by ``name_or_path``; no hub involved)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.WordLevel({f"t{i}": i for i in range(64)}, unk_token="t0"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    special = {"unk_token": "t0", "pad_token": "t0", "eos_token": "t1", "bos_token": "t2"}
+    PreTrainedTokenizerFast(tokenizer_object=core, **special).save_pretrained(directory)
+    return PreTrainedTokenizerFast.from_pretrained(directory)
+
+
+def bridge_of(hf: torch.nn.Module, tokenizer: Any) -> Any:
+    """A TransformerBridge around the given (pre-loaded) Hugging Face model."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    return TransformerBridge.boot_transformers(
+        "tiny-offline", hf_model=hf, tokenizer=tokenizer, device="cpu"
+    )
