@@ -18,6 +18,7 @@ relied on (checked by ``tests/model/test_bridge.py`` against the installed versi
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -29,6 +30,7 @@ from tempo_lens._tl import NotRotaryError, UnsupportedAttentionError
 
 __all__ = [
     "attention_windows",
+    "boot",
     "check_bridge",
     "is_bridge",
     "physical_windows_disabled",
@@ -52,6 +54,29 @@ def is_bridge(model: Any) -> bool:
     """Whether ``model`` is a ``TransformerBridge``."""
     cls = _bridge_class()
     return cls is not None and isinstance(model, cls)
+
+
+def boot(hf_model: Any, tokenizer: Any, name: str, *, prepend_bos: bool) -> Any:
+    """``TransformerBridge.boot_transformers`` around an already loaded HF causal LM.
+
+    Nothing is downloaded: the config comes from ``hf_model``; the bridge keeps the given
+    tokenizer unchanged (TransformerLens would reload it with ``add_bos_token=True``) and
+    ``cfg.default_prepend_bos = prepend_bos`` (the model's training convention). The
+    bridge wraps ``hf_model``'s modules in place.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+
+    if not getattr(hf_model.config, "architectures", None):
+        hf_model.config.architectures = [type(hf_model).__name__]
+    device = next(hf_model.parameters()).device
+    bridge = TransformerBridge.boot_transformers(  # it edits the tokenizer it is given
+        name, hf_model=hf_model, tokenizer=copy.deepcopy(tokenizer), device=device
+    )
+    check_bridge(bridge)
+    bridge._tokenizer = tokenizer  # the setter would re-run the BOS-adding setup
+    bridge.cfg.default_prepend_bos = prepend_bos
+    bridge.cfg.tokenizer_prepends_bos = len(tokenizer.encode("a")) > 1
+    return bridge
 
 
 def _hf(model: Any) -> Any:

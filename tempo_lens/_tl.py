@@ -68,6 +68,14 @@ def check_rotary(model: HookedTransformer) -> None:
             depends on the physical position).
     """
     if not isinstance(model, HookedTransformer):
+        from tempo_lens._bridge import is_bridge
+
+        if is_bridge(model):
+            raise TypeError(
+                "this tempo_lens function needs a HookedTransformer; a TransformerBridge is "
+                "supported by tempo_lens.attach / tempo_fwd_hooks only (generation on the "
+                "bridge is not implemented yet)"
+            )
         raise TypeError(
             f"tempo_lens needs a transformer_lens.HookedTransformer, got {type(model).__name__}"
         )

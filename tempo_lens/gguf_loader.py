@@ -72,6 +72,7 @@ __all__ = [
     "file_sha256",
     "cache_root",
     "load_default_model",
+    "load_bridge_model",
     "load_hf_model",
     "locate_gguf",
 ]
@@ -308,3 +309,21 @@ def load_hf_model(
     )
     tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
     return hf_model.eval(), tokenizer
+
+
+def load_bridge_model(
+    name: str = DEFAULT_MODEL,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    refresh: bool = False,
+) -> Any:
+    """The offline model as a ``TransformerBridge`` around its Hugging Face copy.
+
+    Same cache as :func:`load_default_model` (float32); the bridge computes with the
+    Hugging Face modules. Loading takes about as long as :func:`load_hf_model`.
+    """
+    from tempo_lens import _bridge
+
+    hf_model, tokenizer = load_hf_model(name, cache_dir=cache_dir, refresh=refresh)
+    bos = KNOWN_MODELS[name].default_prepend_bos
+    return _bridge.boot(hf_model, tokenizer, name, prepend_bos=bos)

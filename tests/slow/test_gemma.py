@@ -13,7 +13,6 @@ import torch
 
 from tempo_lens import SequenceState, TempoConfig, attach, generate, greedy, load_model
 from tempo_lens._tl import attention_windows
-from tempo_lens.gguf_loader import load_hf_model
 
 from ..model.hf_oracle import hf_logits, reference_mask
 from ..model.test_generation import assert_same_trace
@@ -33,9 +32,8 @@ def gemma():
 
 
 @pytest.fixture(scope="module")
-def hf():
-    model, _ = load_hf_model("gemma-3-270m")
-    return model
+def hf(gemma_hf):  # session fixture in tests/slow/conftest.py
+    return gemma_hf
 
 
 def _words(model, words: list[str]) -> list[int]:
