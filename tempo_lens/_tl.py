@@ -439,10 +439,11 @@ def hook_functions(hook_point: Any) -> list[Any]:
     return [getattr(h, "user_hook", None) for h in getattr(hook_point, "fwd_hooks", [])]
 
 
-def add_permanent_hooks(
-    model: HookedTransformer, fwd_hooks: list[tuple[str, Any]]
-) -> list[tuple[Any, Any]]:
+def add_permanent_hooks(model: Any, fwd_hooks: list[tuple[str, Any]]) -> list[tuple[Any, Any]]:
     """Register ``fwd_hooks`` as *permanent* TransformerLens hooks.
+
+    ``model`` is a ``HookedTransformer`` or a ``TransformerBridge`` (both have
+    ``hook_dict`` of TransformerLens ``HookPoint`` objects).
 
     ``reset_hooks()`` with its default ``including_permanent=False`` keeps them. Returns
     ``(hook_point, handle)`` pairs for :func:`remove_hooks`.
