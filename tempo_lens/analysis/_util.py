@@ -1,15 +1,33 @@
-"""Small helpers shared by the analysis modules (JSON conversion, group means)."""
+"""Small helpers shared by the analysis and display modules (arrays, JSON, group means)."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
+from torch import Tensor
 
-__all__ = ["jsonable", "nanmean", "safe_ratio"]
+__all__ = ["ArrayLike", "jsonable", "nanmean", "safe_ratio", "to_numpy"]
+
+ArrayLike: TypeAlias = Tensor | np.ndarray | pd.Series | Sequence[Any]
+"""A tensor, a NumPy array, a pandas Series or (nested) lists of numbers."""
+
+
+def to_numpy(x: ArrayLike, *, ndim: int | None = None, name: str = "array") -> np.ndarray:
+    """A float64 NumPy copy of ``x`` (a tensor is detached and moved to the CPU)."""
+    if isinstance(x, Tensor):
+        arr = x.detach().to("cpu").double().numpy()
+    elif isinstance(x, pd.Series):
+        arr = x.to_numpy(dtype=np.float64)
+    else:
+        arr = np.asarray(x, dtype=np.float64)
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(arr.shape)}")
+    return arr
 
 
 def nanmean(x: np.ndarray, axis: int | tuple[int, ...] | None = None) -> Any:

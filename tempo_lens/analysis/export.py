@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tempo_lens.analysis._util import ArrayLike, jsonable, to_numpy
 from tempo_lens.capture import AttentionData
 from tempo_lens.io import atomic_write, atomic_write_json
 from tempo_lens.state import SequenceState
@@ -33,8 +35,10 @@ from tempo_lens.trace import Trace
 __all__ = [
     "ATTENTION_FORMAT",
     "export_seed_json",
+    "heatmap_data",
     "load_attention",
     "save_attention",
+    "save_heatmap_json",
     "seed_json",
 ]
 
@@ -141,3 +145,41 @@ def load_attention(path: str | os.PathLike[str]) -> AttentionData:
         texts=meta["texts"],
         trace=trace,
     )
+
+
+def heatmap_data(
+    matrix: ArrayLike,
+    source_labels: Sequence[str],
+    target_labels: Sequence[str],
+    **meta: Any,
+) -> dict[str, Any]:
+    """A JSON-ready dict of a heatmap (NaN/inf become ``null``) for external plotting.
+
+    Keys: ``source_labels``, ``target_labels``, ``values`` (row-major ``[source][target]``),
+    ``shape``, ``min``, ``max`` and whatever ``meta`` holds (e.g. ``layer=0, step=3``).
+    """
+    arr = to_numpy(matrix, ndim=2, name="matrix")
+    if arr.shape != (len(source_labels), len(target_labels)):
+        raise ValueError(f"matrix shape {arr.shape} does not match the labels")
+    finite = arr[np.isfinite(arr)]
+    return {
+        "source_labels": list(source_labels),
+        "target_labels": list(target_labels),
+        "values": jsonable(arr.tolist()),
+        "shape": list(arr.shape),
+        "min": float(finite.min()) if finite.size else None,
+        "max": float(finite.max()) if finite.size else None,
+        **meta,
+    }
+
+
+def save_heatmap_json(
+    path: str | os.PathLike[str],
+    matrix: ArrayLike,
+    source_labels: Sequence[str],
+    target_labels: Sequence[str],
+    **meta: Any,
+) -> Path:
+    """Write :func:`heatmap_data` as JSON atomically; returns the path."""
+    atomic_write_json(path, heatmap_data(matrix, source_labels, target_labels, **meta))
+    return Path(path)

@@ -30,10 +30,11 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Float
 
-from tempo_lens.analysis._util import jsonable, nanmean
+from tempo_lens.analysis._util import ArrayLike, jsonable, nanmean, to_numpy
 from tempo_lens.capture import AttentionData
 
 __all__ = [
+    "isolation_verdict",
     "EntropyResult",
     "IsolationCheck",
     "SiblingMatrix",
@@ -358,3 +359,31 @@ def head_specialisation(
     return pd.DataFrame(
         recs, columns=["layer", "head", "local_fraction", "distant_fraction", "n_queries"]
     )
+
+
+def isolation_verdict(
+    matrix: ArrayLike, *, tol: float = 1e-6, causal_ok: bool = False
+) -> tuple[bool, float, tuple[int, int] | None]:
+    """Whether members attend to their siblings, from a ``[member, member]`` matrix.
+
+    Args:
+        matrix: Attention from member ``i`` (row) to member ``j`` (column).
+        tol: Largest sibling attention still counted as zero.
+        causal_ok: Only look above the diagonal (visible mode lets members see *earlier*
+            siblings, so only attention to later siblings is a violation).
+
+    Returns:
+        ``(isolated, max_sibling_attention, (row, col) of the max or None)``.
+    """
+    arr = to_numpy(matrix, ndim=2, name="matrix")
+    k = arr.shape[0]
+    if arr.shape != (k, k):
+        raise ValueError(f"cross-parallel matrix must be square, got {arr.shape}")
+    mask = np.triu(np.ones((k, k), bool), 1) if causal_ok else ~np.eye(k, dtype=bool)
+    vals = np.where(mask, np.nan_to_num(arr, nan=np.inf), -np.inf)
+    if k < 2 or not mask.any():
+        return True, 0.0, None
+    flat = int(np.argmax(vals))
+    where = (flat // k, flat % k)
+    worst = float(vals[where])
+    return bool(worst <= tol), worst, where

@@ -11,7 +11,7 @@ generates with :class:`~tempo_lens.capture.AttentionCapture`, analyses, and writ
 ``attention_seed.json``     the seed-compatible export
 ``analysis.json``           every analysis, per token / set / head
 ``summary.json``            headline numbers (read by :mod:`tempo_lens.analysis.stats`)
-figures, ``report.html``    if ``tempo_lens.display.render_run`` is available
+figures, ``report.html``    by ``tempo_lens.display.render_run``
 ==========================  ======================================================
 
 Examples:
@@ -23,7 +23,6 @@ Examples:
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 import time
@@ -54,8 +53,6 @@ from tempo_lens.state import PromptLike
 from tempo_lens.trace import Trace
 
 __all__ = ["analyze_data", "analyze_prompt", "render_figures"]
-
-log = logging.getLogger(__name__)
 
 
 def analyze_data(
@@ -107,12 +104,9 @@ def _headline(results: dict[str, Any]) -> dict[str, Any]:
 def render_figures(
     out_dir: Path, trace: Trace, data: AttentionData, results: dict[str, Any]
 ) -> list[Path]:
-    """Call ``tempo_lens.display.render_run`` if the display package provides it."""
-    try:
-        from tempo_lens.display import render_run  # type: ignore[attr-defined]
-    except ImportError:
-        log.info("tempo_lens.display.render_run not available: no figures")
-        return []
+    """Render the run's figures, text views and report (:func:`tempo_lens.display.render_run`)."""
+    from tempo_lens.display import render_run  # display imports analysis: import at call time
+
     return list(render_run(out_dir, trace, data, results))
 
 

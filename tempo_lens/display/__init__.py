@@ -3,7 +3,8 @@
 Display code renders data it is given (tensors, arrays, DataFrames, a trace); it computes
 no analysis and makes no network request.
 
-* :mod:`~tempo_lens.display.ascii` — ASCII heatmaps, bars, cross-parallel verdict, JSON;
+* :mod:`~tempo_lens.display.ascii` — ASCII heatmaps, bars, cross-parallel matrices (the
+  verdict and the heatmap JSON come from :mod:`tempo_lens.analysis`, re-exported here);
 * :mod:`~tempo_lens.display.figures` — matplotlib PNGs (Agg);
 * :mod:`~tempo_lens.display.cv` — circuitsvis views that render offline;
 * :mod:`~tempo_lens.display.tree` — the token lattice as text and inline SVG;
@@ -11,15 +12,14 @@ no analysis and makes no network request.
 * :func:`render_run` — all of the above for an analysis run directory.
 """
 
+from tempo_lens.analysis.export import heatmap_data, save_heatmap_json
+from tempo_lens.analysis.patterns import isolation_verdict
 from tempo_lens.display._common import HtmlView, parallel_groups, token_labels
 from tempo_lens.display.ascii import (
     attention_bars,
     attention_heatmap,
     cross_parallel,
-    heatmap_data,
-    isolation_verdict,
     parallel_bars,
-    save_heatmap_json,
 )
 from tempo_lens.display.cv import (
     CvView,

@@ -7,34 +7,13 @@ from __future__ import annotations
 
 import html
 import os
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeAlias
 
-import numpy as np
-import pandas as pd
-from torch import Tensor
-
+from tempo_lens.analysis._util import ArrayLike, to_numpy
 from tempo_lens.io import atomic_write_text
 from tempo_lens.trace import Trace
 
 __all__ = ["ArrayLike", "HtmlView", "parallel_groups", "to_numpy", "token_labels"]
-
-ArrayLike: TypeAlias = Tensor | np.ndarray | pd.Series | Sequence[Any]
-"""A tensor, a NumPy array, a pandas Series or (nested) lists of numbers."""
-
-
-def to_numpy(x: ArrayLike, *, ndim: int | None = None, name: str = "array") -> np.ndarray:
-    """A float64 NumPy copy of ``x`` (a tensor is detached and moved to the CPU)."""
-    if isinstance(x, Tensor):
-        arr = x.detach().to("cpu").double().numpy()
-    elif isinstance(x, pd.Series):
-        arr = x.to_numpy(dtype=np.float64)
-    else:
-        arr = np.asarray(x, dtype=np.float64)
-    if ndim is not None and arr.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(arr.shape)}")
-    return arr
 
 
 def token_labels(trace: Trace, *, mark_pruned: bool = True) -> list[str]:

@@ -1,4 +1,4 @@
-"""Text renderings of attention: heatmaps, bars, cross-parallel matrices, JSON export.
+"""Text renderings of attention: heatmaps, bars, cross-parallel matrices.
 
 Every function takes plain numbers (a tensor, an array or lists) plus labels and returns a
 string, so the output works in a terminal, a log file or a test snapshot. Labels of a
@@ -12,32 +12,28 @@ Examples:
     >>> print(cross_parallel(torch.eye(2), ["mat|0", "floor|0"]).splitlines()[-1])
     verdict: ISOLATED: max sibling attention 0.000e+00 <= tol 1.0e-06
 
-The cross-parallel verdict is computed from the numbers it is given (the largest
-off-diagonal entry against a tolerance), never assumed from the configuration.
+The cross-parallel verdict is :func:`tempo_lens.analysis.patterns.isolation_verdict` of the
+numbers it is given (the largest off-diagonal entry against a tolerance), never assumed
+from the configuration. The heatmap JSON export is
+:func:`tempo_lens.analysis.export.heatmap_data`.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from tempo_lens.display._common import ArrayLike, to_numpy
-from tempo_lens.io import atomic_write_json
+from tempo_lens.analysis._util import ArrayLike, to_numpy
+from tempo_lens.analysis.patterns import isolation_verdict
 
 __all__ = [
     "LEVELS",
     "attention_bars",
     "attention_heatmap",
     "cross_parallel",
-    "heatmap_data",
-    "isolation_verdict",
     "parallel_bars",
-    "save_heatmap_json",
 ]
 
 LEVELS = " .:-=+*#%@"
@@ -198,34 +194,6 @@ def parallel_bars(
     )
 
 
-def isolation_verdict(
-    matrix: ArrayLike, *, tol: float = 1e-6, causal_ok: bool = False
-) -> tuple[bool, float, tuple[int, int] | None]:
-    """Whether members attend to their siblings, from a ``[member, member]`` matrix.
-
-    Args:
-        matrix: Attention from member ``i`` (row) to member ``j`` (column).
-        tol: Largest sibling attention still counted as zero.
-        causal_ok: Only look above the diagonal (visible mode lets members see *earlier*
-            siblings, so only attention to later siblings is a violation).
-
-    Returns:
-        ``(isolated, max_sibling_attention, (row, col) of the max or None)``.
-    """
-    arr = to_numpy(matrix, ndim=2, name="matrix")
-    k = arr.shape[0]
-    if arr.shape != (k, k):
-        raise ValueError(f"cross-parallel matrix must be square, got {arr.shape}")
-    mask = np.triu(np.ones((k, k), bool), 1) if causal_ok else ~np.eye(k, dtype=bool)
-    vals = np.where(mask, np.nan_to_num(arr, nan=np.inf), -np.inf)
-    if k < 2 or not mask.any():
-        return True, 0.0, None
-    flat = int(np.argmax(vals))
-    where = (flat // k, flat % k)
-    worst = float(vals[where])
-    return bool(worst <= tol), worst, where
-
-
 def cross_parallel(
     matrix: ArrayLike,
     member_labels: Sequence[str],
@@ -272,45 +240,3 @@ def cross_parallel(
         verdict += " [as expected]" if isolated == expect_isolated else " [UNEXPECTED]"
     lines.append(f"verdict: {verdict}")
     return "\n".join(lines)
-
-
-def _json_value(v: float) -> float | None:
-    return float(v) if math.isfinite(v) else None
-
-
-def heatmap_data(
-    matrix: ArrayLike,
-    source_labels: Sequence[str],
-    target_labels: Sequence[str],
-    **meta: Any,
-) -> dict[str, Any]:
-    """A JSON-ready dict of a heatmap (NaN/inf become ``null``) for external plotting.
-
-    Keys: ``source_labels``, ``target_labels``, ``values`` (row-major ``[source][target]``),
-    ``shape``, ``min``, ``max`` and whatever ``meta`` holds (e.g. ``layer=0, step=3``).
-    """
-    arr = to_numpy(matrix, ndim=2, name="matrix")
-    if arr.shape != (len(source_labels), len(target_labels)):
-        raise ValueError(f"matrix shape {arr.shape} does not match the labels")
-    finite = arr[np.isfinite(arr)]
-    return {
-        "source_labels": list(source_labels),
-        "target_labels": list(target_labels),
-        "values": [[_json_value(v) for v in row] for row in arr.tolist()],
-        "shape": list(arr.shape),
-        "min": float(finite.min()) if finite.size else None,
-        "max": float(finite.max()) if finite.size else None,
-        **meta,
-    }
-
-
-def save_heatmap_json(
-    path: str | os.PathLike[str],
-    matrix: ArrayLike,
-    source_labels: Sequence[str],
-    target_labels: Sequence[str],
-    **meta: Any,
-) -> Path:
-    """Write :func:`heatmap_data` as JSON atomically; returns the path."""
-    atomic_write_json(path, heatmap_data(matrix, source_labels, target_labels, **meta))
-    return Path(path)

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from tempo_lens.analysis.export import save_heatmap_json
 from tempo_lens.display import ascii as tx
 from tempo_lens.display import cv
 from tempo_lens.display import figures as fg
@@ -120,7 +121,7 @@ def render_run(
                     row_groups=[list(range(len(widest)))],
                     col_groups=[list(widest)], title=f"step {step}: members -> keys", path=p))  # fmt: skip
         texts["attention (ASCII)"] = _ascii(trace, data, labels, full)
-        written.append(tx.save_heatmap_json(out / "heatmap.json", full, labels, labels,
+        written.append(save_heatmap_json(out / "heatmap.json", full, labels, labels,
                                             layers=data.layers, heads=data.heads, agg="mean"))  # fmt: skip
         tensor = data.full_tensor()
         for layer in cv_layers if cv_layers is not None else data.layers[-1:]:
