@@ -51,6 +51,13 @@ from tempo_lens.analysis._util import jsonable
 from tempo_lens.io import atomic_write_json, atomic_write_text
 from tempo_lens.models import DEFAULT_MODEL
 from tempo_lens.options import Prompt, prompts_from_texts
+from tempo_lens.runner_store import (
+    MANIFEST,
+    ManifestMismatchError,
+    check_manifest,
+    collect,
+    manifest,
+)
 
 __all__ = [
     "EXECUTORS",
@@ -71,8 +78,6 @@ __all__ = [
 ]
 
 Tables = dict[str, list[dict[str, Any]]]
-MANIFEST = "manifest.json"
-EXECUTION_FIELDS = ("device",)  # settings that do not change results' meaning
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -267,10 +272,6 @@ class LocalExecutor:
 EXECUTORS: dict[str, Callable[..., Executor]] = {"local": LocalExecutor}
 
 
-class ManifestMismatchError(ValueError):
-    """The output directory holds results of a different configuration."""
-
-
 @dataclass
 class RunResult:
     """What a finished run produced.
@@ -288,37 +289,6 @@ class RunResult:
     out_dir: Path
     n_units: int
     n_skipped: int
-
-
-def manifest(spec: ExperimentSpec, cfg: Any, prompts: Sequence[Prompt]) -> dict[str, Any]:
-    """The identity of a sweep: experiment, config (minus execution settings), prompts."""
-    conf = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in EXECUTION_FIELDS}
-    return jsonable(
-        {
-            "experiment": spec.name,
-            "config": conf,
-            "prompts": [dataclasses.asdict(p) for p in prompts],
-        }
-    )
-
-
-def _check_manifest(path: Path, want: dict[str, Any]) -> None:
-    if not path.is_file():
-        return
-    have = json.loads(path.read_text(encoding="utf-8"))
-    if have == want:
-        return
-    diffs = [k for k in ("experiment", "prompts") if have.get(k) != want[k]]
-    hc, wc = have.get("config", {}), want["config"]
-    diffs += [
-        f"{k}={hc.get(k)!r}->{wc.get(k)!r}"
-        for k in sorted(set(hc) | set(wc))
-        if hc.get(k) != wc.get(k)
-    ]
-    raise ManifestMismatchError(
-        f"{path.parent} holds results of a different run ({', '.join(diffs)}); "
-        "use another --output-dir or delete it"
-    )
 
 
 def run_experiment(
@@ -368,7 +338,7 @@ def run_experiment(
         raise ValueError("no prompts")
     out = Path(out_dir)
     want = manifest(spec, cfg, prompts)
-    _check_manifest(out / MANIFEST, want)
+    check_manifest(out / MANIFEST, want)
     units = spec.units(cfg, prompts[:limit] if limit else prompts)
     unit_dir = out / "units"
     todo = [u for u in units if not (unit_dir / f"{u.key}.json").is_file()]
@@ -404,29 +374,6 @@ def run_experiment(
     report = spec.summarize(cfg, tables, out)
     atomic_write_text(out / "report.txt", report + "\n")
     return RunResult(tables, report, out, len(units), len(units) - len(todo))
-
-
-def collect(out_dir: str | Path, units: Sequence[Unit]) -> dict[str, pd.DataFrame]:
-    """Concatenate the finished units' rows per table, in unit order.
-
-    Each row is prefixed with ``prompt_id``, ``category``, ``prompt`` and the unit's condition keys
-    (a value the row already has wins).
-    """
-    rows: dict[str, list[dict[str, Any]]] = {}
-    for unit in units:
-        path = Path(out_dir) / "units" / f"{unit.key}.json"
-        if not path.is_file():
-            continue
-        rec = json.loads(path.read_text(encoding="utf-8"))
-        base = {
-            "prompt_id": unit.prompt.id,
-            "category": unit.prompt.category,
-            "prompt": unit.prompt.text,
-            **rec["condition"],
-        }
-        for name, table in rec["tables"].items():
-            rows.setdefault(name, []).extend({**base, **r} for r in table)
-    return {name: pd.DataFrame(r) for name, r in rows.items()}
 
 
 def run_cli(
