@@ -24,8 +24,8 @@ from transformer_lens import HookedTransformer
 
 from tempo_lens._numbers import BoolLike, IntLike, RealLike, as_int, as_real
 from tempo_lens._tl import make_kv_cache, max_context, model_name, reorder_kv_cache
-from tempo_lens.state import PromptLike, SequenceState
-from tempo_lens.text import encode_prompt, eos_token_id, label_texts
+from tempo_lens.state import SequenceState
+from tempo_lens.text import PromptLike, encode_prompt, eos_token_id, label_texts
 from tempo_lens.trace import Candidate, StepRecord, Trace
 
 __all__ = ["beam_search", "greedy", "nucleus", "sample"]

@@ -51,8 +51,8 @@ from tempo_lens.hooks import HookFn, TempoHooks
 from tempo_lens.pruning import judge, prefilter
 from tempo_lens.recorder import AttentionRecorder
 from tempo_lens.selection import mixture_distribution, probabilities, select_from_probs
-from tempo_lens.state import PromptLike, SequenceState
-from tempo_lens.text import encode_prompt, eos_token_id, label_texts
+from tempo_lens.state import SequenceState
+from tempo_lens.text import PromptLike, encode_prompt, eos_token_id, label_texts
 from tempo_lens.trace import Candidate, PruneDecision, StepRecord, Trace
 
 __all__ = ["StepObserver", "generate"]

@@ -41,43 +41,7 @@ from torch import Tensor
 from tempo_lens.masks import ALIVE, visibility
 from tempo_lens.positions import PositionScheme, check_finite_positions, set_positions
 
-__all__ = ["PromptLike", "SequenceState", "TokenInfo", "prompt_token_ids"]
-
-PromptLike = str | Sequence[Any] | Tensor | np.ndarray
-"""A prompt: text, or token ids (see :func:`prompt_token_ids` for the accepted shapes)."""
-
-
-def prompt_token_ids(prompt: Any) -> list[int]:
-    """Token ids of a prompt given as ids, as plain Python ints.
-
-    Accepted: a sequence of ints (numpy/torch integer scalars too), a 1-D integer tensor or
-    array, or a ``[1, pos]`` one (``model.to_tokens(text)``, a batch of one). Anything else
-    (a batch of several prompts, 0-d or 3-D arrays, floats, bools) is refused.
-
-    Raises:
-        ValueError: The shape or dtype is not a single prompt of token ids; the message
-            names the shape (or the offending element).
-    """
-    if isinstance(prompt, (str, bytes)):
-        raise ValueError("a text prompt needs a tokenizer; pass token ids here")
-    if isinstance(prompt, Tensor):
-        arr = prompt.detach().cpu().numpy()
-    else:
-        try:
-            arr = np.asarray(prompt)
-        except ValueError as exc:  # ragged nested lists
-            raise ValueError(f"prompt must be a flat list of token ids: {exc}") from None
-    if arr.ndim == 2 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim != 1:
-        raise ValueError(
-            f"prompt must be a list of token ids, a 1-D tensor or a [1, pos] tensor "
-            f"(one prompt), got shape {tuple(arr.shape)}"
-        )
-    if arr.size and (arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer)):
-        bad = next((x for x in arr.tolist() if isinstance(x, bool) or not isinstance(x, int)), None)
-        raise ValueError(f"prompt token ids must be integers, got {bad!r} (dtype {arr.dtype})")
-    return [int(t) for t in arr.tolist()]
+__all__ = ["SequenceState", "TokenInfo"]
 
 
 @dataclass(frozen=True)
@@ -149,7 +113,9 @@ class SequenceState:
         isolate: bool = True,
         positions: PositionScheme | None = None,
     ) -> SequenceState:
-        """Start a state from prompt token ids (see :func:`prompt_token_ids` for the shapes)."""
+        """Start a state from prompt token ids (shapes: :func:`tempo_lens.text.prompt_token_ids`)."""
+        from tempo_lens.text import prompt_token_ids  # text imports the model library
+
         prompt_ids = prompt_token_ids(prompt_ids)
         return cls(prompt_ids, isolate=isolate, positions=positions)
 

@@ -49,7 +49,7 @@ from tempo_lens.capture import AttentionCapture, AttentionData
 from tempo_lens.config import TempoConfig
 from tempo_lens.generation import generate
 from tempo_lens.io import atomic_write_json
-from tempo_lens.state import PromptLike
+from tempo_lens.text import PromptLike
 from tempo_lens.trace import Trace
 
 __all__ = ["analyze_data", "analyze_prompt", "render_figures"]

@@ -9,52 +9,27 @@ computed on all prompts (``verdict``) and without degenerate generations
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from tempo_lens.analysis.stats import auc, estimate, logistic_regression, paired_tests
+from tempo_lens.analysis.stats import estimate
 from tempo_lens.experiments import findings_rules as rules
+from tempo_lens.experiments._claim_rows import (
+    COLUMNS,
+    SEED,
+    STATEMENT,
+    member_features,
+)
+from tempo_lens.experiments._claim_rows import blank as _blank
+from tempo_lens.experiments._claim_rows import claim5 as _claim5
+from tempo_lens.experiments._claim_rows import direction as _direction
+from tempo_lens.experiments._claim_rows import head_specialisation as _head_specialisation
+from tempo_lens.experiments._claim_rows import interval as _interval
+from tempo_lens.experiments._claim_rows import row as _row
 
 __all__ = ["COLUMNS", "SEED", "claims_table", "condition", "member_features"]
-
-COLUMNS = [
-    "claim",
-    "statement",
-    "metric",
-    "estimate",
-    "ci_low",
-    "ci_high",
-    "p_value",
-    "effect_size",
-    "n_prompts",
-    "verdict",
-    "estimate_filtered",
-    "ci_low_filtered",
-    "ci_high_filtered",
-    "n_prompts_filtered",
-    "verdict_filtered",
-    "seed_value",
-    "detail",
-]
-
-SEED = {
-    "1": "0.482x isolated (1 prompt, tau 0.1, 3B Llama); 12-prompt re-run at tau 0.15: "
-    "-12.1% +- 24.1% (more attention, p = 0.156); both on mis-indexed data",
-    "1.vis": "0.577x visible (1 prompt, tau 0.1)",
-    "1.t15": "-12.1% +- 24.1% less, i.e. ~1.12x (12 prompts, tau 0.15, p = 0.156)",
-    "2": "~10% difference",
-    "3": "early (0-5) mixed, middle (6-15) high, late (16-27) low entropy",
-    "3.h": "0.40 - 1.21",
-    "4": "long-range heads 2-5, 10, 22; local 6-8; balanced 9, 13-14",
-    "5": "hypothesis (no number)",
-    "6.pos": "claimed (tools.md Q1, unverified)",
-    "6.iso": "'near-zero' expected (tools.md Q2, unverified)",
-    "6.width": "claimed (tools.md Q5, unverified)",
-}
-STATEMENT = "Parallel tokens receive 40-60% less attention than non-parallel tokens"
 
 
 def condition(pp: pd.DataFrame, mode: str, tau: float) -> pd.DataFrame:
@@ -69,164 +44,6 @@ def _clean(*frames: pd.DataFrame) -> pd.Index:
     for f in frames:
         idx = idx.intersection(f.index[~f["degenerate"].astype(bool)])
     return idx
-
-
-def _row(
-    claim: str,
-    statement: str,
-    metric: str,
-    values: pd.Series,
-    keep: pd.Index,
-    verdict: Callable[[tuple[float, float], int], str],
-    reference: float,
-    seed: int,
-    detail: str = "",
-) -> dict[str, Any]:
-    """One estimate row: mean, CI, Wilcoxon vs ``reference``, d_z, verdicts (all / filtered)."""
-    x = values.to_numpy(np.float64)
-    e = estimate(x, seed=seed, min_n=1)
-    fin = x[np.isfinite(x)]
-    t = paired_tests(fin, np.full(len(fin), reference))
-    xf = values.reindex(keep.intersection(values.index)).to_numpy(np.float64)
-    f = estimate(xf, seed=seed, min_n=1)
-    return {
-        "claim": claim,
-        "statement": statement,
-        "metric": metric,
-        "estimate": e.mean,
-        "ci_low": e.ci[0],
-        "ci_high": e.ci[1],
-        "p_value": t.wilcoxon_p,
-        "effect_size": t.cohens_dz,
-        "n_prompts": e.n,
-        "verdict": verdict(e.ci, e.n),
-        "estimate_filtered": f.mean,
-        "ci_low_filtered": f.ci[0],
-        "ci_high_filtered": f.ci[1],
-        "n_prompts_filtered": f.n,
-        "verdict_filtered": verdict(f.ci, f.n),
-        "seed_value": SEED.get(claim, ""),
-        "detail": detail,
-    }
-
-
-def _interval(a: float, b: float) -> Callable[[tuple[float, float], int], str]:
-    return lambda ci, n: rules.interval(ci, a, b, n)
-
-
-def _direction(sign: int, margin: float) -> Callable[[tuple[float, float], int], str]:
-    return lambda ci, n: rules.direction(ci, sign=sign, margin=margin, n=n)
-
-
-def _blank(claim: str, statement: str, metric: str, **kw: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {c: math.nan for c in COLUMNS}
-    out.update(claim=claim, statement=statement, metric=metric, seed_value=SEED.get(claim, ""))
-    out.update({"detail": "", **kw})
-    return out
-
-
-def member_features(members: pd.DataFrame) -> pd.DataFrame:
-    """Members with within-set shares.
-
-    Adds ``prob_share``, ``attention_share``, ``relative`` (attention / the set's best attention) and the standardised shares ``z_prob``,
-    ``z_attention``.
-    """
-    m = members.copy()
-    key = ["prompt_id", "set_step"]
-    m["prob_share"] = m["probability"] / m.groupby(key)["probability"].transform("sum")
-    m["attention_share"] = m["attention"] / m.groupby(key)["attention"].transform("sum")
-    m["relative"] = m["attention"] / m.groupby(key)["attention"].transform("max")
-    for col, z in (("prob_share", "z_prob"), ("attention_share", "z_attention")):
-        sd = m[col].std(ddof=0)
-        m[z] = (m[col] - m[col].mean()) / sd if sd > 0 else 0.0
-    return m
-
-
-def _claim5(members: pd.DataFrame, keep: pd.Index) -> dict[str, Any]:
-    statement = "Lower attention -> higher pruning probability (beyond selection probability)"
-    metric = (
-        "logit(supported) ~ z(probability share) + z(attention share); coefficient of "
-        "attention share, cluster-robust by prompt (isolated, tau 0.1)"
-    )
-
-    def fit(m: pd.DataFrame) -> tuple[float, tuple[float, float], float, int] | None:
-        if m.empty or m["supported"].nunique() < 2 or m["prompt_id"].nunique() < 2:
-            return None
-        m = member_features(m)
-        res = logistic_regression(
-            m["supported"].astype(float),
-            m[["z_prob", "z_attention"]],
-            names=["prob", "attention"],
-            groups=m["prompt_id"],
-        )
-        coef, ci, p = res.get("attention")
-        return coef, ci, p, int(m["prompt_id"].nunique())
-
-    all_fit = fit(members)
-    row = _blank("5", statement, metric)
-    if all_fit is None:
-        row.update(verdict="inconclusive", verdict_filtered="inconclusive", n_prompts=0)
-        return row
-    coef, ci, p, n = all_fit
-    verdict = _direction(+1, 0.1)
-    row.update(
-        estimate=coef,
-        ci_low=ci[0],
-        ci_high=ci[1],
-        p_value=p,
-        effect_size=math.exp(coef),
-        n_prompts=n,
-        verdict=verdict(ci, n),
-    )
-    filt = fit(members[members["prompt_id"].isin(keep)])
-    if filt is not None:
-        row.update(
-            estimate_filtered=filt[0],
-            ci_low_filtered=filt[1][0],
-            ci_high_filtered=filt[1][1],
-            n_prompts_filtered=filt[3],
-            verdict_filtered=verdict(filt[1], filt[3]),
-        )
-    feats = member_features(members)
-    sup = feats["supported"].astype(bool)
-    row["detail"] = (
-        f"members={len(feats)}, sets={feats.groupby(['prompt_id', 'set_step']).ngroups}; "
-        f"AUC attention share {auc(feats['attention_share'], sup):.3f}, "
-        f"AUC probability share {auc(feats['prob_share'], sup):.3f}"
-    )
-    return row
-
-
-def _head_specialisation(heads: pd.DataFrame, seed: int) -> dict[str, Any]:
-    h = heads.copy()
-    h["log_ratio"] = np.log(h["ratio_generated"].astype(float).where(lambda s: s > 0))
-    wide = h.pivot_table(index="prompt_id", columns=["layer", "head"], values="log_ratio")
-    dev = wide.sub(wide.mean(axis=1), axis=0)
-    n_heads = dev.shape[1]
-    level = 1 - 0.05 / max(n_heads, 1)
-    special = []
-    for col in dev.columns:
-        e = estimate(dev[col].to_numpy(float), seed=seed, level=level, min_n=rules.MIN_PROMPTS)
-        if e.direction in ("above", "below") and abs(e.mean) > math.log(1.25):
-            special.append((col, e.mean))
-    n_prompts = int(dev.notna().any(axis=1).sum())
-    verdict = (
-        rules.specialised(len(special), n_heads)
-        if n_prompts >= rules.MIN_PROMPTS
-        else ("inconclusive")
-    )
-    shown = ", ".join(f"L{c[0]}H{c[1]} {math.exp(m):.2f}x" for c, m in special[:12])
-    return _blank(
-        "4.par",
-        "Some heads treat parallel tokens differently from non-parallel ones",
-        "fraction of heads whose log(parallel:generated-singleton ratio) deviates from the "
-        "prompt's mean over heads (Bonferroni CI excludes 0, |deviation| > log 1.25; "
-        "isolated, tau 0.1)",
-        estimate=len(special) / n_heads if n_heads else math.nan,
-        n_prompts=n_prompts,
-        verdict=verdict,
-        detail=f"{len(special)} of {n_heads} heads specialised" + (f": {shown}" if shown else ""),
-    )
 
 
 def claims_table(cfg: Any, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
