@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
+from tempo_lens._tl import hook_name
 from tempo_lens.capture import AttentionData
 from tempo_lens.hooks import attach
 from tempo_lens.positions import PositionScheme
@@ -81,7 +82,7 @@ def replay_attention(
     def keep(x: torch.Tensor, hook: Any) -> None:
         pats[str(hook.name)] = x[0].detach().float().cpu()
 
-    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
+    names = [hook_name(layer, "pattern") for layer in range(model.cfg.n_layers)]
     with torch.no_grad(), attach(model, st):
         model.run_with_hooks(
             st.tokens_tensor(model.cfg.device),

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 import tempo_lens as tl
-from tempo_lens._tl import rotary_inv_freq
+from tempo_lens._tl import hook_name, rotary_inv_freq
 from tempo_lens.analysis import (
     head_specialisation,
     isolation_check,
@@ -120,7 +120,7 @@ def conditions(cfg: Config) -> list[dict[str, Any]]:
 def _positions_check(model: Any, data: Any) -> dict[str, Any]:
     """Logical positions recovered at layer 0's ``hook_k`` -> ``hook_rot_k`` (KV head 0)."""
     st = data.state
-    names = ("blocks.0.attn.hook_k", "blocks.0.attn.hook_rot_k")
+    names = (hook_name(0, "k"), hook_name(0, "rot_k"))
     k = np.concatenate([data.extra(s)[names[0]] for s in data.steps])
     rot = np.concatenate([data.extra(s)[names[1]] for s in data.steps])
     inv = rotary_inv_freq(model, 0).numpy()
@@ -146,9 +146,7 @@ def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, An
     """Generate one prompt under one condition with full capture; measure every claim."""
     iso = unit.condition["mode"] == "isolated"
     tau = float(unit.condition["tau"])
-    cap = tl.AttentionCapture(
-        hook_names=["blocks.0.attn.hook_k", "blocks.0.attn.hook_rot_k", RESID]
-    )
+    cap = tl.AttentionCapture(hook_names=[hook_name(0, "k"), hook_name(0, "rot_k"), RESID])
     trace = tl.generate(
         model, encode(model, unit.prompt), cfg.tempo_config(tau, iso), observers=[cap]
     )
