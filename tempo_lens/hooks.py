@@ -20,8 +20,14 @@ state's tokens: either the whole sequence (no KV cache) or its last ``q`` tokens
 cache holding the first ``n - q``. Anything else (wrong length, a state changed under a
 stale KV cache) raises :class:`StateMismatchError` instead of silently computing.
 
-Per-forward work (cos/sin tables, the mask) is memoised on ``(state.version, shapes)``
-and shared by all layers.
+Several independent sequences can share one batch (:func:`tempo_lens.generate_batch`):
+one state per row and a :class:`~tempo_lens.layout.BatchLayout` mapping columns to each
+row's physical indices; positions (``[batch, pos]``) and masks (``[batch, 1, q, k]``) are
+then per row.
+
+Per-forward work (cos/sin tables, the mask) is memoised on the states' versions and the
+shapes, and shared by all layers; applying a rotation costs two products and a sum per
+rotated element (:func:`tempo_lens.rope.apply_rotation`).
 
 Examples:
     >>> from tempo_lens import SequenceState, attach, make_tiny_model
@@ -35,7 +41,7 @@ Examples:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -57,7 +63,8 @@ from tempo_lens._tl import (
     remove_hooks,
     rotary_inv_freq,
 )
-from tempo_lens.rope import delta_cos_sin, rerotate
+from tempo_lens.layout import PAD, BatchLayout
+from tempo_lens.rope import apply_rotation, rotation_tables
 from tempo_lens.state import SequenceState
 
 __all__ = [
@@ -106,32 +113,42 @@ class TempoHooks:
 
     Args:
         model: A rotary ``HookedTransformer``.
-        state: The sequence state all hooks read.
+        state: The sequence state all hooks read, or one state per batch row (then
+            ``layout`` says which token of which row sits in each column).
         rotate: Apply the position hooks (``False`` leaves RoPE at physical positions —
             an ablation, used by tests to show the position oracle fails without it).
         mask: Apply the isolation/pruning mask hook (``False`` for the same ablation).
+        layout: The :class:`~tempo_lens.layout.BatchLayout` of a batch of states
+            (required for several states). Forwards must then pass
+            ``attention_mask=layout.attention_mask(...)`` so that TransformerLens rotates
+            each real token to its physical index in its row.
 
     Attributes:
-        view_step: When set, queries at physical index ``>= view_from`` see the sequence
-            as of at least this step (the readout forward after a pruning event; see
-            :meth:`viewing`); ``None`` normally.
-        view_from: First physical index :attr:`view_step` applies to.
+        states: The sequence states (one per batch row).
+        views: Per row, ``(view_step, view_from)`` while :meth:`viewing` is active: queries
+            at physical index ``>= view_from`` see the sequence as of at least
+            ``view_step`` (the readout forward after a pruning event).
     """
 
     def __init__(
         self,
         model: TempoModel,
-        state: SequenceState,
+        state: SequenceState | Sequence[SequenceState],
         *,
         rotate: bool = True,
         mask: bool = True,
+        layout: BatchLayout | None = None,
     ) -> None:
         self.model = model
-        self.state = state
+        self.states = [state] if isinstance(state, SequenceState) else list(state)
+        if layout is None and len(self.states) != 1:
+            raise ValueError(f"{len(self.states)} states need a BatchLayout")
+        if layout is not None and layout.n_rows != len(self.states):
+            raise ValueError(f"layout has {layout.n_rows} rows for {len(self.states)} states")
+        self.layout = layout
         self.rotate = rotate
         self.mask = mask
-        self.view_step: int | None = None
-        self.view_from = 0
+        self.views: dict[int, tuple[int, int]] = {}
         self.bridge = _bridge.is_bridge(model)
         if self.bridge:  # TransformerBridge: keys are cached after hook_rot_k (rotated)
             _bridge.check_bridge(model)
@@ -156,8 +173,15 @@ class TempoHooks:
                 self._freq_group.append(len(self._inv_freqs))
                 self._inv_freqs.append(f)
         self._memo: dict[tuple[Any, ...], Any] = {}
-        self._memo_version = -1
+        self._memo_version: tuple[int, ...] = ()
         self._single: dict[int, tuple[int, int]] = {}  # hook point -> hook list checked
+
+    @property
+    def state(self) -> SequenceState:
+        """The sequence state (single-sequence hooks)."""
+        if len(self.states) != 1:
+            raise AttributeError("batched hooks have several states: use .states")
+        return self.states[0]
 
     # ------------------------------------------------------------------ public
     def fwd_hooks(self) -> list[tuple[str, HookFn]]:
@@ -184,17 +208,28 @@ class TempoHooks:
             yield
 
     @contextmanager
-    def viewing(self, step: int, from_index: int = 0) -> Iterator[None]:
+    def viewing(
+        self, step: int, from_index: int = 0, *, rows: Mapping[int, tuple[int, int]] | None = None
+    ) -> Iterator[None]:
         """Let later queries see the sequence as of at least ``step`` within the block.
 
         Queries at physical index ``>= from_index`` are affected, earlier ones are not.
+
+        Args:
+            step: The viewing step (every row, unless ``rows`` is given).
+            from_index: First physical index it applies to.
+            rows: Per batch row ``(step, from_index)``; rows not named are unaffected.
         """
-        old = self.view_step, self.view_from
-        self.view_step, self.view_from = step, from_index
+        old = self.views
+        self.views = (
+            dict(rows)
+            if rows is not None
+            else dict.fromkeys(range(len(self.states)), (step, from_index))
+        )
         try:
             yield
         finally:
-            self.view_step, self.view_from = old
+            self.views = old
 
     # ------------------------------------------------------------------ helpers
     def _check_single(self, hook: HookPoint) -> None:
@@ -206,9 +241,12 @@ class TempoHooks:
             self._single[id(hook)] = key
 
     def _cached(self, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
-        if self._memo_version != self.state.version:
+        version = tuple(s.version for s in self.states)
+        if self.layout is not None:
+            version += (self.layout.version,)
+        if self._memo_version != version:
             self._memo.clear()
-            self._memo_version = self.state.version
+            self._memo_version = version
         if key not in self._memo:
             self._memo[key] = build()
         return self._memo[key]
@@ -219,58 +257,85 @@ class TempoHooks:
             raise StateMismatchError(f"TEMPO hook attached to {hook.name!r}, not a block's hook")
         return layer
 
-    def _cos_sin(
-        self, layer: int, start: int, stop: int, device: torch.device, dtype: torch.dtype
-    ) -> tuple[int, Tensor, Tensor] | None:
-        """``(first, cos, sin)`` for physical indices ``[start, stop)``; None if all Δ = 0.
+    def _n_keys(self) -> int:
+        return self.layout.n_columns if self.layout is not None else len(self.states[0])
 
-        ``first`` is the offset (within the slice) of the first non-zero Δ: rows before it
-        need no rotation. Angles are float64; the tables are cast once to ``dtype`` (the
-        dtype of the rotated tensor, so a float64 model gets float64 tables).
+    def _columns(self) -> Tensor:
+        """``[rows, pos]`` physical index per column (``PAD`` at pad slots)."""
+        if self.layout is not None:
+            return self.layout.tensor()
+        return torch.arange(len(self.states[0]))[None]
+
+    def _deltas(self) -> Tensor:
+        """``[rows, pos]`` float64 ``logical - physical`` per column (0 at pad slots)."""
+
+        def build() -> Tensor:
+            if self.layout is None:
+                return self.states[0].position_deltas()[None]
+            cols = self._columns()
+            out = torch.zeros(cols.shape, dtype=torch.float64)
+            for r, st in enumerate(self.states):
+                real = cols[r] != PAD
+                out[r, real] = st.position_deltas()[cols[r, real]]
+            return out
+
+        return self._cached(("deltas",), build)
+
+    def _tables(
+        self, layer: int, start: int, stop: int, x: Tensor
+    ) -> tuple[int, Tensor, Tensor] | None:
+        """``(first, cos, signed_sin)`` for columns ``[start, stop)``; None if all Δ = 0.
+
+        ``first`` is the offset (within the slice) of the first column with a non-zero Δ in
+        any row: columns before it need no rotation.
         """
         group = self._freq_group[layer]
 
         def build() -> tuple[int, Tensor, Tensor] | None:
-            delta = self.state.position_deltas()[start:stop]
-            if not bool((delta != 0).any()):
+            delta = self._deltas()[:, start:stop]
+            moved = (delta != 0).any(dim=0)
+            if not bool(moved.any()):
                 return None
-            first = int((delta != 0).nonzero()[0, 0])
-            cos, sin = delta_cos_sin(
-                delta[first:],
+            first = int(moved.nonzero()[0, 0])
+            cos, sin = rotation_tables(
+                delta[:, first:],
                 self._inv_freqs[group],
                 adjacent_pairs=self.adjacent_pairs,
-                dtype=dtype,
+                dtype=x.dtype,
+                device=x.device,
             )
-            return first, cos.to(device), sin.to(device)
+            return first, cos, sin
 
-        return self._cached(("rot", group, start, stop, str(device), dtype), build)
+        return self._cached(("rot", group, start, stop, x.device, x.dtype), build)
 
     def _apply(self, x: Tensor, layer: int, start: int, stop: int) -> Tensor:
-        tables = self._cos_sin(layer, start, stop, x.device, x.dtype)
+        tables = self._tables(layer, start, stop, x)
         if tables is None:
             return x
         first, cos, sin = tables
-        rotated = rerotate(
-            x[:, first:], cos, sin, rotary_dim=self.rotary_dim, adjacent_pairs=self.adjacent_pairs
-        )
         if first == 0:
-            return rotated
+            return apply_rotation(x, cos, sin, adjacent_pairs=self.adjacent_pairs)
+        rotated = apply_rotation(x[:, first:], cos, sin, adjacent_pairs=self.adjacent_pairs)
         return torch.cat([x[:, :first], rotated], dim=1)
 
-    def _check_keys(self, n_keys: int, what: str) -> int:
-        n = len(self.state)
+    def _check(self, x: Tensor, n_keys: int, what: str) -> int:
+        n = self._n_keys()
         if n_keys != n:
             raise StateMismatchError(
                 f"{what}: the forward has {n_keys} key positions but the sequence state has {n} "
                 "tokens — run the model on the state's tokens (state.tokens_tensor()), or on its "
                 "last tokens with a KV cache holding the rest"
             )
+        if self.layout is not None and x.shape[0] != self.layout.n_rows:
+            raise StateMismatchError(
+                f"{what}: batch of {x.shape[0]} rows but the layout has {self.layout.n_rows}"
+            )
         return n
 
     # ------------------------------------------------------------------ hooks
     def _hook_rot_q(self, q: Tensor, hook: HookPoint) -> Tensor:
         self._check_single(hook)
-        n = len(self.state)
+        n = self._n_keys()
         q_len = q.shape[1]
         if q_len > n:
             raise StateMismatchError(
@@ -282,62 +347,95 @@ class TempoHooks:
         self._check_single(hook)
         if self.bridge:  # only the new keys; the cache holds the earlier ones, rotated
             return self._hook_rot_q(k, hook)
-        n = self._check_keys(k.shape[1], str(hook.name))
+        n = self._check(k, k.shape[1], str(hook.name))
         return self._apply(k, self._layer(hook), 0, n)
 
     def _hook_scores(self, scores: Tensor, hook: HookPoint) -> Tensor:
         self._check_single(hook)
         q_len, k_len = scores.shape[-2], scores.shape[-1]
-        n = self._check_keys(k_len, str(hook.name))
+        n = self._check(scores, k_len, str(hook.name))
         start = n - q_len
-        stale = self.state.stale_from
-        if start > 0 and stale is not None and stale < start:
-            raise StateMismatchError(
-                f"{hook.name}: the state was pruned retroactively (rows from physical index "
-                f"{stale} changed) but the forward reuses {start} cached positions — rebuild "
-                "the KV cache with a full forward, then call state.clear_stale()"
-            )
+        if start > 0:
+            self._check_stale(start, str(hook.name))
         if not self.mask:
             return scores
         window = self.windows[self._layer(hook)]
-        blocked, hidden = self._cached(
-            ("mask", start, n, self.view_step, self.view_from, window, str(scores.device)),
-            lambda: self._build_block(start, n, window, scores.device),
+        views = tuple(sorted(self.views.items()))
+        bias, hidden = self._cached(
+            ("mask", start, n, views, window, scores.device, scores.dtype),
+            lambda: self._build_bias(start, n, window, scores),
         )
         floor = torch.finfo(scores.dtype).min / 2  # -inf, or the dtype minimum some use
-        if hidden is not None and bool((scores[..., hidden] <= floor).any()):
+        if hidden is not None and bool(((scores <= floor) & hidden).any()):
             raise UnsupportedAttentionError(
                 f"{hook.name}: the backend masked keys by physical distance >= {window}, but "
                 "TEMPO's sliding window is by logical distance and keeps them — attach the "
                 "hooks with tempo_lens.attach() (or TempoHooks.backend_masks_replaced())"
             )
-        if blocked is None:
+        if bias is None:
             return scores
-        return scores.masked_fill(blocked, float("-inf"))
+        # adding 0 / -inf is exact and several times faster than a broadcast masked_fill
+        return scores + bias
+
+    def _build_bias(
+        self, start: int, n: int, window: int | None, scores: Tensor
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """``(bias, hidden)``: ``0 / -inf`` to add to the scores (``None`` if nothing is
+        masked) and, for a local layer, the keys the logical window keeps beyond the
+        physical one (``None`` if none); both ``[rows, 1, q, n]``."""
+        blocked, hidden = self._build_block(start, n, window)
+        bias = None
+        if blocked is not None:
+            zeros = torch.zeros(blocked.shape, dtype=scores.dtype)
+            bias = zeros.masked_fill(blocked, float("-inf")).to(scores.device)
+        return bias, (hidden.to(scores.device) if hidden is not None else None)
+
+    def _check_stale(self, start: int, what: str) -> None:
+        for r, st in enumerate(self.states):
+            stale = st.stale_from
+            if stale is None:
+                continue
+            cached = start if self.layout is None else self.layout.n_real_before(r, start)
+            if stale < cached:
+                raise StateMismatchError(
+                    f"{what}: the state was pruned retroactively (rows from physical index "
+                    f"{stale} changed) but the forward reuses {cached} cached positions — "
+                    "rebuild the KV cache with a full forward, then call state.clear_stale()"
+                )
 
     def _build_block(
-        self, start: int, n: int, window: int | None, device: torch.device
+        self, start: int, n: int, window: int | None
     ) -> tuple[Tensor | None, Tensor | None]:
-        """``(blocked, hidden)`` key masks of the queries ``start..n-1``.
+        """``(blocked, hidden)`` key masks over columns, each ``[rows, 1, q, n]``.
 
-        ``blocked``: keys to mask (``None`` if none); ``hidden``: for a local layer, the
-        keys the logical window keeps beyond the physical one (``None`` if none).
+        ``blocked``: True where a query column may not see a key column; ``hidden``: for a
+        local layer, where the logical window keeps a key at column distance ``>= window``
+        (each ``None`` when all False).
         """
-        q = torch.arange(start, n)
-        allowed = self.state.visibility(q, window=window)
-        if self.view_step is not None:
-            viewed = q >= self.view_from
-            allowed[viewed] = self.state.visibility(
-                q[viewed], view_step=self.view_step, window=window
-            )
-        keys = torch.arange(n)[None, :]
-        causal = keys <= q[:, None]
-        blocked = causal & ~allowed
+        cols = self._columns()
+        q_cols, k_cols = torch.arange(start, n)[:, None], torch.arange(n)[None, :]
+        causal = k_cols <= q_cols
+        shape = (cols.shape[0], 1, n - start, n)
+        blocked = torch.zeros(shape, dtype=torch.bool)
+        kept = torch.zeros(shape, dtype=torch.bool)
+        for r, st in enumerate(self.states):
+            q_phys, k_phys = cols[r, start:n], cols[r, :n]
+            real_q, real_k = q_phys != PAD, k_phys != PAD
+            q = q_phys[real_q]
+            allowed = st.visibility(q, window=window)
+            view = self.views.get(r)
+            if view is not None:
+                viewed = q >= view[1]
+                allowed[viewed] = st.visibility(q[viewed], view_step=view[0], window=window)
+            by_col = allowed[:, k_phys.clamp(min=0)] & real_k[None, :]
+            blocked[r, 0, real_q] = causal[real_q] & ~by_col
+            blocked[r, 0, ~real_q] = causal[~real_q] & ~real_k[None, :]
+            kept[r, 0, real_q] = by_col
         hidden = None
         if window is not None:
-            beyond = allowed & (keys <= q[:, None] - window)
-            hidden = beyond.to(device) if bool(beyond.any()) else None
-        return (blocked.to(device) if bool(blocked.any()) else None), hidden
+            beyond = kept & (k_cols <= q_cols - window)
+            hidden = beyond if bool(beyond.any()) else None
+        return (blocked if bool(blocked.any()) else None), hidden
 
 
 def tempo_fwd_hooks(

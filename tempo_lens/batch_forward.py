@@ -1,0 +1,200 @@
+"""Forwards for several TEMPO sequences in one batch (the model-facing half of generation).
+
+:class:`BatchForward` owns everything a generation step needs from the model for ``B``
+rows at once: the :class:`~tempo_lens.layout.BatchLayout` (which token of which row sits in
+each column, pad slots where a row appended fewer tokens than the widest), the TEMPO hooks
+over the rows' states (per-row positions and ``[batch, 1, q, k]`` masks), the KV cache,
+and the rows' step observers.
+
+Observers are per row and see their row exactly as in a single-sequence generation: their
+hooks receive a view of the hooked tensor restricted to that row's real tokens (batch
+dimension 1, pad slots removed from the query and key axes of attention-shaped hooks and
+from the position axis of the others). With one row and no pads the view is the tensor
+itself. Observers must only read (their return values are ignored).
+
+Example:
+    >>> from tempo_lens import SequenceState, make_tiny_model
+    >>> model = make_tiny_model()
+    >>> states = [SequenceState([1, 2, 3]), SequenceState([4, 5])]
+    >>> fwd = BatchForward(model, states, use_kv_cache=True)
+    >>> with fwd.attached():
+    ...     logits = fwd.run([[0, 1, 2], [0, 1]], step=-1)
+    >>> [tuple(x.shape) for x in logits]  # one [k, d_vocab] block per row
+    [(3, 64), (2, 64)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from tempo_lens._tl import kv_cache_length, make_kv_cache, scratch_kv_cache
+from tempo_lens.hooks import HookFn, TempoHooks
+from tempo_lens.layout import PAD, BatchLayout
+from tempo_lens.state import SequenceState
+
+__all__ = ["ATTENTION_SHAPED", "BatchForward"]
+
+ATTENTION_SHAPED = ("hook_pattern", "hook_attn_scores")
+"""Hook-name suffixes whose tensors are ``[batch, head_index, query_pos, key_pos]``."""
+
+
+class BatchForward:
+    """Batched forwards over the states of ``B`` TEMPO sequences.
+
+    Args:
+        model: A rotary ``HookedTransformer``.
+        states: One :class:`~tempo_lens.SequenceState` per row (mutated by the caller
+            through ``append_set`` / ``prune`` between forwards).
+        use_kv_cache: Keep a KV cache (forward only new columns) or run full forwards.
+        observers: One list of step observers per row (``None``: none).
+    """
+
+    def __init__(
+        self,
+        model: HookedTransformer,
+        states: Sequence[SequenceState],
+        *,
+        use_kv_cache: bool,
+        observers: Sequence[Sequence[Any]] | None = None,
+    ) -> None:
+        self.model = model
+        self.states = list(states)
+        self.layout = BatchLayout(len(self.states))
+        self.hooks = TempoHooks(model, self.states, layout=self.layout)
+        self.cache = make_kv_cache(model, batch_size=len(self.states)) if use_kv_cache else None
+        self.observers = [list(o) for o in observers] if observers else [[] for _ in states]
+        if len(self.observers) != len(self.states):
+            raise ValueError(f"{len(self.observers)} observer lists for {len(self.states)} rows")
+        self._views: dict[tuple[Any, ...], Tensor | None] = {}
+        self._views_version = -1
+
+    # ------------------------------------------------------------------ hooks
+    def fwd_hooks(self) -> list[tuple[str, HookFn]]:
+        """The TEMPO hooks, then one dispatching hook per hook name the observers use."""
+        by_name: dict[str, list[tuple[int, HookFn]]] = {}
+        for row, observers in enumerate(self.observers):
+            for obs in observers:
+                for name, fn in obs.fwd_hooks(self.model):
+                    by_name.setdefault(name, []).append((row, fn))
+        return self.hooks.fwd_hooks() + [(n, self._dispatch(n, fns)) for n, fns in by_name.items()]
+
+    @contextmanager
+    def attached(self) -> Iterator[BatchForward]:
+        """Attach all hooks to the model for the block (no gradients inside)."""
+        with torch.no_grad(), self.model.hooks(fwd_hooks=self.fwd_hooks()):  # type: ignore[arg-type]
+            yield self
+
+    def _dispatch(self, name: str, fns: list[tuple[int, HookFn]]) -> HookFn:
+        attention = name.rsplit(".", 1)[-1] in ATTENTION_SHAPED
+
+        def hook(tensor: Tensor, hook: Any) -> None:
+            for row, fn in fns:
+                view = self._row_view(tensor, row, attention)
+                if view is not None:
+                    fn(view, hook)
+
+        return hook
+
+    def _row_view(self, x: Tensor, row: int, attention: bool) -> Tensor | None:
+        """``x`` restricted to ``row``'s real tokens; None when the row has none in ``x``."""
+        if self.layout.n_rows == 1 and PAD not in self.layout.columns[0]:
+            return x
+        dims = (2, 3) if attention else (1,)
+        out = x[row : row + 1]
+        for dim in dims:
+            keep = self._real(row, x.shape[dim])
+            if keep is None:
+                return None
+            if keep.numel() != x.shape[dim]:
+                out = out.index_select(dim, keep.to(x.device))
+        return out
+
+    def _real(self, row: int, width: int) -> Tensor | None:
+        """Offsets of the real tokens of ``row`` among the last ``width`` columns."""
+        if self._views_version != self.layout.version:
+            self._views, self._views_version = {}, self.layout.version
+        key = (row, width)
+        if key not in self._views:
+            cols = self.layout.tensor()[row, self.layout.n_columns - width :]
+            keep = (cols != PAD).nonzero()[:, 0]
+            self._views[key] = keep if keep.numel() else None
+        return self._views[key]
+
+    # ------------------------------------------------------------------ forwards
+    def run(self, new: Sequence[Sequence[int]], step: int) -> list[Tensor]:
+        """Append one block of columns (each row's new physical indices) and forward it.
+
+        Observers of rows with new tokens record this forward as ``step``.
+
+        Args:
+            new: Per row, the physical indices just appended to its state (``[]`` for a row
+                that appends nothing).
+            step: The step the new tokens belong to (``-1``: the prompts).
+
+        Returns:
+            Per row, the ``[k, d_vocab]`` logits of its new tokens (``k = 0`` when none).
+        """
+        start = self.layout.append(new)
+        active = [r for r, ix in enumerate(new) if ix]
+        for r in active:
+            for obs in self.observers[r]:
+                obs.begin_step(step, list(new[r]), self.states[r])
+        try:
+            logits = self._forward(start)
+        finally:
+            for r in active:
+                for obs in self.observers[r]:
+                    obs.end_step()
+        return self._rows(logits, start, new)
+
+    def rerun(
+        self, views: Mapping[int, tuple[int, int]], new: Sequence[Sequence[int]]
+    ) -> list[Tensor]:
+        """Forward the last block again with per-row viewing steps (not recorded; the KV
+        cache is left as it was). Used for the readout after a pruning event.
+
+        Args:
+            views: Per row ``(view_step, from_index)`` (see :meth:`TempoHooks.viewing`).
+            new: The last block's per-row physical indices (as given to :meth:`run`).
+        """
+        start = self.layout.n_columns - max(len(ix) for ix in new)
+        with self.hooks.viewing(0, rows=views):
+            logits = self._forward(start)
+        return self._rows(logits, start, new)
+
+    def _forward(self, start: int) -> Tensor:
+        device = self.model.cfg.device
+        tokens = self._tokens(start if self.cache is not None else 0).to(device)
+        if self.cache is None:
+            mask = self.layout.attention_mask(0, device)
+            return self.model(tokens, attention_mask=mask)[:, start:]
+        mask = self.layout.attention_mask(start, device)
+        if kv_cache_length(self.cache) == start:
+            return self.model(tokens, past_kv_cache=self.cache, attention_mask=mask)
+        with scratch_kv_cache(self.cache, start):  # readout forward: do not commit
+            return self.model(tokens, past_kv_cache=self.cache, attention_mask=mask)
+
+    def _tokens(self, start: int) -> Tensor:
+        """Token ids of columns ``start..`` (pad slots get token 0; they are never seen)."""
+        cols = self.layout.tensor()[:, start:]
+        out = torch.zeros(cols.shape, dtype=torch.long)
+        for r, st in enumerate(self.states):
+            real = cols[r] != PAD
+            out[r, real] = torch.tensor(st.token_ids, dtype=torch.long)[cols[r, real]]
+        return out
+
+    def _rows(self, logits: Tensor, start: int, new: Sequence[Sequence[int]]) -> list[Tensor]:
+        out = []
+        for r, ix in enumerate(new):
+            cols = self.layout.columns[r][start:]
+            offsets = [c for c, p in enumerate(cols) if p != PAD]
+            out.append(logits[r, offsets] if len(offsets) != len(cols) else logits[r])
+            if len(offsets) != len(ix):
+                raise AssertionError(f"row {r}: {len(offsets)} columns for {len(ix)} tokens")
+        return out
