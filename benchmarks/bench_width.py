@@ -9,12 +9,17 @@ and forward one parallel set of ``k`` new tokens. Hugging Face (``LlamaForCausal
 benchmark first checks that both produce the same logits.
 
 Cases, interleaved round by round in one process (alternating order against drift), with
-warm-up rounds and medians:
+warm-up rounds and medians of process CPU time (``--clock wall`` for wall time):
 
-* ``hf k ctx``     — Hugging Face, explicit positions + 4-D mask, KV cache;
-* ``tl k ctx``     — the same ``HookedTransformer`` (fast path) *without* TEMPO hooks
-  (TransformerLens' own cost; TEMPO's hooks cost ``tempo - tl``);
-* ``tempo k ctx``  — ``HookedTransformer`` (fast path) with the TEMPO hooks attached.
+* ``hf``        — Hugging Face ``sdpa`` attention, explicit positions + 4-D mask, KV cache;
+* ``hf eager``  — the same with ``eager`` attention (the oracle's configuration);
+* ``tl``        — the same ``HookedTransformer`` (fast path) *without* TEMPO hooks
+  (TransformerLens' own cost);
+* ``tempo``     — ``HookedTransformer`` (fast path) with the TEMPO hooks attached.
+
+``tempo/tl`` is what the TEMPO hooks add to TransformerLens' own step; ``hook work`` times
+the hooks alone (all layers, called directly on tensors of the forward's shapes), which
+resolves differences far below the run-to-run noise of whole steps on a shared machine.
 
 The context is either a plain prompt (``--context-kind prompt``: every context token has
 logical == physical position, as after a prompt) or a generated TEMPO context
@@ -161,6 +166,39 @@ def tl_case(model, state, ctx: int, *, hooks: bool) -> tuple[Case, torch.Tensor]
     return case, first
 
 
+def hook_work_ms(model, state, repeats: int) -> float:
+    """Median CPU ms of the TEMPO hooks of one forward, called directly on tensors of the
+    forward's shapes (every layer's ``hook_rot_q``, ``hook_rot_k``, ``hook_attn_scores``),
+    with the per-forward tables rebuilt as in generation (the state changes every step).
+    Far less noisy than the difference of two whole-step timings."""
+    from types import SimpleNamespace
+
+    from tempo_lens import TempoHooks
+
+    cfg = model.cfg
+    n, k = len(state), len(state.set_indices[-1])
+    n_kv = cfg.n_key_value_heads or cfg.n_heads
+    q = torch.randn(1, k, cfg.n_heads, cfg.d_head)
+    keys = torch.randn(1, n, n_kv, cfg.d_head)
+    scores = torch.randn(1, cfg.n_heads, k, n)
+    hooks = TempoHooks(model, state)
+    names = [
+        [SimpleNamespace(name=f"blocks.{layer}.attn.hook_{h}") for h in ("rot_q", "rot_k")]
+        + [SimpleNamespace(name=f"blocks.{layer}.attn.hook_attn_scores")]
+        for layer in range(cfg.n_layers)
+    ]
+    times = []
+    for _ in range(repeats):
+        state.version += 1  # a new step: tables and mask are rebuilt
+        t0 = CLOCK()
+        for hq, hk, hs in names:
+            hooks._hook_rot_q(q, hq)
+            hooks._hook_rot_k(keys, hk)
+            hooks._hook_scores(scores, hs)
+        times.append((CLOCK() - t0) * 1e3)
+    return statistics.median(times)
+
+
 def run_interleaved(cases: list[Case], warmup: int, repeats: int) -> None:
     for r in range(warmup + repeats):
         order = cases if r % 2 == 0 else cases[::-1]
@@ -217,6 +255,13 @@ def main(argv: list[str] | None = None) -> dict:
             cases += [hf_c, he_c, tl_c, te_c]
     run_interleaved(cases, args.warmup, args.repeats)
     rows = {c.name: c.median for c in cases}
+    hook_ms = {
+        f"k={k} ctx={ctx}": hook_work_ms(
+            model, build_state(tokens, ctx, k, args.context_kind), 4 * args.repeats
+        )
+        for ctx in args.contexts
+        for k in args.widths
+    }
     ratios: dict[str, float] = {}
     for ctx in args.contexts:
         for k in args.widths:
@@ -232,6 +277,7 @@ def main(argv: list[str] | None = None) -> dict:
         "repeats": args.repeats,
         "max_abs_logit_diff_tempo_vs_hf": max_diff,
         "median_ms": rows,
+        "hook_work_ms_per_forward": hook_ms,
         "ratios": ratios,
         "target_tempo/hf": TARGET,
     }
@@ -255,7 +301,7 @@ def _print(result: dict, args: argparse.Namespace) -> None:
         )
     )
     cols = ["k", "ctx", "hf sdpa", "hf eager", "tl", "tempo"]
-    for col in cols + ["tempo/hf", "tempo/hf eager", "tl/hf", "tempo/tl"]:
+    for col in cols + ["tempo/hf", "tempo/hf eager", "tl/hf", "tempo/tl", "hook work"]:
         t.add_column(col, justify="right")
     rows, ratios = result["median_ms"], result["ratios"]
     for ctx in args.contexts:
@@ -274,6 +320,7 @@ def _print(result: dict, args: argparse.Namespace) -> None:
                 f"{ratios[f'tempo/hf_eager {key}']:.2f}",
                 f"{ratios[f'tl/hf {key}']:.2f}",
                 f"{ratios[f'tempo/tl {key}']:.2f}",
+                f"{result['hook_work_ms_per_forward'][key]:.2f} ms",
             )
     console.print(t)
     console.print(

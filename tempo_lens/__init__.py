@@ -11,7 +11,7 @@ from tempo_lens.baselines import beam_search, greedy, sample
 from tempo_lens.capture import AttentionCapture, AttentionData
 from tempo_lens.config import TempoConfig
 from tempo_lens.fast import disable_fast_path, enable_fast_path, fast_path_status, fast_weights
-from tempo_lens.generation import StepObserver, generate
+from tempo_lens.generation import StepObserver, generate, generate_batch
 from tempo_lens.hooks import (
     HookConflictError,
     StateMismatchError,
@@ -54,6 +54,7 @@ __all__ = [
     "Trace",
     "beam_search",
     "generate",
+    "generate_batch",
     "greedy",
     "sample",
     "select",

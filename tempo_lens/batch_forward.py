@@ -87,7 +87,11 @@ class BatchForward:
     @contextmanager
     def attached(self) -> Iterator[BatchForward]:
         """Attach all hooks to the model for the block (no gradients inside)."""
-        with torch.no_grad(), self.model.hooks(fwd_hooks=self.fwd_hooks()):  # type: ignore[arg-type]
+        with (
+            torch.no_grad(),
+            self.hooks.backend_masks_replaced(),
+            self.model.hooks(fwd_hooks=self.fwd_hooks()),  # type: ignore[arg-type]
+        ):
             yield self
 
     def _dispatch(self, name: str, fns: list[tuple[int, HookFn]]) -> HookFn:

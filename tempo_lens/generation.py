@@ -27,7 +27,6 @@ Examples:
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -37,17 +36,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from tempo_lens._tl import (
-    check_rotary,
-    kv_cache_length,
-    make_kv_cache,
-    max_context,
-    model_name,
-    scratch_kv_cache,
-)
+from tempo_lens._tl import check_rotary, max_context, model_name
+from tempo_lens.batch_forward import BatchForward
 from tempo_lens.config import TempoConfig
 from tempo_lens.fast import disable_fast_path, enable_fast_path
-from tempo_lens.hooks import HookFn, TempoHooks
+from tempo_lens.hooks import HookFn
 from tempo_lens.pruning import judge, prefilter
 from tempo_lens.recorder import AttentionRecorder
 from tempo_lens.selection import mixture_distribution, probabilities, select_from_probs
@@ -55,7 +48,7 @@ from tempo_lens.state import SequenceState
 from tempo_lens.text import PromptLike, encode_prompt, eos_token_id, label_texts
 from tempo_lens.trace import Candidate, PruneDecision, StepRecord, Trace
 
-__all__ = ["StepObserver", "generate"]
+__all__ = ["StepObserver", "generate", "generate_batch"]
 
 
 @runtime_checkable
@@ -123,136 +116,196 @@ def generate(
             that leaves no room in the model's context for a generated token.
         HookConflictError: TEMPO hooks are already attached to ``model`` (``attach``).
     """
+    traces = generate_batch(
+        model, [prompt], config, observers=[observers], progress=progress, **overrides
+    )
+    return traces[0]
+
+
+def generate_batch(
+    model: HookedTransformer,
+    prompts: Sequence[PromptLike],
+    config: TempoConfig | None = None,
+    *,
+    observers: Sequence[Sequence[StepObserver]] | None = None,
+    progress: bool = False,
+    **overrides: Any,
+) -> list[Trace]:
+    """Generate ``B`` independent TEMPO sequences, one forward per step for all of them.
+
+    Every row keeps its own :class:`~tempo_lens.SequenceState`, positions, mask, pruning,
+    readout and stop; each row's trace equals ``generate(model, prompt, config)`` on that
+    prompt alone (same tokens, indices and decisions; probabilities equal up to the
+    float rounding of a wider batch, ~1e-7). Ragged rows (prompts of different lengths,
+    sets of different widths, rows that stopped) are padded with slots no query sees
+    (:class:`~tempo_lens.layout.BatchLayout`).
+
+    Args:
+        model: A rotary ``HookedTransformer`` (with a tokenizer if prompts are text).
+        prompts: Texts or token ids, each as :func:`generate` accepts (at least one).
+        config: The :class:`TempoConfig` of every row; keyword ``overrides`` update it.
+        observers: One list of :class:`StepObserver` per row (e.g. an
+            :class:`~tempo_lens.AttentionCapture` per row); each sees only its row.
+        progress: Show a progress bar over steps.
+
+    Returns:
+        One trace per prompt, in order.
+
+    Raises:
+        ValueError: No prompts, ``observers`` not one list per prompt, or a bad prompt (as
+            in :func:`generate`).
+        HookConflictError: TEMPO hooks are already attached to ``model`` (``attach``).
+    """
     check_rotary(model)
     if config is None:
         config = TempoConfig(**overrides)
     elif overrides:
         config = TempoConfig.from_dict({**config.to_dict(), **overrides})
-    prompt_ids = encode_prompt(model, prompt)
-    eos = eos_token_id(model)  # never a non-top member, whatever stop_at_eos/min_steps
-    state = SequenceState(prompt_ids, isolate=config.isolate, positions=config.positions)
-    hooks = TempoHooks(model, state)
-    pruner = (
-        AttentionRecorder(layers=config.prune.layers, include_prompt=False)
-        if config.prune
-        else None
-    )
-    watchers: list[StepObserver] = [*observers, *([pruner] if pruner else [])]
-    fwd_hooks = hooks.fwd_hooks() + [h for w in watchers for h in w.fwd_hooks(model)]
-    cache = make_kv_cache(model) if config.use_kv_cache else None
-    limit = max_context(model)
+    if len(prompts) == 0:
+        raise ValueError("generate_batch needs at least one prompt")
+    per_row: list[list[StepObserver]] = [list(o) for o in observers or [[] for _ in prompts]]
+    if len(per_row) != len(prompts):
+        raise ValueError(f"got {len(per_row)} observer lists for {len(prompts)} prompts")
     text = _no_text  # texts are decoded in context at the end (label_texts)
-
-    def run(indices: list[int], step: int) -> Tensor:
-        begun: list[StepObserver] = []
-        try:
-            for w in watchers:
-                w.begin_step(step, indices, state)
-                begun.append(w)
-            rows = _forward(model, state, indices, cache)
-        except BaseException:
-            _abort(begun)
-            raise
-        _end(watchers)
-        return rows
-
-    steps: list[StepRecord] = []
-    stop_reason = "max_steps"
+    rows = [_Row(model, p, config, text) for p in prompts]
+    fwd = BatchForward(
+        model,
+        [r.state for r in rows],
+        use_kv_cache=config.use_kv_cache,
+        observers=[obs + r.watchers for obs, r in zip(per_row, rows, strict=True)],
+    )
     _set_weight_layout(model, fast=config.fast_weights)
-    with (
-        torch.no_grad(),
-        hooks.backend_masks_replaced(),
-        model.hooks(fwd_hooks=fwd_hooks),  # type: ignore[arg-type]
-    ):
-        rows = run(list(range(len(prompt_ids))), -1)
-        dist = probabilities(rows[-1])
+    with fwd.attached():
+        logits = fwd.run([list(range(r.state.prompt_length)) for r in rows], -1)
+        for r, lg in zip(rows, logits, strict=True):
+            r.dist = probabilities(lg[-1])
         bar = tqdm(range(config.max_steps), disable=not progress, desc="TEMPO", unit="step")
         for step in bar:
-            tau = config.threshold_at(step)
-            probs = dist
-            if eos is not None and step < config.min_steps:
-                probs = dist.clone()
-                probs[eos] = 0.0
-                probs = probs / probs.sum()
-            sel = select_from_probs(probs, tau, max_parallel=config.max_parallel)
-            ids, ps = list(sel.token_ids), list(sel.probs)
-            dropped: list[tuple[int, float]] = []
-            if config.prefilter is not None:
-                ids, ps, dropped = prefilter(ids, ps, config.prefilter)
-            if eos is not None and ids[0] == eos and config.stop_at_eos:
-                stop_reason = "eos"
+            new = [r.select(step) for r in rows]
+            if not any(new):
                 break
-            if eos is not None and eos in ids[1:]:
-                keep = [j for j, t in enumerate(ids) if j == 0 or t != eos]
-                dropped += [(ids[j], ps[j]) for j in range(len(ids)) if j not in keep]
-                ids, ps = [ids[j] for j in keep], [ps[j] for j in keep]
-            if len(state) + len(ids) > limit:
-                stop_reason = "context"
-                break
-            indices = state.append_set(ids)
-            rows = run(indices, step)
-            decisions = _prune(pruner, config, state, step, text) if pruner else []
-            if any(d.pruned for d in decisions):
-                with hooks.viewing(step + 1, from_index=indices[0]):
-                    rows = _forward(model, state, indices, cache)
-            dist = _readout(rows, ps, config.readout)
-            steps.append(
-                _step_record(step, tau, config, sel, ids, ps, indices, dropped, decisions, text)
+            logits = fwd.run(new, step)
+            views = {}
+            for b, (r, ix) in enumerate(zip(rows, new, strict=True)):
+                if ix and r.prune(step):
+                    views[b] = (step + 1, ix[0])
+            if views:  # readout with the pruned tokens hidden
+                again = fwd.rerun(views, new)
+                logits = [again[b] if b in views else lg for b, lg in enumerate(logits)]
+            for r, ix, lg in zip(rows, new, logits, strict=True):
+                if ix:
+                    r.finish(lg)
+    return [r.trace() for r in rows]
+
+
+class _Row:
+    """One sequence of a (batched) generation: its state, selection, pruning and record."""
+
+    def __init__(
+        self,
+        model: HookedTransformer,
+        prompt: PromptLike,
+        config: TempoConfig,
+        text: Callable[[int], str],
+    ) -> None:
+        self.model, self.prompt, self.config, self.text = model, prompt, config, text
+        self.prompt_ids = encode_prompt(model, prompt)
+        self.eos = eos_token_id(model)  # never a non-top member, whatever stop_at_eos
+        self.state = SequenceState(
+            self.prompt_ids, isolate=config.isolate, positions=config.positions
+        )
+        self.pruner = (
+            AttentionRecorder(layers=config.prune.layers, include_prompt=False)
+            if config.prune
+            else None
+        )
+        self.watchers: list[StepObserver] = [self.pruner] if self.pruner else []
+        self.limit = max_context(model)
+        self.steps: list[StepRecord] = []
+        self.stop_reason = "max_steps"
+        self.active = True
+        self.dist: Tensor = torch.empty(0)
+        self._pending: dict[str, Any] = {}
+
+    def select(self, step: int) -> list[int]:
+        """Choose and append the step's set; ``[]`` once the row has stopped."""
+        if not self.active:
+            return []
+        config, eos, dist = self.config, self.eos, self.dist
+        tau = config.threshold_at(step)
+        probs = dist
+        if eos is not None and step < config.min_steps:
+            probs = dist.clone()
+            probs[eos] = 0.0
+            probs = probs / probs.sum()
+        sel = select_from_probs(probs, tau, max_parallel=config.max_parallel)
+        ids, ps = list(sel.token_ids), list(sel.probs)
+        dropped: list[tuple[int, float]] = []
+        if config.prefilter is not None:
+            ids, ps, dropped = prefilter(ids, ps, config.prefilter)
+        if eos is not None and ids[0] == eos and config.stop_at_eos:
+            return self._stop("eos")
+        if eos is not None and eos in ids[1:]:
+            keep = [j for j, t in enumerate(ids) if j == 0 or t != eos]
+            dropped += [(ids[j], ps[j]) for j in range(len(ids)) if j not in keep]
+            ids, ps = [ids[j] for j in keep], [ps[j] for j in keep]
+        if len(self.state) + len(ids) > self.limit:
+            return self._stop("context")
+        indices = self.state.append_set(ids)
+        self._pending = dict(
+            step=step, tau=tau, sel=sel, ids=ids, ps=ps, indices=indices, dropped=dropped
+        )
+        return indices
+
+    def _stop(self, reason: str) -> list[int]:
+        self.stop_reason, self.active = reason, False
+        return []
+
+    def prune(self, step: int) -> bool:
+        """Retroactive pruning after the step's forward; True if anything was pruned."""
+        decisions = (
+            _prune(self.pruner, self.config, self.state, step, self.text) if self.pruner else []
+        )
+        self._pending["decisions"] = decisions
+        return any(d.pruned for d in decisions)
+
+    def finish(self, logits: Float[Tensor, "k d_vocab"]) -> None:
+        """The next distribution from the set's logits rows; record the step."""
+        p = self._pending
+        self.dist = _readout(logits, p["ps"], self.config.readout)
+        self.steps.append(
+            _step_record(
+                p["step"],
+                p["tau"],
+                self.config,
+                p["sel"],
+                p["ids"],
+                p["ps"],
+                p["indices"],
+                p["dropped"],
+                p.get("decisions", []),
+                self.text,
             )
-    state.clear_stale()
-    trace = Trace(
-        prompt=prompt if isinstance(prompt, str) else list(prompt_ids),
-        model=model_name(model),
-        method="tempo",
-        config=config.to_dict(),
-        state=state,
-        texts=[""] * len(state),
-        steps=steps,
-        stop_reason=stop_reason,
-    )
-    return label_texts(trace, model)
+        )
 
-
-def _end(watchers: Sequence[StepObserver]) -> None:
-    """End the step of every observer; the first error is raised after all have ended."""
-    error: BaseException | None = None
-    for w in watchers:
-        try:
-            w.end_step()
-        except BaseException as exc:  # re-raised below, once every observer has ended
-            error = error or exc
-    if error is not None:
-        raise error
-
-
-def _abort(watchers: Sequence[StepObserver]) -> None:
-    """A forward failed: end every begun observer's step without raising over the error.
-
-    Observers may define ``abort_step()`` (discard the step); otherwise ``end_step()`` is
-    called and whatever it raises is dropped, so the original exception propagates.
-    """
-    for w in watchers:
-        with contextlib.suppress(Exception):
-            getattr(w, "abort_step", w.end_step)()
+    def trace(self) -> Trace:
+        self.state.clear_stale()
+        prompt = self.prompt
+        trace = Trace(
+            prompt=prompt if isinstance(prompt, str) else list(self.prompt_ids),
+            model=model_name(self.model),
+            method="tempo",
+            config=self.config.to_dict(),
+            state=self.state,
+            texts=[""] * len(self.state),
+            steps=self.steps,
+            stop_reason=self.stop_reason,
+        )
+        return label_texts(trace, self.model)
 
 
 def _no_text(token_id: int) -> str:
     return ""
-
-
-def _forward(
-    model: HookedTransformer, state: SequenceState, indices: list[int], cache: Any
-) -> Float[Tensor, "k d_vocab"]:
-    """Logits rows of ``indices`` (the newest tokens of ``state``)."""
-    if cache is None:
-        tokens = state.tokens_tensor(model.cfg.device)  # never padded: explicit all-ones mask
-        return model(tokens, attention_mask=torch.ones_like(tokens))[0, indices]
-    new = torch.tensor([[state.token_ids[i] for i in indices]], device=model.cfg.device)
-    n_cached = len(state) - len(indices)
-    if kv_cache_length(cache) == n_cached:
-        return model(new, past_kv_cache=cache, attention_mask=torch.ones_like(new))[0]
-    with scratch_kv_cache(cache, n_cached):  # readout forward: do not commit
-        return model(new, past_kv_cache=cache, attention_mask=torch.ones_like(new))[0]
 
 
 def _prune(

@@ -439,10 +439,10 @@ class TempoHooks:
 
 
 def tempo_fwd_hooks(
-    model: TempoModel, state: SequenceState, **kwargs: bool
+    model: TempoModel, state: SequenceState, *, rotate: bool = True, mask: bool = True
 ) -> list[tuple[str, HookFn]]:
     """The TEMPO hooks as a ``fwd_hooks`` list for ``model.run_with_hooks``."""
-    return TempoHooks(model, state, **kwargs).fwd_hooks()
+    return TempoHooks(model, state, rotate=rotate, mask=mask).fwd_hooks()
 
 
 @contextmanager
