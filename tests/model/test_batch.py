@@ -157,6 +157,21 @@ def test_mixed_early_stops_and_pruning(models) -> None:
     assert max(max(t.widths()) for t in batch) > 1
 
 
+def test_sliding_window_rows_equal_single() -> None:
+    """Local-attention layers: the logical window per row, pads do not shift it."""
+    model = make_tiny_model(window_size=4, init_scale=0.5)
+    config = TempoConfig(
+        selection_threshold=0.03, max_steps=8, prune=PruningConfig(rule=RelativeRule(ratio=0.9))
+    )
+    prompts = [[1, 2, 3, 4, 5, 6], [9, 8], [4, 4, 4, 4]]
+    batch = generate_batch(model, prompts, config)
+    assert len({len(t.tokens) for t in batch}) > 1  # ragged rows: pads in the batch
+    for p, row in zip(prompts, batch, strict=True):
+        MAX_DIFF["window"] = max(
+            MAX_DIFF.get("window", 0.0), compare(row, generate(model, p, config))
+        )
+
+
 def test_one_forward_per_step_for_all_rows(models) -> None:
     model = models["mha"]
     sizes: list[int] = []
