@@ -59,6 +59,7 @@ __all__ = [
     "processed_config_dict",
     "reorder_kv_cache",
     "rotary_inv_freq",
+    "select_kv_cache",
     "truncate_kv_cache",
 ]
 
@@ -246,6 +247,19 @@ def reorder_kv_cache(cache: TransformerLensKeyValueCache, batch_indices: Tensor)
         entry.past_keys = entry.past_keys.index_select(0, idx)
         entry.past_values = entry.past_values.index_select(0, idx)
     cache.previous_attention_mask = cache.previous_attention_mask.index_select(0, idx)
+
+
+def select_kv_cache(
+    cache: TransformerLensKeyValueCache, batch_indices: Tensor, positions: Tensor
+) -> None:
+    """Keep only the given batch rows and cached positions, in place (a batch dropping its
+    finished rows and the columns only they used). Both are 1-D long tensors."""
+    rows = batch_indices.to(cache.previous_attention_mask.device)
+    pos = positions.to(cache.previous_attention_mask.device)
+    for entry in cache.entries:
+        entry.past_keys = entry.past_keys.index_select(0, rows).index_select(1, pos)
+        entry.past_values = entry.past_values.index_select(0, rows).index_select(1, pos)
+    cache.previous_attention_mask = cache.previous_attention_mask.index_select(0, rows)[:, pos]
 
 
 def max_context(model: HookedTransformer) -> int:

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from tempo_lens._tl import kv_cache_length, make_kv_cache, scratch_kv_cache
+from tempo_lens._tl import kv_cache_length, make_kv_cache, scratch_kv_cache, select_kv_cache
 from tempo_lens.hooks import HookFn, TempoHooks
 from tempo_lens.layout import PAD, BatchLayout
 from tempo_lens.state import SequenceState
@@ -65,12 +65,15 @@ class BatchForward:
     ) -> None:
         self.model = model
         self.states = list(states)
+        self.rows = list(range(len(self.states)))
+        """Row (index into ``states``) in each batch slot; finished rows are dropped."""
         self.layout = BatchLayout(len(self.states))
         self.hooks = TempoHooks(model, self.states, layout=self.layout)
         self.cache = make_kv_cache(model, batch_size=len(self.states)) if use_kv_cache else None
         self.observers = [list(o) for o in observers] if observers else [[] for _ in states]
         if len(self.observers) != len(self.states):
             raise ValueError(f"{len(self.observers)} observer lists for {len(self.states)} rows")
+        self._slot = {r: r for r in self.rows}
         self._views: dict[tuple[Any, ...], Tensor | None] = {}
         self._views_version = -1
 
@@ -99,52 +102,69 @@ class BatchForward:
 
         def hook(tensor: Tensor, hook: Any) -> None:
             for row, fn in fns:
-                view = self._row_view(tensor, row, attention)
+                slot = self._slot.get(row)
+                view = None if slot is None else self._row_view(tensor, slot, attention)
                 if view is not None:
                     fn(view, hook)
 
         return hook
 
-    def _row_view(self, x: Tensor, row: int, attention: bool) -> Tensor | None:
-        """``x`` restricted to ``row``'s real tokens; None when the row has none in ``x``."""
+    def _row_view(self, x: Tensor, slot: int, attention: bool) -> Tensor | None:
+        """``x`` restricted to a slot's real tokens; None when it has none in ``x``."""
         if self.layout.n_rows == 1 and PAD not in self.layout.columns[0]:
             return x
         dims = (2, 3) if attention else (1,)
-        out = x[row : row + 1]
+        out = x[slot : slot + 1]
         for dim in dims:
-            keep = self._real(row, x.shape[dim])
+            keep = self._real(slot, x.shape[dim])
             if keep is None:
                 return None
             if keep.numel() != x.shape[dim]:
                 out = out.index_select(dim, keep.to(x.device))
         return out
 
-    def _real(self, row: int, width: int) -> Tensor | None:
-        """Offsets of the real tokens of ``row`` among the last ``width`` columns."""
+    def _real(self, slot: int, width: int) -> Tensor | None:
+        """Offsets of the real tokens of a slot among the last ``width`` columns."""
         if self._views_version != self.layout.version:
             self._views, self._views_version = {}, self.layout.version
-        key = (row, width)
+        key = (slot, width)
         if key not in self._views:
-            cols = self.layout.tensor()[row, self.layout.n_columns - width :]
+            cols = self.layout.tensor()[slot, self.layout.n_columns - width :]
             keep = (cols != PAD).nonzero()[:, 0]
             self._views[key] = keep if keep.numel() else None
         return self._views[key]
 
     # ------------------------------------------------------------------ forwards
+    def drop(self, rows: Sequence[int]) -> None:
+        """Remove finished rows from the batch: their slots, their KV-cache rows, and the
+        columns no remaining row uses. Later forwards no longer compute them."""
+        keep = [i for i, r in enumerate(self.rows) if r not in set(rows)]
+        if len(keep) == len(self.rows) or not keep:
+            return
+        columns = self.layout.select(keep)
+        if self.cache is not None:
+            select_kv_cache(self.cache, torch.tensor(keep), torch.tensor(columns))
+        self.rows = [self.rows[i] for i in keep]
+        self._slot = {r: i for i, r in enumerate(self.rows)}
+        self.hooks.states = [self.states[r] for r in self.rows]
+
     def run(self, new: Sequence[Sequence[int]], step: int) -> list[Tensor]:
         """Append one block of columns (each row's new physical indices) and forward it.
 
         Observers of rows with new tokens record this forward as ``step``.
 
         Args:
-            new: Per row, the physical indices just appended to its state (``[]`` for a row
-                that appends nothing).
+            new: Per row (all rows, in the order given at construction), the physical
+                indices just appended to its state (``[]`` for a row that appends nothing).
             step: The step the new tokens belong to (``-1``: the prompts).
 
         Returns:
             Per row, the ``[k, d_vocab]`` logits of its new tokens (``k = 0`` when none).
         """
-        start = self.layout.append(new)
+        dropped = [r for r, ix in enumerate(new) if ix and r not in self._slot]
+        if dropped:
+            raise ValueError(f"rows {dropped} were dropped from the batch")
+        start = self.layout.append([new[r] for r in self.rows])
         active = [r for r, ix in enumerate(new) if ix]
         for r in active:
             for obs in self.observers[r]:
@@ -155,7 +175,7 @@ class BatchForward:
             for r in active:
                 for obs in self.observers[r]:
                     obs.end_step()
-        return self._rows(logits, start, new)
+        return self._split(logits, start, new)
 
     def rerun(
         self, views: Mapping[int, tuple[int, int]], new: Sequence[Sequence[int]]
@@ -167,10 +187,11 @@ class BatchForward:
             views: Per row ``(view_step, from_index)`` (see :meth:`TempoHooks.viewing`).
             new: The last block's per-row physical indices (as given to :meth:`run`).
         """
-        start = self.layout.n_columns - max(len(ix) for ix in new)
-        with self.hooks.viewing(0, rows=views):
+        start = self.layout.n_columns - max(len(new[r]) for r in self.rows)
+        slots = {self._slot[r]: v for r, v in views.items()}
+        with self.hooks.viewing(0, rows=slots):
             logits = self._forward(start)
-        return self._rows(logits, start, new)
+        return self._split(logits, start, new)
 
     def _forward(self, start: int) -> Tensor:
         device = self.model.cfg.device
@@ -188,17 +209,19 @@ class BatchForward:
         """Token ids of columns ``start..`` (pad slots get token 0; they are never seen)."""
         cols = self.layout.tensor()[:, start:]
         out = torch.zeros(cols.shape, dtype=torch.long)
-        for r, st in enumerate(self.states):
-            real = cols[r] != PAD
-            out[r, real] = torch.tensor(st.token_ids, dtype=torch.long)[cols[r, real]]
+        for slot, r in enumerate(self.rows):
+            real = cols[slot] != PAD
+            ids = torch.tensor(self.states[r].token_ids, dtype=torch.long)
+            out[slot, real] = ids[cols[slot, real]]
         return out
 
-    def _rows(self, logits: Tensor, start: int, new: Sequence[Sequence[int]]) -> list[Tensor]:
-        out = []
-        for r, ix in enumerate(new):
-            cols = self.layout.columns[r][start:]
+    def _split(self, logits: Tensor, start: int, new: Sequence[Sequence[int]]) -> list[Tensor]:
+        """Per row, the logits of its real columns among ``start..``."""
+        out = [logits.new_empty((0, logits.shape[-1])) for _ in new]
+        for slot, r in enumerate(self.rows):
+            cols = self.layout.columns[slot][start:]
             offsets = [c for c, p in enumerate(cols) if p != PAD]
-            out.append(logits[r, offsets] if len(offsets) != len(cols) else logits[r])
-            if len(offsets) != len(ix):
-                raise AssertionError(f"row {r}: {len(offsets)} columns for {len(ix)} tokens")
+            out[r] = logits[slot, offsets] if len(offsets) != len(cols) else logits[slot]
+            if len(offsets) != len(new[r]):
+                raise AssertionError(f"row {r}: {len(offsets)} columns for {len(new[r])} tokens")
         return out

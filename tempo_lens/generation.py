@@ -184,6 +184,7 @@ def generate_batch(
             new = [r.select(step) for r in rows]
             if not any(new):
                 break
+            fwd.drop([b for b, r in enumerate(rows) if not r.active])
             logits = fwd.run(new, step)
             views = {}
             for b, (r, ix) in enumerate(zip(rows, new, strict=True)):

@@ -101,6 +101,15 @@ class BatchLayout:
         """``1`` at real tokens, ``0`` at pad slots, for columns ``start..`` (TL's format)."""
         return (self.tensor()[:, start:] != PAD).long().to(device)
 
+    def select(self, rows: Sequence[int]) -> list[int]:
+        """Keep only ``rows`` (in that order) and the columns where one of them has a real
+        token. Returns the kept columns (old numbering), e.g. to select the KV cache."""
+        kept = [self.columns[r] for r in rows]
+        cols = [c for c in range(self.n_columns) if any(row[c] != PAD for row in kept)]
+        self.columns = [[row[c] for c in cols] for row in kept]
+        self.version += 1
+        return cols
+
     def column_of(self, row: int, indices: Sequence[int]) -> list[int]:
         """Columns of the given physical indices of one row."""
         where = {p: c for c, p in enumerate(self.columns[row]) if p != PAD}

@@ -146,7 +146,14 @@ def test_mixed_early_stops_and_pruning(models) -> None:
         prune=PruningConfig(rule=RelativeRule(ratio=0.7)),
     )
     prompts = [[1, 2, 3], list(range(5, 19)), [7], list(range(20, 30))]
-    batch = generate_batch(model, prompts, config)
+    sizes: list[int] = []
+    handle = model.embed.register_forward_hook(lambda m, i, o: sizes.append(o.shape[0]))
+    try:
+        batch = generate_batch(model, prompts, config)
+    finally:
+        handle.remove()
+    assert sizes[0] == 4 and sizes[-1] == 1  # finished rows leave the batch
+    assert sizes == sorted(sizes, reverse=True)
     singles = [generate(model, p, config) for p in prompts]
     for b, s in zip(batch, singles, strict=True):
         MAX_DIFF["mixed"] = max(MAX_DIFF.get("mixed", 0.0), compare(b, s))
