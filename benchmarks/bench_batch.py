@@ -4,8 +4,10 @@ One run on the default model (SmolLM2-135M-Instruct, fast path): every prompt of
 suite is generated alone with :func:`tempo_lens.generate` (timed per prompt), then the
 first ``B`` prompts together with :func:`tempo_lens.generate_batch` for each ``B``. TEMPO
 steps per second are summed over rows; the sequential rate for ``B`` is the first ``B``
-prompts' steps over the sum of their single-generation times. Rounds alternate the order
-of the sequential and batched parts; the reported time is the median over rounds.
+prompts' steps over the sum of their single-generation times. By default every row runs
+all steps; ``--stop-at-eos`` lets rows stop at EOS at different steps (finished rows leave
+the batch). Rounds alternate the order of the sequential and batched parts; the reported
+time is the median over rounds.
 
 Every batched row is checked against its single generation (same token ids, indices,
 decisions; the maximum probability difference is printed).
@@ -67,6 +69,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     p.add_argument("--steps", type=int, default=16, help="TEMPO steps per sequence")
     p.add_argument("--tau", type=float, default=0.1)
+    p.add_argument(
+        "--stop-at-eos",
+        action="store_true",
+        help="let rows stop at EOS (ragged stops; default: every row runs all steps)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (pinned; default 1)")
     p.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
     p.add_argument("--rounds", type=int, default=1)
@@ -85,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = tempo_lens.load_model(**({"device": args.device} if args.device else {}))
     enable_fast_path(model)
     config = tempo_lens.TempoConfig(
-        selection_threshold=args.tau, max_steps=args.steps, stop_at_eos=False
+        selection_threshold=args.tau, max_steps=args.steps, stop_at_eos=args.stop_at_eos
     )
     sync = torch.cuda.synchronize if str(model.cfg.device).startswith("cuda") else (lambda: None)
     tempo_lens.generate(model, PROMPTS[0], config, max_steps=2)  # warm-up
@@ -143,6 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
         "rounds": args.rounds,
         "tau": args.tau,
         "steps": args.steps,
+        "stop_at_eos": args.stop_at_eos,
         "max_prob_diff_batched_vs_single": max_diff,
         "curve": curve,
         "target_speedup_b8": TARGET_B8,
@@ -161,7 +169,8 @@ def _print(result: dict) -> None:
     t = Table(
         title=(
             f"TEMPO steps/s summed over rows ({result['device']}, threads={result['threads']}, "
-            f"clock={result['clock']}, tau={result['tau']}, {result['steps']} steps)"
+            f"clock={result['clock']}, tau={result['tau']}, {result['steps']} steps, "
+            f"stop at EOS: {result['stop_at_eos']})"
         )
     )
     for col in ["B", "row steps", "batched s", "sequential s", "batched /s", "seq. /s", "speedup"]:
