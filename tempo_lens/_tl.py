@@ -252,8 +252,11 @@ def reorder_kv_cache(cache: TransformerLensKeyValueCache, batch_indices: Tensor)
 def select_kv_cache(
     cache: TransformerLensKeyValueCache, batch_indices: Tensor, positions: Tensor
 ) -> None:
-    """Keep only the given batch rows and cached positions, in place (a batch dropping its
-    finished rows and the columns only they used). Both are 1-D long tensors."""
+    """Keep only the given batch rows and cached positions, in place.
+
+    Used by a batch dropping its finished rows and the columns only they used. Both
+    ``batch_indices`` and ``positions`` are 1-D long tensors.
+    """
     rows = batch_indices.to(cache.previous_attention_mask.device)
     pos = positions.to(cache.previous_attention_mask.device)
     for entry in cache.entries:

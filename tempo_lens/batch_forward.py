@@ -136,8 +136,11 @@ class BatchForward:
 
     # ------------------------------------------------------------------ forwards
     def drop(self, rows: Sequence[int]) -> None:
-        """Remove finished rows from the batch: their slots, their KV-cache rows, and the
-        columns no remaining row uses. Later forwards no longer compute them."""
+        """Remove finished rows from the batch.
+
+        Their slots, their KV-cache rows and the columns no remaining row uses are dropped,
+        so later forwards no longer compute them.
+        """
         keep = [i for i, r in enumerate(self.rows) if r not in set(rows)]
         if len(keep) == len(self.rows) or not keep:
             return
@@ -180,8 +183,10 @@ class BatchForward:
     def rerun(
         self, views: Mapping[int, tuple[int, int]], new: Sequence[Sequence[int]]
     ) -> list[Tensor]:
-        """Forward the last block again with per-row viewing steps (not recorded; the KV
-        cache is left as it was). Used for the readout after a pruning event.
+        """Forward the last block again with per-row viewing steps.
+
+        Not recorded by observers; the KV cache is left as it was. Used for the readout
+        after a pruning event.
 
         Args:
             views: Per row ``(view_step, from_index)`` (see :meth:`TempoHooks.viewing`).

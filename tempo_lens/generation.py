@@ -147,6 +147,7 @@ def generate_batch(
         observers: One list of :class:`StepObserver` per row (e.g. an
             :class:`~tempo_lens.AttentionCapture` per row); each sees only its row.
         progress: Show a progress bar over steps.
+        **overrides: :class:`TempoConfig` fields that build or update ``config``.
 
     Returns:
         One trace per prompt, in order.

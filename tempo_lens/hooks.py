@@ -380,9 +380,12 @@ class TempoHooks:
     def _build_bias(
         self, start: int, n: int, window: int | None, scores: Tensor
     ) -> tuple[Tensor | None, Tensor | None]:
-        """``(bias, hidden)``: ``0 / -inf`` to add to the scores (``None`` if nothing is
-        masked) and, for a local layer, the keys the logical window keeps beyond the
-        physical one (``None`` if none); both ``[rows, 1, q, n]``."""
+        """``(bias, hidden)``, both ``[rows, 1, q, n]``.
+
+        ``bias``: ``0 / -inf`` to add to the scores (``None`` if nothing is masked);
+        ``hidden``: for a local layer, the keys the logical window keeps beyond the
+        physical one (``None`` if none).
+        """
         blocked, hidden = self._build_block(start, n, window)
         bias = None
         if blocked is not None:

@@ -64,10 +64,12 @@ class BatchLayout:
 
     @property
     def n_rows(self) -> int:
+        """Number of batch rows."""
         return len(self.columns)
 
     @property
     def n_columns(self) -> int:
+        """Number of columns (the same in every row)."""
         return len(self.columns[0])
 
     def append(self, indices: Sequence[Sequence[int]]) -> int:
@@ -102,8 +104,11 @@ class BatchLayout:
         return (self.tensor()[:, start:] != PAD).long().to(device)
 
     def select(self, rows: Sequence[int]) -> list[int]:
-        """Keep only ``rows`` (in that order) and the columns where one of them has a real
-        token. Returns the kept columns (old numbering), e.g. to select the KV cache."""
+        """Keep only ``rows`` (in that order) and the columns where one has a real token.
+
+        Returns:
+            The kept columns (old numbering), e.g. to select the KV cache.
+        """
         kept = [self.columns[r] for r in rows]
         cols = [c for c in range(self.n_columns) if any(row[c] != PAD for row in kept)]
         self.columns = [[row[c] for c in cols] for row in kept]
