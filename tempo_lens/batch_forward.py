@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -169,15 +170,17 @@ class BatchForward:
             raise ValueError(f"rows {dropped} were dropped from the batch")
         start = self.layout.append([new[r] for r in self.rows])
         active = [r for r, ix in enumerate(new) if ix]
-        for r in active:
-            for obs in self.observers[r]:
-                obs.begin_step(step, list(new[r]), self.states[r])
+        begun: list[Any] = []
         try:
-            logits = self._forward(start)
-        finally:
             for r in active:
                 for obs in self.observers[r]:
-                    obs.end_step()
+                    obs.begin_step(step, list(new[r]), self.states[r])
+                    begun.append(obs)
+            logits = self._forward(start)
+        except BaseException:
+            _abort(begun)
+            raise
+        _end([obs for r in active for obs in self.observers[r]])
         return self._split(logits, start, new)
 
     def rerun(
@@ -230,3 +233,26 @@ class BatchForward:
             if len(offsets) != len(new[r]):
                 raise AssertionError(f"row {r}: {len(offsets)} columns for {len(new[r])} tokens")
         return out
+
+
+def _end(observers: Sequence[Any]) -> None:
+    """End the step of every observer; the first error is raised after all have ended."""
+    error: BaseException | None = None
+    for obs in observers:
+        try:
+            obs.end_step()
+        except BaseException as exc:  # re-raised below, once every observer has ended
+            error = error or exc
+    if error is not None:
+        raise error
+
+
+def _abort(observers: Sequence[Any]) -> None:
+    """A forward failed: end every begun observer's step without raising over the error.
+
+    Observers may define ``abort_step()`` (discard the step); otherwise ``end_step()`` is
+    called and whatever it raises is dropped, so the original exception propagates.
+    """
+    for obs in observers:
+        with contextlib.suppress(Exception):
+            getattr(obs, "abort_step", obs.end_step)()
