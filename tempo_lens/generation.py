@@ -43,7 +43,7 @@ from tempo_lens.fast import disable_fast_path, enable_fast_path
 from tempo_lens.hooks import HookFn
 from tempo_lens.pruning import judge, prefilter
 from tempo_lens.recorder import AttentionRecorder
-from tempo_lens.selection import mixture_distribution, probabilities, select_from_probs
+from tempo_lens.selection import probabilities, readout_distribution, select_from_probs
 from tempo_lens.state import SequenceState
 from tempo_lens.text import PromptLike, encode_prompt, eos_token_id, label_texts
 from tempo_lens.trace import Candidate, PruneDecision, StepRecord, Trace
@@ -75,17 +75,6 @@ class StepObserver(Protocol):
 
 # Observers may also define ``abort_step()``: called instead of ``end_step()`` when the
 # step's forward raised (discard the step). The original exception always propagates.
-
-
-def _readout(
-    rows: Float[Tensor, "k d_vocab"], probs: Sequence[float], mode: str
-) -> Float[Tensor, " d_vocab"]:
-    """The next step's distribution from the logits rows of the set's members."""
-    if mode == "last":
-        return probabilities(rows[-1])
-    if mode == "top":
-        return probabilities(rows[0])
-    return mixture_distribution(probabilities(rows), list(probs))
 
 
 def generate(
@@ -274,7 +263,7 @@ class _Row:
     def finish(self, logits: Float[Tensor, "k d_vocab"]) -> None:
         """The next distribution from the set's logits rows; record the step."""
         p = self._pending
-        self.dist = _readout(logits, p["ps"], self.config.readout)
+        self.dist = readout_distribution(logits, p["ps"], self.config.readout)
         self.steps.append(
             _step_record(
                 p["step"],

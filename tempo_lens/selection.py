@@ -44,7 +44,14 @@ from torch import Tensor
 from tempo_lens._numbers import IntLike, RealLike, as_int, as_real
 from tempo_lens.schedules import check_threshold
 
-__all__ = ["Selection", "mixture_distribution", "probabilities", "select", "select_from_probs"]
+__all__ = [
+    "Selection",
+    "mixture_distribution",
+    "probabilities",
+    "readout_distribution",
+    "select",
+    "select_from_probs",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -213,3 +220,26 @@ def mixture_distribution(
     if total <= 0:
         raise ValueError("weights must have a positive sum")
     return (w / total) @ probs.detach().to(torch.float64)
+
+
+def readout_distribution(
+    rows: Float[Tensor, "k d_vocab"], probs: Sequence[float], mode: str
+) -> Float[Tensor, " d_vocab"]:
+    """The next step's distribution from the logits rows of a set's ``k`` members.
+
+    Args:
+        rows: Logits at the members, in set order (most probable first).
+        probs: The members' selection probabilities (weights of the mixture).
+        mode: ``"last"`` (the last member's distribution), ``"top"`` (the first member's)
+            or ``"mixture"`` (:func:`mixture_distribution` weighted by ``probs``).
+
+    Raises:
+        ValueError: unknown ``mode``.
+    """
+    if mode == "last":
+        return probabilities(rows[-1])
+    if mode == "top":
+        return probabilities(rows[0])
+    if mode == "mixture":
+        return mixture_distribution(probabilities(rows), list(probs))
+    raise ValueError(f"readout must be last, top or mixture, got {mode!r}")

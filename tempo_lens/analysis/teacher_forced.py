@@ -1,0 +1,195 @@
+"""Teacher-forced replay of a TEMPO trace, for interventions compared on the same tokens.
+
+A :class:`Replay` fixes a generated trace as a :class:`~tempo_lens.SequenceState` and
+measures what an intervention (any ``fwd_hooks``, e.g. head ablation or an attention bias)
+changes, relative to the clean replay, in one batched forward of ``B`` copies:
+
+* ``kl_parallel`` / ``kl_nonparallel``: mean KL(clean || intervened), in nats, of the
+  distribution each step was selected from, over parallel steps (the set had > 1 member)
+  and non-parallel steps;
+* ``dwidth_parallel`` / ``dwidth_nonparallel``: mean change in the width that the trace's
+  threshold would select from that distribution (:func:`tempo_lens.select_from_probs`);
+* ``dnll``: mean change of ``-log p`` of each step's top member (the clean path);
+* ``dratio_late``: change in the parallel : non-parallel received-attention ratio at
+  ``ratio_layers`` (per-token attention from later queries that may see the token, mean
+  over heads and those layers; the non-parallel group is the generated singletons).
+
+Differences are "intervened - clean". The replay is exact for traces generated without
+pruning (the same logits as the generation loop; see ``tests/model/test_interventions.py``).
+
+Example:
+    >>> import tempo_lens as tl
+    >>> from tempo_lens.analysis.teacher_forced import Replay
+    >>> model = tl.make_tiny_model()
+    >>> trace = tl.generate(model, [3, 14, 15], selection_threshold=0.05, max_steps=3)
+    >>> r = Replay(model, trace)
+    >>> r.measure(1, [])[0]["kl_parallel"]
+    0.0
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from tempo_lens._tl import hook_name
+from tempo_lens.hooks import HookFn, attach
+from tempo_lens.interventions import readout_positions, step_distributions
+from tempo_lens.selection import select_from_probs
+from tempo_lens.trace import Trace
+
+__all__ = ["Replay"]
+
+
+class Replay:
+    """A trace replayed teacher-forced (see the module docstring).
+
+    Args:
+        model: The model the trace was generated with.
+        trace: A TEMPO trace (its config gives threshold, readout and cap).
+        ratio_layers: Layers of the received-attention ratio (default: the last third).
+
+    Raises:
+        ValueError: the trace has pruned tokens (teacher forcing would not replay it).
+    """
+
+    def __init__(self, model: Any, trace: Trace, ratio_layers: Sequence[int] | None = None) -> None:
+        if any(t.pruned_at_step is not None for t in trace.tokens):
+            raise ValueError("Replay needs a trace generated without pruning")
+        self.model, self.trace = model, trace
+        self.state = trace.to_state()
+        st = self.state
+        conf = trace.tempo_config
+        if conf is None:
+            raise ValueError(f"Replay needs a TEMPO trace, got method {trace.method!r}")
+        self.config = conf
+        self.member_probs = [
+            [float(trace.tokens[i].probability or 0.0) for i in st.set_indices[s]]
+            for s in range(st.n_steps)
+        ]
+        self.widths = np.array([len(s) for s in st.set_indices])
+        self.top = [st.token_ids[s[0]] for s in st.set_indices]
+        n_l = model.cfg.n_layers
+        self.ratio_layers = (
+            list(ratio_layers)
+            if ratio_layers is not None
+            else list(range(n_l - max(1, n_l // 3), n_l))
+        )
+        steps = torch.tensor(st.steps)
+        vis = st.visibility() & (steps[:, None] > steps[None, :]) & (steps[None, :] >= 0)
+        self._vis = vis.double()
+        par = torch.tensor([st.is_parallel(i) for i in range(len(st))])
+        self._groups = (par, (steps >= 0) & ~par)
+        self._positions = readout_positions(st)
+        self._layer_sums: dict[int, Tensor] = {}  # clean per-layer group means (ratio)
+        names = {hook_name(la, "resid_pre") for la in range(n_l)}
+        _, cache = self.run_with_cache(names_filter=lambda n: n in names)
+        self._resid_pre = [cache[hook_name(la, "resid_pre")] for la in range(n_l)]
+        self.clean = self.measure(1, [], _clean=True)[0]
+
+    def run_with_cache(self, **kwargs: Any) -> tuple[Tensor, Any]:
+        """``model.run_with_cache`` on the replayed sequence with the TEMPO hooks attached."""
+        with torch.no_grad(), attach(self.model, self.state):
+            return self.model.run_with_cache(self.state.tokens_tensor(), **kwargs)
+
+    def _ratio_hook(self, sums: Tensor, layer: int, clean: bool) -> Callable[[Tensor, Any], None]:
+        def hook(pattern: Tensor, hook: Any) -> None:
+            p = pattern.double().mean(1)  # batch query key
+            recv = (p * self._vis).sum(1) / self._vis.sum(0).clamp(min=1)  # batch key
+            part = torch.stack(
+                [
+                    recv[:, m].mean(1) if bool(m.any()) else recv[:, 0] * math.nan
+                    for m in self._groups
+                ],
+                dim=1,
+            )
+            if clean:
+                self._layer_sums[layer] = part[0]
+            sums.add_(part)
+
+        return hook
+
+    def measure(
+        self,
+        batch: int,
+        fwd_hooks: Sequence[tuple[str, HookFn]],
+        *,
+        start_layer: int = 0,
+        _clean: bool = False,
+    ) -> list[dict[str, float]]:
+        """Run ``batch`` copies with ``fwd_hooks`` (row ``b`` = intervention ``b``).
+
+        Args:
+            batch: Number of copies (one per intervention).
+            fwd_hooks: The interventions' hooks.
+            start_layer: First layer any hook changes: the forward starts there from the
+                clean ``resid_pre`` (exact: earlier layers are untouched), which saves
+                the cost of the layers before it.
+
+        Returns:
+            One dict per batch row with the metrics of the module docstring.
+        """
+        st, cfg, n_l = self.state, self.config, self.model.cfg.n_layers
+        sums = torch.zeros(batch, 2, dtype=torch.float64)
+        for la in self.ratio_layers:
+            if la < start_layer:
+                sums.add_(self._layer_sums[la])
+        rec = [
+            (hook_name(la, "pattern"), self._ratio_hook(sums, la, _clean))
+            for la in self.ratio_layers
+            if la >= start_layer
+        ]
+        x = self._resid_pre[start_layer].expand(batch, -1, -1)
+        with (
+            torch.no_grad(),
+            attach(self.model, st),
+            self.model.hooks(fwd_hooks=[*fwd_hooks, *rec]),  # type: ignore[list-item]
+        ):
+            resid = self.model(x, start_at_layer=start_layer, stop_at_layer=n_l)
+        # Unembed only the rows the step distributions read (the unembedding dominates).
+        logits = self.model.unembed(self.model.ln_final(resid[:, self._positions]))
+        dists = step_distributions(logits, st, self.member_probs, cfg.readout, self._positions)
+        ratio = (sums[:, 0] / sums[:, 1]).tolist()  # sums of layer means: same ratio
+        steps = range(st.n_steps)
+        out = []
+        for b in range(batch):
+            d = dists[b]
+            taus = [cfg.threshold_at(s) for s in steps]
+            width = np.array(
+                [
+                    select_from_probs(d[s], taus[s], max_parallel=cfg.max_parallel).size
+                    for s in steps
+                ]
+            )
+            nll = np.array([-math.log(max(float(d[s, self.top[s]]), 1e-300)) for s in steps])
+            if _clean:
+                self._dists, self._width, self._nll = d, width, nll
+                kl = np.zeros(len(steps))
+            else:
+                p = self._dists
+                kl = (
+                    (p * (torch.log(p.clamp_min(1e-300)) - torch.log(d.clamp_min(1e-300))))
+                    .sum(-1)
+                    .numpy()
+                )
+            par = self.widths > 1
+            row = {
+                "kl_parallel": _mean(kl[par]),
+                "kl_nonparallel": _mean(kl[~par]),
+                "dwidth_parallel": _mean((width - self._width)[par]),
+                "dwidth_nonparallel": _mean((width - self._width)[~par]),
+                "dnll": _mean(nll - self._nll),
+                "ratio_late": ratio[b],
+            }
+            row["dratio_late"] = 0.0 if _clean else row["ratio_late"] - self.clean["ratio_late"]
+            out.append(row)
+        return out
+
+
+def _mean(x: np.ndarray) -> float:
+    return float(x.mean()) if len(x) else math.nan

@@ -1,0 +1,182 @@
+"""Interventions on TEMPO sequences as hook factories.
+
+Attention bias, head ablation, and teacher-forced step distributions.
+
+Each factory returns ``(hook_name, hook_fn)`` pairs, so it composes with :func:`attach`
+(TEMPO positions and masks) and with any TransformerLens tool::
+
+    with tl.attach(model, state), model.hooks(fwd_hooks=attention_bias(
+            state, keys=state.parallel_indices(), layers=[12], beta=-2.0)):
+        logits = model(state.tokens_tensor())
+
+* :func:`attention_bias` adds ``beta`` to the pre-softmax scores (``hook_attn_scores``) of
+  chosen keys, for all queries that may see them, at chosen layers and heads. ``beta = 0`` is
+  a no-op to the bit; masked keys stay masked.
+* :func:`head_ablation_hooks` replaces the output ``hook_z`` of one ``(layer, head)`` per
+  batch row with zeros or a mean: a batch of ``B`` copies of one sequence ablates ``B``
+  heads in one forward.
+* :func:`step_distributions` replays a trace teacher-forced: from one forward over the
+  whole TEMPO sequence it returns, for every step, the distribution that step's set was
+  selected from (the readout of the previous set's members). For traces generated
+  without pruning this equals the distributions the generation loop used (a test checks
+  it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from tempo_lens._tl import hook_name
+from tempo_lens.hooks import HookFn
+from tempo_lens.selection import readout_distribution
+from tempo_lens.state import SequenceState
+
+__all__ = ["attention_bias", "head_ablation_hooks", "readout_positions", "step_distributions"]
+
+
+def readout_positions(state: SequenceState) -> list[int]:
+    """Physical indices whose logits :func:`step_distributions` reads (sorted).
+
+    They are the last prompt token and every member of every set but the last.
+    """
+    idx = [state.prompt_length - 1] + [i for s in state.set_indices[:-1] for i in s]
+    return sorted(idx)
+
+
+def attention_bias(
+    state: SequenceState,
+    *,
+    keys: Sequence[int],
+    beta: float | Sequence[float],
+    layers: Sequence[int],
+    heads: Sequence[int] | None = None,
+) -> list[tuple[str, HookFn]]:
+    """Add ``beta`` to the attention scores of ``keys`` at ``layers`` (and ``heads``).
+
+    Args:
+        state: The sequence state (only its length is read, to check the forward).
+        keys: Physical indices of the keys to bias.
+        beta: Added to the pre-softmax scores (log-space: ``beta = log 2`` doubles the
+            unnormalised weight of each chosen key). A sequence gives one value per batch
+            row (e.g. a beta grid in one batched forward).
+        layers: Layers to intervene at.
+        heads: Query heads to intervene at (default all).
+
+    Returns:
+        ``(hook_name, hook_fn)`` pairs for ``blocks.{l}.attn.hook_attn_scores``.
+
+    Raises:
+        ValueError: a key outside the state, an empty ``layers`` or a non-finite beta.
+    """
+    n = len(state)
+    bad = [k for k in keys if not 0 <= k < n]
+    if bad:
+        raise ValueError(f"keys outside the sequence of {n} tokens: {bad[:5]}")
+    if not layers:
+        raise ValueError("layers must not be empty")
+    key_idx = torch.as_tensor(list(keys), dtype=torch.long)
+    head_idx = None if heads is None else torch.as_tensor(list(heads), dtype=torch.long)
+    betas = torch.as_tensor(beta, dtype=torch.float64).reshape(-1)
+    if not bool(torch.isfinite(betas).all()):
+        raise ValueError(f"beta must be finite (mask keys with the state instead), got {beta}")
+
+    def hook(scores: Float[Tensor, "batch head_index query_pos key_pos"], hook: object) -> Tensor:
+        if scores.shape[-1] != n:
+            raise ValueError(f"attention_bias: forward has {scores.shape[-1]} keys, state {n}")
+        if len(betas) not in (1, scores.shape[0]):
+            raise ValueError(f"attention_bias: {len(betas)} betas for batch {scores.shape[0]}")
+        sel = torch.zeros(scores.shape[1], n, dtype=scores.dtype, device=scores.device)
+        cols = key_idx.to(scores.device)
+        if head_idx is None:
+            sel[:, cols] = 1.0
+        else:
+            sel[head_idx.to(scores.device).unsqueeze(-1), cols.unsqueeze(0)] = 1.0
+        b = betas.to(scores.device, scores.dtype)[:, None, None, None]
+        return scores + b * sel[None, :, None, :]
+
+    return [(hook_name(layer, "attn_scores"), hook) for layer in layers]
+
+
+def head_ablation_hooks(
+    ablations: Sequence[tuple[int, int]],
+    *,
+    mean: Float[Tensor, "layer head_index d_head"] | None = None,
+) -> list[tuple[str, HookFn]]:
+    """Ablate head ``ablations[b] = (layer, head)`` in batch row ``b`` (``hook_z``).
+
+    Args:
+        ablations: One ``(layer, head)`` per batch row of the forward.
+        mean: Replacement values per ``(layer, head)`` (mean ablation); zeros if None.
+
+    Returns:
+        ``(hook_name, hook_fn)`` pairs for the ``blocks.{l}.attn.hook_z`` involved.
+
+    Raises:
+        ValueError: the forward's batch size differs from ``len(ablations)``.
+    """
+    by_layer: dict[int, list[tuple[int, int]]] = {}
+    for b, (layer, head) in enumerate(ablations):
+        by_layer.setdefault(layer, []).append((b, head))
+    n_rows = len(ablations)
+
+    def make(layer: int) -> HookFn:
+        rows = torch.tensor([b for b, _ in by_layer[layer]])
+        heads = torch.tensor([h for _, h in by_layer[layer]])
+
+        def hook(z: Float[Tensor, "batch pos head_index d_head"], hook: object) -> Tensor:
+            if z.shape[0] != n_rows:
+                raise ValueError(f"head ablation: batch {z.shape[0]} != {n_rows} ablations")
+            z = z.clone()
+            if mean is None:
+                z[rows, :, heads] = 0.0
+            else:
+                z[rows, :, heads] = mean[layer, heads].to(z)[:, None, :].expand(-1, z.shape[1], -1)
+            return z
+
+        return hook
+
+    return [(hook_name(layer, "z"), make(layer)) for layer in sorted(by_layer)]
+
+
+def step_distributions(
+    logits: Float[Tensor, "batch pos d_vocab"],
+    state: SequenceState,
+    member_probs: Sequence[Sequence[float]],
+    readout: str,
+    positions: Sequence[int] | None = None,
+) -> Float[Tensor, "batch step d_vocab"]:
+    """The distribution each step's set was selected from, from teacher-forced logits.
+
+    Step 0 reads the last prompt position; step ``s >= 1`` reads the members of set
+    ``s - 1`` with ``readout`` (``last`` / ``top`` / ``mixture`` weighted by
+    ``member_probs[s - 1]``; see :func:`tempo_lens.selection.readout_distribution`).
+
+    Args:
+        logits: Logits of a forward over ``state`` with the TEMPO hooks attached.
+        state: The sequence state (sets and their member order).
+        member_probs: Selection probability of each member, per step.
+        readout: The trace's readout.
+        positions: Physical indices of the rows of ``logits`` when it holds only some
+            positions (see :func:`readout_positions`); default: every position.
+
+    Returns:
+        ``[batch, n_steps, d_vocab]`` float64 probabilities.
+    """
+    row_of = {p: r for r, p in enumerate(positions)} if positions is not None else None
+
+    def at(idx: list[int]) -> list[int]:
+        return idx if row_of is None else [row_of[i] for i in idx]
+
+    out = []
+    last_prompt = at([state.prompt_length - 1])
+    for b in range(logits.shape[0]):
+        rows = [readout_distribution(logits[b, last_prompt], [1.0], "top")]
+        for s in range(1, state.n_steps):
+            idx = at(state.set_indices[s - 1])
+            rows.append(readout_distribution(logits[b, idx], member_probs[s - 1], readout))
+        out.append(torch.stack(rows))
+    return torch.stack(out)
