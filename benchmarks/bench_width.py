@@ -42,9 +42,9 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
+from bench_decode import Case
 
 TARGET = 1.15
 
@@ -52,30 +52,9 @@ TARGET = 1.15
 CLOCK: Callable[[], float] = time.process_time
 
 
-@dataclass
-class Case:
-    name: str
-    step: Callable[[], object]
-    around: Callable[[], object] | None = None
-    times_ms: list[float] = field(default_factory=list)
-
-    def run(self, record: bool) -> None:
-        ctx = self.around() if self.around is not None else None
-        if ctx is not None:
-            ctx.__enter__()
-        try:
-            t0 = CLOCK()
-            self.step()
-            dt = (CLOCK() - t0) * 1e3
-        finally:
-            if ctx is not None:
-                ctx.__exit__(None, None, None)
-        if record:
-            self.times_ms.append(dt)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.times_ms)
+def _clock() -> float:
+    """The clock chosen by ``--clock`` (read at call time)."""
+    return CLOCK()
 
 
 def build_state(tokens: list[int], ctx: int, k: int, kind: str):
@@ -124,7 +103,7 @@ def hf_case(hf, state, ctx: int, label: str) -> tuple[Case, torch.Tensor]:
         past.crop(-k)
         return out
 
-    return Case(f"{label} k={k} ctx={ctx}", step), step()
+    return Case(f"{label} k={k} ctx={ctx}", step, clock=_clock), step()
 
 
 def tl_case(model, state, ctx: int, *, hooks: bool) -> tuple[Case, torch.Tensor]:
@@ -157,7 +136,7 @@ def tl_case(model, state, ctx: int, *, hooks: bool) -> tuple[Case, torch.Tensor]
 
     around = (lambda: attach(model, state)) if hooks else None
     name = f"{'tempo' if hooks else 'tl'} k={k} ctx={ctx}"
-    case = Case(name, step, around=around)
+    case = Case(name, step, around=around, clock=_clock)
     if around is not None:
         with around():
             first = step()
