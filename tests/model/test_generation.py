@@ -22,6 +22,7 @@ from tempo_lens import (
     make_tiny_model,
 )
 from tempo_lens._tl import make_kv_cache
+from tests.compare import assert_close_tree
 
 PROMPT = [1, 2, 3]
 PRUNE = PruningConfig(rule=RelativeRule(ratio=0.7))
@@ -29,25 +30,10 @@ PRUNE = PruningConfig(rule=RelativeRule(ratio=0.7))
 
 def assert_same_trace(a: Trace, b: Trace, atol: float = 1e-6) -> None:
     """Everything equal; floats (probabilities, scores) to ``atol``."""
-
-    def walk(x, y, path="trace"):
-        if isinstance(x, float) or isinstance(y, float):
-            assert math.isclose(x, y, abs_tol=atol), path
-        elif isinstance(x, dict):
-            assert x.keys() == y.keys(), path
-            for k in x:
-                walk(x[k], y[k], f"{path}.{k}")
-        elif isinstance(x, list):
-            assert len(x) == len(y), path
-            for i, (u, v) in enumerate(zip(x, y, strict=True)):
-                walk(u, v, f"{path}[{i}]")
-        else:
-            assert x == y, path
-
     da, db = a.to_dict(), b.to_dict()
     for d in (da, db):
         d["config"].pop("use_kv_cache")
-    walk(da, db)
+    assert_close_tree(da, db, rtol=0.0, atol=atol, path="trace")
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,8 @@
 One sweep through the experiment command line with ``--executor ray --address local
 --workers 2`` (the executor starts a private local Ray instance and shuts it down) loses
 two workers mid-sweep (one actor's process SIGKILLed, one actor ``ray.kill``-ed) and must
-still produce files byte-identical to ``--executor local``, and leave no process behind.
+still produce the files of ``--executor local`` (floats to float32 roundoff: the workers
+run torch with one thread), and leave no process behind.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 
 from tempo_lens.experiments import isolation_ab
 from tempo_lens.runner import EXECUTORS
+from tests.compare import assert_same_file
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'tempo-lens[ray]')")
 from tempo_lens.ray_executor import RayExecutor, pool_size  # noqa: E402
@@ -123,8 +125,9 @@ def test_killed_workers_are_retried_and_tables_match_local(tmp_path, monkeypatch
     local = sorted(p.name for p in (tmp_path / "local").iterdir() if p.is_file())
     remote = sorted(p.name for p in (tmp_path / "ray").iterdir() if p.is_file())
     assert local == remote and "runs.csv" in local
+    # Ray workers run torch with one thread: floats agree to float32 roundoff, not bit for bit.
     for name in local:
-        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+        assert_same_file(tmp_path / "local" / name, tmp_path / "ray" / name)
 
     workers = [
         json.loads(p.read_text())["worker"] for p in (tmp_path / "ray" / "units").glob("*.json")

@@ -48,10 +48,12 @@ def test_cli_generate_writes_trace(tmp_path, capsys) -> None:
 
 def test_reproduces_a_trace_written_before_format_2(default_model) -> None:
     """The generation (recorder, pruning, readout) reproduces a trace written by an earlier
-    version (tests/fixtures/trace_v1_default.json, commit dd20c47) exactly."""
+    version (tests/fixtures/trace_v1_default.json, commit dd20c47): tokens, indices and
+    decisions exactly, probabilities and scores to 1e-5 (float32 sums differ at ~1e-7 between
+    CPUs and thread counts)."""
     from tempo_lens.trace import Trace
 
     old = Trace.load(Path(__file__).resolve().parent.parent / "fixtures" / "trace_v1_default.json")
     new = generate(default_model, old.prompt, old.tempo_config)
     assert sum(p is not None for p in new.state.pruned_at) == 5
-    assert new.to_dict() == old.to_dict()
+    assert_same_trace(new, old, atol=1e-5)
