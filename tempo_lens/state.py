@@ -287,6 +287,7 @@ class SequenceState:
         *,
         view_step: int | None = None,
         window: int | float | None = None,
+        isolate: bool | None = None,
         device: torch.device | str | None = None,
     ) -> Bool[Tensor, "n_queries n_keys"]:
         """Which keys each query may attend to (see :func:`tempo_lens.masks.visibility`).
@@ -295,6 +296,8 @@ class SequenceState:
             query_indices: Physical indices of the queries; default all tokens.
             view_step: Queries see the sequence as of at least this step.
             window: Sliding-window size in logical positions (local-attention layers).
+            isolate: Override :attr:`isolate` (partial isolation: a layer or head that is
+                not isolated sees siblings as in visible mode).
             device: Device of the result.
         """
         if query_indices is None:
@@ -305,7 +308,7 @@ class SequenceState:
             self.steps_tensor(device),
             self.pruned_tensor(device),
             q,
-            isolate=self.isolate,
+            isolate=self.isolate if isolate is None else isolate,
             view_step=view_step,
             logical=(
                 None
