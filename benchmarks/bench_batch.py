@@ -23,12 +23,12 @@ Only numbers from one run are comparable (the machine is shared).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
+from bench_decode import finish
 
 PROMPTS = [
     "The cat sat on the",
@@ -155,11 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
         "curve": curve,
         "target_speedup_b8": TARGET_B8,
     }
-    _print(result)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-    return result
+    return finish(result, args.json, _print)
 
 
 def _print(result: dict) -> None:

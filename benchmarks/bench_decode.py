@@ -266,9 +266,14 @@ def main(argv: list[str] | None = None) -> dict:
         "targets": TARGETS,
         **extra,
     }
-    _print(result)
-    if args.json:
-        with open(args.json, "w") as f:
+    return finish(result, args.json, _print)
+
+
+def finish(result: dict, json_path: str | None, show: Callable[[dict], None]) -> dict:
+    """The end of every benchmark: ``show(result)``, write it to ``json_path`` if given."""
+    show(result)
+    if json_path:
+        with open(json_path, "w") as f:
             json.dump(result, f, indent=2)
     return result
 

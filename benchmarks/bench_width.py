@@ -37,14 +37,13 @@ Only ratios measured in the same run are meaningful (the machine is shared).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
-from bench_decode import Case
+from bench_decode import Case, finish
 
 TARGET = 1.15
 
@@ -260,11 +259,7 @@ def main(argv: list[str] | None = None) -> dict:
         "ratios": ratios,
         "target_tempo/hf": TARGET,
     }
-    _print(result, args)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-    return result
+    return finish(result, args.json, lambda r: _print(r, args))
 
 
 def _print(result: dict, args: argparse.Namespace) -> None:

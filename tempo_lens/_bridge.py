@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tempo_lens._tl import NotRotaryError, UnsupportedAttentionError
+from tempo_lens._tl import NotRotaryError, UnsupportedAttentionError, hook_name
 
 __all__ = [
     "attention_windows",
@@ -122,11 +122,11 @@ def check_bridge(model: Any) -> None:
         )
     hooks = model.hook_dict
     for layer in range(int(model.cfg.n_layers)):
-        for name in ("hook_rot_q", "hook_rot_k", "hook_attn_scores"):
-            if f"blocks.{layer}.attn.{name}" not in hooks:
+        for short in ("rot_q", "rot_k", "attn_scores"):
+            if (name := hook_name(layer, short)) not in hooks:
                 raise UnsupportedAttentionError(
-                    f"blocks.{layer}.attn has no {name}: this bridge does not re-implement the "
-                    "layer's rotary attention, so TEMPO cannot act on it"
+                    f"{name} missing: this bridge does not re-implement the layer's rotary "
+                    "attention, so TEMPO cannot act on it"
                 )
 
 

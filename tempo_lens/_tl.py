@@ -1,8 +1,7 @@
 """Every use of TransformerLens internals lives here (and in :mod:`tempo_lens._tl_build`).
 
 The model-construction internals (weight conversion from Hugging Face, state-dict loading)
-are in ``_tl_build`` and re-exported here, so ``from tempo_lens._tl import ...`` reaches
-all of them.
+are in ``_tl_build`` and re-exported here (``from tempo_lens._tl import ...`` reaches all).
 
 TransformerLens 4.0 replaced ``HookedTransformer`` by ``TransformerBridge``; keeping the
 few internals tempo_lens relies on in one module keeps a later port local. Facts relied on
@@ -43,6 +42,9 @@ from tempo_lens._tl_build import (
 
 __all__ = [
     "NotRotaryError",
+    "add_permanent_hooks",
+    "hook_functions",
+    "remove_hooks",
     "UnsupportedAttentionError",
     "attention_windows",
     "physical_windows_disabled",
@@ -53,6 +55,7 @@ __all__ = [
     "hooked_from_state_dict",
     "hook_name",
     "hooked_parameters",
+    "is_attention_shaped",
     "kv_cache_length",
     "layer_of",
     "make_kv_cache",
@@ -183,6 +186,11 @@ def hook_name(layer: int, name: str) -> str:
         The hook point name, e.g. ``"blocks.3.attn.hook_pattern"``.
     """
     return get_act_name(name, int(layer))
+
+
+def is_attention_shaped(name: str) -> bool:
+    """Whether hook ``name`` is ``[batch, head_index, query_pos, key_pos]`` (pattern, scores)."""
+    return name.rsplit(".", 1)[-1] in ("hook_pattern", "hook_attn_scores")
 
 
 def layer_of(name: str) -> int | None:
@@ -390,6 +398,3 @@ def remove_hooks(added: list[tuple[Any, Any]]) -> int:
         else:
             missing += 1
     return missing
-
-
-__all__ += ["add_permanent_hooks", "hook_functions", "remove_hooks"]

@@ -34,14 +34,18 @@ import torch
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from tempo_lens._tl import kv_cache_length, make_kv_cache, scratch_kv_cache, select_kv_cache
+from tempo_lens._tl import (
+    is_attention_shaped,
+    kv_cache_length,
+    make_kv_cache,
+    scratch_kv_cache,
+    select_kv_cache,
+)
 from tempo_lens.hooks import HookFn, TempoHooks
 from tempo_lens.layout import PAD, BatchLayout
 from tempo_lens.state import SequenceState
 
-__all__ = ["ATTENTION_SHAPED", "BatchForward"]
-
-ATTENTION_SHAPED = ("hook_pattern", "hook_attn_scores")
+__all__ = ["BatchForward"]
 """Hook-name suffixes whose tensors are ``[batch, head_index, query_pos, key_pos]``."""
 
 
@@ -99,7 +103,7 @@ class BatchForward:
             yield self
 
     def _dispatch(self, name: str, fns: list[tuple[int, HookFn]]) -> HookFn:
-        attention = name.rsplit(".", 1)[-1] in ATTENTION_SHAPED
+        attention = is_attention_shaped(name)
 
         def hook(tensor: Tensor, hook: Any) -> None:
             for row, fn in fns:

@@ -41,14 +41,13 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from tempo_lens._numbers import LayersLike
+from tempo_lens._tl import is_attention_shaped
 from tempo_lens.io import atomic_write
 from tempo_lens.recorder import AttentionRecorder
 from tempo_lens.state import SequenceState
 from tempo_lens.trace import Trace
 
-__all__ = ["AttentionCapture", "AttentionData", "ATTENTION_LIKE"]
-
-ATTENTION_LIKE = ("hook_pattern", "hook_attn_scores")
+__all__ = ["AttentionCapture", "AttentionData"]
 """Hook-name suffixes whose tensors are ``[batch, head, query_pos, key_pos]``."""
 
 AGGS = ("mean", "max", "sum")
@@ -160,7 +159,7 @@ class AttentionCapture(AttentionRecorder):
         if self._step is None:
             return
         name = str(hook.name)
-        if name.endswith(ATTENTION_LIKE):
+        if is_attention_shaped(name):
             rows = x[0, self.heads, -self._n_new :, :]
         else:
             rows = x[0, -self._n_new :]

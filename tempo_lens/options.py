@@ -46,8 +46,11 @@ __all__ = [
     "UsageError",
     "add_config_options",
     "config_from_args",
+    "choose_prompts",
     "field_docs",
+    "packaged_prompts",
     "parse_token_ids",
+    "plain_text",
     "read_prompts",
     "report_usage_error",
 ]
@@ -94,6 +97,24 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+_ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`(~?)([^`]+)`")
+_LITERAL = re.compile(r"``([^`]+)``|`([^`]+)`")
+
+
+def plain_text(doc: str) -> str:
+    """``doc`` with reStructuredText / Markdown markup removed, for ``--help``.
+
+    A cross-reference role such as ``:func:`~a.b.f``` becomes ``f`` (without ``~``: the
+    full target ``a.b.f``), and double or single backquotes are dropped around their text.
+
+    Examples:
+        >>> plain_text("Layer spec for :func:`resolve_layers`; ``None`` = all.")
+        'Layer spec for resolve_layers; None = all.'
+    """
+    text = _ROLE.sub(lambda m: m[2].rsplit(".", 1)[-1] if m[1] else m[2], doc)
+    return _LITERAL.sub(lambda m: m[1] or m[2], text)
+
+
 def _tuple_of(elem: type) -> Any:
     def parse(text: str) -> tuple[Any, ...]:
         return tuple(elem(x) for x in text.replace(" ", "").split(",") if x)
@@ -129,7 +150,7 @@ def add_config_options(
         if f.name in exclude or not f.init:
             continue
         default = f.default if f.default is not dataclasses.MISSING else None
-        help_text = f"{docs[f.name]} (default: {default!r})"
+        help_text = f"{plain_text(docs[f.name])} (default: {default!r})"
         flag = "--" + f.name.replace("_", "-")
         hint = hints[f.name]
         if _option_type(hint) is bool:  # bool, or tempo_lens._numbers.BoolLike at run time
@@ -177,6 +198,35 @@ class Prompt:
 def prompts_from_texts(texts: Sequence[str]) -> list[Prompt]:
     """Prompts ``p000, p001, ...`` for plain texts."""
     return [Prompt(f"p{i:03d}", t) for i, t in enumerate(texts)]
+
+
+def choose_prompts(texts: Sequence[str] | None, path: str | None) -> list[Prompt] | None:
+    """The prompts of ``--prompt`` (``texts``) or ``--prompts-file`` (``path``); None if neither.
+
+    Raises:
+        UsageError: Both were given.
+        FileNotFoundError, ValueError: As :func:`read_prompts`.
+    """
+    if path and texts:
+        raise UsageError("give --prompt or --prompts-file, not both")
+    if path:
+        return read_prompts(path)
+    return prompts_from_texts(texts) if texts else None
+
+
+def packaged_prompts(name: str) -> list[Prompt]:
+    """A prompts file shipped with tempo_lens (``tempo_lens/prompts/NAME``).
+
+    ``"suite.csv"`` is the project's 96-prompt suite in 12 categories (also at
+    ``experiments/prompts/suite.csv`` in the repository), the default of ``findings``.
+
+    Raises:
+        FileNotFoundError: No such file is shipped.
+    """
+    from importlib.resources import as_file, files
+
+    with as_file(files("tempo_lens") / "prompts" / name) as path:
+        return read_prompts(path)
 
 
 def read_prompts(path: str | Path) -> list[Prompt]:

@@ -48,15 +48,17 @@ import torch
 from tqdm.auto import tqdm
 
 from tempo_lens.analysis._util import jsonable
-from tempo_lens.io import atomic_write_json, atomic_write_text
+from tempo_lens.io import atomic_write_json
 from tempo_lens.models import DEFAULT_MODEL
-from tempo_lens.options import Prompt, prompts_from_texts
+from tempo_lens.options import Prompt, packaged_prompts, prompts_from_texts
 from tempo_lens.runner_store import (
     MANIFEST,
     ManifestMismatchError,
+    RunResult,
     check_manifest,
-    collect,
     manifest,
+    summarize_only,
+    write_results,
 )
 
 __all__ = [
@@ -74,6 +76,7 @@ __all__ = [
     "prompts_from_texts",
     "run_cli",
     "run_experiment",
+    "summarize_only",
     "unit_seed",
 ]
 
@@ -136,9 +139,12 @@ class ExperimentSpec:
         config: Frozen config dataclass, a subclass of :class:`RunConfig`.
         run_unit: ``(cfg, model, unit) -> {table: [row, ...]}``.
         summarize: ``(cfg, {table: DataFrame}, out_dir) -> report text``; writes its files.
-        description: First line of ``--help``.
+        description: First line of ``--help`` (default: the first line of the module's
+            docstring).
         conditions: ``cfg -> [condition, ...]``: the grid applied to every prompt.
         default_prompts: Prompts for a model with a tokenizer when none are given.
+        prompts_resource: A prompts file shipped in ``tempo_lens/prompts/`` (e.g.
+            ``"suite.csv"``) used instead of ``default_prompts`` when set.
         tiny_prompts: Token-id prompts for the tiny model when none are given.
         tiny_model: Keywords for :func:`tempo_lens.make_tiny_model` with ``--tiny``.
         quick: Config overrides applied by ``--quick`` (a smoke run).
@@ -157,6 +163,7 @@ class ExperimentSpec:
     description: str = ""
     conditions: Callable[[Any], list[dict[str, Any]]] = lambda cfg: [{}]
     default_prompts: tuple[str, ...] = ("The cat sat on the",)
+    prompts_resource: str = ""
     tiny_prompts: tuple[str, ...] = ("3 14 15 9 26", "5 35 8 9 7 9", "2 7 18 28")
     tiny_model: Mapping[str, Any] = field(default_factory=dict)
     quick: Mapping[str, Any] = field(default_factory=dict)
@@ -168,6 +175,24 @@ class ExperimentSpec:
     def module_name(self) -> str:
         """The module defining this spec (``module`` or ``tempo_lens.experiments.<name>``)."""
         return self.module or f"tempo_lens.experiments.{self.name}"
+
+    @property
+    def summary(self) -> str:
+        """``description``, else the first line of the defining module's docstring."""
+        doc = importlib.import_module(self.module_name).__doc__ or ""
+        return self.description or next(iter(doc.strip().splitlines()), "")
+
+    def prompts(self, cfg: Any) -> list[Prompt]:
+        """The prompts of a run given none.
+
+        ``tiny_prompts`` with ``cfg.tiny``, else ``prompts_resource``
+        (:func:`~tempo_lens.options.packaged_prompts`) or ``default_prompts``.
+        """
+        if getattr(cfg, "tiny", False):
+            return prompts_from_texts(self.tiny_prompts)
+        if self.prompts_resource:
+            return packaged_prompts(self.prompts_resource)
+        return prompts_from_texts(self.default_prompts)
 
     def main(self, argv: Sequence[str] | None = None) -> int:
         """Run from the command line (:func:`run_cli`); 0 on success, 2 on bad values.
@@ -272,25 +297,6 @@ class LocalExecutor:
 EXECUTORS: dict[str, Callable[..., Executor]] = {"local": LocalExecutor}
 
 
-@dataclass
-class RunResult:
-    """What a finished run produced.
-
-    Attributes:
-        tables: ``table name -> DataFrame`` (rows of every finished unit, unit order).
-        report: The summary text ``summarize`` returned.
-        out_dir: The output directory.
-        n_units: Units in the sweep (after ``limit``).
-        n_skipped: Units found finished on disk and not re-run.
-    """
-
-    tables: dict[str, pd.DataFrame]
-    report: str
-    out_dir: Path
-    n_units: int
-    n_skipped: int
-
-
 def run_experiment(
     spec: ExperimentSpec,
     cfg: Any,
@@ -309,8 +315,7 @@ def run_experiment(
         spec: The experiment.
         cfg: Its config (an instance of ``spec.config``).
         out_dir: Output directory (created).
-        prompts: The prompts; default ``spec.default_prompts`` (``tiny_prompts`` with
-            ``cfg.tiny``).
+        prompts: The prompts; default :meth:`ExperimentSpec.prompts`.
         model: A loaded model for the local executor (default: loaded from ``cfg``).
         executor: How units run (default :class:`LocalExecutor`).
         limit: Run only the first ``limit`` prompts' units (not part of the manifest: a
@@ -330,10 +335,7 @@ def run_experiment(
         raise TypeError(f"cfg must be a {spec.config.__name__}, got {type(cfg).__name__}")
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
-    if prompts is None:
-        tiny = bool(getattr(cfg, "tiny", False))
-        prompts = prompts_from_texts(spec.tiny_prompts if tiny else spec.default_prompts)
-    prompts = list(prompts)
+    prompts = spec.prompts(cfg) if prompts is None else list(prompts)
     if not prompts:
         raise ValueError("no prompts")
     out = Path(out_dir)
@@ -368,11 +370,7 @@ def run_experiment(
             f"the executor returned without {len(missing)} of {len(todo)} units "
             f"(e.g. {missing[0]}); re-run to resume"
         )
-    tables = collect(out, units)
-    for name, df in tables.items():
-        atomic_write_text(out / f"{name}.csv", df.to_csv(index=False))
-    report = spec.summarize(cfg, tables, out)
-    atomic_write_text(out / "report.txt", report + "\n")
+    tables, report = write_results(spec, cfg, out, units)
     return RunResult(tables, report, out, len(units), len(units) - len(todo))
 
 

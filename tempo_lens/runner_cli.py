@@ -4,9 +4,11 @@ Options: ``--output-dir`` (required), ``--prompt`` (repeatable) / ``--prompts-fi
 ``--limit N`` (first N prompts), ``--quick`` (the spec's smoke-run values as defaults, so
 options given explicitly still win, and its first ``quick_prompts`` prompts), ``--executor
 local|ray`` (``--batch-size``; with ``ray`` also ``--address``, ``--workers``,
-``--num-gpus``: see :mod:`tempo_lens.ray_executor`), ``-q``, plus one option per config
-field (help = the field's doc). Bad values print one
-line ``PROG: error: ...`` and return 2 with nothing written.
+``--num-gpus``: see :mod:`tempo_lens.ray_executor`), ``-q``, ``--summarize-only`` (run
+nothing; tables, summary and report again from the finished units of ``--output-dir``:
+:func:`tempo_lens.runner.summarize_only`), plus one option per config field (help = the
+field's doc). Bad values print one line ``PROG: error: ...`` and return 2 with nothing
+written.
 
 Example::
 
@@ -26,9 +28,8 @@ from tempo_lens.options import (
     Parser,
     UsageError,
     add_config_options,
+    choose_prompts,
     config_from_args,
-    prompts_from_texts,
-    read_prompts,
     report_usage_error,
 )
 from tempo_lens.runner import (
@@ -38,6 +39,7 @@ from tempo_lens.runner import (
     LocalExecutor,
     encode,
     run_experiment,
+    summarize_only,
 )
 
 __all__ = ["build_parser", "run_cli"]
@@ -45,7 +47,7 @@ __all__ = ["build_parser", "run_cli"]
 
 def build_parser(spec: ExperimentSpec, prog: str | None = None) -> argparse.ArgumentParser:
     """The parser of ``spec``'s command line (runner options + one per config field)."""
-    p = Parser(prog=prog or spec.name, description=spec.description)
+    p = Parser(prog=prog or spec.name, description=spec.summary)
     p.add_argument("--output-dir", required=True, help="directory for tables, summary, units")
     p.add_argument("--prompt", dest="prompts", action="append", help="a prompt (repeatable)")
     p.add_argument(
@@ -61,6 +63,12 @@ def build_parser(spec: ExperimentSpec, prog: str | None = None) -> argparse.Argu
         "--num-gpus", type=float, help="GPUs per Ray actor (default: 1 with a cuda device, else 0)"
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no report")
+    p.add_argument(
+        "--summarize-only",
+        action="store_true",
+        help="run nothing: re-write the tables, summary and report of --output-dir from its "
+        "finished units (settings from its manifest.json)",
+    )
     add_config_options(p, spec.config)
     return p
 
@@ -95,18 +103,13 @@ def run_cli(
     parser = build_parser(spec, prog)
     try:
         args = parser.parse_args(argv)
+        if args.summarize_only:
+            return _summarize_only(spec, parser, args)
         if args.quick:  # the smoke-run values become defaults: options given explicitly win
             parser.set_defaults(**spec.quick)
             args = parser.parse_args(argv)
         cfg = config_from_args(spec.config, args)
-        if args.prompts_file and args.prompts:
-            raise UsageError("give --prompt or --prompts-file, not both")
-        if args.prompts_file:
-            prompts = read_prompts(args.prompts_file)
-        elif args.prompts:
-            prompts = prompts_from_texts(args.prompts)
-        else:
-            prompts = prompts_from_texts(spec.tiny_prompts if cfg.tiny else spec.default_prompts)
+        prompts = choose_prompts(args.prompts, args.prompts_file) or spec.prompts(cfg)
         if args.quick:
             prompts = prompts[: spec.quick_prompts]
         if args.batch_size < 1:
@@ -136,5 +139,23 @@ def run_cli(
         done = res.n_units - res.n_skipped
         sys.stdout.write(
             f"{res.n_units} units ({res.n_skipped} resumed, {done} run); wrote {res.out_dir}\n"
+        )
+    return 0
+
+
+def _summarize_only(spec: ExperimentSpec, parser: argparse.ArgumentParser, args: Any) -> int:
+    """``--summarize-only``: tables, summary and report again from the finished units."""
+    keep = ("output_dir", "summarize_only", "quiet")
+    given = [k for k, v in vars(args).items() if k not in keep and v != parser.get_default(k)]
+    if given:
+        opt = "--" + given[0].replace("_", "-")
+        raise UsageError(
+            f"--summarize-only takes every setting from the run's manifest; drop {opt}"
+        )
+    res = summarize_only(spec, args.output_dir)
+    if not args.quiet:
+        sys.stdout.write(
+            f"{res.report}\nsummarized {res.n_skipped} of {res.n_units} units (nothing run); "
+            f"wrote {res.out_dir}\n"
         )
     return 0

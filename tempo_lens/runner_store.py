@@ -3,7 +3,8 @@
 Part of :mod:`tempo_lens.runner` (which re-exports these names): ``OUT/manifest.json``
 records the experiment, the config (minus execution settings) and the prompts, so a re-run
 resumes only into a directory of the same sweep; :func:`collect` concatenates the finished
-units' rows per table.
+units' rows per table; :func:`write_results` writes the tables and the summary, and
+:func:`summarize_only` does that again for a directory without running anything.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from tempo_lens.analysis._util import jsonable
+from tempo_lens.io import atomic_write_text
 from tempo_lens.options import Prompt
 
 if TYPE_CHECKING:
@@ -26,9 +29,12 @@ __all__ = [
     "EXECUTION_FIELDS",
     "MANIFEST",
     "ManifestMismatchError",
+    "RunResult",
     "check_manifest",
     "collect",
     "manifest",
+    "summarize_only",
+    "write_results",
 ]
 
 MANIFEST = "manifest.json"
@@ -97,3 +103,73 @@ def collect(out_dir: str | Path, units: Sequence[Unit]) -> dict[str, pd.DataFram
         for name, table in rec["tables"].items():
             rows.setdefault(name, []).extend({**base, **r} for r in table)
     return {name: pd.DataFrame(r) for name, r in rows.items()}
+
+
+@dataclass
+class RunResult:
+    """What a finished run produced.
+
+    Attributes:
+        tables: ``table name -> DataFrame`` (rows of every finished unit, unit order).
+        report: The summary text ``summarize`` returned.
+        out_dir: The output directory.
+        n_units: Units in the sweep (after ``limit``).
+        n_skipped: Units found finished on disk and not re-run.
+    """
+
+    tables: dict[str, pd.DataFrame]
+    report: str
+    out_dir: Path
+    n_units: int
+    n_skipped: int
+
+
+def write_results(
+    spec: ExperimentSpec, cfg: Any, out: Path, units: Sequence[Unit]
+) -> tuple[dict[str, pd.DataFrame], str]:
+    """Collect the finished units' tables, write ``OUT/<table>.csv``, summarize.
+
+    Returns:
+        The tables and the report text (also written to ``OUT/report.txt``).
+    """
+    tables = collect(out, units)
+    for name, df in tables.items():
+        atomic_write_text(out / f"{name}.csv", df.to_csv(index=False))
+    report = spec.summarize(cfg, tables, out)
+    atomic_write_text(out / "report.txt", report + "\n")
+    return tables, report
+
+
+def summarize_only(spec: ExperimentSpec, out_dir: str | Path) -> RunResult:
+    """Re-write the tables, summary and report of ``out_dir`` from its finished units.
+
+    Nothing runs: the config and prompts come from ``OUT/manifest.json``, the rows from
+    ``OUT/units/``. Units not finished (an interrupted or ``--limit`` run) are left out;
+    ``n_skipped`` counts the finished ones.
+
+    Raises:
+        FileNotFoundError: ``out_dir`` has no manifest (no run of any experiment).
+        ManifestMismatchError: The manifest is of another experiment, or its config does
+            not rebuild exactly.
+        ValueError: No unit has finished.
+    """
+    out = Path(out_dir)
+    path = out / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{out} has no {MANIFEST}: not the output directory of a run")
+    have = json.loads(path.read_text(encoding="utf-8"))
+    if have.get("experiment") != spec.name:
+        raise ManifestMismatchError(
+            f"{out} holds a run of {have.get('experiment')!r}, not {spec.name!r}"
+        )
+    cfg = spec.config(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in have["config"].items()}
+    )
+    prompts = [Prompt(**p) for p in have["prompts"]]
+    check_manifest(path, manifest(spec, cfg, prompts))  # the config rebuilt exactly
+    units = spec.units(cfg, prompts)
+    done = sum((out / "units" / f"{u.key}.json").is_file() for u in units)
+    if not done:
+        raise ValueError(f"{out}: none of the {len(units)} units has finished")
+    tables, report = write_results(spec, cfg, out, units)
+    return RunResult(tables, report, out, len(units), done)

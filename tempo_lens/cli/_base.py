@@ -47,15 +47,23 @@ class Command:
         name: Subcommand name.
         help: One line for ``tempo-lens --help``.
         description: First line of the command's own ``--help``.
-        build: Adds the command's options and ``set_defaults(func=...)`` to a parser.
+        options: Functions adding the command's options to a parser, in order.
+        run: ``args -> exit code``.
         script_prog: Program name when run stand-alone (:meth:`main`).
     """
 
     name: str
     help: str
     description: str
-    build: Callable[[argparse.ArgumentParser], None]
+    options: tuple[Callable[[argparse.ArgumentParser], None], ...]
+    run: Callable[[argparse.Namespace], int]
     script_prog: str
+
+    def build(self, parser: argparse.ArgumentParser) -> None:
+        """Add the command's options and ``set_defaults(func=run)`` to ``parser``."""
+        for add in self.options:
+            add(parser)
+        parser.set_defaults(func=self.run)
 
     def register(self, subparsers: Any) -> None:
         """Add the command to the ``tempo-lens`` subcommands."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 
 from tempo_lens.cli._base import Command, fmt
@@ -18,11 +19,9 @@ from tempo_lens.cli.gen_options import (
     load_model_from_args,
     tempo_config_from_args,
 )
-from tempo_lens.options import UsageError, read_prompts
+from tempo_lens.options import UsageError, choose_prompts
 
 __all__ = ["COMMAND", "add_analyze_options", "main", "register", "run"]
-
-DESCRIPTION = "TEMPO generation with attention capture and analyses."
 
 
 def add_analyze_options(p: argparse.ArgumentParser) -> None:
@@ -41,31 +40,12 @@ def add_analyze_options(p: argparse.ArgumentParser) -> None:
     a.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
 
 
-def _build(p: argparse.ArgumentParser) -> None:
-    add_generation_options(p, require_prompt=False)  # --prompts-file can replace --prompt
-    add_analyze_options(p)
-    p.set_defaults(func=run)
-
-
-COMMAND = Command(
-    name="analyze",
-    help="generate with attention capture and analyse",
-    description=DESCRIPTION,
-    build=_build,
-    script_prog="run_attention_analysis",
-)
-register = COMMAND.register
-main = COMMAND.main
-
-
 def _prompts(args: argparse.Namespace) -> list[str]:
-    if args.prompts_file and args.prompt is not None:
-        raise UsageError("give --prompt or --prompts-file, not both")
-    if args.prompts_file:
-        return [p.text for p in read_prompts(args.prompts_file)]
-    if args.prompt is None:
+    texts = None if args.prompt is None else [args.prompt]
+    prompts = choose_prompts(texts, args.prompts_file)
+    if prompts is None:
         raise UsageError("give --prompt or --prompts-file")
-    return [args.prompt]
+    return [p.text for p in prompts]
 
 
 def _heads(spec: str | None, n_heads: int) -> list[int] | None:
@@ -141,3 +121,15 @@ def run(args: argparse.Namespace) -> int:
                 f"{fmt(iso['max_sibling_attention'])}\n"
             )
     return 0
+
+
+COMMAND = Command(
+    name="analyze",
+    help="generate with attention capture and analyse",
+    description="TEMPO generation with attention capture and analyses.",
+    # --prompts-file can replace --prompt
+    options=(partial(add_generation_options, require_prompt=False), add_analyze_options),
+    run=run,
+    script_prog="run_attention_analysis",
+)
+register, main = COMMAND.register, COMMAND.main

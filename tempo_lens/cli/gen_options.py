@@ -35,7 +35,7 @@ from typing import Any
 
 from tempo_lens.config import TempoConfig
 from tempo_lens.models import DEFAULT_MODEL
-from tempo_lens.options import add_config_options, field_docs
+from tempo_lens.options import add_config_options, field_docs, plain_text
 from tempo_lens.positions import PositionScheme
 from tempo_lens.pruning import ProbabilityRatioRule, PruningConfig, parse_rule
 from tempo_lens.schedules import ThresholdSchedule
@@ -83,7 +83,7 @@ def add_generation_options(parser: argparse.ArgumentParser, *, require_prompt: b
     g.add_argument("--prompt", required=require_prompt, help="prompt text (token ids with --tiny)")
     add_config_options(g, TempoConfig, exclude=NESTED)
     for option, cls, name, kind, syntax in _FLAT:
-        doc = field_docs(cls)[name]
+        doc = plain_text(field_docs(cls)[name])
         default = _FLAT_DEFAULTS.get(option, _default(cls, name))
         help_text = f"{doc}{' Syntax: ' + syntax + '.' if syntax else ''} (default: {default!r})"
         hint = typing.get_type_hints(cls)[name]

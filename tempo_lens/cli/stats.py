@@ -17,8 +17,6 @@ from tempo_lens.options import UsageError
 
 __all__ = ["COMMAND", "add_stats_options", "main", "register", "run"]
 
-DESCRIPTION = "Statistics over a directory of attention analyses."
-
 
 def add_stats_options(p: argparse.ArgumentParser) -> None:
     """The options of ``stats``."""
@@ -35,22 +33,6 @@ def add_stats_options(p: argparse.ArgumentParser) -> None:
     s.add_argument("--repetition-n", type=int, default=3, help="n-gram size of the filter")
     s.add_argument("--repetition-threshold", type=float, default=0.5, help="flag above this")
     s.add_argument("--plain", action="store_true", help="plain-text table (no rich)")
-
-
-def _build(p: argparse.ArgumentParser) -> None:
-    add_stats_options(p)
-    p.set_defaults(func=run)
-
-
-COMMAND = Command(
-    name="stats",
-    help="statistics over a directory of analysis runs",
-    description=DESCRIPTION,
-    build=_build,
-    script_prog="statistical_confidence",
-)
-register = COMMAND.register
-main = COMMAND.main
 
 
 def _table_rows(report: Any) -> list[tuple[str, str]]:
@@ -122,3 +104,14 @@ def rich_table(title: str, rows: Sequence[tuple[str, str]]) -> Any:
     for k, v in rows:
         table.add_row(Text(k), Text(v))
     return table
+
+
+COMMAND = Command(
+    name="stats",
+    help="statistics over a directory of analysis runs",
+    description="Statistics over a directory of attention analyses.",
+    options=(add_stats_options,),
+    run=run,
+    script_prog="statistical_confidence",
+)
+register, main = COMMAND.register, COMMAND.main

@@ -338,7 +338,6 @@ SPEC = ExperimentSpec(
     config=Config,
     run_unit=run_unit,
     summarize=summarize,
-    description=(__doc__ or "").splitlines()[0],
     default_prompts=PROMPTS,
     quick={"max_steps": 4, "taus": (0.1,), "beams": (2, 4), "n_samples": 2, "horizon": 2},
 )

@@ -21,14 +21,13 @@ every layer's and head's attention captured. Per unit it measures everything a c
 
 Example::
 
-    tempo-lens findings --prompts-file experiments/prompts/suite.csv --output-dir results/findings
+    tempo-lens findings --output-dir results/findings     # the 96-prompt suite (suite.csv)
     python -m tempo_lens.experiments.findings --tiny --quick --output-dir /tmp/findings
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,7 +61,7 @@ from tempo_lens.analysis.replay import (
 )
 from tempo_lens.analysis.stats import rank_correlation
 from tempo_lens.config import Readout, TempoConfig
-from tempo_lens.runner import ExperimentSpec, RunConfig, Unit, encode, run_cli
+from tempo_lens.runner import ExperimentSpec, RunConfig, Unit, encode
 
 MODES = ("isolated", "visible")
 POSITION_TOLERANCE = 1e-3
@@ -278,24 +277,14 @@ SPEC = ExperimentSpec(
     config=Config,
     run_unit=run_unit,
     summarize=summarize,
-    description=(__doc__ or "").splitlines()[0],
     conditions=conditions,
-    default_prompts=(
-        "The cat sat on the",
-        "Once upon a time, there was a",
-        "The capital of France is",
-        "To make a cup of tea, first",
-    ),
+    prompts_resource="suite.csv",  # experiments/prompts/suite.csv
     tiny_prompts=("3 1 4 1 5", "9 2 6 5 3", "5 8 9 7 9", "3 2 3 8 4", "6 2 6 4 3", "3 8 3 2 7"),
     tiny_model={"n_layers": 3, "d_vocab": 32, "init_scale": 1.0},
     quick={"max_steps": 6, "window": 2},
     quick_prompts=3,
 )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run from the command line; 0 on success, 2 (one line on stderr) on bad values."""
-    return run_cli(SPEC, argv)
+main = SPEC.main
 
 
 if __name__ == "__main__":

@@ -133,7 +133,6 @@ def summarize(cfg: Config, tables: dict[str, pd.DataFrame], out: Path) -> str:
 
 SPEC = ExperimentSpec(
     name="isolation_ab",
-    description=(__doc__ or "").splitlines()[0],
     config=Config,
     conditions=lambda cfg: [{"mode": "isolated"}, {"mode": "visible"}],
     run_unit=run_unit,

@@ -20,7 +20,6 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from tempo_lens.display.experiment_figures import layer_curves_figure
 from tempo_lens.experiments._common import GenerationConfig, fmt_estimate
 from tempo_lens.interventions import attention_bias
 from tempo_lens.io import atomic_write_text
-from tempo_lens.runner import ExperimentSpec, Unit, encode, run_cli
+from tempo_lens.runner import ExperimentSpec, Unit, encode
 
 METRICS = ("kl_parallel", "kl_nonparallel", "dwidth_parallel", "dnll", "dratio_late")
 
@@ -107,14 +106,9 @@ SPEC = ExperimentSpec(
     config=Config,
     run_unit=run_unit,
     summarize=summarize,
-    description=(__doc__ or "").splitlines()[0],
     quick={"max_steps": 4, "betas": (-2.0, 2.0)},
 )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run from the command line; 0 on success, 2 (one line on stderr) on bad values."""
-    return run_cli(SPEC, argv)
+main = SPEC.main
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 
 import tempo_lens as tl
+from tempo_lens._tl import hook_name
 from tempo_lens.analysis._util import jsonable
 from tempo_lens.analysis.position_effects import position_effects
 from tempo_lens.experiments._common import PROMPTS, fmt, fmt_ci
@@ -124,7 +125,7 @@ def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, An
             _, cache = model.run_with_cache(
                 tokens,
                 attention_mask=torch.ones_like(tokens),  # never padded (docs/gotchas.md)
-                names_filter=lambda name: name.endswith("hook_pattern"),
+                names_filter=[hook_name(layer, "pattern") for layer in range(model.cfg.n_layers)],
             )
     members, queries = state.set_indices[0], [i for s in state.set_indices[1:] for i in s]
     rows = []
@@ -175,7 +176,6 @@ def summarize(cfg: Config, tables: dict[str, pd.DataFrame], out: Path) -> str:
 
 SPEC = ExperimentSpec(
     name="position_sharing",
-    description=(__doc__ or "").splitlines()[0],
     config=Config,
     conditions=lambda cfg: [{"n": n, **s} for n in sorted(set(cfg.n_values)) for s in schemes(cfg)],
     run_unit=run_unit,

@@ -176,7 +176,6 @@ def summarize(cfg: Config, tables: dict[str, pd.DataFrame], out: Path) -> str:
 
 SPEC = ExperimentSpec(
     name="pruning_layers",
-    description=(__doc__ or "").splitlines()[0],
     config=Config,
     conditions=lambda cfg: [
         {"lookahead": la, "layers": g} for la in sorted(set(cfg.lookaheads)) for g in cfg.groups

@@ -187,7 +187,6 @@ def summarize(cfg: Config, tables: dict[str, pd.DataFrame], out: Path) -> str:
 
 SPEC = ExperimentSpec(
     name="threshold_sweep",
-    description=(__doc__ or "").splitlines()[0],
     config=Config,
     conditions=conditions,
     run_unit=run_unit,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -59,19 +60,39 @@ def test_generation_options_are_documented_by_tempo_config(capsys) -> None:
 
     from tempo_lens import TempoConfig
     from tempo_lens.cli.gen_options import _FLAT, NESTED
-    from tempo_lens.options import field_docs
+    from tempo_lens.options import field_docs, plain_text
 
     with pytest.raises(SystemExit):
         main(["generate", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    docs = field_docs(TempoConfig)
+    docs = {k: plain_text(v) for k, v in field_docs(TempoConfig).items()}
     for f in dataclasses.fields(TempoConfig):
         if f.name not in NESTED:
             assert "--" + f.name.replace("_", "-") in help_text, f.name
             assert " ".join(docs[f.name].split())[:60] in help_text, f.name
     for option, cls, name, _, _ in _FLAT:
         assert f"{option} " in help_text
-        assert " ".join(field_docs(cls)[name].split())[:40] in help_text, option
+        assert " ".join(plain_text(field_docs(cls)[name]).split())[:40] in help_text, option
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["generate", "--help"],
+        ["analyze", "--help"],
+        ["stats", "--help"],
+        ["experiment", "isolation_ab", "--help"],
+        ["experiment", "compare_decoders", "--help"],
+        ["findings", "--help"],
+    ],
+)
+def test_help_is_plain_text(argv, capsys) -> None:
+    """Option help derived from docstrings shows no reST/Markdown markup (backquotes, roles)."""
+    with contextlib.suppress(SystemExit):
+        main(argv)
+    out = capsys.readouterr().out
+    assert out.startswith("usage: tempo-lens") and "options:" in out  # the help was printed
+    assert "`" not in out and ":func:" not in out and ":mod:" not in out
 
 
 def test_cli_config_equals_python_config() -> None:

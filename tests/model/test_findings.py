@@ -79,6 +79,21 @@ def test_rerun_reproduces_claims_exactly_and_resumes(quick_run, tmp_path) -> Non
     assert (tmp_path / "claims.csv").read_bytes() == first
 
 
+def test_summarize_only_rewrites_the_same_files_from_the_units(quick_run, tmp_path) -> None:
+    """``--summarize-only`` runs nothing and rebuilds claims/per_prompt/findings.md from the
+    unit files and the manifest (config with tuple fields such as ``taus`` included)."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(quick_run / "units", copy / "units")
+    shutil.copy(quick_run / "manifest.json", copy / "manifest.json")
+    units = {p.name: p.read_bytes() for p in (copy / "units").iterdir()}
+    assert cli_main(["findings", "--summarize-only", "-q", "--output-dir", str(copy)]) == 0
+    for name in ("claims.csv", "per_prompt.csv", "layers.csv", "findings.md", "report.txt"):
+        assert (copy / name).read_bytes() == (quick_run / name).read_bytes(), name
+    assert {p.name: p.read_bytes() for p in (copy / "units").iterdir()} == units
+
+
 def test_bad_values_are_one_line_errors(tmp_path, capsys) -> None:
     out = tmp_path / "bad"
     assert cli_main(["findings", "--tiny", "--window", "0", "--output-dir", str(out)]) == 2

@@ -163,6 +163,32 @@ def test_bad_values_exit_2_without_writing(bad, message, tmp_path, capsys) -> No
     assert not out.exists()
 
 
+def test_summarize_only_runs_nothing_and_refuses_bad_dirs(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    argv = ["--tiny", "-q", "--max-steps", "3", "--output-dir", str(out)]
+    assert isolation_ab.main([*argv, "--limit", "1"]) == 0  # 1 of 3 prompts finished
+    runs = (out / "runs.csv").read_bytes()
+    for name in ("runs.csv", "summary.json", "report.txt"):
+        (out / name).unlink()
+    units = sorted(p.name for p in (out / "units").iterdir())
+    assert isolation_ab.main(["--summarize-only", "--output-dir", str(out)]) == 0
+    assert "summarized 2 of 6 units (nothing run)" in capsys.readouterr().out
+    assert (out / "runs.csv").read_bytes() == runs
+    assert (out / "summary.json").is_file() and (out / "report.txt").is_file()
+    assert sorted(p.name for p in (out / "units").iterdir()) == units
+    (tmp_path / "empty").mkdir()
+    for bad in (tmp_path / "empty", tmp_path / "missing"):
+        assert isolation_ab.main(["--summarize-only", "--output-dir", str(bad)]) == 2
+        assert "has no manifest.json" in capsys.readouterr().err
+    assert (
+        isolation_ab.main(["--summarize-only", "--max-steps", "5", "--output-dir", str(out)]) == 2
+    )
+    assert "drop --max-steps" in capsys.readouterr().err
+    other = spec("position_sharing").main
+    assert other(["--summarize-only", "--output-dir", str(out)]) == 2
+    assert "holds a run of 'isolation_ab'" in capsys.readouterr().err
+
+
 def test_cli_mismatch_is_one_line(tmp_path, capsys) -> None:
     argv = ["--tiny", "--quick", "-q", "--output-dir", str(tmp_path)]
     assert isolation_ab.main(argv) == 0
