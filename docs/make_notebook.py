@@ -1,8 +1,12 @@
-"""Write ``docs/notebooks/walkthrough.ipynb``: a TEMPO run on the tiny model, every display.
+"""Write the docs notebooks (without outputs; the test suite executes them).
 
-Usage: ``python docs/make_notebook.py [OUT.ipynb]``. The notebook is written without
-outputs (the test suite executes it: ``tests/model/test_notebook.py``). Edit the cells
-here, not in the .ipynb.
+* ``docs/notebooks/walkthrough.ipynb``: a TEMPO run on the tiny model, every display
+  (executed by ``tests/model/test_notebook.py``);
+* ``docs/notebooks/debugging.ipynb``: debugging one generation of the default model — its
+  least confident step, the alternatives, their attention, the pruning decisions around
+  it, and each alternative replayed (executed by ``tests/slow/test_debugging_notebook.py``).
+
+Usage: ``python docs/make_notebook.py [OUT_DIR]``. Edit the cells here, not in the .ipynb.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-OUT = Path(__file__).parent / "notebooks" / "walkthrough.ipynb"
+OUT = Path(__file__).parent / "notebooks"
 
 CELLS = [
     (
@@ -117,7 +121,95 @@ sorted(str(p.relative_to(out)) for p in paths)""",
 ]
 
 
-def build() -> nbformat.NotebookNode:
+DEBUG_CELLS = [
+    (
+        "md",
+        """# Debugging one generation
+
+A TEMPO generation on the default model (SmolLM2-135M) with a poor step: which step was the
+model least sure about, what were the alternatives, what did they attend to, what did
+pruning decide around it, and would a rejected alternative have done better? Each question
+is one call of `tempo_lens`.""",
+    ),
+    (
+        "code",
+        """import tempo_lens as tl
+from tempo_lens import display as tld
+from tempo_lens.analysis.paths import replay_alternatives
+from tempo_lens.analysis.steps import poorest_step, pruning_analysis, step_alternatives
+from tempo_lens.capture import AttentionCapture
+
+model = tl.load_model()
+config = tl.TempoConfig(
+    selection_threshold=0.1, max_steps=12, prune=tl.PruningConfig(rule=tl.RelativeRule(ratio=0.5))
+)
+capture = AttentionCapture()
+prompt = "The lighthouse keeper climbed the stairs one last time and"
+trace = tl.generate(model, prompt, config, observers=[capture])
+data = capture.result(trace)
+print(trace.bracket_text())""",
+    ),
+    (
+        "md",
+        """## The poor step and its alternatives
+`poorest_step` picks the step whose most probable candidate had the lowest probability
+(here among steps with at least two candidates); `step_alternatives` lists every candidate
+with its probability, whether it was appended, pruned, and which one the clean text kept.""",
+    ),
+    (
+        "code",
+        """step = poorest_step(trace, min_candidates=2)
+print(f"step {step}: top probability {trace.steps[step].candidates[0].probability:.3f}")
+step_alternatives(trace, step)""",
+    ),
+    (
+        "md",
+        """## What the alternatives attend to
+Each member's attention over the context (mean over layers and heads), top keys first.
+Labels: prompt tokens plain, generated tokens `text|step`.""",
+    ),
+    (
+        "code",
+        """labels = tld.token_labels(trace)
+members = trace.steps[step].indices
+rows = data.step_matrix(step)  # [member, key]
+print(tld.parallel_bars(rows, [labels[i] for i in members], labels[: rows.shape[1]], top_k=4))""",
+    ),
+    (
+        "md",
+        """## Pruning decisions around it
+Every retroactive pruning decision on the sets of the step before, the step itself and the
+step after (score = attention the member received from the judging step's tokens).""",
+    ),
+    (
+        "code",
+        """decisions = pruning_analysis(trace).decisions
+decisions[(decisions["set_step"] - step).abs() <= 1]""",
+    ),
+    ("code", "print(tld.tree_text(trace))"),
+    (
+        "md",
+        """## Would a rejected alternative have done better?
+`replay_alternatives` appends each candidate to the prompt and the clean path before the
+step, as a plain sequence (no TEMPO hooks), and continues it greedily: `member_nll` is the
+candidate's own `-ln p`, `path_nll` the mean over it and its continuation. The lowest
+`path_nll` is the alternative the plain model finds most likely over the horizon.""",
+    ),
+    (
+        "code",
+        """alts = replay_alternatives(model, trace, step, horizon=8)
+best = alts.loc[alts["path_nll"].idxmin()]
+kept = alts.loc[alts["clean"]].iloc[0]
+print(f"kept {kept['text']!r}: path NLL {kept['path_nll']:.3f}; "
+      f"best {best['text']!r}: {best['path_nll']:.3f} -> {best['continuation']!r}")
+alts[["text", "probability", "clean", "member_nll", "continuation", "path_nll"]]""",
+    ),
+]
+
+NOTEBOOKS = {"walkthrough.ipynb": CELLS, "debugging.ipynb": DEBUG_CELLS}
+
+
+def build(name: str = "walkthrough.ipynb") -> nbformat.NotebookNode:
     nb = new_notebook()
     nb.metadata["kernelspec"] = {
         "name": "python3",
@@ -125,19 +217,23 @@ def build() -> nbformat.NotebookNode:
         "language": "python",
     }
     nb.cells = [
-        new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in CELLS
+        new_markdown_cell(src) if kind == "md" else new_code_cell(src)
+        for kind, src in NOTEBOOKS[name]
     ]
     for i, cell in enumerate(nb.cells):  # stable ids: regenerating gives the same file
         cell["id"] = f"cell-{i:02d}"
     return nb
 
 
-def main(argv: list[str] | None = None) -> Path:
+def main(argv: list[str] | None = None) -> list[Path]:
     args = sys.argv[1:] if argv is None else argv
     out = Path(args[0]) if args else OUT
-    out.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(build(), str(out))
-    return out
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in NOTEBOOKS:
+        nbformat.write(build(name), str(out / name))
+        paths.append(out / name)
+    return paths
 
 
 if __name__ == "__main__":

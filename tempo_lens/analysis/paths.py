@@ -10,6 +10,8 @@ path before the set), so they run as one batch of equal-length rows.
 * :func:`member_paths` — the replays of one set's members (a dict cache shares replays
   between runs whose sets coincide); :func:`replay_sets` batches many sets, one batch per
   prefix length;
+* :func:`replay_alternatives` — every candidate of one step of a trace replayed that way
+  after the trace's clean path, as a table (would a rejected alternative have done better?);
 * :class:`EntropyMeter` — mean attention entropy of the new query rows of every forward
   (``hook_pattern`` of all layers), for comparing TEMPO and beam search at the same step.
 
@@ -29,14 +31,24 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from tempo_lens._tl import hook_name, make_kv_cache
 from tempo_lens.analysis.patterns import entropy
+from tempo_lens.analysis.steps import step_alternatives
+from tempo_lens.trace import Trace
 
-__all__ = ["EntropyMeter", "MemberPath", "continuation_nlls", "member_paths", "replay_sets"]
+__all__ = [
+    "EntropyMeter",
+    "MemberPath",
+    "continuation_nlls",
+    "member_paths",
+    "replay_alternatives",
+    "replay_sets",
+]
 
 
 @dataclass(frozen=True)
@@ -95,6 +107,47 @@ def member_paths(
     replay_sets(model, [(prefix, members)], horizon=horizon, cache=cache)
     key = (tuple(int(t) for t in prefix), horizon)
     return [cache[key + (int(m),)] for m in members]
+
+
+def replay_alternatives(
+    model: HookedTransformer, trace: Trace, step: int, *, horizon: int = 8
+) -> pd.DataFrame:
+    """Every candidate of ``step`` replayed as a plain sequence after the clean path.
+
+    The prefix is the prompt plus the trace's clean path before ``step``
+    (:meth:`Trace.clean_ids`); each candidate (appended or not) is appended to it and
+    continued greedily for ``horizon`` tokens by the plain model (:func:`member_paths`).
+
+    Args:
+        model: The model the trace was generated with (used plain, without TEMPO hooks).
+        trace: A TEMPO trace.
+        step: The step whose candidates to replay.
+        horizon: Greedy tokens after each candidate (``>= 1``).
+
+    Returns:
+        The :func:`~tempo_lens.analysis.steps.step_alternatives` rows plus
+        ``member_nll`` (nats), ``continuation`` (text of the greedy tokens),
+        ``continuation_nll`` (mean over them) and ``path_nll`` (mean over the candidate
+        and its continuation); the lowest ``path_nll`` is the alternative the plain
+        model finds most likely over the horizon.
+
+    Raises:
+        ValueError: ``step`` outside the trace or ``horizon < 1``.
+    """
+    alts = step_alternatives(trace, step)
+    prefix = trace.state.token_ids[: trace.prompt_length] + trace.clean_ids()[:step]
+    paths = member_paths(model, prefix, alts["token_id"].tolist(), horizon=horizon)
+    tok = model.tokenizer
+
+    def text(ids: Sequence[int]) -> str:
+        return str(tok.decode(list(ids))) if tok is not None else " ".join(f"<{i}>" for i in ids)
+
+    return alts.assign(
+        member_nll=[p.member_nll for p in paths],
+        continuation=[text(p.continuation) for p in paths],
+        continuation_nll=[p.mean_continuation_nll for p in paths],
+        path_nll=[p.path_nll for p in paths],
+    )
 
 
 def replay_sets(

@@ -8,6 +8,9 @@
 * :func:`pruning_analysis` — every pruning decision generation made, with its score
   (``PruneDecision``), pruning rates per judging step, which tokens were pruned, and the
   survival-analysis table (attention received vs pruned), when attention was captured.
+* :func:`poorest_step` / :func:`step_alternatives` — the least confident step (lowest
+  probability of its top candidate) and every candidate of a step with its fate (appended,
+  capped, pruned, on the clean path), for debugging one generation;
 * :func:`rejudge` — counterfactual pruning on the same trajectory: every set the trace
   judged, re-judged under another :class:`~tempo_lens.PruningConfig` (other layers,
   aggregation or rule) from the captured attention, through the generation loop's own
@@ -33,7 +36,15 @@ from tempo_lens.trace import Trace
 if TYPE_CHECKING:
     from tempo_lens.capture import AttentionData
 
-__all__ = ["PruningAnalysis", "parallel_widths", "pruning_analysis", "rejudge", "run_summary"]
+__all__ = [
+    "PruningAnalysis",
+    "parallel_widths",
+    "poorest_step",
+    "pruning_analysis",
+    "rejudge",
+    "run_summary",
+    "step_alternatives",
+]
 
 
 def parallel_widths(trace: Trace) -> pd.DataFrame:
@@ -53,6 +64,78 @@ def parallel_widths(trace: Trace) -> pd.DataFrame:
         )
     cols = ["step", "threshold", "n_candidates", "width", "fell_back", "capped", "pruned_later"]
     return pd.DataFrame(recs, columns=cols)
+
+
+def poorest_step(trace: Trace, *, min_candidates: int = 1) -> int:
+    """The step whose top candidate had the lowest probability (ties: the earliest).
+
+    The probability is the recorded selection probability of the step's most probable
+    candidate, i.e. the max of the distribution the set was selected from.
+
+    Args:
+        trace: A TEMPO trace.
+        min_candidates: Only steps with at least this many candidates count (2: steps
+            that had alternatives).
+
+    Raises:
+        ValueError: no step has ``min_candidates`` candidates.
+    """
+    top = {
+        s: max(c.probability for c in rec.candidates)
+        for s, rec in enumerate(trace.steps)
+        if len(rec.candidates) >= min_candidates
+    }
+    if not top:
+        raise ValueError(f"no step of the trace has {min_candidates} or more candidates")
+    return min(top, key=lambda s: (top[s], s))
+
+
+def step_alternatives(trace: Trace, step: int) -> pd.DataFrame:
+    """Every candidate of ``step`` (``p >= tau``, or the top-1 fallback) and its fate.
+
+    Returns:
+        Rows ``rank, token_id, text, probability, appended, index, pruned_at_step,
+        clean`` in candidate order (``index`` = physical index of an appended member,
+        else -1; ``clean`` = the member is the clean path's token of that step).
+
+    Raises:
+        ValueError: ``step`` outside the trace.
+    """
+    if not 0 <= step < len(trace.steps):
+        raise ValueError(f"step {step} outside the trace's {len(trace.steps)} steps")
+    rec = trace.steps[step]
+    by_id = {trace.state.token_ids[i]: i for i in rec.indices}
+    clean = trace.clean_indices()[step]
+    rows = []
+    for r, c in enumerate(rec.candidates):
+        i = by_id.get(c.token_id, -1) if c.appended else -1
+        rows.append(
+            {
+                "rank": r,
+                "token_id": c.token_id,
+                "text": c.text,
+                "probability": c.probability,
+                "appended": c.appended,
+                "index": i,
+                "pruned_at_step": trace.state.pruned_at[i] if i >= 0 else None,
+                "clean": i == clean,
+            }
+        )
+    out = pd.DataFrame(rows, columns=ALTERNATIVE_COLUMNS)
+    out["pruned_at_step"] = out["pruned_at_step"].astype("Int64")
+    return out
+
+
+ALTERNATIVE_COLUMNS = [
+    "rank",
+    "token_id",
+    "text",
+    "probability",
+    "appended",
+    "index",
+    "pruned_at_step",
+    "clean",
+]
 
 
 def run_summary(trace: Trace) -> dict[str, Any]:

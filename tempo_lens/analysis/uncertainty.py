@@ -103,9 +103,7 @@ def step_uncertainty(model: Any, trace: Trace, *, top_k: int = 3) -> StepUncerta
     st = trace.state
     names = [hook_name(la, "pattern") for la in range(model.cfg.n_layers)]
     with torch.no_grad(), attach(model, st):
-        logits, cache = model.run_with_cache(
-            st.tokens_tensor(), names_filter=lambda n: n in names
-        )
+        logits, cache = model.run_with_cache(st.tokens_tensor(), names_filter=lambda n: n in names)
     pattern = torch.stack([cache[n][0] for n in names]).double().cpu().numpy()
     data = AttentionData.from_full(st, pattern, texts=trace.texts, include_prompt=True)
     data.trace = trace
