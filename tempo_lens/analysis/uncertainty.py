@@ -108,7 +108,7 @@ def step_uncertainty(model: Any, trace: Trace, *, top_k: int = 3) -> StepUncerta
     data = AttentionData.from_full(st, pattern, texts=trace.texts, include_prompt=True)
     data.trace = trace
     probs = [[float(trace.token(i).probability or 0.0) for i in s] for s in st.set_indices]
-    dists = step_distributions(logits, st, probs, conf.readout)[0].cpu().numpy()
+    dists = step_distributions(logits, st, probs, conf.readout)[0, : st.n_steps].cpu().numpy()
     n_vis = st.visibility().numpy() & np.tri(len(st), dtype=bool)  # query key (causal)
     ent, ent_norm = [], []
     for s in range(st.n_steps):
@@ -117,7 +117,9 @@ def step_uncertainty(model: Any, trace: Trace, *, top_k: int = 3) -> StepUncerta
         log_n = np.log(n_vis[q].sum(1).astype(np.float64))
         ent.append(h.mean(-1))
         ent_norm.append(np.where(log_n > 0, h / np.where(log_n > 0, log_n, 1.0), np.nan).mean(-1))
-    head_entropy, head_entropy_norm = np.stack(ent), np.stack(ent_norm)
+    empty = np.zeros((0, *pattern.shape[:2]))  # a generation that stopped at once
+    head_entropy = np.stack(ent) if ent else empty
+    head_entropy_norm = np.stack(ent_norm) if ent_norm else empty
     steps = pd.DataFrame(
         {
             "step": range(st.n_steps),
