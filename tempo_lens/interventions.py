@@ -1,6 +1,7 @@
 """Interventions on TEMPO sequences as hook factories.
 
-Attention bias, head ablation, and teacher-forced step distributions.
+Attention bias, head ablation, head-to-head path patching, and teacher-forced step
+distributions.
 
 Each factory returns ``(hook_name, hook_fn)`` pairs, so it composes with :func:`attach`
 (TEMPO positions and masks) and with any TransformerLens tool::
@@ -15,6 +16,11 @@ Each factory returns ``(hook_name, hook_fn)`` pairs, so it composes with :func:`
 * :func:`head_ablation_hooks` replaces the output ``hook_z`` of one ``(layer, head)`` per
   batch row with zeros or a mean: a batch of ``B`` copies of one sequence ablates ``B``
   heads in one forward.
+* :func:`path_patching` patches the outputs of sender heads (and MLPs) of a source run into
+  only the query / key / value input of receiver heads of the target run (path patching,
+  Wang et al. 2022, "Interpretability in the Wild", §3.1 / appendix B): every other
+  component keeps reading the target's residual stream. It uses TransformerLens' split
+  q/k/v inputs (``hook_q_input`` / ``hook_k_input`` / ``hook_v_input``).
 * :func:`step_distributions` replays a trace teacher-forced: from one forward over the
   whole TEMPO sequence it returns, for every step, the distribution that step's set was
   selected from (the readout of the previous set's members). For traces generated
@@ -24,7 +30,9 @@ Each factory returns ``(hook_name, hook_fn)`` pairs, so it composes with :func:`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 import torch
 from jaxtyping import Float
@@ -35,7 +43,14 @@ from tempo_lens.hooks import HookFn
 from tempo_lens.selection import readout_distribution
 from tempo_lens.state import SequenceState
 
-__all__ = ["attention_bias", "head_ablation_hooks", "readout_positions", "step_distributions"]
+__all__ = [
+    "attention_bias",
+    "head_ablation_hooks",
+    "path_patching",
+    "readout_positions",
+    "sender_delta",
+    "step_distributions",
+]
 
 
 def readout_positions(state: SequenceState) -> list[int]:
@@ -140,6 +155,114 @@ def head_ablation_hooks(
         return hook
 
     return [(hook_name(layer, "z"), make(layer)) for layer in sorted(by_layer)]
+
+
+def sender_delta(
+    model: Any,
+    source_cache: Any,
+    target_cache: Any,
+    senders: Sequence[tuple[int, int]],
+    sender_mlps: Sequence[int] = (),
+) -> Float[Tensor, "batch pos d_model"]:
+    """Source minus target output of the senders, as written to the residual stream.
+
+    A head's output is ``z[:, :, head] @ W_O[layer, head]`` (its bias ``b_O`` is the same in
+    both runs and cancels); an MLP's is ``hook_mlp_out``.
+    """
+    delta = None
+    for layer, head in senders:
+        name = hook_name(layer, "z")
+        dz = source_cache[name][:, :, head] - target_cache[name][:, :, head]
+        d = dz @ model.W_O[layer, head]
+        delta = d if delta is None else delta + d
+    for layer in sender_mlps:
+        name = hook_name(layer, "mlp_out")
+        d = source_cache[name] - target_cache[name]
+        delta = d if delta is None else delta + d
+    if delta is None:
+        raise ValueError("path patching needs at least one sender")
+    return delta
+
+
+@contextmanager
+def path_patching(
+    model: Any,
+    source_cache: Any,
+    target_cache: Any,
+    *,
+    senders: Sequence[tuple[int, int]],
+    receivers: Sequence[tuple[int, int]],
+    paths: str = "qkv",
+    sender_mlps: Sequence[int] = (),
+) -> Iterator[None]:
+    """Patch sender outputs (source run) into only the q/k/v input of receiver heads.
+
+    Inside the context every forward of ``model`` runs with
+    ``cfg.use_split_qkv_input = True`` (restored on exit) and adds, to the residual stream
+    that receiver head ``(layer, head)`` reads for each path in ``paths``, the senders'
+    source-minus-target output (:func:`sender_delta`); the head's layer norm is applied to
+    the patched input as usual. Everything else reads the target's residual stream, so only
+    the direct paths sender -> receiver change. With GQA (``n_key_value_heads``) the key
+    and value paths of query head ``h`` are its key/value head ``h // (n_heads / n_kv)``,
+    shared by the heads of its group. Compose with :func:`tempo_lens.attach` (the target
+    run's TEMPO state) as with any hooks.
+
+    Args:
+        model: The ``HookedTransformer``.
+        source_cache: Activations of the source run (``hook_z`` of the sender layers,
+            ``hook_mlp_out`` of ``sender_mlps``), e.g. the visible run.
+        target_cache: The same activations of the target run (the run being patched,
+            e.g. the isolated run, with the same tokens).
+        senders: ``(layer, head)`` whose output is patched.
+        receivers: ``(layer, head)`` query heads whose inputs receive it.
+        paths: Which inputs of the receivers: any of ``q``, ``k``, ``v``.
+        sender_mlps: Layers whose MLP output is patched too.
+
+    Raises:
+        ValueError: no receivers, bad ``paths``, a head or layer out of range, or a sender
+            not in an earlier layer than every receiver (it could not reach it).
+    """
+    cfg = model.cfg
+    if not receivers:
+        raise ValueError("path patching needs at least one receiver")
+    if not paths or set(paths) - set("qkv"):
+        raise ValueError(f"paths must be a non-empty subset of 'qkv', got {paths!r}")
+    for la, h in [*senders, *receivers]:
+        if not (0 <= la < cfg.n_layers and 0 <= h < cfg.n_heads):
+            raise ValueError(f"head L{la}H{h} outside the model ({cfg.n_layers}x{cfg.n_heads})")
+    first = min(la for la, _ in receivers)
+    late = [la for la, _ in senders] + list(sender_mlps)
+    if any(not 0 <= la < first for la in late):
+        raise ValueError(
+            f"senders must be in layers before every receiver (first receiver layer {first}), "
+            f"got sender layers {sorted(set(late))}"
+        )
+    delta = sender_delta(model, source_cache, target_cache, senders, sender_mlps)
+    group = cfg.n_heads // (cfg.n_key_value_heads or cfg.n_heads)
+    by_hook: dict[str, list[int]] = {}
+    for la, h in receivers:
+        for path in dict.fromkeys(paths):
+            idx = h if path == "q" else h // group
+            by_hook.setdefault(hook_name(la, f"{path}_input"), []).append(idx)
+
+    def make(heads: list[int]) -> HookFn:
+        idx = torch.tensor(sorted(set(heads)))
+
+        def hook(x: Float[Tensor, "batch pos head_index d_model"], hook: object) -> Tensor:
+            x = x.clone()
+            x[:, :, idx] += delta.to(x)[:, :, None]
+            return x
+
+        return hook
+
+    hooks = [(name, make(heads)) for name, heads in by_hook.items()]
+    old = cfg.use_split_qkv_input
+    model.set_use_split_qkv_input(True)
+    try:
+        with model.hooks(fwd_hooks=hooks):
+            yield
+    finally:
+        model.set_use_split_qkv_input(old)
 
 
 def step_distributions(
