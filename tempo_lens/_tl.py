@@ -171,19 +171,12 @@ def physical_windows_disabled(model: HookedTransformer) -> Iterator[None]:
 
 
 def hook_name(layer: int, name: str) -> str:
-    """The full name of a per-layer hook point, e.g. ``hook_name(3, "pattern")``.
+    """The full name of hook ``name`` of block ``layer``, e.g. ``blocks.3.attn.hook_pattern``.
 
     Built by TransformerLens' own ``get_act_name``, so its aliases work: ``"pattern"``,
     ``"attn_scores"``, ``"rot_q"``, ``"rot_k"``, ``"q"``, ``"k"``, ``"v"``, ``"z"`` give
     ``blocks.{layer}.attn.hook_*``; ``"resid_pre"``, ``"mlp_out"``, ... give
     ``blocks.{layer}.hook_*``.
-
-    Args:
-        layer: Block index.
-        name: Short hook name (TransformerLens alias).
-
-    Returns:
-        The hook point name, e.g. ``"blocks.3.attn.hook_pattern"``.
     """
     return get_act_name(name, int(layer))
 
@@ -244,17 +237,23 @@ def truncate_kv_cache(cache: TransformerLensKeyValueCache, length: int) -> None:
     cache.previous_attention_mask = cache.previous_attention_mask[:, :length]
 
 
-def reorder_kv_cache(cache: TransformerLensKeyValueCache, batch_indices: Tensor) -> None:
+def reorder_kv_cache(
+    cache: TransformerLensKeyValueCache, batch_indices: Tensor, lengths: list[int] | None = None
+) -> None:
     """Select / repeat / reorder the cache's batch rows in place.
 
     Beam search: the parent beam of each new beam. ``batch_indices`` is a 1-D long tensor
-    of old batch rows.
+    of old batch rows. With ``lengths`` (one per new row) row ``b`` sees only its first
+    ``lengths[b]`` cached positions (masked; its next tokens are numbered from there on).
     """
     idx = batch_indices.to(cache.previous_attention_mask.device)
     for entry in cache.entries:
         entry.past_keys = entry.past_keys.index_select(0, idx)
         entry.past_values = entry.past_values.index_select(0, idx)
-    cache.previous_attention_mask = cache.previous_attention_mask.index_select(0, idx)
+    mask = cache.previous_attention_mask.index_select(0, idx)
+    for row, n in enumerate(lengths or []):
+        mask[row, n:] = 0
+    cache.previous_attention_mask = mask
 
 
 def select_kv_cache(

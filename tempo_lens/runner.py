@@ -151,6 +151,7 @@ class ExperimentSpec:
         quick_prompts: Number of prompts a ``--quick`` run keeps.
         run_batch: Optional ``(cfg, model, [unit, ...]) -> [tables, ...]`` running several
             units in one batched computation (used when the executor's batch size > 1).
+        batch_size: Default units per executor batch (``--batch-size``; 1 = unbatched).
         module: Module defining ``SPEC`` (workers import it to find the spec); default
             ``tempo_lens.experiments.<name>``. An experiment outside the package passes
             ``module=__name__``.
@@ -169,6 +170,7 @@ class ExperimentSpec:
     quick: Mapping[str, Any] = field(default_factory=dict)
     quick_prompts: int = 2
     run_batch: Callable[[Any, Any, list[Unit]], list[Tables]] | None = None
+    batch_size: int = 1
     module: str = ""
 
     @property
@@ -317,7 +319,7 @@ def run_experiment(
         out_dir: Output directory (created).
         prompts: The prompts; default :meth:`ExperimentSpec.prompts`.
         model: A loaded model for the local executor (default: loaded from ``cfg``).
-        executor: How units run (default :class:`LocalExecutor`).
+        executor: How units run (default :class:`LocalExecutor` with ``spec.batch_size``).
         limit: Run only the first ``limit`` prompts' units (not part of the manifest: a
             later run without it resumes and completes the sweep).
         progress: Show a tqdm bar over units.
@@ -346,7 +348,7 @@ def run_experiment(
     todo = [u for u in units if not (unit_dir / f"{u.key}.json").is_file()]
     atomic_write_json(out / MANIFEST, want)
     job = Job(module or spec.module_name, cfg)
-    executor = executor or LocalExecutor(model)
+    executor = executor or LocalExecutor(model, batch_size=spec.batch_size)
     bar = tqdm(
         total=len(units),
         initial=len(units) - len(todo),

@@ -57,7 +57,13 @@ def build_parser(spec: ExperimentSpec, prog: str | None = None) -> argparse.Argu
     p.add_argument("--quick", action="store_true", help="smoke run: few prompts, short runs")
     p.add_argument("--executor", default="local", help="local | ray (default: local)")
     p.add_argument("--address", help="Ray cluster address (with --executor ray)")
-    p.add_argument("--batch-size", type=int, default=1, help="units per batched forward")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=spec.batch_size,
+        help=f"units per batch (run together where the experiment batches; default "
+        f"{spec.batch_size})",
+    )
     p.add_argument("--workers", type=int, help="Ray actors (default: as many as the cluster fits)")
     p.add_argument(
         "--num-gpus", type=float, help="GPUs per Ray actor (default: 1 with a cuda device, else 0)"

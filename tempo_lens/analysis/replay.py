@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
-from tempo_lens._tl import hook_name
+from tempo_lens._tl import hook_name, make_kv_cache, reorder_kv_cache
 from tempo_lens.capture import AttentionData
 from tempo_lens.hooks import attach
 from tempo_lens.positions import PositionScheme
@@ -93,15 +93,44 @@ def replay_attention(
     return AttentionData.from_full(st, pattern, texts=list(trace.texts))
 
 
-def _final_resid(model: HookedTransformer, tokens: torch.Tensor) -> torch.Tensor:
+def _final_resid(model: HookedTransformer, tokens: torch.Tensor, cache: Any = None) -> torch.Tensor:
+    """``[batch, pos, d_model]`` at :data:`RESID` (after ``cache``'s positions, if given)."""
     out: dict[str, torch.Tensor] = {}
 
     def keep(x: torch.Tensor, hook: Any) -> None:
         out["r"] = x.detach()
 
     with torch.no_grad():
-        model.run_with_hooks(tokens, return_type=None, fwd_hooks=[(RESID, keep)])
+        model.run_with_hooks(
+            tokens,
+            return_type=None,
+            fwd_hooks=[(RESID, keep)],
+            past_kv_cache=cache,
+            attention_mask=torch.ones_like(tokens),
+        )
     return out["r"]
+
+
+def _suffix_resid(
+    model: HookedTransformer, clean: list[int], jobs: list[tuple[int, list[list[int]]]]
+) -> torch.Tensor:
+    """The final residual of equal-length suffixes, each right after a prefix of ``clean``.
+
+    ``jobs``: ``(prefix_length, [suffix, ...])``. One cached forward over the longest
+    prefix, then every suffix in one batch on that KV cache with the cached positions from
+    its own prefix length on masked out (TransformerLens numbers a row's positions by its
+    unmasked tokens, so a suffix sits at ``p, p + 1, ...`` as in ``clean[:p] + suffix``).
+
+    Returns:
+        ``[n_suffixes, len, d_model]`` in job order.
+    """
+    device = model.cfg.device
+    cache = make_kv_cache(model)
+    _final_resid(model, torch.tensor([clean[: max(p for p, _ in jobs)]], device=device), cache)
+    lengths = [p for p, suffixes in jobs for _ in suffixes]
+    reorder_kv_cache(cache, torch.zeros(len(lengths), dtype=torch.long), lengths)
+    tokens = torch.tensor([x for _, suffixes in jobs for x in suffixes], device=device)
+    return _final_resid(model, tokens, cache)
 
 
 def _log_probs(model: HookedTransformer, resid: torch.Tensor) -> torch.Tensor:
@@ -122,13 +151,14 @@ def continuation_support(
     Returns:
         Rows ``set_step, index, rank, set_size, probability, loglik, attention,
         supported`` (``supported``: the member with the highest ``loglik``, ties to rank).
-        Sequences are scored in one right-padded batch without TEMPO hooks.
+        Scored by the plain model without TEMPO hooks; the shared prefix of a set's
+        sequences runs once (:func:`_suffix_resid`).
     """
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
     st, clean = trace.state, trace.clean_ids()
     prompt = st.token_ids[: st.prompt_length]
-    seqs, meta = [], []
+    jobs, meta = [], []
     for s, members in enumerate(st.set_indices):
         if len(members) < 2 or s + window >= st.n_steps:
             continue
@@ -138,22 +168,19 @@ def continuation_support(
         )
         att = score_members(torch.from_numpy(rows), members, head_agg="mean", query_agg="mean")
         probs = trace.steps[s].probabilities
+        after = clean[s + 1 : s + 1 + window]
+        jobs.append((len(prompt) + s, [[st.token_ids[i], *after] for i in members]))
         for r, i in enumerate(members):
-            seqs.append(prompt + clean[:s] + [st.token_ids[i]] + clean[s + 1 : s + 1 + window])
             meta.append((s, i, r, len(members), float(probs[r]), float(att[r])))
     cols = ["set_step", "index", "rank", "set_size", "probability", "loglik", "attention"]
-    if not seqs:
+    if not jobs:
         return pd.DataFrame(columns=[*cols, "supported"])
-    width = max(len(x) for x in seqs)
-    tokens = torch.zeros((len(seqs), width), dtype=torch.long)
-    for b, x in enumerate(seqs):
-        tokens[b, : len(x)] = torch.tensor(x)
-    resid = _final_resid(model, tokens.to(model.cfg.device))
-    b_idx = torch.tensor([b for b in range(len(seqs)) for _ in range(window)])
-    p_idx = torch.tensor([len(x) - window - 1 + j for x in seqs for j in range(window)])
-    targets = torch.tensor([t for x in seqs for t in x[-window:]])
-    lp = _log_probs(model, resid[b_idx, p_idx])  # one unembedding for every scored position
-    ll = lp.gather(-1, targets.unsqueeze(-1).to(lp.device)).view(len(seqs), window).sum(-1)
+    # member + window clean tokens after the shared prefix prompt + clean[:s]: positions
+    # 0..window-1 of each suffix predict its tokens 1..window
+    resid = _suffix_resid(model, prompt + clean, jobs)[:, :window]
+    targets = torch.tensor([x[1:] for _, suffixes in jobs for x in suffixes])
+    lp = _log_probs(model, resid.reshape(-1, resid.shape[-1]))  # one unembedding for all
+    ll = lp.gather(-1, targets.reshape(-1, 1).to(lp.device)).view(len(meta), window).sum(-1)
     recs = [dict(zip(cols, [*m[:5], float(ll[b]), m[5]], strict=True)) for b, m in enumerate(meta)]
     df = pd.DataFrame(recs, columns=cols)
     best = df.sort_values(["set_step", "loglik", "rank"], ascending=[True, False, True])

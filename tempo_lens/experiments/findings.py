@@ -141,15 +141,47 @@ def _band_means(values: np.ndarray, n_layers: int) -> dict[str, float]:
     return {b: float(np.nanmean(values[bands == b])) for b in ("early", "middle", "late")}
 
 
+def _generate(cfg: Config, model: Any, units: list[Unit]) -> list[tuple[Any, Any, int]]:
+    """``(trace, attention data, rows)`` per unit, generated with full capture.
+
+    The units of one condition share one :func:`tempo_lens.generate_batch` (``rows``
+    sequences per forward); each row equals its own ``generate`` (same tokens, indices and
+    decisions; floats within ~1e-7).
+    """
+    groups: dict[tuple[str, float], list[Unit]] = {}
+    for u in units:
+        groups.setdefault((u.condition["mode"], float(u.condition["tau"])), []).append(u)
+    done: dict[str, tuple[Any, Any, int]] = {}
+    for (mode, tau), group in groups.items():
+        names = [hook_name(0, "k"), hook_name(0, "rot_k"), RESID]
+        caps = [tl.AttentionCapture(hook_names=names) for _ in group]
+        traces = tl.generate_batch(
+            model,
+            [encode(model, u.prompt) for u in group],
+            cfg.tempo_config(tau, mode == "isolated"),
+            observers=[[c] for c in caps],
+        )
+        for u, trace, cap in zip(group, traces, caps, strict=True):
+            done[u.key] = (trace, cap.result(trace), len(group))
+    return [done[u.key] for u in units]
+
+
+def run_batch(cfg: Config, model: Any, units: list[Unit]) -> list[dict[str, list[dict[str, Any]]]]:
+    """Several units: generations batched per condition (:func:`_generate`), then measured."""
+    gens = _generate(cfg, model, units)
+    return [_measure(cfg, model, u, *g) for u, g in zip(units, gens, strict=True)]
+
+
 def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, Any]]]:
     """Generate one prompt under one condition with full capture; measure every claim."""
+    return run_batch(cfg, model, [unit])[0]
+
+
+def _measure(
+    cfg: Config, model: Any, unit: Unit, trace: Any, data: Any, rows: int
+) -> dict[str, list[dict[str, Any]]]:
     iso = unit.condition["mode"] == "isolated"
     tau = float(unit.condition["tau"])
-    cap = tl.AttentionCapture(hook_names=[hook_name(0, "k"), hook_name(0, "rot_k"), RESID])
-    trace = tl.generate(
-        model, encode(model, unit.prompt), cfg.tempo_config(tau, iso), observers=[cap]
-    )
-    data = cap.result(trace)
     n_layers = model.cfg.n_layers
     rec = received_attention(data)
     rec_sink = received_attention(data, include_sink=True)
@@ -211,6 +243,7 @@ def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, An
         "width_judged": int(widths["judged"].sum()),
         "width_matches": int((widths["judged"] & widths["match"]).sum()),
         "stop_reason": trace.stop_reason,
+        "batch_rows": rows,
         "clean_text": trace.clean_text(),
         "bracket_text": trace.bracket_text(),
     }
@@ -278,6 +311,8 @@ SPEC = ExperimentSpec(
     run_unit=run_unit,
     summarize=summarize,
     conditions=conditions,
+    run_batch=run_batch,
+    batch_size=32,  # 8 prompts x 4 conditions: 8 sequences per generation forward
     prompts_resource="suite.csv",  # experiments/prompts/suite.csv
     tiny_prompts=("3 1 4 1 5", "9 2 6 5 3", "5 8 9 7 9", "3 2 3 8 4", "6 2 6 4 3", "3 8 3 2 7"),
     tiny_model={"n_layers": 3, "d_vocab": 32, "init_scale": 1.0},

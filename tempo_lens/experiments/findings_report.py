@@ -102,7 +102,8 @@ def write_report(cfg: Any, tables: dict[str, pd.DataFrame], claims: pd.DataFrame
         "",
         "Degenerate share per condition: "
         + ", ".join(f"{m} tau {t:g}: {v:.2f}" for (m, t), v in degenerate.items())
-        + (f". Unit compute time (sum): {seconds:.0f} s." if math.isfinite(seconds) else "."),
+        + (f". Unit compute time (sum): {seconds:.0f} s." if math.isfinite(seconds) else ".")
+        + _rows_per_forward(pp),
         "",
         claims_markdown(claims),
         "",
@@ -116,3 +117,14 @@ def write_report(cfg: Any, tables: dict[str, pd.DataFrame], claims: pd.DataFrame
         for _, r in claims.iterrows()
     ]
     return "\n".join([f"{n_prompts} prompts, {n_units} units", *lines])
+
+
+def _rows_per_forward(pp: pd.DataFrame) -> str:
+    """`` Generation: N sequences per forward ...`` from the ``batch_rows`` column."""
+    if "batch_rows" not in pp or pp["batch_rows"].isna().all():
+        return ""
+    rows = pp["batch_rows"].astype(float)
+    return (
+        f" Generation: {rows.mean():.2g} sequences per forward on average "
+        f"(max {rows.max():.0f}; a unit's generation batched with the others of its condition)."
+    )

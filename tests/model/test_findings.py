@@ -94,6 +94,38 @@ def test_summarize_only_rewrites_the_same_files_from_the_units(quick_run, tmp_pa
     assert {p.name: p.read_bytes() for p in (copy / "units").iterdir()} == units
 
 
+def _close(a, b) -> bool:
+    """Equal, floats within 1e-5 (batched forwards round differently, ~1e-7)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return (np.isnan(a) and np.isnan(b)) or b == pytest.approx(a, rel=1e-5, abs=1e-5)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def test_batched_units_equal_single_units() -> None:
+    """``run_batch`` (generations of a condition in one ``generate_batch``) gives each unit
+    the tables ``run_unit`` gives it alone: same tokens and decisions, floats within 1e-5."""
+    import tempo_lens as tl
+    from tempo_lens.options import prompts_from_texts
+
+    spec = findings.SPEC
+    cfg = findings.Config(tiny=True, max_steps=6, window=2, taus=(0.05, 0.1))
+    model = tl.make_tiny_model()  # the spec's init_scale=1.0 model amplifies rounding to 1e-4
+    units = spec.units(cfg, prompts_from_texts(spec.tiny_prompts[:3]))
+    batched = findings.run_batch(cfg, model, units)
+    assert sum(len(t["members"]) for t in batched) > 0  # parallel sets were measured
+    assert [t["per_prompt"][0]["batch_rows"] for t in batched] == [3] * len(units)
+    for unit, got in zip(units, batched, strict=True):
+        alone = findings.run_unit(cfg, model, unit)
+        assert alone["per_prompt"][0]["batch_rows"] == 1
+        alone["per_prompt"][0]["batch_rows"] = 3
+        assert got["per_prompt"][0]["clean_text"] == alone["per_prompt"][0]["clean_text"]
+        assert _close(got, alone), unit.key
+
+
 def test_bad_values_are_one_line_errors(tmp_path, capsys) -> None:
     out = tmp_path / "bad"
     assert cli_main(["findings", "--tiny", "--window", "0", "--output-dir", str(out)]) == 2
