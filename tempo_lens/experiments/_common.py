@@ -17,7 +17,15 @@ from tempo_lens.config import Readout, TempoConfig
 from tempo_lens.pruning import PruningConfig, parse_rule
 from tempo_lens.runner import RunConfig
 
-__all__ = ["PROMPTS", "GenerationConfig", "fmt", "fmt_ci", "fmt_estimate", "run_metrics"]
+__all__ = [
+    "PROMPTS",
+    "GenerationConfig",
+    "StatsConfig",
+    "fmt",
+    "fmt_ci",
+    "fmt_estimate",
+    "run_metrics",
+]
 
 PROMPTS = (  # default prompts of the experiments (each takes the first few)
     "The cat sat on the",
@@ -30,7 +38,22 @@ PROMPTS = (  # default prompts of the experiments (each takes the first few)
 
 
 @dataclass(frozen=True, kw_only=True)
-class GenerationConfig(RunConfig):
+class StatsConfig(RunConfig):
+    """The run settings plus the fewest prompts an experiment's summary judges on.
+
+    Attributes:
+        min_prompts: Fewest prompts before a trend or difference is claimed.
+    """
+
+    min_prompts: int = 3
+
+    def __post_init__(self) -> None:
+        if self.min_prompts < 1:
+            raise ValueError(f"min_prompts must be >= 1, got {self.min_prompts}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerationConfig(StatsConfig):
     """TEMPO generation settings shared by the experiments.
 
     Attributes:
@@ -39,7 +62,6 @@ class GenerationConfig(RunConfig):
         max_parallel: Cap on members per set (0 = no cap).
         readout: Next-step distribution after a set: last | top | mixture.
         prune: Retroactive pruning: none | relative:R | absolute:A.
-        min_prompts: Fewest prompts before a difference is claimed.
     """
 
     selection_threshold: float = 0.1
@@ -47,13 +69,11 @@ class GenerationConfig(RunConfig):
     max_parallel: int = 8
     readout: Readout = "mixture"
     prune: str = "none"
-    min_prompts: int = 3
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.max_parallel < 0:
             raise ValueError(f"max_parallel must be >= 0, got {self.max_parallel}")
-        if self.min_prompts < 1:
-            raise ValueError(f"min_prompts must be >= 1, got {self.min_prompts}")
         self.tempo_config()  # validates tau, steps, readout, prune
 
     def tempo_config(self, **overrides: Any) -> TempoConfig:

@@ -51,17 +51,17 @@ from tempo_lens.analysis.paths import continuation_nlls, member_paths, replay_se
 from tempo_lens.analysis.quality import distinct_n
 from tempo_lens.config import Readout, TempoConfig
 from tempo_lens.experiments import _decoder_methods as dm
-from tempo_lens.experiments._common import PROMPTS
+from tempo_lens.experiments._common import PROMPTS, StatsConfig
 from tempo_lens.experiments._compare_summary import summarize
 from tempo_lens.fast import enable_fast_path
 from tempo_lens.pruning import PruningConfig, parse_rule
-from tempo_lens.runner import ExperimentSpec, RunConfig, Unit, encode, unit_seed
+from tempo_lens.runner import ExperimentSpec, Unit, encode, unit_seed
 
 MODES = ("isolated", "visible")
 
 
 @dataclass(frozen=True, kw_only=True)
-class Config(RunConfig):
+class Config(StatsConfig):
     """Decoder comparison settings (every method gets the same prompts and max_steps).
 
     Attributes:
@@ -78,7 +78,6 @@ class Config(RunConfig):
         top_p: Nucleus of the second sampling variant (the first samples the full softmax).
         lookup_tokens: prompt_lookup_num_tokens of Hugging Face prompt-lookup decoding.
         horizon: Greedy tokens each replayed TEMPO member is continued for.
-        min_prompts: Fewest prompts before a difference is claimed.
     """
 
     max_steps: int = 12
@@ -93,16 +92,15 @@ class Config(RunConfig):
     top_p: float = 0.9
     lookup_tokens: int = 10
     horizon: int = 6
-    min_prompts: int = 3
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name, lo in (("max_steps", 1), ("n_samples", 1), ("lookup_tokens", 1)):
             if getattr(self, name) < lo:
                 raise ValueError(f"{name} must be >= {lo}, got {getattr(self, name)}")
-        if self.horizon < 1 or self.max_parallel < 0 or self.min_prompts < 1:
+        if self.horizon < 1 or self.max_parallel < 0:
             raise ValueError(
-                f"need horizon >= 1, max_parallel >= 0, min_prompts >= 1; got "
-                f"{self.horizon}, {self.max_parallel}, {self.min_prompts}"
+                f"need horizon >= 1, max_parallel >= 0; got {self.horizon}, {self.max_parallel}"
             )
         if self.grid not in ("full", "axes"):
             raise ValueError(f"grid must be 'full' or 'axes', got {self.grid!r}")

@@ -35,14 +35,14 @@ import tempo_lens as tl
 from tempo_lens._tl import hook_name
 from tempo_lens.analysis._util import jsonable
 from tempo_lens.analysis.position_effects import position_effects
-from tempo_lens.experiments._common import PROMPTS, fmt, fmt_ci
+from tempo_lens.experiments._common import PROMPTS, StatsConfig, fmt, fmt_ci
 from tempo_lens.io import atomic_write_json
-from tempo_lens.runner import ExperimentSpec, RunConfig, Unit, encode
+from tempo_lens.runner import ExperimentSpec, Unit, encode
 from tempo_lens.text import eos_token_id
 
 
 @dataclass(frozen=True, kw_only=True)
-class Config(RunConfig):
+class Config(StatsConfig):
     """Position-sharing settings.
 
     Attributes:
@@ -52,7 +52,6 @@ class Config(RunConfig):
         continuation: Greedy continuation tokens after the set (>= 1); they are the queries.
         isolate: Members of the set cannot attend to each other.
         recovery: Fraction of the shared-to-distinct gap an offset must close to count as recovered (0, 1].
-        min_prompts: Fewest prompts before a trend or difference is claimed.
     """
 
     n_values: tuple[int, ...] = (1, 2, 3, 5, 8)
@@ -61,9 +60,9 @@ class Config(RunConfig):
     continuation: int = 4
     isolate: bool = True
     recovery: float = 0.9
-    min_prompts: int = 3
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.n_values or min(self.n_values) < 1:
             raise ValueError(f"n_values must be a non-empty list of ints >= 1, got {self.n_values}")
         if any(not math.isfinite(d) or d < 0 for d in self.deltas):
@@ -72,8 +71,6 @@ class Config(RunConfig):
             raise ValueError(f"continuation must be >= 1, got {self.continuation}")
         if not 0 < self.recovery <= 1:
             raise ValueError(f"recovery must be in (0, 1], got {self.recovery}")
-        if self.min_prompts < 1:
-            raise ValueError(f"min_prompts must be >= 1, got {self.min_prompts}")
 
 
 def schemes(cfg: Config) -> list[dict[str, Any]]:
