@@ -40,6 +40,7 @@ from tempo_lens._tl import (
     make_kv_cache,
     scratch_kv_cache,
     select_kv_cache,
+    truncate_kv_cache,
 )
 from tempo_lens.hooks import HookFn, TempoHooks
 from tempo_lens.layout import PAD, BatchLayout
@@ -58,6 +59,8 @@ class BatchForward:
             through ``append_set`` / ``prune`` between forwards).
         use_kv_cache: Keep a KV cache (forward only new columns) or run full forwards.
         observers: One list of step observers per row (``None``: none).
+        isolate_layers: Partial isolation by layer (see :class:`TempoHooks`).
+        isolate_heads: Partial isolation by query head (see :class:`TempoHooks`).
     """
 
     def __init__(
@@ -67,13 +70,21 @@ class BatchForward:
         *,
         use_kv_cache: bool,
         observers: Sequence[Sequence[Any]] | None = None,
+        isolate_layers: object = None,
+        isolate_heads: object = None,
     ) -> None:
         self.model = model
         self.states = list(states)
         self.rows = list(range(len(self.states)))
         """Row (index into ``states``) in each batch slot; finished rows are dropped."""
         self.layout = BatchLayout(len(self.states))
-        self.hooks = TempoHooks(model, self.states, layout=self.layout)
+        self.hooks = TempoHooks(
+            model,
+            self.states,
+            layout=self.layout,
+            isolate_layers=isolate_layers,
+            isolate_heads=isolate_heads,
+        )
         self.cache = make_kv_cache(model, batch_size=len(self.states)) if use_kv_cache else None
         self.observers = [list(o) for o in observers] if observers else [[] for _ in states]
         if len(self.observers) != len(self.states):
@@ -204,6 +215,35 @@ class BatchForward:
         with self.hooks.viewing(0, rows=slots):
             logits = self._forward(start)
         return self._split(logits, start, new)
+
+    def rebuild(self, rows: Sequence[int], new: Sequence[Sequence[int]]) -> list[Tensor]:
+        """Recompute every column from the rows' first stale token on, after hard prunes.
+
+        A hard prune (``state.prune(..., hard=True)``) changes what every token after the
+        pruned one may see. With a KV cache, the cache is truncated at the first such
+        column (over ``rows``) and those columns are forwarded again and committed, so the
+        cache is exactly that of a sequence in which the pruned tokens were never
+        appended; without a cache the next full forward does the same. The rows' states
+        are then marked fresh (:meth:`~tempo_lens.SequenceState.clear_stale`). Not recorded
+        by observers (each query is recorded once, when it is appended).
+
+        Args:
+            rows: The rows (indices into the construction ``states``) pruned hard.
+            new: The last block's per-row physical indices (as given to :meth:`run`).
+
+        Returns:
+            Per row, the ``[k, d_vocab]`` logits of its last block (the readout).
+        """
+        last = self.layout.n_columns - max(len(new[r]) for r in self.rows)
+        stale = [(self._slot[r], self.states[r].stale_from) for r in rows]
+        cols = [self.layout.column_of(slot, [i])[0] for slot, i in stale if i is not None]
+        start = min([last, *cols]) if self.cache is not None else last
+        if self.cache is not None:
+            truncate_kv_cache(self.cache, start)
+        logits = self._forward(start)[:, last - start :]
+        for r in rows:
+            self.states[r].clear_stale()
+        return self._split(logits, last, new)
 
     def _forward(self, start: int) -> Tensor:
         device = self.model.cfg.device

@@ -14,7 +14,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tempo_lens._numbers import BoolLike, IntLike, RealLike, normalise_fields
+from tempo_lens._numbers import BoolLike, IntLike, LayersLike, RealLike, normalise_fields
+from tempo_lens.isolation import normalise_spec
 from tempo_lens.positions import PositionScheme
 from tempo_lens.pruning import (
     AbsoluteRule,
@@ -43,6 +44,12 @@ class TempoConfig:
         max_parallel: Cap on the members of one set (default 8; ``None`` = no cap, written
             ``0`` on the command line).
         isolate: Members of a set cannot attend to each other (else: earlier siblings).
+        isolate_layers: Partial isolation: with ``isolate``, siblings are isolated only at
+            these layers and see earlier siblings elsewhere: ``all`` (default), ``none``,
+            ``early`` / ``middle`` / ``late`` (thirds of the layers) or indices ``0,3,5``.
+        isolate_heads: Partial isolation by query head: with ``isolate``, only these
+            heads (``all`` default, ``none``, or indices ``0,2``) of the isolated layers
+            hide siblings.
         positions: Logical position scheme (shared / member offset / distinct).
         readout: Which distribution the next step selects from after a set: ``"last"``
             (logits of the last member appended — the original TEMPO), ``"top"`` (the most
@@ -70,6 +77,8 @@ class TempoConfig:
     min_steps: IntLike = 0
     max_parallel: IntLike | None = 8
     isolate: BoolLike = True
+    isolate_layers: LayersLike | None = None
+    isolate_heads: LayersLike | None = None
     positions: PositionScheme = field(default_factory=PositionScheme)
     readout: Readout = "mixture"
     schedule: ThresholdSchedule | None = None
@@ -86,6 +95,11 @@ class TempoConfig:
             ints=("max_steps", "min_steps", "max_parallel"),
             bools=("isolate", "stop_at_eos", "use_kv_cache", "fast_weights"),
         )
+        for name, groups in (("isolate_layers", True), ("isolate_heads", False)):
+            spec = normalise_spec(getattr(self, name), name, groups=groups)
+            object.__setattr__(self, name, spec)
+            if spec is not None and not self.isolate:
+                raise ValueError(f"{name}={spec!r} restricts isolation, but isolate=False")
         tau = self.selection_threshold
         check_threshold(tau, "selection_threshold")
         if (

@@ -11,7 +11,10 @@ Each step:
    by the attention its members receive from the queries appended since, and weak members
    are pruned (masked for all later queries). If anything was pruned, the readout rows
    are recomputed with the pruned tokens hidden (a scratch forward that leaves the KV
-   cache untouched), so the next distribution does not see them;
+   cache untouched), so the next distribution does not see them. *Hard* pruning
+   (``PruningConfig(mode="hard")``) instead recomputes every token appended after a
+   pruned one without it, rebuilding their KV-cache entries
+   (:meth:`~tempo_lens.batch_forward.BatchForward.rebuild`);
 5. **readout**: ``last`` / ``top`` / ``mixture`` of the members' next-token distributions.
 
 Stops when the top member is EOS (not appended), at ``max_steps``, or before the
@@ -163,12 +166,15 @@ def generate_batch(
         [r.state for r in rows],
         use_kv_cache=config.use_kv_cache,
         observers=[obs + r.watchers for obs, r in zip(per_row, rows, strict=True)],
+        isolate_layers=config.isolate_layers,
+        isolate_heads=config.isolate_heads,
     )
     _set_weight_layout(model, fast=config.fast_weights)
     with fwd.attached():
         logits = fwd.run([list(range(r.state.prompt_length)) for r in rows], -1)
         for r, lg in zip(rows, logits, strict=True):
             r.dist = probabilities(lg[-1])
+        hard = config.prune is not None and config.prune.mode == "hard"
         bar = tqdm(range(config.max_steps), disable=not progress, desc="TEMPO", unit="step")
         for step in bar:
             new = [r.select(step) for r in rows]
@@ -180,7 +186,9 @@ def generate_batch(
             for b, (r, ix) in enumerate(zip(rows, new, strict=True)):
                 if ix and r.prune(step):
                     views[b] = (step + 1, ix[0])
-            if views:  # readout with the pruned tokens hidden
+            if views and hard:  # the tokens after each pruned one recomputed without it
+                again = fwd.rebuild(list(views), new)
+            elif views:  # readout with the pruned tokens hidden
                 again = fwd.rerun(views, new)
                 logits = [again[b] if b in views else lg for b, lg in enumerate(logits)]
             for r, ix, lg in zip(rows, new, logits, strict=True):
@@ -321,7 +329,7 @@ def _prune(
     out = []
     for i, score, pruned in zip(members, scores, verdict, strict=True):
         if pruned:
-            state.prune(i, at_step=step)
+            state.prune(i, at_step=step, hard=cfg.mode == "hard")
         out.append(
             PruneDecision(
                 index=i,

@@ -28,10 +28,11 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
+from tempo_lens.isolation import LayerIsolation
 from tempo_lens.layout import PAD, BatchLayout
 from tempo_lens.state import SequenceState
 
-__all__ = ["additive_bias", "block_masks", "stale_cache_message"]
+__all__ = ["additive_bias", "block_masks", "layer_masks", "stale_cache_message"]
 
 
 def block_masks(
@@ -89,6 +90,49 @@ def block_masks(
         beyond = kept & (k_cols <= q_cols - window)
         hidden = beyond if bool(beyond.any()) else None
     return (blocked if bool(blocked.any()) else None), hidden
+
+
+def layer_masks(
+    states: Sequence[SequenceState],
+    columns: Int[Tensor, "rows pos"],
+    views: Mapping[int, tuple[int, int]],
+    start: int,
+    n: int,
+    window: int | None,
+    *,
+    isolation: LayerIsolation | None = None,
+    n_heads: int = 1,
+) -> tuple[Bool[Tensor, "rows heads query_pos key_pos"] | None, Tensor | None]:
+    """:func:`block_masks` for one layer under partial isolation.
+
+    Args:
+        states: One sequence state per row.
+        columns: ``[rows, pos]`` physical index per column (``PAD`` at pad slots).
+        views: Per row ``(view_step, from_index)`` (see :func:`block_masks`).
+        start: First query column.
+        n: Number of key columns.
+        window: The layer's sliding-window size in logical positions (``None``: global).
+        isolation: The layer's :data:`~tempo_lens.isolation.LayerIsolation`: ``None`` or
+            ``True`` (the states' own flags), ``False`` (siblings visible at this layer),
+            or the query heads that isolate (the others see siblings).
+        n_heads: Query heads of the layer (the head axis of a per-head mask).
+
+    Returns:
+        ``(blocked, hidden)``; ``blocked`` has a head axis of 1, or ``n_heads`` when only
+        some heads isolate. ``hidden`` is head-independent (the backend's physical window
+        is), taken from the visible mask, which keeps a superset of the isolated keys.
+    """
+    if isolation is None or isinstance(isolation, bool):
+        iso = None if isolation in (None, True) else False
+        return block_masks(states, columns, views, start, n, window, isolate=iso)
+    iso_blocked, _ = block_masks(states, columns, views, start, n, window)
+    vis_blocked, hidden = block_masks(states, columns, views, start, n, window, isolate=False)
+    if iso_blocked is None:  # no sibling to hide (nor anything else)
+        return vis_blocked, hidden
+    heads = torch.zeros(n_heads, dtype=torch.bool)
+    heads[list(isolation)] = True
+    vis = vis_blocked if vis_blocked is not None else torch.zeros_like(iso_blocked)
+    return torch.where(heads[None, :, None, None], iso_blocked, vis), hidden
 
 
 def additive_bias(

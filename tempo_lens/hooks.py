@@ -67,10 +67,27 @@ __all__ = [
 
 
 def tempo_fwd_hooks(
-    model: TempoModel, state: SequenceState, *, rotate: bool = True, mask: bool = True
+    model: TempoModel,
+    state: SequenceState,
+    *,
+    rotate: bool = True,
+    mask: bool = True,
+    isolate_layers: object = None,
+    isolate_heads: object = None,
 ) -> list[tuple[str, HookFn]]:
-    """The TEMPO hooks as a ``fwd_hooks`` list for ``model.run_with_hooks``."""
-    return TempoHooks(model, state, rotate=rotate, mask=mask).fwd_hooks()
+    """The TEMPO hooks as a ``fwd_hooks`` list for ``model.run_with_hooks``.
+
+    Arguments as for :func:`attach`.
+    """
+    hooks = TempoHooks(
+        model,
+        state,
+        rotate=rotate,
+        mask=mask,
+        isolate_layers=isolate_layers,
+        isolate_heads=isolate_heads,
+    )
+    return hooks.fwd_hooks()
 
 
 @contextmanager
@@ -80,6 +97,8 @@ def attach(
     *,
     rotate: bool = True,
     mask: bool = True,
+    isolate_layers: object = None,
+    isolate_heads: object = None,
 ) -> Iterator[TempoHooks]:
     """Attach the TEMPO hooks to ``model`` for the duration of the block.
 
@@ -96,11 +115,19 @@ def attach(
         state: The sequence state.
         rotate: Apply the position hooks.
         mask: Apply the isolation/pruning mask hook.
+        isolate_layers: Partial isolation (research question 8.2): siblings are isolated
+            only at these layers and see earlier siblings elsewhere. ``None``/``"all"``,
+            ``"none"`` (visible mode), ``"early"``/``"middle"``/``"late"`` (thirds of the
+            layers), or indices (``"0,3,5"``, a tuple). See :mod:`tempo_lens.isolation`.
+        isolate_heads: Partial isolation by query head (``None`` = every head), combined
+            with ``isolate_layers``.
 
     Yields:
         The :class:`TempoHooks` (e.g. for :meth:`TempoHooks.viewing`).
 
     Raises:
+        ValueError: A bad ``isolate_layers`` / ``isolate_heads`` (out of range, unknown
+            name), or either given for a state with ``isolate=False``.
         HookConflictError: TEMPO hooks are already registered on ``model`` (a second
             ``attach``, or ``tempo_fwd_hooks`` added with ``add_hook``); a forward inside
             the block that brings a second set (``run_with_hooks(fwd_hooks=
@@ -109,7 +136,14 @@ def attach(
             ``remove_all_hook_fns(including_permanent=True)``): forwards after the removal
             ran without TEMPO.
     """
-    hooks = TempoHooks(model, state, rotate=rotate, mask=mask)
+    hooks = TempoHooks(
+        model,
+        state,
+        rotate=rotate,
+        mask=mask,
+        isolate_layers=isolate_layers,
+        isolate_heads=isolate_heads,
+    )
     for name, hp in model.hook_dict.items():
         if any(_tempo_owner(fn) is not None for fn in hook_functions(hp)):
             raise HookConflictError(

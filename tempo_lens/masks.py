@@ -9,6 +9,7 @@ A query at physical index ``i`` may attend to a key at physical index ``j`` iff 
 3. **pruning**: if ``j`` was pruned at step ``p``, no query whose (viewing) step is
    ``> p`` sees it. A query's viewing step is its own step, or ``view_step`` when that is
    larger — used for the readout forward that produces step ``p + 1``'s distribution;
+   a *hard*-pruned ``j`` is seen by no query but itself (as if never appended);
 4. **sliding window** (local-attention layers only): ``logical[i] - logical[j] < window``.
    The window is measured in *logical* positions, the distance the model's RoPE sees and
    the one it was trained with (Hugging Face's ``kv_idx > q_idx - sliding_window`` on a
@@ -50,6 +51,7 @@ def visibility(
     view_step: int | None = None,
     logical: Float[Tensor, " n_keys"] | None = None,
     window: int | float | None = None,
+    hard: Bool[Tensor, " n_keys"] | None = None,
 ) -> Bool[Tensor, "n_queries n_keys"]:
     """Which keys each query may attend to.
 
@@ -62,6 +64,7 @@ def visibility(
             viewing step is ``max(own step, view_step)``).
         logical: Logical position of every token; required with ``window``.
         window: Sliding-window size in logical positions (``None``: global attention).
+        hard: Hard-pruned tokens (hidden from every query but themselves).
 
     Returns:
         Boolean ``[n_queries, n_keys]``; ``True`` where attention is allowed.
@@ -80,6 +83,8 @@ def visibility(
     if view_step is not None:
         q_steps = torch.clamp(q_steps, min=view_step)
     allowed &= ~(q_steps[:, None] > pruned_at[None, :])
+    if hard is not None:
+        allowed &= ~hard.to(steps.device)[None, :] | (keys[None, :] == q[:, None])
     if window is not None:
         if logical is None or not window > 0:
             raise ValueError(f"window={window!r} needs logical positions and must be > 0")

@@ -289,6 +289,9 @@ class PruningConfig:
         layers: Layer spec for :func:`resolve_layers` (a list is stored as a tuple).
         head_agg: Aggregation over ``(layer, head)`` pairs.
         query_agg: Aggregation over voting queries.
+        mode: ``soft`` (a pruned token is hidden from later queries; the tokens appended
+            since keep what they read from it) or ``hard`` (those tokens are recomputed
+            without it, their KV-cache entries rebuilt: as if it had never been appended).
     """
 
     rule: PruningRule
@@ -296,9 +299,12 @@ class PruningConfig:
     layers: LayersLike = "all"
     head_agg: Aggregation = "mean"
     query_agg: Aggregation = "mean"
+    mode: Literal["soft", "hard"] = "soft"
 
     def __post_init__(self) -> None:
         normalise_fields(self, ints=("lookahead",))
+        if self.mode not in ("soft", "hard"):
+            raise ValueError(f"pruning mode must be 'soft' or 'hard', got {self.mode!r}")
         if not isinstance(self.rule, (RelativeRule, AbsoluteRule)):
             raise ValueError(f"rule must be a RelativeRule or AbsoluteRule, got {self.rule!r}")
         la = self.lookahead
@@ -318,7 +324,8 @@ class PruningConfig:
         """A one-line label of the rule, lookahead, layers and aggregations."""
         layers = self.layers if isinstance(self.layers, str) else ",".join(map(str, self.layers))
         aggs = f"heads={self.head_agg}, queries={self.query_agg}"
-        return f"{self.rule.describe()}, lookahead={self.lookahead}, layers={layers}, {aggs}"
+        hard = ", hard" if self.mode == "hard" else ""
+        return f"{self.rule.describe()}, lookahead={self.lookahead}, layers={layers}, {aggs}{hard}"
 
 
 def parse_rule(spec: str) -> RelativeRule | AbsoluteRule | None:

@@ -98,6 +98,7 @@ class SequenceState:
         self.ranks: list[int] = [0] * len(ids)
         self.logical: list[float] = [float(i) for i in range(len(ids))]
         self.pruned_at: list[int | None] = [None] * len(ids)
+        self.hard_pruned: set[int] = set()  # hidden from every other query (prune(hard=))
         self.set_indices: list[list[int]] = []
         self.version = 0
         self.stale_from: int | None = None
@@ -181,7 +182,7 @@ class SequenceState:
         self.version += 1
         return indices
 
-    def prune(self, index: int, *, at_step: int) -> None:
+    def prune(self, index: int, *, at_step: int, hard: bool = False) -> None:
         """Mark a generated token as pruned at ``at_step``.
 
         Queries whose step is greater than ``at_step`` (and the readout that produces
@@ -191,6 +192,8 @@ class SequenceState:
         Args:
             index: Physical index of a generated, alive token.
             at_step: The step at which the pruning happens (``>=`` the token's step).
+            hard: Hide it from every other query, also those appended before the prune
+                (as if it had never been appended); their KV-cache entries become stale.
         """
         if not 0 <= index < len(self.token_ids):
             raise IndexError(f"no token at physical index {index} (length {len(self)})")
@@ -203,7 +206,9 @@ class SequenceState:
                 f"token {index} was appended at step {self.steps[index]}; cannot prune it at {at_step}"
             )
         self.pruned_at[index] = int(at_step)
-        later = [i for i, s in enumerate(self.steps) if s > at_step]
+        if hard:
+            self.hard_pruned.add(index)
+        later = [i for i, s in enumerate(self.steps) if (i > index if hard else s > at_step)]
         if later:
             first = later[0]
             self.stale_from = first if self.stale_from is None else min(self.stale_from, first)
@@ -229,14 +234,8 @@ class SequenceState:
 
     def token(self, index: int) -> TokenInfo:
         """Everything known about the token at a physical index."""
-        return TokenInfo(
-            index=index,
-            token_id=self.token_ids[index],
-            step=self.steps[index],
-            rank=self.ranks[index],
-            logical_position=self.logical[index],
-            pruned_at_step=self.pruned_at[index],
-        )
+        at = (self.token_ids, self.steps, self.ranks, self.logical, self.pruned_at)
+        return TokenInfo(index, *(values[index] for values in at))  # type: ignore[arg-type]
 
     def tokens(self) -> list[TokenInfo]:
         """Every token's :class:`TokenInfo`, by physical index."""
@@ -251,11 +250,8 @@ class SequenceState:
 
     def alive_indices(self, as_of_step: int | None = None) -> list[int]:
         """Indices of tokens not pruned (as of ``as_of_step``: pruned at a step ``<`` it)."""
-        out = []
-        for i, p in enumerate(self.pruned_at):
-            if p is None or (as_of_step is not None and p >= as_of_step):
-                out.append(i)
-        return out
+        cut = ALIVE if as_of_step is None else as_of_step
+        return [i for i, p in enumerate(self.pruned_at) if p is None or p >= cut]
 
     def is_parallel(self, index: int) -> bool:
         """True if the token belongs to a set with more than one member."""
@@ -277,9 +273,8 @@ class SequenceState:
 
     def position_deltas(self, device: torch.device | str | None = None) -> Float[Tensor, " pos"]:
         """``logical - physical`` for every token (float64)."""
-        return torch.tensor(
-            [lp - i for i, lp in enumerate(self.logical)], dtype=torch.float64, device=device
-        )
+        deltas = [lp - i for i, lp in enumerate(self.logical)]
+        return torch.tensor(deltas, dtype=torch.float64, device=device)
 
     def visibility(
         self,
@@ -310,6 +305,7 @@ class SequenceState:
             q,
             isolate=self.isolate if isolate is None else isolate,
             view_step=view_step,
+            hard=torch.tensor([i in self.hard_pruned for i in range(len(self))], device=device),
             logical=(
                 None
                 if window is None
@@ -335,6 +331,7 @@ class SequenceState:
             "steps": list(self.steps),
             "logical": list(self.logical),
             "pruned_at": list(self.pruned_at),
+            **({"hard_pruned": sorted(self.hard_pruned)} if self.hard_pruned else {}),
         }
 
     @classmethod
@@ -367,9 +364,10 @@ class SequenceState:
             raise ValueError("prompt tokens must have step -1")
         if [float(x) for x in logical] != st.logical:  # e.g. a moved prompt
             st.set_logical_positions(logical)
+        hard = set(data.get("hard_pruned") or ())
         for i, at in enumerate(pruned):
             if at is not None:
-                st.prune(i, at_step=int(at))
+                st.prune(i, at_step=int(at), hard=i in hard)
         st.clear_stale()
         return st
 
@@ -387,6 +385,7 @@ class SequenceState:
         for name in ("token_ids", "steps", "ranks", "logical", "pruned_at"):
             setattr(new, name, list(getattr(self, name)))
         new.set_indices = [list(s) for s in self.set_indices]
+        new.hard_pruned = set(self.hard_pruned)
         return new
 
     def __repr__(self) -> str:

@@ -26,8 +26,9 @@ from tempo_lens._tl import (
     layer_of,
     physical_windows_disabled,
 )
-from tempo_lens.hook_masks import additive_bias, block_masks, stale_cache_message
+from tempo_lens.hook_masks import additive_bias, layer_masks, stale_cache_message
 from tempo_lens.hook_rotation import Rerotation, Tables, column_deltas, physical_columns
+from tempo_lens.isolation import LayerIsolation, isolation_plan
 from tempo_lens.layout import BatchLayout
 from tempo_lens.state import SequenceState
 
@@ -80,6 +81,14 @@ class TempoHooks:
             (required for several states). Forwards must then pass
             ``attention_mask=layout.attention_mask(...)`` so that TransformerLens rotates
             each real token to its physical index in its row.
+        isolate_layers: Partial isolation: isolate siblings only at these layers
+            (``None``/``"all"``, ``"none"``, ``"early"``/``"middle"``/``"late"``, or
+            indices; see :mod:`tempo_lens.isolation`). Needs isolated states.
+        isolate_heads: Partial isolation: only these query heads isolate (``None`` = all).
+
+    Raises:
+        ValueError: A bad layout, a bad isolation spec (naming the value), or partial
+            isolation asked for states that are not isolated.
 
     Attributes:
         states: The sequence states (one per batch row).
@@ -96,6 +105,8 @@ class TempoHooks:
         rotate: bool = True,
         mask: bool = True,
         layout: BatchLayout | None = None,
+        isolate_layers: object = None,
+        isolate_heads: object = None,
     ) -> None:
         self.model = model
         self.states = [state] if isinstance(state, SequenceState) else list(state)
@@ -110,6 +121,19 @@ class TempoHooks:
         self.rotation = Rerotation(model)
         self.bridge = self.rotation.bridge
         self.windows = self.rotation.windows
+        self.isolation: list[LayerIsolation] | None = None
+        """Per layer, which heads isolate siblings (``None``: the states' own flags)."""
+        if isolate_layers is not None or isolate_heads is not None:
+            if not all(st.isolate for st in self.states):
+                raise ValueError(
+                    "isolate_layers / isolate_heads restrict isolation, but the sequence "
+                    "state is not isolated (isolate=False)"
+                )
+            cfg = model.cfg
+            plan = isolation_plan(
+                isolate_layers, isolate_heads, n_layers=cfg.n_layers, n_heads=cfg.n_heads
+            )
+            self.isolation = None if all(p is True for p in plan) else plan
         self._memo: dict[tuple[Any, ...], Any] = {}
         self._memo_version: tuple[int, ...] = ()
         self._single: dict[int, tuple[int, int]] = {}  # hook point -> hook list checked
@@ -254,11 +278,13 @@ class TempoHooks:
                 raise StateMismatchError(stale)
         if not self.mask:
             return scores
-        window = self.windows[self._layer(hook)]
+        layer = self._layer(hook)
+        window = self.windows[layer]
+        iso = None if self.isolation is None else self.isolation[layer]
         views = tuple(sorted(self.views.items()))
         bias, hidden = self._cached(
-            ("mask", start, n, views, window, scores.device, scores.dtype),
-            lambda: self._build_bias(start, n, window, scores),
+            ("mask", start, n, views, window, iso, scores.device, scores.dtype),
+            lambda: self._build_bias(start, n, window, iso, scores),
         )
         floor = torch.finfo(scores.dtype).min / 2  # -inf, or the dtype minimum some use
         if hidden is not None and bool(((scores <= floor) & hidden).any()):
@@ -270,10 +296,19 @@ class TempoHooks:
         return scores if bias is None else scores + bias
 
     def _build_bias(
-        self, start: int, n: int, window: int | None, scores: Tensor
+        self, start: int, n: int, window: int | None, iso: LayerIsolation | None, scores: Tensor
     ) -> tuple[Tensor | None, Tensor | None]:
-        """``(bias, hidden)``, both ``[rows, 1, q, n]`` (see :func:`block_masks`)."""
+        """``(bias, hidden)``, ``[rows, 1 or heads, q, n]`` (see :func:`layer_masks`)."""
         cols = physical_columns(self.states, self.layout)
-        blocked, hidden = block_masks(self.states, cols, self.views, start, n, window)
+        blocked, hidden = layer_masks(
+            self.states,
+            cols,
+            self.views,
+            start,
+            n,
+            window,
+            isolation=iso,
+            n_heads=scores.shape[1],
+        )
         bias = additive_bias(blocked, scores.dtype, scores.device)
         return bias, (hidden.to(scores.device) if hidden is not None else None)

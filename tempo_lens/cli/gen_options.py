@@ -18,6 +18,7 @@ option                 sets
 ``--lookahead``         ``PruningConfig.lookahead``
 ``--prune-layers``      ``PruningConfig.layers``
 ``--head-agg``          ``PruningConfig.head_agg``
+``--prune-mode``        ``PruningConfig.mode`` (``soft`` | ``hard``)
 ``--prefilter``         ``ProbabilityRatioRule.ratio`` of ``TempoConfig.prefilter``
 =====================  =====================================================
 
@@ -60,6 +61,7 @@ _FLAT: tuple[tuple[str, type, str, type, str], ...] = (
     ("--lookahead", PruningConfig, "lookahead", int, ""),
     ("--prune-layers", PruningConfig, "layers", str, "all | early | middle | late | 0,3,5"),
     ("--head-agg", PruningConfig, "head_agg", str, "mean | max | sum"),
+    ("--prune-mode", PruningConfig, "mode", str, "soft | hard"),
     ("--prefilter", TempoConfig, "prefilter", float, "R: drop candidates with p < R * p_top"),
 )
 _FLAT_DEFAULTS = {"--schedule": "constant", "--prune": None, "--prefilter": None}
@@ -120,7 +122,11 @@ def tempo_config_from_args(args: argparse.Namespace) -> TempoConfig:
     prune = None
     if rule is not None:
         prune = PruningConfig(
-            rule=rule, lookahead=args.lookahead, layers=args.prune_layers, head_agg=args.head_agg
+            rule=rule,
+            lookahead=args.lookahead,
+            layers=args.prune_layers,
+            head_agg=args.head_agg,
+            mode=args.prune_mode,
         )
     return TempoConfig(
         **kw,

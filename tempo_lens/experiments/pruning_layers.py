@@ -1,8 +1,9 @@
 """RQ 3.1-3.3: which layers' attention should drive retroactive pruning, and how far ahead?
 
 Units: prompt x lookahead x layer group (``all`` and the ``early``/``middle``/``late``
-thirds). Each unit generates with TEMPO, retroactive pruning over that group's layers and
-attention capture. Three tables:
+thirds) x pruning mode (``soft``; ``--modes soft,hard`` adds hard pruning, in which the
+tokens appended after a pruned one are recomputed without it). Each unit generates with
+TEMPO, retroactive pruning over that group's layers and attention capture. Three tables:
 
 * ``runs`` — pruning rates per run (decisions taken, members pruned), widths, clean-text
   NLL under the plain model;
@@ -28,7 +29,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -59,6 +60,8 @@ class Config(GenerationConfig):
         layer_groups: Layer groups voting on pruning: all | early | middle | late (all is always run).
         lookaheads: Steps to wait before a set is judged, each >= 1.
         head_agg: Aggregation of attention over (layer, head) pairs: mean | max | sum.
+        modes: Pruning modes to run: soft | hard (hard recomputes the tokens appended after
+            a pruned token without it; summary: hard - soft per lookahead and group).
     """
 
     max_steps: int = 12
@@ -66,8 +69,11 @@ class Config(GenerationConfig):
     layer_groups: tuple[str, ...] = ("all", "early", "middle", "late")
     lookaheads: tuple[int, ...] = (1, 2, 3)
     head_agg: Aggregation = "mean"
+    modes: tuple[str, ...] = ("soft",)
 
     def __post_init__(self) -> None:
+        if not self.modes or not set(self.modes) <= {"soft", "hard"}:
+            raise ValueError(f"modes must be among soft, hard; got {self.modes}")
         bad = [g for g in self.layer_groups if g not in LAYER_GROUPS]
         if bad or not self.layer_groups:
             raise ValueError(f"layer_groups must be among {LAYER_GROUPS}, got {self.layer_groups}")
@@ -81,7 +87,9 @@ class Config(GenerationConfig):
         """``all`` first, then the other groups once each."""
         return ["all", *[g for g in dict.fromkeys(self.layer_groups) if g != "all"]]
 
-    def pruning(self, lookahead: int, layers: str) -> PruningConfig:
+    def pruning(
+        self, lookahead: int, layers: str, mode: Literal["soft", "hard"] = "soft"
+    ) -> PruningConfig:
         """The pruning settings of one (lookahead, layer group).
 
         Raises:
@@ -90,15 +98,18 @@ class Config(GenerationConfig):
         rule = parse_rule(self.prune)
         if rule is None:
             raise ValueError(f"prune must be relative:R or absolute:A, got {self.prune!r}")
-        return PruningConfig(rule=rule, lookahead=lookahead, layers=layers, head_agg=self.head_agg)
+        return PruningConfig(
+            rule=rule, lookahead=lookahead, layers=layers, head_agg=self.head_agg, mode=mode
+        )
 
 
 def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, Any]]]:
     """Generate one prompt with one (lookahead, group); the ``all`` group also re-judges."""
     la, group, n_layers = unit.condition["lookahead"], unit.condition["layers"], model.cfg.n_layers
+    mode: Literal["soft", "hard"] = "hard" if unit.condition["mode"] == "hard" else "soft"
     cap = tl.AttentionCapture()
     t0 = time.perf_counter()
-    gen = cfg.tempo_config(prune=cfg.pruning(la, group))
+    gen = cfg.tempo_config(prune=cfg.pruning(la, group, mode))
     trace = tl.generate(model, encode(model, unit.prompt), gen, observers=[cap])
     seconds = time.perf_counter() - t0
     data = cap.result(trace)
@@ -120,7 +131,8 @@ def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, An
     agreement = pd.DataFrame()
     if group == "all":  # counterfactual: every group re-judges this run's sets
         frames = [
-            rejudge(trace, data, cfg.pruning(la, g), n_layers).assign(layers=g) for g in cfg.groups
+            rejudge(trace, data, cfg.pruning(la, g, mode), n_layers).assign(layers=g)
+            for g in cfg.groups
         ]
         agreement = pd.concat(frames).sort_values(["judged_at", "set_step"], kind="stable")
         agreement = agreement.rename(
@@ -134,14 +146,20 @@ def summarize(cfg: Config, tables: dict[str, pd.DataFrame], out: Path) -> str:
     """Per (lookahead, group): pruning rate with CI, agreement with ``all``, survival AUCs."""
     runs, ag, sv = (tables.get(k, pd.DataFrame()) for k in ("runs", "agreement", "survival"))
     groups, lines = [], []
-    for (la, group), g in runs.groupby(["lookahead", "layers"], sort=False):
-        a = ag[(ag["lookahead"] == la) & (ag["layers"] == group)] if len(ag) else ag
-        s = sv[(sv["lookahead"] == la) & (sv["layers"] == group)] if len(sv) else sv
+    keys = ["lookahead", "layers", "mode"]
+    for (la, group, mode), g in runs.groupby(keys, sort=False):
+        a, s = (
+            t[(t["lookahead"] == la) & (t["layers"] == group) & (t["mode"] == mode)]
+            if len(t)
+            else t
+            for t in (ag, sv)
+        )
         rate = estimate(g["pruning_rate"], min_n=cfg.min_prompts, seed=cfg.seed)
         alive = ~s["pruned"].astype(bool) if len(s) else []
         r = {
             "lookahead": int(la),
             "layers": group,
+            "mode": mode,
             "n_runs": len(g),
             "n_decisions": int(g["n_decisions"].sum()),
             "rate_mean": rate.mean,
@@ -155,7 +173,7 @@ def summarize(cfg: Config, tables: dict[str, pd.DataFrame], out: Path) -> str:
         }
         groups.append(r)
         lines.append(
-            f"lookahead={la} {group:>6}: pruning rate {fmt(r['rate_mean'])} CI "
+            f"lookahead={la} {group:>6} {mode}: pruning rate {fmt(r['rate_mean'])} CI "
             f"{fmt_ci(r['rate_ci'])} (n_decisions={r['n_decisions']}); agreement with all "
             f"{fmt(r['agreement'])} kappa={fmt(r['kappa'])} score rho={fmt(r['score_rho'])}; "
             f"AUC(received->survive)={fmt(r['auc_received'])} "
@@ -163,22 +181,53 @@ def summarize(cfg: Config, tables: dict[str, pd.DataFrame], out: Path) -> str:
         )
     al = ag[ag["layers"] == "all"] if len(ag) else ag
     reproduced = bool((al["pruned"] == al["pruned_all"]).all()) if len(al) else None
+    hard_vs_soft = _hard_vs_soft(cfg, runs)
+    lines += [
+        f"hard - soft {k}: {fmt(v['mean'])} CI {fmt_ci(v['ci'])}" for k, v in hard_vs_soft.items()
+    ]
     summary = {
         "n_prompts": int(runs["prompt_id"].nunique()),
         "prune": cfg.prune,
         "reproduced": reproduced,
         "groups": groups,
+        "hard_vs_soft": hard_vs_soft,
     }
     atomic_write_json(out / "summary.json", jsonable(summary))
     head = f"prompts={summary['n_prompts']} counterfactual 'all' reproduces the run: {reproduced}"
     return "\n".join([head, *lines])
 
 
+def _hard_vs_soft(cfg: Config, runs: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Paired over prompts: hard - soft of each metric, per (lookahead, layers)."""
+    out: dict[str, dict[str, Any]] = {}
+    if set(runs["mode"]) != {"soft", "hard"}:
+        return out
+    wide = runs.pivot_table(
+        index=["prompt_id", "lookahead", "layers"], columns="mode", values=list(HARD_VS_SOFT)
+    )
+    for (la, group), g in wide.groupby(level=["lookahead", "layers"], sort=False):
+        for metric in HARD_VS_SOFT:
+            d = (g[(metric, "hard")] - g[(metric, "soft")]).dropna().to_numpy(float)
+            e = estimate(d, min_n=cfg.min_prompts, seed=cfg.seed)
+            out[f"lookahead={la} {group} {metric}"] = {
+                "n": e.n,
+                "mean": e.mean,
+                "ci": list(e.ci),
+                "direction": e.direction,
+            }
+    return out
+
+
+HARD_VS_SOFT = ("clean_nll", "pruning_rate", "mean_width", "n_pruned")
+
 SPEC = ExperimentSpec(
     name="pruning_layers",
     config=Config,
     conditions=lambda cfg: [
-        {"lookahead": la, "layers": g} for la in sorted(set(cfg.lookaheads)) for g in cfg.groups
+        {"lookahead": la, "layers": g, "mode": m}
+        for m in dict.fromkeys(cfg.modes)
+        for la in sorted(set(cfg.lookaheads))
+        for g in cfg.groups
     ],
     run_unit=run_unit,
     summarize=summarize,

@@ -15,14 +15,16 @@ from tempo_lens._tl import hooked_config, hooked_from_hf
 from tempo_lens.hf_configs import gemma3_config_dict
 
 
-def tiny_llama_pair(seed: int = 0, n_kv: int = 2) -> tuple[LlamaForCausalLM, HookedTransformer]:
+def tiny_llama_pair(
+    seed: int = 0, n_kv: int = 2, n_layers: int = 2
+) -> tuple[LlamaForCausalLM, HookedTransformer]:
     """A random tiny HF Llama and the HookedTransformer built from the same weights."""
     torch.manual_seed(seed)
     hf_cfg = LlamaConfig(
         vocab_size=64,
         hidden_size=64,
         intermediate_size=128,
-        num_hidden_layers=2,
+        num_hidden_layers=n_layers,
         num_attention_heads=4,
         num_key_value_heads=n_kv,
         max_position_embeddings=256,
@@ -40,7 +42,7 @@ def tiny_llama_pair(seed: int = 0, n_kv: int = 2) -> tuple[LlamaForCausalLM, Hoo
         d_model=64,
         n_heads=4,
         d_head=16,
-        n_layers=2,
+        n_layers=n_layers,
         d_mlp=128,
         d_vocab=64,
         n_ctx=256,
@@ -165,6 +167,66 @@ def hf_logits(hf: torch.nn.Module, state: SequenceState, logits_to_keep: int = 0
             logits_to_keep=logits_to_keep,
         )
     return out.logits
+
+
+def hf_logits_removed(
+    hf: torch.nn.Module, state: SequenceState, removed: list[int]
+) -> tuple[torch.Tensor, list[int]]:
+    """Logits of ``hf`` on the state with the tokens ``removed`` physically deleted.
+
+    The other tokens keep their logical positions (explicit ``position_ids``) and their
+    mutual visibility (:func:`reference_mask` of the state with the removed tokens'
+    pruning undone, restricted to the kept tokens): the sequence as it would be had the
+    removed tokens never been appended. Returns ``(logits [1, kept, vocab], kept)``.
+    """
+    device = next(hf.parameters()).device
+    dtype = next(hf.parameters()).dtype
+    keep = [i for i in range(len(state)) if i not in set(removed)]
+    unpruned = state.copy()
+    for i in removed:
+        unpruned.pruned_at[i] = None
+    allowed = reference_mask(unpruned)[keep][:, keep]
+    positions = [reference_positions(state)[i] for i in keep]
+    ids = torch.tensor([[state.token_ids[i] for i in keep]], device=device)
+    with torch.no_grad():
+        out = hf(
+            input_ids=ids,
+            attention_mask=_float_mask(allowed.to(device), dtype),
+            position_ids=torch.tensor([positions], dtype=torch.float32, device=device),
+            use_cache=False,
+        )
+    return out.logits, keep
+
+
+def hf_logits_layer_masks(
+    hf: torch.nn.Module, state: SequenceState, masks: dict[int, torch.Tensor]
+) -> torch.Tensor:
+    """:func:`hf_logits`, with layer ``l``'s self-attention given ``masks[l]`` instead.
+
+    ``masks[l]`` is a boolean ``[heads, n, n]`` (or ``[1, n, n]``) "may attend" mask; it
+    replaces the ``attention_mask`` keyword of ``hf.model.layers[l].self_attn`` through a
+    forward pre-hook (eager attention adds the float mask to ``[batch, head, q, k]``
+    scores, so a per-head mask broadcasts). Layers not in ``masks`` get the usual mask.
+    """
+    dtype = next(hf.parameters()).dtype
+    handles = []
+
+    def replace(mask: torch.Tensor) -> Any:
+        def pre_hook(module: Any, args: Any, kwargs: dict[str, Any]) -> Any:
+            bias = torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask, float("-inf"))
+            kwargs["attention_mask"] = bias[None]  # [1, heads or 1, n, n]
+            return args, kwargs
+
+        return pre_hook
+
+    for layer, mask in masks.items():
+        attn = hf.model.layers[layer].self_attn
+        handles.append(attn.register_forward_pre_hook(replace(mask), with_kwargs=True))
+    try:
+        return hf_logits(hf, state)
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def tiny_tokenizer(directory: str) -> Any:

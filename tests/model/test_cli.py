@@ -106,7 +106,8 @@ def test_cli_config_equals_python_config() -> None:
     add_generation_options(p)
     argv = "--prompt x --selection-threshold 0.2 --max-parallel 0 --no-kv-cache --readout top "
     argv += "--schedule linear --final-threshold 0.4 --prune relative:0.5 --lookahead 2 "
-    argv += "--prune-layers late --member-offset 0.01 --no-isolate"
+    argv += "--prune-layers late --member-offset 0.01 --prune-mode hard"
+    argv += " --isolate-layers middle --isolate-heads 0,2"
     got = tempo_config_from_args(p.parse_args(argv.split()))
     assert got == TempoConfig(
         selection_threshold=0.2,
@@ -114,9 +115,10 @@ def test_cli_config_equals_python_config() -> None:
         use_kv_cache=False,
         readout="top",
         schedule=ThresholdSchedule(kind="linear", tau0=0.2, tau_final=0.4),
-        prune=PruningConfig(rule=RelativeRule(ratio=0.5), lookahead=2, layers="late"),
+        prune=PruningConfig(rule=RelativeRule(ratio=0.5), lookahead=2, layers="late", mode="hard"),
         positions=PositionScheme(member_offset=0.01),
-        isolate=False,
+        isolate_layers="middle",
+        isolate_heads=(0, 2),
     )
 
 

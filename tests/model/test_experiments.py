@@ -67,7 +67,7 @@ RECORDED: dict[str, tuple[list[str], dict[str, tuple[int, list[str]]], set[str],
                                "score", "pruned"]),
         },
         set(),
-        set(),
+        {"runs.mode", "agreement.mode", "survival.mode"},  # soft / hard pruning (issue 13)
     ),
     "threshold_sweep": (
         ["--tiny", "--max-steps", "4", "-q", "--thresholds", "0.05,0.1,0.2",

@@ -53,3 +53,26 @@ def test_default_oracle_fails_with_a_hook_disabled(default_model, hf_default, di
     with attach(default_model, st, **{disabled: False}), torch.no_grad():
         ours = default_model(st.tokens_tensor())
     assert (ours - hf_logits(hf_default, st)).abs().max().item() > 1e-2
+
+
+@pytest.mark.parametrize("isolate", [True, False])
+def test_default_model_hard_prune_equals_physical_removal(default_model, hf_default, isolate):
+    """Hard pruning (issue 13 part 6) on the real model: " bed" hard-pruned at step 2, so
+    the tokens appended after it are recomputed without it; Hugging Face on the sequence
+    with " bed" deleted (every other token at its logical position) agrees."""
+    from tests.model.hf_oracle import hf_logits_removed
+
+    st = _state(default_model, "shared", isolate, prune=False)
+    gone = st.set_indices[0][2]
+    st.prune(gone, at_step=2, hard=True)
+    with attach(default_model, st), torch.no_grad():
+        ours = default_model(st.tokens_tensor())
+    ref, keep = hf_logits_removed(hf_default, st, [gone])
+    diff = (ours[:, keep] - ref).abs().max().item()
+    print(f"hard prune isolate={isolate}: max |Δlogit| vs removal = {diff:.2e}")
+    assert diff <= 1e-4
+    soft = _state(default_model, "shared", isolate, prune=False)
+    soft.prune(gone, at_step=2)
+    with attach(default_model, soft), torch.no_grad():
+        soft_logits = default_model(soft.tokens_tensor())
+    assert (soft_logits[:, keep] - ref).abs().max().item() > 1e-3  # soft is not removal
