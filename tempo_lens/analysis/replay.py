@@ -59,7 +59,7 @@ def replay_state(
         )
     for i, p in enumerate(src.pruned_at):
         if p is not None:
-            st.prune(i, at_step=p)
+            st.prune(i, at_step=p, hard=i in src.hard_pruned)
     st.clear_stale()
     return st
 

@@ -68,6 +68,10 @@ class Replay:
         if conf is None:
             raise ValueError(f"Replay needs a TEMPO trace, got method {trace.method!r}")
         self.config = conf
+        self._isolation: dict[str, Any] = {  # partial isolation, as generated
+            "isolate_layers": conf.isolate_layers,
+            "isolate_heads": conf.isolate_heads,
+        }
         self.member_probs = [
             [float(trace.tokens[i].probability or 0.0) for i in st.set_indices[s]]
             for s in range(st.n_steps)
@@ -94,7 +98,7 @@ class Replay:
 
     def run_with_cache(self, **kwargs: Any) -> tuple[Tensor, Any]:
         """``model.run_with_cache`` on the replayed sequence with the TEMPO hooks attached."""
-        with torch.no_grad(), attach(self.model, self.state):
+        with torch.no_grad(), attach(self.model, self.state, **self._isolation):
             return self.model.run_with_cache(self.state.tokens_tensor(), **kwargs)
 
     def _ratio_hook(self, sums: Tensor, layer: int, clean: bool) -> Callable[[Tensor, Any], None]:
@@ -147,7 +151,7 @@ class Replay:
         x = self._resid_pre[start_layer].expand(batch, -1, -1)
         with (
             torch.no_grad(),
-            attach(self.model, st),
+            attach(self.model, st, **self._isolation),
             self.model.hooks(fwd_hooks=[*fwd_hooks, *rec]),  # type: ignore[list-item]
         ):
             resid = self.model(x, start_at_layer=start_layer, stop_at_layer=n_l)

@@ -146,3 +146,19 @@ def test_config_round_trip_and_generation() -> None:
     plain = generate(model, [1, 2, 3, 4], cfg, isolate_layers=None, isolate_heads=None)
     probs = [p for s in cached.steps for p in s.probabilities]
     assert probs != [p for s in plain.steps for p in s.probabilities]  # the option acts
+
+
+def test_teacher_forced_replay_keeps_the_partial_isolation() -> None:
+    from tempo_lens.analysis.teacher_forced import Replay
+    from tempo_lens.interventions import step_distributions
+
+    model = make_tiny_model(seed=2)
+    cfg = TempoConfig(selection_threshold=0.05, max_steps=5, readout="top", isolate_layers="1")
+    trace = generate(model, [3, 14, 15, 9], cfg)
+    replay = Replay(model, trace)
+    logits, _ = replay.run_with_cache()
+    st = replay.state
+    dists = step_distributions(logits, st, replay.member_probs, "top")[0]
+    for s, rec in enumerate(trace.steps):
+        for c in rec.candidates:
+            assert float(dists[s, c.token_id]) == pytest.approx(c.probability, abs=1e-5)
