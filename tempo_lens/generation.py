@@ -187,7 +187,7 @@ def generate_batch(
                 if ix and r.prune(step):
                     views[b] = (step + 1, ix[0])
             if views and hard:  # the tokens after each pruned one recomputed without it
-                again = fwd.rebuild(list(views), new)
+                again = _rebuild(fwd, [rows[b] for b in views], list(views), new)
             elif views:  # readout with the pruned tokens hidden
                 again = fwd.rerun(views, new)
                 logits = [again[b] if b in views else lg for b, lg in enumerate(logits)]
@@ -301,6 +301,24 @@ class _Row:
             stop_reason=self.stop_reason,
         )
         return label_texts(trace, self.model)
+
+
+def _rebuild(
+    fwd: BatchForward, rows: list[_Row], slots: list[int], new: list[list[int]]
+) -> list[Tensor]:
+    """Hard pruning: :meth:`BatchForward.rebuild`, the pruners re-recording their votes."""
+    pruners = [r.pruner for r in rows if r.pruner is not None]
+    for p in pruners:
+        p.begin_rerecord()
+    try:
+        out = fwd.rebuild(slots, new)
+    except BaseException:
+        for p in pruners:
+            p._rerecord = False
+        raise
+    for p in pruners:
+        p.end_rerecord()
+    return out
 
 
 def _no_text(token_id: int) -> str:

@@ -92,6 +92,7 @@ class AttentionRecorder:
         self._step: int | None = None
         self._n_new = 0
         self._buf: dict[int, Tensor] = {}
+        self._rerecord = False
 
     # ------------------------------------------------------------------ observer
     def fwd_hooks(self, model: HookedTransformer) -> list[tuple[str, Any]]:
@@ -138,6 +139,28 @@ class AttentionRecorder:
         self._buf = {}
         self._store(step, rows)
 
+    def begin_rerecord(self) -> None:
+        """Record the next forward's rows over the steps already stored (hard pruning).
+
+        After a hard prune the tokens appended since the pruned one are recomputed
+        (:meth:`~tempo_lens.batch_forward.BatchForward.rebuild`); :meth:`end_rerecord`
+        then replaces the stored rows of every step whose queries that forward covered,
+        so later judgements read the recomputed attention.
+        """
+        self._rerecord, self._buf = True, {}
+
+    def end_rerecord(self) -> None:
+        """Replace the covered steps' rows with those of the forward since :meth:`begin_rerecord`."""
+        buf, self._rerecord, self._buf = self._buf, False, {}
+        if len(buf) != len(self.layers):
+            raise RuntimeError(f"re-recorded {len(buf)} of {len(self.layers)} layers")
+        full = torch.stack([buf[layer] for layer in self.layers])  # layer head q n
+        first = full.shape[3] - full.shape[2]  # physical index of the first query
+        for step, rows in list(self.rows.items()):
+            q = self.query_indices[step]
+            if min(q) >= first:
+                self._store(step, full[:, :, [i - first for i in q], : rows.shape[-1]])
+
     def _store(self, step: int, rows: Tensor) -> None:
         """Keep one step's stacked rows (subclasses convert or spool them)."""
         self.rows[step] = rows
@@ -149,12 +172,13 @@ class AttentionRecorder:
         return x.detach().to(device=device, dtype=self.dtype, copy=True)
 
     def _hook_pattern(self, pattern: Tensor, hook: Any) -> None:
-        if self._step is None:
+        if self._step is None and not self._rerecord:
             return
         layer = layer_of(str(hook.name))
         assert layer is not None
         heads = slice(None) if self.heads == list(range(pattern.shape[1])) else self.heads
-        self._buf[layer] = self._keep(pattern[0, heads, -self._n_new :, :])
+        new = pattern.shape[2] if self._rerecord else self._n_new
+        self._buf[layer] = self._keep(pattern[0, heads, -new:, :])
 
     # ------------------------------------------------------------------ access
     def votes(

@@ -121,3 +121,36 @@ def test_pruning_layers_compares_soft_and_hard(tmp_path) -> None:
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["reproduced"] is True  # hard runs' decisions re-judged identically too
     assert "lookahead=2 all clean_nll" in summary["hard_vs_soft"]
+
+
+@pytest.mark.parametrize("use_kv_cache", [True, False])
+def test_rebuild_rerecords_the_pruners_votes(pair, use_kv_cache: bool) -> None:
+    """After the rebuild the recorder holds, for every recomputed step, the attention rows
+    of the context without the pruned token (a fresh full forward's pattern)."""
+    from tempo_lens.recorder import AttentionRecorder
+
+    _, model = pair
+    st = SequenceState.from_prompt(PROMPT, isolate=True)
+    rec = AttentionRecorder(include_prompt=False)
+    fwd = BatchForward(model, [st], use_kv_cache=use_kv_cache, observers=[[rec]])
+    with fwd.attached():
+        fwd.run([list(range(len(PROMPT)))], -1)
+        for step, members in enumerate(SETS[:4]):
+            new = st.append_set(members)
+            fwd.run([new], step)
+        before = {t: rec.rows[t].clone() for t in (1, 2, 3)}
+        st.prune(st.set_indices[0][1], at_step=3, hard=True)
+        rec.begin_rerecord()
+        fwd.rebuild([0], [new])
+        rec.end_rerecord()
+    _, cache = _full_cache(model, st)
+    for t in (1, 2, 3):
+        q, n_keys = st.set_indices[t], before[t].shape[-1]
+        fresh = torch.stack([cache["pattern", la][0, :, q, :n_keys] for la in range(2)])
+        torch.testing.assert_close(rec.rows[t], fresh, rtol=1e-5, atol=1e-6)
+        assert (before[t] - fresh).abs().max() > 1e-4  # the votes did change
+
+
+def _full_cache(model, st):
+    with attach(model, st), torch.no_grad():
+        return model.run_with_cache(st.tokens_tensor())
