@@ -167,8 +167,13 @@ class AttentionCapture(AttentionRecorder):
 
     # ------------------------------------------------------------------ result
     def result(self, trace: Trace) -> AttentionData:
-        """The captured rows paired with ``trace`` (checked to be the same generation)."""
+        """The captured rows paired with ``trace`` (checked to be the same generation).
+
+        Each row was captured when its query was appended, so the state's visibility is
+        that of that moment: hard prunes count as soft ones (``state.hard_pruned`` empty).
+        """
         state = trace.to_state()
+        state.hard_pruned = set()
         if self.token_ids and self.token_ids != state.token_ids:
             raise ValueError("the trace does not match the captured generation (token ids differ)")
         for s, q in self.query_indices.items():

@@ -97,6 +97,23 @@ def test_hard_pruning_generation_kv_cache_equals_full_forwards() -> None:
     assert rules and all(r.endswith(", hard") for r in rules)
 
 
+def test_captured_attention_of_a_hard_pruned_trace_counts_its_receivers() -> None:
+    """Captured rows were recorded before the prune: analyses see the token as received."""
+    from tempo_lens import AttentionCapture, make_tiny_model
+    from tempo_lens.analysis import pruning_analysis, received_attention
+
+    model = make_tiny_model(seed=5)
+    prune = PruningConfig(rule=RelativeRule(ratio=0.9), lookahead=2, mode="hard")
+    cap = AttentionCapture()
+    trace = generate(
+        model, [3, 14, 15, 9], selection_threshold=0.04, max_steps=10, prune=prune, observers=[cap]
+    )
+    survival = pruning_analysis(trace, received_attention(cap.result(trace))).survival
+    pruned = survival[survival["pruned"].astype(bool)]
+    assert len(pruned) and pruned["received"].notna().all()
+    assert trace.state.hard_pruned  # the trace itself keeps the hard marks
+
+
 def test_hard_pruned_state_round_trips() -> None:
     st, gone = build(True, hard=True)
     back = SequenceState.from_dict(st.to_dict())
