@@ -17,7 +17,7 @@ changes, relative to the clean replay, in one batched forward of ``B`` copies:
 Differences are "intervened - clean". The replay is exact for traces generated without
 pruning (the same logits as the generation loop; see ``tests/model/test_interventions.py``).
 
-Example:
+Examples:
     >>> import tempo_lens as tl
     >>> from tempo_lens.analysis.teacher_forced import Replay
     >>> model = tl.make_tiny_model()

@@ -19,7 +19,7 @@ their rows of the embedding matrix ``W_E`` ("do similar alternatives attend to s
 context?"), and the top context keys of every member
 (:func:`tempo_lens.analysis.patterns.top_context`).
 
-Example:
+Examples:
     >>> import tempo_lens as tl
     >>> model = tl.make_tiny_model()
     >>> trace = tl.generate(model, [3, 14, 15], selection_threshold=0.05, max_steps=3)
