@@ -29,7 +29,6 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,7 @@ from tempo_lens.analysis.uncertainty import step_uncertainty
 from tempo_lens.display.experiment_figures import layer_head_heatmaps_figure
 from tempo_lens.experiments._common import GenerationConfig, fmt_estimate
 from tempo_lens.io import atomic_write_json, atomic_write_text
-from tempo_lens.runner import ExperimentSpec, Unit, encode, run_cli
+from tempo_lens.runner import ExperimentSpec, Unit, encode
 
 MEASURES = ("next_entropy", "width")
 
@@ -188,14 +187,9 @@ SPEC = ExperimentSpec(
     config=Config,
     run_unit=run_unit,
     summarize=summarize,
-    description=(__doc__ or "").splitlines()[0],
     quick={"max_steps": 6},
 )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run from the command line; 0 on success, 2 (one line on stderr) on bad values."""
-    return run_cli(SPEC, argv)
+main = SPEC.main
 
 
 if __name__ == "__main__":
