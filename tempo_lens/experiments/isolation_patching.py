@@ -11,8 +11,15 @@ distributions (:func:`tempo_lens.interventions.step_distributions`),
 ``1 - KL(vis || patched) / KL(vis || iso)`` with KL summed over the steps after the
 first parallel set; 1 = the patch carries all the sibling information, 0 = none.
 
+Head-to-head path patching (RQ 6.2, "information routing"; ``--path-heads``, e.g. the top
+heads of a first run): for every ordered pair (A, B) of the given heads with A in an
+earlier layer, A's visible output is patched into only the query, key or value input (or
+all three) of B in the isolated run (:func:`tempo_lens.interventions.path_patching`);
+same recovery metric. Table ``paths``.
+
 Summary: per layer and per (layer, head), the mean recovery over prompts with a
-bootstrap CI; the heads with the largest recovery; a layer x head map.
+bootstrap CI; the heads with the largest recovery; a layer x head map; per path-patched
+(sender, receiver, path) the mean recovery with its CI.
 
 Example::
 
@@ -21,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +39,12 @@ import torch
 from transformer_lens import patching
 
 import tempo_lens as tl
+from tempo_lens._tl import hook_name
 from tempo_lens.analysis import estimate
 from tempo_lens.analysis.replay import replay_state
 from tempo_lens.display.experiment_figures import layer_head_heatmaps_figure
 from tempo_lens.experiments._common import GenerationConfig, fmt_estimate
-from tempo_lens.interventions import step_distributions
+from tempo_lens.interventions import path_patching, step_distributions
 from tempo_lens.io import atomic_write_text
 from tempo_lens.runner import ExperimentSpec, Unit, encode
 
@@ -46,9 +55,33 @@ class Config(GenerationConfig):
 
     Attributes:
         heads: Also patch every head's output (one forward per head).
+        path_heads: Heads (``L5H5``) for head-to-head path patching: every ordered pair
+            (A, B), A in an earlier layer, A -> B through q, k, v and all three.
     """
 
     heads: bool = True
+    path_heads: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        parse_heads(self.path_heads)
+
+
+def parse_heads(names: Sequence[str]) -> list[tuple[int, int]]:
+    """``["L5H5", "L2H1"]`` -> ``[(5, 5), (2, 1)]``.
+
+    Raises:
+        ValueError: a name not of the form ``L<layer>H<head>``, or a repeated head.
+    """
+    out = []
+    for name in names:
+        m = re.fullmatch(r"L(\d+)H(\d+)", name.strip())
+        if m is None:
+            raise ValueError(f"path_heads: {name!r} is not a head name like L5H5")
+        out.append((int(m.group(1)), int(m.group(2))))
+    if len(set(out)) != len(out):
+        raise ValueError(f"path_heads: repeated head in {list(names)}")
+    return out
 
 
 def _all_positions(corrupted: torch.Tensor, index: Sequence[int], clean: Any) -> torch.Tensor:
@@ -81,11 +114,15 @@ def recovery_metric(
 
 def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, Any]]]:
     """Patch visible into isolated for one prompt: per layer (resid_pre) and per head (z)."""
+    _model_heads(cfg, model)  # a head outside the model fails before any work
     trace = tl.generate(model, encode(model, unit.prompt), cfg.tempo_config(prune=None))
     iso = trace.to_state()
     sets = [[iso.token_ids[i] for i in s] for s in iso.set_indices]
+    empty: dict[str, list[dict[str, Any]]] = {"patching": []}
+    if cfg.path_heads:
+        empty["paths"] = []
     if not any(len(s) > 1 for s in sets[:-1]):
-        return {"patching": []}
+        return empty
     vis = replay_state(trace, isolate=False)
     probs = [[float(trace.tokens[i].probability or 0.0) for i in s] for s in iso.set_indices]
     toks = iso.tokens_tensor()
@@ -93,7 +130,9 @@ def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, An
         with tl.attach(model, vis):
             vis_logits, vis_cache = model.run_with_cache(toks)
         with tl.attach(model, iso):
-            metric = recovery_metric(vis_logits, model(toks), iso, probs, cfg.readout)
+            z_names = {hook_name(la, "z") for la in range(model.cfg.n_layers)}
+            iso_logits, iso_cache = model.run_with_cache(toks, names_filter=z_names.__contains__)
+            metric = recovery_metric(vis_logits, iso_logits, iso, probs, cfg.readout)
             resid = patching.generic_activation_patch(
                 model,
                 toks,
@@ -118,7 +157,51 @@ def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, An
             for la in range(heads.shape[0])
             for h in range(heads.shape[1])
         ]
-    return {"patching": rows}
+    out = {"patching": rows}
+    if cfg.path_heads:
+        out["paths"] = _path_rows(cfg, model, iso, toks, vis_cache, iso_cache, metric)
+    return out
+
+
+def _model_heads(cfg: Config, model: Any) -> list[tuple[int, int]]:
+    heads = parse_heads(cfg.path_heads)
+    bad = [f"L{la}H{h}" for la, h in heads if la >= model.cfg.n_layers or h >= model.cfg.n_heads]
+    if bad:
+        raise ValueError(f"path_heads: {bad} outside the model ({model.cfg.n_layers} layers, "
+                         f"{model.cfg.n_heads} heads)")  # fmt: skip
+    return heads
+
+
+def _path_rows(
+    cfg: Config,
+    model: Any,
+    iso: Any,
+    toks: torch.Tensor,
+    vis_cache: Any,
+    iso_cache: Any,
+    metric: Any,
+) -> list[dict[str, Any]]:
+    """Recovery of every ordered head pair's path patch (see the module docstring)."""
+    heads = _model_heads(cfg, model)
+    rows = []
+    for a in heads:
+        for b in heads:
+            if a[0] >= b[0]:
+                continue
+            for path in ("q", "k", "v", "qkv"):
+                with (
+                    torch.no_grad(),
+                    tl.attach(model, iso),
+                    path_patching(
+                        model, vis_cache, iso_cache, senders=[a], receivers=[b], paths=path
+                    ),  # fmt: skip
+                ):
+                    rec = float(metric(model(toks)))
+                rows.append(
+                    {"sender": f"L{a[0]}H{a[1]}", "sender_layer": a[0], "receiver": f"L{b[0]}H{b[1]}",
+                     "receiver_layer": b[0], "path": path, "recovery": rec}
+                )  # fmt: skip
+    return rows
 
 
 def summarize(cfg: Config, tables: dict[str, pd.DataFrame], out: Path) -> str:
@@ -160,7 +243,30 @@ def summarize(cfg: Config, tables: dict[str, pd.DataFrame], out: Path) -> str:
             f"resid_pre layer {r.layer}: recovery {r.recovery:.3g} "
             f"[{r.ci_low:.3g}, {r.ci_high:.3g}] (n={r.n_prompts})"
         )
+    paths = tables.get("paths")
+    if paths is not None and len(paths):
+        lines += _summarize_paths(cfg, paths, out)
     return "\n".join(lines)
+
+
+def _summarize_paths(cfg: Config, paths: pd.DataFrame, out: Path) -> list[str]:
+    """Per (sender, receiver, path): mean recovery over prompts -> ``path_recovery.csv``."""
+    rows = []
+    keys = ["sender", "receiver", "path"]
+    for (snd, rcv, path), g in paths.groupby(keys, sort=True):
+        e = estimate(g["recovery"].to_numpy(float), min_n=cfg.min_prompts, seed=cfg.seed)
+        rows.append({"sender": snd, "receiver": rcv, "path": path, "recovery": e.mean,
+                     "ci_low": e.ci[0], "ci_high": e.ci[1], "n_prompts": e.n,
+                     "direction": e.direction})  # fmt: skip
+    res = pd.DataFrame(rows).sort_values("recovery", ascending=False)
+    atomic_write_text(out / "path_recovery.csv", res.to_csv(index=False))
+    lines = ["path patching (sender -> receiver via path):"]
+    for r in res.head(8).itertuples():
+        lines.append(
+            f"  {r.sender} -> {r.receiver} ({r.path}): recovery {r.recovery:.3g} "
+            f"[{r.ci_low:.3g}, {r.ci_high:.3g}] (n={r.n_prompts}, {r.direction})"
+        )
+    return lines
 
 
 SPEC = ExperimentSpec(

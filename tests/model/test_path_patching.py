@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 
@@ -97,3 +98,28 @@ def test_bad_arguments_raise(kw, match) -> None:
     with pytest.raises(ValueError, match=match), path_patching(model, {}, {}, **kw):
         pass
     assert model.cfg.use_split_qkv_input is False
+
+
+def test_isolation_patching_path_heads(tmp_path) -> None:
+    from tempo_lens.experiments import isolation_patching
+
+    args = ["--tiny", "--quick", "-q", "--selection-threshold", "0.05", "--no-heads"]
+    heads = ["--path-heads", "L0H1,L1H2,L1H0"]
+    assert isolation_patching.main([*args, *heads, "--output-dir", str(tmp_path)]) == 0
+    paths = pd.read_csv(tmp_path / "paths.csv")
+    per_prompt = paths.groupby("prompt_id").size()
+    assert (per_prompt == 2 * 4).all()  # L0H1 -> L1H2, L0H1 -> L1H0; q, k, v, qkv
+    assert set(paths["path"]) == {"q", "k", "v", "qkv"}
+    assert paths["recovery"].notna().all() and (paths["recovery"] != 0).any()
+    summary = pd.read_csv(tmp_path / "path_recovery.csv")
+    assert len(summary) == 8 and {"ci_low", "ci_high", "direction"} <= set(summary.columns)
+    assert "path patching" in (tmp_path / "report.txt").read_text()
+
+
+@pytest.mark.parametrize("heads", ["L0X1", "L0H1,L0H1", "L0H1,L7H0"])
+def test_isolation_patching_rejects_bad_path_heads(heads, tmp_path, capsys) -> None:
+    from tempo_lens.experiments import isolation_patching
+
+    argv = ["--tiny", "--quick", "--path-heads", heads, "--output-dir", str(tmp_path)]
+    assert isolation_patching.main(argv) == 2
+    assert "path_heads" in capsys.readouterr().err
