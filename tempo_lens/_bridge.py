@@ -186,3 +186,106 @@ def physical_windows_disabled(model: Any) -> Iterator[None]:
         yield
     finally:
         cfg.sliding_window = _WINDOW_OVERRIDES.pop(id(cfg))[1]
+
+
+# ---------------------------------------------------------------------------- forwards
+class BridgeCache:
+    """A Hugging Face ``DynamicCache`` with the operations generation needs.
+
+    Keys are stored as the bridge's ``hook_rot_k`` left them (re-rotated to their logical
+    positions), so an incremental forward sees exactly the keys a full forward would.
+    Full-attention layers only (created without the model config): sliding windows are
+    applied by TEMPO's mask hook, by logical distance, never by dropping cached keys.
+    Tensors are ``[batch, head_index, pos, d_head]``.
+    """
+
+    def __init__(self) -> None:
+        from transformers import DynamicCache
+
+        self.hf = DynamicCache()
+
+    def _layers(self) -> list[Any]:
+        return [layer for layer in self.hf.layers if getattr(layer, "keys", None) is not None]
+
+    def length(self) -> int:
+        """Number of cached positions."""
+        return int(self.hf.get_seq_length())
+
+    def nbytes(self) -> int:
+        """Bytes held by the cached keys and values."""
+        return sum(
+            t.numel() * t.element_size()
+            for layer in self._layers()
+            for t in (layer.keys, layer.values)
+        )
+
+    def select(self, rows: Tensor, positions: Tensor | None = None) -> None:
+        """Keep batch ``rows`` (1-D long) and, if given, cached ``positions``, in place."""
+        for layer in self._layers():
+            keys, values = layer.keys.index_select(0, rows), layer.values.index_select(0, rows)
+            if positions is not None:
+                keys, values = keys.index_select(2, positions), values.index_select(2, positions)
+            layer.keys, layer.values = keys, values
+
+    @contextmanager
+    def scratch(self, length: int) -> Iterator[None]:
+        """Within the block the cache holds its first ``length`` positions; restored after."""
+        saved = [(layer, layer.keys, layer.values) for layer in self._layers()]
+        for layer, keys, values in saved:
+            layer.keys, layer.values = keys[:, :, :length], values[:, :, :length]
+        try:
+            yield
+        finally:
+            for layer, keys, values in saved:
+                layer.keys, layer.values = keys, values
+
+
+def _cache_argument(model: Any) -> str:
+    """The name under which the HF forward takes its KV cache (``cache`` since 5.x)."""
+    import inspect
+
+    params = inspect.signature(_hf(model).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def forward(
+    model: Any, tokens: Tensor, positions: Tensor, cache: BridgeCache | None = None
+) -> Tensor:
+    """Logits of a bridge forward at explicit ``positions`` (``[batch, pos]`` long).
+
+    Positions are always passed, so the bridge never derives them from an attention
+    mask (TransformerLens 4 does when a mask has zeros); the TEMPO hooks then re-rotate
+    from these positions to the logical ones. With ``cache`` only the new tokens are
+    given and the cache is extended in place.
+    """
+    kwargs: dict[str, Any] = {"position_ids": positions.to(tokens.device)}
+    if cache is None:
+        return model(tokens, use_cache=False, **kwargs)
+    kwargs[_cache_argument(model)] = cache.hf
+    with _cache_reaches_attention(model):
+        return model(tokens, use_cache=True, **kwargs)
+
+
+@contextmanager
+def _cache_reaches_attention(model: Any) -> Iterator[None]:
+    """Hand HF's ``cache=`` keyword to the bridge's attention as ``past_key_values``.
+
+    Hugging Face 5.x passes the layer cache to attention as ``cache``; the bridge's
+    re-implemented attention (TransformerLens 3.9 and 4.3) reads ``past_key_values``
+    only, so without this the cache is silently left empty and incremental forwards
+    attend to the new tokens alone (measured: logits 8.1 off on a tiny Llama).
+    """
+
+    def pre_hook(module: Any, args: Any, kwargs: dict[str, Any]) -> tuple[Any, Any]:
+        if kwargs.get("past_key_values") is None and kwargs.get("cache") is not None:
+            kwargs["past_key_values"] = kwargs["cache"]
+        return args, kwargs
+
+    handles = [
+        block.attn.register_forward_pre_hook(pre_hook, with_kwargs=True) for block in model.blocks
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -1,10 +1,13 @@
-"""Every use of TransformerLens internals lives here (and in :mod:`tempo_lens._tl_build`).
+"""Every use of TransformerLens internals lives here (HookedTransformer backend).
 
-The model-construction internals (weight conversion from Hugging Face, state-dict loading)
-are in ``_tl_build`` and re-exported here (``from tempo_lens._tl import ...`` reaches all).
+Re-exports :mod:`tempo_lens._tl_build` (weight conversion from Hugging Face, state-dict
+loading) and :mod:`tempo_lens._tl_cache` (KV caches and forwards on either backend), so
+``from tempo_lens._tl import ...`` reaches all of them; the ``TransformerBridge`` backend
+is :mod:`tempo_lens._bridge`.
 
-TransformerLens 4.0 replaced ``HookedTransformer`` by ``TransformerBridge``; keeping the
-few internals tempo_lens relies on in one module keeps a later port local. Facts relied on
+TransformerLens 4.0 removed ``HookedTransformer``: then :data:`HAS_HOOKED_TRANSFORMER` is
+False, :func:`is_hooked` is always False, and ``import tempo_lens`` works with the bridge
+backend alone (``load_model`` returns a ``TransformerBridge``). Facts relied on
 (each is checked by ``tests/model/test_tl_facts.py`` against the pinned version):
 
 * keys are stored in the KV cache unrotated and re-rotated from position 0 every
@@ -23,13 +26,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeAlias
 
 import torch
 from torch import Tensor
-from transformer_lens import HookedTransformer
-from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from transformer_lens.utilities import get_act_name
+
+try:
+    from transformer_lens import HookedTransformer
+except ImportError:  # TransformerLens 4.x removed it: the bridge backend only
+    HookedTransformer = None  # type: ignore[assignment,misc]
 
 from tempo_lens._tl_build import (
     attach_tokenizer,
@@ -39,9 +45,26 @@ from tempo_lens._tl_build import (
     hooked_parameters,
     processed_config_dict,
 )
+from tempo_lens._tl_cache import (
+    KVCache,
+    forward,
+    kv_cache_length,
+    kv_cache_nbytes,
+    make_kv_cache,
+    reorder_kv_cache,
+    scratch_kv_cache,
+    select_kv_cache,
+    truncate_kv_cache,
+)
 
 __all__ = [
+    "HAS_HOOKED_TRANSFORMER",
+    "KVCache",
+    "forward",
+    "kv_cache_nbytes",
+    "scratch_kv_cache",
     "NotRotaryError",
+    "TempoModel",
     "add_permanent_hooks",
     "hook_functions",
     "remove_hooks",
@@ -56,8 +79,10 @@ __all__ = [
     "hook_name",
     "hooked_parameters",
     "is_attention_shaped",
+    "is_hooked",
     "kv_cache_length",
     "layer_of",
+    "layer_windows",
     "make_kv_cache",
     "processed_config_dict",
     "reorder_kv_cache",
@@ -65,6 +90,19 @@ __all__ = [
     "select_kv_cache",
     "truncate_kv_cache",
 ]
+
+
+HAS_HOOKED_TRANSFORMER = HookedTransformer is not None
+"""Whether the installed TransformerLens has ``HookedTransformer`` (3.x; 4.x removed it)."""
+
+TempoModel: TypeAlias = Any
+"""A rotary ``HookedTransformer`` (TransformerLens 3.x) or a ``TransformerBridge`` around
+a rotary Hugging Face model (3.9 and 4.x); see :mod:`tempo_lens._bridge`."""
+
+
+def is_hooked(model: Any) -> bool:
+    """Whether ``model`` is a ``HookedTransformer`` (always False on TransformerLens 4.x)."""
+    return HookedTransformer is not None and isinstance(model, HookedTransformer)
 
 
 class NotRotaryError(ValueError):
@@ -75,26 +113,26 @@ class UnsupportedAttentionError(ValueError):
     """The model's attention has a variant the TEMPO hooks cannot reproduce exactly."""
 
 
-def check_rotary(model: HookedTransformer) -> None:
-    """Raise unless ``model`` is a rotary ``HookedTransformer`` the hooks handle exactly.
+def check_rotary(model: TempoModel) -> None:
+    """Raise unless ``model`` is a rotary model the TEMPO hooks handle exactly.
+
+    A ``TransformerBridge`` is checked by :func:`tempo_lens._bridge.check_bridge`.
 
     Raises:
-        TypeError: Not a ``HookedTransformer``.
+        TypeError: Neither a ``HookedTransformer`` nor a ``TransformerBridge``.
         NotRotaryError: No RoPE, or dynamic-NTK RoPE.
         UnsupportedAttentionError: Non-causal attention, or log-n query scaling (which
             depends on the physical position).
     """
-    if not isinstance(model, HookedTransformer):
-        from tempo_lens._bridge import is_bridge
+    if not is_hooked(model):
+        from tempo_lens._bridge import check_bridge, is_bridge
 
         if is_bridge(model):
-            raise TypeError(
-                "this tempo_lens function needs a HookedTransformer; a TransformerBridge is "
-                "supported by tempo_lens.attach / tempo_fwd_hooks only (generation on the "
-                "bridge is not implemented yet)"
-            )
+            check_bridge(model)
+            return
         raise TypeError(
-            f"tempo_lens needs a transformer_lens.HookedTransformer, got {type(model).__name__}"
+            "tempo_lens needs a transformer_lens.HookedTransformer or TransformerBridge, got "
+            f"{type(model).__name__}"
         )
     cfg = model.cfg
     if cfg.positional_embedding_type != "rotary":
@@ -170,6 +208,21 @@ def physical_windows_disabled(model: HookedTransformer) -> Iterator[None]:
             cfg.window_size = _WINDOW_OVERRIDES.pop(id(cfg))[1]
 
 
+def layer_windows(model: TempoModel) -> list[int | None]:
+    """Each layer's sliding window (``None``: full attention), on either backend."""
+    if _is_bridge(model):
+        from tempo_lens import _bridge
+
+        return _bridge.attention_windows(model)
+    return attention_windows(model)
+
+
+def _is_bridge(model: Any) -> bool:
+    from tempo_lens._bridge import is_bridge
+
+    return is_bridge(model)
+
+
 def hook_name(layer: int, name: str) -> str:
     """The full name of hook ``name`` of block ``layer``, e.g. ``blocks.3.attn.hook_pattern``.
 
@@ -219,60 +272,7 @@ def rotary_inv_freq(model: HookedTransformer, layer: int) -> Tensor:
     return angle[: rotary_dim // 2].clone()
 
 
-def make_kv_cache(model: HookedTransformer, batch_size: int = 1) -> TransformerLensKeyValueCache:
-    """A fresh, empty TransformerLens KV cache for ``model``."""
-    return TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, batch_size)
-
-
-def kv_cache_length(cache: TransformerLensKeyValueCache) -> int:
-    """Number of token positions held by the cache."""
-    return int(cache.entries[0].past_keys.shape[1])
-
-
-def truncate_kv_cache(cache: TransformerLensKeyValueCache, length: int) -> None:
-    """Drop cached positions from ``length`` on (in place)."""
-    for entry in cache.entries:
-        entry.past_keys = entry.past_keys[:, :length]
-        entry.past_values = entry.past_values[:, :length]
-    cache.previous_attention_mask = cache.previous_attention_mask[:, :length]
-
-
-def reorder_kv_cache(
-    cache: TransformerLensKeyValueCache, batch_indices: Tensor, lengths: list[int] | None = None
-) -> None:
-    """Select / repeat / reorder the cache's batch rows in place.
-
-    Beam search: the parent beam of each new beam. ``batch_indices`` is a 1-D long tensor
-    of old batch rows. With ``lengths`` (one per new row) row ``b`` sees only its first
-    ``lengths[b]`` cached positions (masked; its next tokens are numbered from there on).
-    """
-    idx = batch_indices.to(cache.previous_attention_mask.device)
-    for entry in cache.entries:
-        entry.past_keys = entry.past_keys.index_select(0, idx)
-        entry.past_values = entry.past_values.index_select(0, idx)
-    mask = cache.previous_attention_mask.index_select(0, idx)
-    for row, n in enumerate(lengths or []):
-        mask[row, n:] = 0
-    cache.previous_attention_mask = mask
-
-
-def select_kv_cache(
-    cache: TransformerLensKeyValueCache, batch_indices: Tensor, positions: Tensor
-) -> None:
-    """Keep only the given batch rows and cached positions, in place.
-
-    Used by a batch dropping its finished rows and the columns only they used. Both
-    ``batch_indices`` and ``positions`` are 1-D long tensors.
-    """
-    rows = batch_indices.to(cache.previous_attention_mask.device)
-    pos = positions.to(cache.previous_attention_mask.device)
-    for entry in cache.entries:
-        entry.past_keys = entry.past_keys.index_select(0, rows).index_select(1, pos)
-        entry.past_values = entry.past_values.index_select(0, rows).index_select(1, pos)
-    cache.previous_attention_mask = cache.previous_attention_mask.index_select(0, rows)[:, pos]
-
-
-def max_context(model: HookedTransformer) -> int:
+def max_context(model: TempoModel) -> int:
     """The model's maximum context length (``cfg.n_ctx``)."""
     n = int(model.cfg.n_ctx)
     return n if n > 0 else math.inf  # type: ignore[return-value]
@@ -292,7 +292,7 @@ _T_ORDER = (1, 0)
 
 
 def fast_layout_targets(
-    model: HookedTransformer,
+    model: TempoModel,
 ) -> list[tuple[str, torch.nn.Parameter, tuple[int, ...]]]:
     """``(name, parameter, order)`` for every weight the stock forward copies per call.
 
@@ -302,6 +302,8 @@ def fast_layout_targets(
     bitsandbytes, ungrouped GQA ``repeat_interleave``) are left out, so the fast path can
     never change their arithmetic.
     """
+    if not is_hooked(model):  # a TransformerBridge computes with the HF modules
+        return []
     from transformer_lens.components import AbstractAttention, Unembed
     from transformer_lens.components.mlps.gated_mlp import GatedMLP
 
@@ -336,27 +338,7 @@ def fast_layout_targets(
 __all__ += ["fast_layout_targets"]
 
 
-@contextmanager
-def scratch_kv_cache(cache: TransformerLensKeyValueCache, length: int) -> Iterator[None]:
-    """Truncate and freeze the cache within the block; restore it exactly afterwards.
-
-    Within the block the cache holds only its first ``length`` positions and is frozen
-    (used for the readout forward after pruning).
-    """
-    saved = [(e.past_keys, e.past_values) for e in cache.entries]
-    saved_mask = cache.previous_attention_mask
-    truncate_kv_cache(cache, length)
-    cache.freeze()
-    try:
-        yield
-    finally:
-        cache.unfreeze()
-        for entry, (keys, values) in zip(cache.entries, saved, strict=True):
-            entry.past_keys, entry.past_values = keys, values
-        cache.previous_attention_mask = saved_mask
-
-
-def model_name(model: HookedTransformer) -> str:
+def model_name(model: TempoModel) -> str:
     """A human-readable name for the model (``cfg.model_name``)."""
     return str(getattr(model.cfg, "model_name", "") or "custom")
 

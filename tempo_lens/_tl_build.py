@@ -7,11 +7,13 @@ next to the other TransformerLens internals so a port to ``TransformerBridge`` s
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
-from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+if TYPE_CHECKING:  # absent from TransformerLens 4.x: imported where used
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 __all__ = [
     "attach_tokenizer",
@@ -35,6 +37,8 @@ def hooked_config(
     ``init_weights=False`` skips TransformerLens' random init (parameters are left
     uninitialised), for models whose weights are loaded right after.
     """
+    from transformer_lens import HookedTransformerConfig
+
     return HookedTransformerConfig(
         **cfg_dict, dtype=dtype, device=device, init_weights=init_weights
     )
@@ -55,6 +59,7 @@ def hooked_from_hf(hf_model: Any, cfg: HookedTransformerConfig) -> HookedTransfo
     Raises:
         ValueError: An architecture other than ``LlamaForCausalLM`` / ``Gemma3ForCausalLM``.
     """
+    from transformer_lens import HookedTransformer
     from transformer_lens.pretrained.weight_conversions.gemma import convert_gemma_weights
     from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
 
@@ -100,6 +105,8 @@ def hooked_from_state_dict(
     Raises:
         ValueError: ``parameters`` does not match the model's parameters exactly.
     """
+    from transformer_lens import HookedTransformer
+
     model = HookedTransformer(cfg, move_to_device=False)
     expected = {name for name, _ in model.named_parameters()}
     if set(parameters) != expected:

@@ -20,10 +20,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformer_lens import HookedTransformer
 
 from tempo_lens._numbers import BoolLike, IntLike, RealLike, as_int, as_real
-from tempo_lens._tl import make_kv_cache, max_context, model_name, reorder_kv_cache
+from tempo_lens._tl import (
+    TempoModel,
+    forward,
+    make_kv_cache,
+    max_context,
+    model_name,
+    reorder_kv_cache,
+)
 from tempo_lens.state import SequenceState
 from tempo_lens.text import PromptLike, encode_prompt, eos_token_id, label_texts
 from tempo_lens.trace import Candidate, StepRecord, Trace
@@ -48,7 +54,7 @@ def _real(name: str, value: RealLike, low: float, high: float) -> float:
 
 
 def _decode(
-    model: HookedTransformer,
+    model: TempoModel,
     prompt: PromptLike,
     *,
     max_steps: int,
@@ -65,7 +71,7 @@ def _decode(
     with torch.no_grad():
         new = torch.tensor([ids], device=model.cfg.device)
         for _ in range(max_steps):
-            logits = model(new, past_kv_cache=cache, attention_mask=torch.ones_like(new))[0, -1]
+            logits = forward(model, new, cache=cache)[0, -1]
             probs = torch.softmax(logits.to(torch.float64), dim=-1)
             tok = int(choose(probs))
             if eos is not None and tok == eos:
@@ -102,7 +108,7 @@ def _single_path_trace(model, prompt, ids, chosen, method, config, stop, extra=N
 
 
 def greedy(
-    model: HookedTransformer,
+    model: TempoModel,
     prompt: PromptLike,
     *,
     max_steps: IntLike,
@@ -122,7 +128,7 @@ def greedy(
 
 
 def sample(
-    model: HookedTransformer,
+    model: TempoModel,
     prompt: PromptLike,
     *,
     max_steps: IntLike,
@@ -191,7 +197,7 @@ class _Beam:
 
 
 def beam_search(
-    model: HookedTransformer,
+    model: TempoModel,
     prompt: PromptLike,
     *,
     max_steps: IntLike,
@@ -236,7 +242,7 @@ def beam_search(
     device = model.cfg.device
     with torch.no_grad():
         new = torch.tensor([ids], device=device)
-        logits = model(new, past_kv_cache=cache, attention_mask=torch.ones_like(new))[:, -1]
+        logits = forward(model, new, cache=cache)[:, -1]
         for step in range(max(n_max, 0)):
             logp = torch.log_softmax(logits.to(torch.float64), dim=-1).cpu()
             totals = torch.tensor([b.score for b in running], dtype=torch.float64)[:, None] + logp
@@ -269,7 +275,7 @@ def beam_search(
                 break
             reorder_kv_cache(cache, torch.tensor([c[0] for c in nxt], dtype=torch.long))
             new = torch.tensor([[b.tokens[-1]] for b in running], device=device)
-            logits = model(new, past_kv_cache=cache, attention_mask=torch.ones_like(new))[:, -1]
+            logits = forward(model, new, cache=cache)[:, -1]
     if not finished:  # the prompt already fills the context
         return _single_path_trace(
             model, prompt, ids, [], "beam", {"max_steps": max_steps}, "context", {"steps": []}

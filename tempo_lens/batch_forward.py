@@ -32,9 +32,10 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from tempo_lens._tl import (
+    TempoModel,
+    forward,
     is_attention_shaped,
     kv_cache_length,
     make_kv_cache,
@@ -65,7 +66,7 @@ class BatchForward:
 
     def __init__(
         self,
-        model: HookedTransformer,
+        model: TempoModel,
         states: Sequence[SequenceState],
         *,
         use_kv_cache: bool,
@@ -247,15 +248,21 @@ class BatchForward:
 
     def _forward(self, start: int) -> Tensor:
         device = self.model.cfg.device
-        tokens = self._tokens(start if self.cache is not None else 0).to(device)
+        first = start if self.cache is not None else 0
+        tokens = self._tokens(first).to(device)
+        mask = self.layout.attention_mask(first, device)
+        positions = self.layout.tensor()[:, first:].clamp(min=0)  # physical, per row
         if self.cache is None:
-            mask = self.layout.attention_mask(0, device)
-            return self.model(tokens, attention_mask=mask)[:, start:]
-        mask = self.layout.attention_mask(start, device)
+            logits = forward(self.model, tokens, attention_mask=mask, positions=positions)
+            return logits[:, start:]
         if kv_cache_length(self.cache) == start:
-            return self.model(tokens, past_kv_cache=self.cache, attention_mask=mask)
+            return forward(
+                self.model, tokens, cache=self.cache, attention_mask=mask, positions=positions
+            )
         with scratch_kv_cache(self.cache, start):  # readout forward: do not commit
-            return self.model(tokens, past_kv_cache=self.cache, attention_mask=mask)
+            return forward(
+                self.model, tokens, cache=self.cache, attention_mask=mask, positions=positions
+            )
 
     def _tokens(self, start: int) -> Tensor:
         """Token ids of columns ``start..`` (pad slots get token 0; they are never seen)."""

@@ -38,10 +38,9 @@ import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from tempo_lens._numbers import LayersLike
-from tempo_lens._tl import is_attention_shaped
+from tempo_lens._tl import TempoModel, is_attention_shaped
 from tempo_lens.io import atomic_write
 from tempo_lens.recorder import AttentionRecorder
 from tempo_lens.state import SequenceState
@@ -115,7 +114,7 @@ class AttentionCapture(AttentionRecorder):
         self._extra_buf: dict[str, Tensor] = {}
 
     # ------------------------------------------------------------------ observer
-    def fwd_hooks(self, model: HookedTransformer) -> list[tuple[str, Any]]:
+    def fwd_hooks(self, model: TempoModel) -> list[tuple[str, Any]]:
         """The capture hooks (read-only) for the chosen layers and extra hook names."""
         hooks = super().fwd_hooks(model)
         names = []
@@ -189,6 +188,7 @@ class AttentionCapture(AttentionRecorder):
             texts=list(trace.texts),
             trace=trace,
             extra=self.extra if self.spool_dir is None else None,
+            windows=list(self.windows),
         )
 
 
@@ -232,6 +232,9 @@ class AttentionData:
         texts: Token text per physical index (default ``<id>``).
         trace: The generation's :class:`~tempo_lens.trace.Trace`, if any.
         extra: ``step -> {hook_name: array}`` for extra hooks (spooled: read from disk).
+        windows: Sliding window (logical positions) of each layer of axis 0, ``None`` for
+            full attention (default: all full). Analyses count a key as visible to a
+            query of a local layer only within the window (:meth:`visible`).
     """
 
     def __init__(
@@ -245,10 +248,14 @@ class AttentionData:
         texts: Sequence[str] | None = None,
         trace: Trace | None = None,
         extra: Mapping[int, dict[str, np.ndarray]] | None = None,
+        windows: Sequence[int | None] | None = None,
     ) -> None:
         self.state = state
         self._rows = rows
         self.layers = [int(x) for x in layers]
+        self.windows = list(windows) if windows is not None else [None] * len(self.layers)
+        if len(self.windows) != len(self.layers):
+            raise ValueError(f"{len(self.windows)} windows for {len(self.layers)} layers")
         self.heads = [int(x) for x in heads]
         self.texts = list(texts) if texts is not None else [f"<{t}>" for t in state.token_ids]
         self.trace = trace
@@ -317,6 +324,18 @@ class AttentionData:
     def rows(self, step: int) -> Float[np.ndarray, "layer head query key"]:
         """``[layer, head, q, n_keys]`` rows of one step as float32."""
         return self.stored_rows(step).astype(np.float32, copy=False)
+
+    def visible(self, query_indices: Sequence[int], n_keys: int) -> np.ndarray:
+        """``[layer, q, n_keys]`` bool: which keys each query may see in each layer.
+
+        The final state's visibility (isolation, pruning), restricted to each local
+        layer's window by logical distance.
+        """
+        by_window = {
+            w: self.state.visibility(query_indices, window=w).numpy()[:, :n_keys]
+            for w in set(self.windows)
+        }
+        return np.stack([by_window[w] for w in self.windows])
 
     def stored_rows(self, step: int) -> np.ndarray:
         """The rows of one step in their stored dtype (float16 or float32)."""

@@ -55,9 +55,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformer_lens import HookedTransformer
 
-from tempo_lens._tl import fast_layout_targets
+from tempo_lens._tl import TempoModel, fast_layout_targets
 
 __all__ = [
     "FastPathStatus",
@@ -103,7 +102,7 @@ def _is_compute_layout(param: torch.Tensor, order: tuple[int, ...]) -> bool:
     return param.permute(order).is_contiguous()
 
 
-def enable_fast_path(model: HookedTransformer) -> FastPathStatus:
+def enable_fast_path(model: TempoModel) -> FastPathStatus:
     """Store the weights ``model``'s forward transposes in the layout the forward uses.
 
     Idempotent; safe to call again after a parameter was replaced. Parameter objects,
@@ -119,7 +118,7 @@ def enable_fast_path(model: HookedTransformer) -> FastPathStatus:
     return fast_path_status(model)
 
 
-def disable_fast_path(model: HookedTransformer) -> FastPathStatus:
+def disable_fast_path(model: TempoModel) -> FastPathStatus:
     """Restore the stock (contiguous) layout of every weight :func:`enable_fast_path` touches."""
     with torch.no_grad():
         for _name, param, _order in fast_layout_targets(model):
@@ -128,7 +127,7 @@ def disable_fast_path(model: HookedTransformer) -> FastPathStatus:
     return fast_path_status(model)
 
 
-def fast_path_status(model: HookedTransformer) -> FastPathStatus:
+def fast_path_status(model: TempoModel) -> FastPathStatus:
     """Which eligible weights are currently in the fast layout."""
     fast: list[str] = []
     stock: list[str] = []
@@ -141,7 +140,7 @@ def fast_path_status(model: HookedTransformer) -> FastPathStatus:
 
 
 @contextmanager
-def fast_weights(model: HookedTransformer, *, restore: bool = True) -> Iterator[HookedTransformer]:
+def fast_weights(model: TempoModel, *, restore: bool = True) -> Iterator[TempoModel]:
     """Context manager: the fast path inside the block.
 
     Args:

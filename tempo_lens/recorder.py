@@ -34,10 +34,9 @@ from typing import Any
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from tempo_lens._numbers import LayersLike
-from tempo_lens._tl import hook_name, layer_of
+from tempo_lens._tl import TempoModel, hook_name, layer_of, layer_windows
 from tempo_lens.pruning import gather_votes, resolve_layers
 from tempo_lens.state import SequenceState
 
@@ -59,6 +58,7 @@ class AttentionRecorder:
     Attributes:
         layers: Resolved model layer ids of axis 0 (set by :meth:`fwd_hooks`).
         heads: Resolved model head ids of axis 1 (set by :meth:`fwd_hooks`).
+        windows: Sliding window of each recorded layer (``None``: full attention).
         rows: ``step -> [layer, head_index, q_new, n_keys]`` tensors.
         query_indices: ``step -> physical indices`` of the step's queries.
         token_ids: Token ids of the sequence as of the last step begun.
@@ -83,6 +83,7 @@ class AttentionRecorder:
         self.include_prompt = include_prompt
         self.layers: list[int] = []
         self.heads: list[int] = []
+        self.windows: list[int | None] = []
         self._reset()
 
     def _reset(self) -> None:
@@ -95,10 +96,12 @@ class AttentionRecorder:
         self._rerecord = False
 
     # ------------------------------------------------------------------ observer
-    def fwd_hooks(self, model: HookedTransformer) -> list[tuple[str, Any]]:
+    def fwd_hooks(self, model: TempoModel) -> list[tuple[str, Any]]:
         """Read-only ``hook_pattern`` hooks for the chosen layers (resolves layers/heads)."""
         n_heads = model.cfg.n_heads
         self.layers = resolve_layers(self.layer_spec, model.cfg.n_layers)
+        windows = layer_windows(model)
+        self.windows = [windows[layer] for layer in self.layers]
         heads = list(range(n_heads)) if self.head_spec is None else self.head_spec
         bad = [h for h in heads if not 0 <= h < n_heads]
         if bad or not heads or len(set(heads)) != len(heads):

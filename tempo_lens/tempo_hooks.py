@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
 
 from tempo_lens import _bridge
 from tempo_lens._tl import (
+    TempoModel,
     UnsupportedAttentionError,
     hook_functions,
     hook_name,
@@ -35,8 +35,6 @@ from tempo_lens.state import SequenceState
 __all__ = ["HookConflictError", "HookFn", "StateMismatchError", "TempoHooks", "TempoModel"]
 
 HookFn = Callable[[Tensor, HookPoint], Tensor | None]
-TempoModel = HookedTransformer | Any
-"""A rotary ``HookedTransformer``, or a ``TransformerBridge`` around a rotary HF model."""
 
 
 class StateMismatchError(RuntimeError):

@@ -31,9 +31,8 @@ from typing import Any
 
 import numpy as np
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
-from tempo_lens._tl import max_context
+from tempo_lens._tl import TempoModel, max_context
 from tempo_lens.trace import Candidate, Trace
 
 __all__ = [
@@ -88,7 +87,7 @@ def prompt_token_ids(prompt: Any) -> list[int]:
     return [int(t) for t in arr.tolist()]
 
 
-def encode_prompt(model: HookedTransformer, prompt: PromptLike) -> list[int]:
+def encode_prompt(model: TempoModel, prompt: PromptLike) -> list[int]:
     """Token ids of a prompt, checked to fit the model's context.
 
     Args:
@@ -135,7 +134,7 @@ def parse_token_ids(text: str) -> list[int]:
     return ids
 
 
-def prompt_input(model: HookedTransformer, text: str) -> str | list[int]:
+def prompt_input(model: TempoModel, text: str) -> str | list[int]:
     """What a prompt written as text (command line, prompts file) means for ``model``.
 
     The text itself for a model with a tokenizer; for a model without one (the tiny test
@@ -152,7 +151,7 @@ def prompt_input(model: HookedTransformer, text: str) -> str | list[int]:
     return text
 
 
-def check_prompt_fits(model: HookedTransformer, n_prompt: int) -> None:
+def check_prompt_fits(model: TempoModel, n_prompt: int) -> None:
     """Raise ``ValueError`` unless a prompt of ``n_prompt`` tokens leaves room for one more."""
     limit = max_context(model)
     if n_prompt + 1 > limit:
@@ -162,7 +161,7 @@ def check_prompt_fits(model: HookedTransformer, n_prompt: int) -> None:
         )
 
 
-def token_text(model: HookedTransformer, token_id: int) -> str:
+def token_text(model: TempoModel, token_id: int) -> str:
     """The text of one token decoded alone (``<id>`` without a tokenizer).
 
     Context-free, so only right for labels of a vocabulary entry; the text a token adds to
@@ -173,7 +172,7 @@ def token_text(model: HookedTransformer, token_id: int) -> str:
     return str(model.tokenizer.decode([token_id]))
 
 
-def eos_token_id(model: HookedTransformer) -> int | None:
+def eos_token_id(model: TempoModel) -> int | None:
     """The tokenizer's EOS id, or None.
 
     None without a tokenizer, without an EOS, or for an id outside the model's vocabulary
@@ -231,7 +230,7 @@ def _added(before: str, after: str) -> str:
 
 
 def sequence_texts(
-    model: HookedTransformer,
+    model: TempoModel,
     prompt_ids: Sequence[int],
     clean_ids: Sequence[int],
     others: Sequence[Sequence[int]] = (),
@@ -275,7 +274,7 @@ def sequence_texts(
     return inc.texts[:n_prompt], inc.texts[n_prompt:], other_texts
 
 
-def label_texts(trace: Trace, model: HookedTransformer) -> Trace:
+def label_texts(trace: Trace, model: TempoModel) -> Trace:
     """``trace`` with every text decoded in context by :func:`sequence_texts`.
 
     Token, candidate, prefiltered and pruning-decision texts are replaced; ids,

@@ -36,9 +36,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformer_lens import HookedTransformer
 
-from tempo_lens._tl import make_kv_cache
+from tempo_lens._tl import TempoModel, forward, kv_cache_nbytes, make_kv_cache
 from tempo_lens.trace import Trace
 
 __all__ = ["Budget", "ForwardCounter", "kv_bytes_per_position", "trace_budget"]
@@ -90,7 +89,7 @@ def trace_budget(trace: Trace) -> Budget:
     raise ValueError(f"no budget rule for method {trace.method!r}")
 
 
-def kv_bytes_per_position(model: HookedTransformer) -> int:
+def kv_bytes_per_position(model: TempoModel) -> int:
     """Bytes one cached position takes over all layers (keys + values).
 
     Measured on a real TransformerLens KV cache after a one-token forward.
@@ -98,12 +97,8 @@ def kv_bytes_per_position(model: HookedTransformer) -> int:
     cache = make_kv_cache(model)
     with torch.no_grad():
         tok = torch.zeros((1, 1), dtype=torch.long, device=model.cfg.device)
-        model(tok, past_kv_cache=cache, attention_mask=torch.ones_like(tok))
-    return sum(
-        e.past_keys.numel() * e.past_keys.element_size()
-        + e.past_values.numel() * e.past_values.element_size()
-        for e in cache.entries
-    )
+        forward(model, tok, cache=cache)
+    return kv_cache_nbytes(cache)
 
 
 class ForwardCounter:

@@ -81,7 +81,8 @@ def distance_matched(data: AttentionData, *, include_sink: bool = False) -> Matc
     """Parallel vs generated-singleton received attention at matched query-key distance.
 
     Only (query, key) pairs with ``step(query) > step(key)`` where the key is visible to the
-    query under the TEMPO mask enter (as in :func:`received_attention`).
+    query under the TEMPO mask (per layer: within a sliding window's logical distance)
+    enter (as in :func:`received_attention`).
     """
     st = data.state
     steps = np.asarray(st.steps)
@@ -89,38 +90,38 @@ def distance_matched(data: AttentionData, *, include_sink: bool = False) -> Matc
     n_l, n_h = len(data.layers), len(data.heads)
     max_d = max(st.n_steps, 1)
     sums = np.zeros((2, n_l, n_h, max_d + 1))
-    counts = np.zeros((2, max_d + 1))
+    counts = np.zeros((2, n_l, max_d + 1))  # per layer: a local layer sees its window only
     for s in data.steps:
         if s < 1:
             continue
         q = data.query_indices(s)
         rows = data.rows(s).astype(np.float64)
         k = rows.shape[-1]
-        vis = st.visibility(q).numpy()[:, :k] & (steps[None, :k] < s)
+        vis = data.visible(q, k) & (steps[None, None, :k] < s)  # layer q key
         dist = s - steps[:k]
         for g, mask in enumerate((par[:k], single[:k])):
-            sel = vis & mask[None, :]
+            sel = vis & mask[None, None, :]
             if not sel.any():
                 continue
             for d in np.unique(dist[mask & (steps[:k] >= 0)]):
-                m = sel & (dist == d)[None, :]
+                m = sel & (dist == d)[None, None, :]
                 if m.any():
-                    sums[g, :, :, d] += np.einsum("lhqk,qk->lh", rows, m)
-                    counts[g, d] += m.sum()
-    common = np.nonzero((counts[0] > 0) & (counts[1] > 0))[0]
-    w = counts[0, common]
+                    sums[g, :, :, d] += np.einsum("lhqk,lqk->lh", rows, m)
+                    counts[g, :, d] += m.sum(axis=(1, 2))
+    common = np.nonzero((counts[0].min(0) > 0) & (counts[1].min(0) > 0))[0]
+    w = counts[0][:, None, common]  # l 1 d
     if not len(common):
         nan = np.full((n_l, n_h), np.nan)
         return MatchedRatio(float("nan"), nan[:, 0].copy(), nan, [], 0, 0)
-    means = sums[:, :, :, common] / counts[:, None, None, common]  # g l h d
+    means = sums[:, :, :, common] / counts[:, :, None, common]  # g l h d
     num, den = (means[0] * w).sum(-1), (means[1] * w).sum(-1)  # l h
     return MatchedRatio(
         ratio=float(safe_ratio(num.mean(), den.mean())),
         per_layer=safe_ratio(num.mean(1), den.mean(1)),
         per_head=safe_ratio(num, den),
         distances=[int(d) for d in common],
-        n_parallel_pairs=int(counts[0, common].sum()),
-        n_singleton_pairs=int(counts[1, common].sum()),
+        n_parallel_pairs=int(counts[0][:, common].max(0).sum()),
+        n_singleton_pairs=int(counts[1][:, common].max(0).sum()),
     )
 
 
@@ -140,24 +141,26 @@ def depth_bands(n_layers: int) -> np.ndarray:
 def normalised_entropy(data: AttentionData) -> Float[np.ndarray, "layer head"]:
     """Mean over generated queries of ``H(row) / log(n visible)`` per layer and head.
 
-    Queries that see a single key (``log 1 = 0``) are left out.
+    Queries that see a single key (``log 1 = 0``) are left out. On a sliding-window layer
+    the visible keys are those within the window (by logical distance).
     """
-    st = data.state
     total = np.zeros((len(data.layers), len(data.heads)))
-    n = 0
+    n = np.zeros((len(data.layers), 1))
     for s in data.steps:
         if s < 0:
             continue
         q = data.query_indices(s)
         rows = data.rows(s)
-        n_vis = st.visibility(q).numpy()[:, : rows.shape[-1]].sum(1)
+        n_vis = data.visible(q, rows.shape[-1]).sum(2)  # layer q (a window per layer)
         ok = n_vis > 1
         if not ok.any():
             continue
-        h = entropy(rows[:, :, ok])
-        total += (h / np.log(n_vis[ok])).sum(-1)
-        n += int(ok.sum())
-    return total / n if n else np.full_like(total, np.nan)
+        h = entropy(rows)  # layer head q
+        ratio = h / np.log(np.where(ok, n_vis, 2))[:, None, :]
+        total += np.where(ok[:, None, :], ratio, 0.0).sum(-1)
+        n[:, 0] += ok.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, total / np.maximum(n, 1), np.nan)
 
 
 def size_trend(received: ReceivedAttention) -> pd.DataFrame:

@@ -110,6 +110,7 @@ def save_attention(data: AttentionData, out_dir: str | os.PathLike[str]) -> list
     meta = {
         "format": ATTENTION_FORMAT,
         "layers": data.layers,
+        "windows": data.windows,
         "heads": data.heads,
         "dtype": sorted(dtypes),
         "steps": data.steps,
@@ -144,6 +145,7 @@ def load_attention(path: str | os.PathLike[str]) -> AttentionData:
         heads=meta["heads"],
         texts=meta["texts"],
         trace=trace,
+        windows=meta.get("windows"),
     )
 
 

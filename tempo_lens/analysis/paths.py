@@ -34,9 +34,8 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
-from tempo_lens._tl import hook_name, make_kv_cache
+from tempo_lens._tl import TempoModel, forward, hook_name, make_kv_cache
 from tempo_lens.analysis.patterns import entropy
 from tempo_lens.analysis.steps import step_alternatives
 from tempo_lens.trace import Trace
@@ -80,7 +79,7 @@ class MemberPath:
 
 
 def member_paths(
-    model: HookedTransformer,
+    model: TempoModel,
     prefix: Sequence[int],
     members: Sequence[int],
     *,
@@ -151,7 +150,7 @@ def replay_alternatives(
 
 
 def replay_sets(
-    model: HookedTransformer,
+    model: TempoModel,
     sets: Sequence[tuple[Sequence[int], Sequence[int]]],
     *,
     horizon: int,
@@ -184,7 +183,7 @@ def replay_sets(
 
 
 def _replay(
-    model: HookedTransformer, rows: list[tuple[tuple[int, ...], int]], horizon: int
+    model: TempoModel, rows: list[tuple[tuple[int, ...], int]], horizon: int
 ) -> list[MemberPath]:
     """Equal-length ``prefix + [member]`` rows, continued greedily in one batch."""
     device = model.cfg.device
@@ -193,7 +192,7 @@ def _replay(
     conts: list[list[int]] = [[] for _ in rows]
     nlls: list[list[float]] = [[] for _ in rows]
     with torch.no_grad():
-        logits = model(x, past_kv_cache=kv, attention_mask=torch.ones_like(x))[:, -2:]
+        logits = forward(model, x, cache=kv)[:, -2:]
         logp = torch.log_softmax(logits.to(torch.float64), dim=-1).cpu()
         member_nll = [-float(logp[b, 0, m]) for b, (_, m) in enumerate(rows)]
         for t in range(horizon):
@@ -204,7 +203,7 @@ def _replay(
                 nlls[b].append(-float(last[b, nxt[b]]))
             if t + 1 < horizon:
                 new = nxt[:, None].to(device)
-                logits = model(new, past_kv_cache=kv, attention_mask=torch.ones_like(new))
+                logits = forward(model, new, cache=kv)
                 logp = torch.log_softmax(logits.to(torch.float64), dim=-1).cpu()
     return [
         MemberPath(m, member_nll[b], tuple(conts[b]), tuple(nlls[b]))
@@ -230,7 +229,7 @@ class EntropyMeter:
         self._layers: dict[int, float] = {}
         self._n_layers = 0
 
-    def fwd_hooks(self, model: HookedTransformer) -> list[tuple[str, Any]]:
+    def fwd_hooks(self, model: TempoModel) -> list[tuple[str, Any]]:
         """Read-only ``hook_pattern`` hooks on every layer."""
         self._n_layers = model.cfg.n_layers
         return [(hook_name(layer, "pattern"), self._hook) for layer in range(self._n_layers)]
@@ -244,7 +243,7 @@ class EntropyMeter:
 
 
 def continuation_nlls(
-    model: HookedTransformer, prompt: Sequence[int], outputs: Sequence[Sequence[int]]
+    model: TempoModel, prompt: Sequence[int], outputs: Sequence[Sequence[int]]
 ) -> list[list[float]]:
     """``-ln p`` (nats) of every token of each output given ``prompt``, under the plain model.
 
@@ -266,10 +265,7 @@ def continuation_nlls(
         with torch.no_grad():
             # all-ones mask: right padding is harmless under the causal mask, and no token
             # is ever treated as padding whatever the tokenizer's padding side
-            mask = torch.ones_like(rows)
-            logits = model(rows, attention_mask=mask, return_type="logits")[
-                :, n - 1 : n - 1 + width
-            ]
+            logits = forward(model, rows)[:, n - 1 : n - 1 + width]
         logp = torch.log_softmax(logits.to(torch.float64), dim=-1).cpu()
         target = rows[:, n : n + width].cpu().unsqueeze(-1)
         nll = -logp.gather(-1, target).squeeze(-1)

@@ -245,7 +245,9 @@ class EntropyResult:
         per_head: ``[layer, head]`` mean entropy over the selected queries.
         per_layer: ``[layer]`` mean over heads.
         per_query: Rows ``index, step, parallel, n_visible, entropy, normalised``
-            (``normalised`` = entropy / log(n_visible), 1 for uniform; mean over heads).
+            (``normalised`` = entropy / log(n_visible of the layer), 1 for uniform, mean
+            over layers and heads; a sliding-window layer sees only its window, and
+            ``n_visible`` is the largest count over the layers).
         unit: ``nats`` or ``bits``. layers / heads: model ids.
     """
 
@@ -273,18 +275,21 @@ def attention_entropy(
         q = data.query_indices(s)
         rows = data.rows(s)
         h = entropy(rows, unit=unit)  # layer head q
-        n_vis = st.visibility(q).numpy()[:, : rows.shape[-1]].sum(1)
+        n_vis = data.visible(q, rows.shape[-1]).sum(2)  # layer q (windows per layer)
         log_n = np.log(n_vis) / (np.log(2) if unit == "bits" else 1.0)
         mean_h = h.mean(axis=(0, 1))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.where(log_n[:, None] > 0, h / log_n[:, None], np.nan)
+        normalised = ratio.mean(axis=(0, 1))
         for r, i in enumerate(q):
             records.append(
                 {
                     "index": i,
                     "step": s,
                     "parallel": bool(st.is_parallel(i)),
-                    "n_visible": int(n_vis[r]),
+                    "n_visible": int(n_vis[:, r].max()),
                     "entropy": float(mean_h[r]),
-                    "normalised": float(mean_h[r] / log_n[r]) if log_n[r] > 0 else float("nan"),
+                    "normalised": float(normalised[r]),
                 }
             )
         per_q.append(h)

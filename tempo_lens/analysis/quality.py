@@ -40,15 +40,15 @@ from typing import Any
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
+from tempo_lens._tl import TempoModel
 from tempo_lens.trace import Trace
 
 __all__ = ["CleanTextNLL", "clean_text_nll", "distinct_n", "token_nll", "trace_diversity"]
 
 
 def token_nll(
-    model: HookedTransformer, token_ids: Sequence[int], *, start: int = 1
+    model: TempoModel, token_ids: Sequence[int], *, start: int = 1
 ) -> Float[Tensor, " n"]:
     """``-ln p(x_t | x_<t)`` for ``t = start .. len(token_ids) - 1`` under the plain model.
 
@@ -108,7 +108,7 @@ class CleanTextNLL:
         }
 
 
-def clean_text_nll(model: HookedTransformer, trace: Trace) -> CleanTextNLL:
+def clean_text_nll(model: TempoModel, trace: Trace) -> CleanTextNLL:
     """Score ``trace``'s clean continuation with the plain model, given the prompt.
 
     The clean continuation is the top surviving member of each step (see the module

@@ -6,7 +6,9 @@ Definitions (per layer and head; overall numbers average the layer/head values):
   steps *later* than its own step (``step(i) > step(j)``; prompt tokens have step ``-1``,
   prompt queries are never receivers, siblings in the same set are never receivers), and
   only from the receivers that can *see* it under the TEMPO mask (a token pruned at step
-  ``p`` is invisible to queries of steps ``> p``; those queries are not counted).
+  ``p`` is invisible to queries of steps ``> p``; those queries are not counted). On a
+  sliding-window layer, only the receivers within the window (by logical distance) see
+  it, so receivers are counted per layer.
 * **Per-token received attention** ``r_j = mean_{i in R(j)} A[i, j]`` over its visible
   receivers ``R(j)``. Rows of ``A`` sum to 1 over the keys a query can see, so ``r_j`` is
   the average share of a later query's attention that ``j`` gets. Tokens with no receiver
@@ -126,31 +128,31 @@ def received_attention(
     n, n_l, n_h = len(st), len(data.layers), len(data.heads)
     steps = np.asarray(st.steps)
     att_sum = np.zeros((n_l, n_h, n))
-    count = np.zeros(n)
+    count = np.zeros((n_l, 1, n))  # receivers per layer: local layers see a window only
     n_sets = st.n_steps
     set_sum = np.zeros((n_l, n_h, n_sets))
-    set_count = np.zeros(n_sets)
+    set_count = np.zeros((n_l, 1, n_sets))
     for s in data.steps:
         if s < 0:
             continue
         q = data.query_indices(s)
         rows = data.rows(s).astype(np.float64)  # layer head q key
         k = rows.shape[-1]
-        vis = st.visibility(q).numpy()[:, :k] & (steps[None, :k] < s)
-        att_sum[:, :, :k] += np.einsum("lhqk,qk->lhk", rows, vis)
-        count[:k] += vis.sum(0)
+        vis = data.visible(q, k) & (steps[None, None, :k] < s)  # layer q key
+        att_sum[:, :, :k] += np.einsum("lhqk,lqk->lhk", rows, vis)
+        count[:, 0, :k] += vis.sum(1)
         for t in range(min(s, n_sets)):
             members = st.set_indices[t]
-            mv = vis[:, members]
-            seen = mv.any(1)
-            if not seen.any():
-                continue
-            tot = np.einsum("lhqm,qm->lhq", rows[:, :, :, members], mv)
-            set_sum[:, :, t] += tot[:, :, seen].sum(-1)
-            set_count[t] += seen.sum()
+            mv = vis[:, :, members]
+            seen = np.asarray(mv.any(axis=2))  # layer q
+            tot = np.einsum("lhqm,lqm->lhq", rows[:, :, :, members], mv)
+            set_sum[:, :, t] += (tot * seen[:, None, :]).sum(-1)
+            set_count[:, 0, t] += seen.sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
         r = np.where(count > 0, att_sum / np.maximum(count, 1), np.nan)
         totals = np.where(set_count > 0, set_sum / np.maximum(set_count, 1), np.nan)
+    count = count.max(axis=(0, 1))  # receivers in the layer that sees the token most
+    set_count = set_count.max(axis=(0, 1))
 
     sizes = [len(st.set_indices[x]) if x >= 0 else 1 for x in st.steps]
     parallel = np.array([x >= 0 and sz > 1 for x, sz in zip(st.steps, sizes, strict=True)])

@@ -23,9 +23,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-from transformer_lens import HookedTransformer
 
-from tempo_lens._tl import hook_name, make_kv_cache, reorder_kv_cache
+from tempo_lens._tl import TempoModel, hook_name, make_kv_cache, reorder_kv_cache
 from tempo_lens.capture import AttentionData
 from tempo_lens.hooks import attach
 from tempo_lens.positions import PositionScheme
@@ -65,7 +64,7 @@ def replay_state(
 
 
 def replay_attention(
-    model: HookedTransformer,
+    model: TempoModel,
     trace: Trace,
     *,
     scheme: Literal["shared", "distinct"] = "shared",
@@ -93,7 +92,7 @@ def replay_attention(
     return AttentionData.from_full(st, pattern, texts=list(trace.texts))
 
 
-def _final_resid(model: HookedTransformer, tokens: torch.Tensor, cache: Any = None) -> torch.Tensor:
+def _final_resid(model: TempoModel, tokens: torch.Tensor, cache: Any = None) -> torch.Tensor:
     """``[batch, pos, d_model]`` at :data:`RESID` (after ``cache``'s positions, if given)."""
     out: dict[str, torch.Tensor] = {}
 
@@ -112,7 +111,7 @@ def _final_resid(model: HookedTransformer, tokens: torch.Tensor, cache: Any = No
 
 
 def _suffix_resid(
-    model: HookedTransformer, clean: list[int], jobs: list[tuple[int, list[list[int]]]]
+    model: TempoModel, clean: list[int], jobs: list[tuple[int, list[list[int]]]]
 ) -> torch.Tensor:
     """The final residual of equal-length suffixes, each right after a prefix of ``clean``.
 
@@ -133,14 +132,14 @@ def _suffix_resid(
     return _final_resid(model, tokens, cache)
 
 
-def _log_probs(model: HookedTransformer, resid: torch.Tensor) -> torch.Tensor:
+def _log_probs(model: TempoModel, resid: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         logits = model.unembed(resid.unsqueeze(0))[0]
     return torch.log_softmax(logits.to(torch.float64), dim=-1)
 
 
 def continuation_support(
-    model: HookedTransformer, trace: Trace, data: AttentionData, *, window: int = 3
+    model: TempoModel, trace: Trace, data: AttentionData, *, window: int = 3
 ) -> pd.DataFrame:
     """Per member of each parallel set ``s`` with ``window`` further steps.
 
@@ -190,7 +189,7 @@ def continuation_support(
 
 
 def recomputed_widths(
-    model: HookedTransformer,
+    model: TempoModel,
     trace: Trace,
     resid: Mapping[int, np.ndarray],
     *,

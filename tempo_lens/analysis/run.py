@@ -30,9 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from transformer_lens import HookedTransformer
-
 from tempo_lens._numbers import LayersLike
+from tempo_lens._tl import TempoModel
 from tempo_lens.analysis._util import jsonable
 from tempo_lens.analysis.export import export_seed_json, save_attention
 from tempo_lens.analysis.patterns import (
@@ -111,7 +110,7 @@ def render_figures(
 
 
 def analyze_prompt(
-    model: HookedTransformer,
+    model: TempoModel,
     prompt: PromptLike,
     config: TempoConfig,
     out_dir: str | os.PathLike[str],

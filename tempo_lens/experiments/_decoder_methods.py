@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformer_lens import HookedTransformer
 
 import tempo_lens as tl
+from tempo_lens._tl import TempoModel
 from tempo_lens.analysis.budget import Budget, ForwardCounter, trace_budget
 from tempo_lens.analysis.paths import EntropyMeter
 from tempo_lens.text import eos_token_id
@@ -61,7 +61,7 @@ class MethodRun:
 
 
 def _measured(
-    model: HookedTransformer, fn: Callable[[], list[Trace]]
+    model: TempoModel, fn: Callable[[], list[Trace]]
 ) -> tuple[list[Trace], ForwardCounter, EntropyMeter, float]:
     counter, meter = ForwardCounter(model.embed), EntropyMeter()
     with counter.counting(), model.hooks(fwd_hooks=meter.fwd_hooks(model)):  # type: ignore[arg-type]
@@ -82,7 +82,7 @@ def _single(name, family, params, model, fn) -> MethodRun:
     )  # fmt: skip
 
 
-def run_greedy(model: HookedTransformer, prompt: list[int], max_steps: int) -> MethodRun:
+def run_greedy(model: TempoModel, prompt: list[int], max_steps: int) -> MethodRun:
     """Greedy decoding (:func:`tempo_lens.greedy`)."""
     return _single(
         "greedy", "greedy", {}, model, lambda: tl.greedy(model, prompt, max_steps=max_steps)
@@ -90,7 +90,7 @@ def run_greedy(model: HookedTransformer, prompt: list[int], max_steps: int) -> M
 
 
 def run_tempo(
-    model: HookedTransformer, prompt: list[int], config: tl.TempoConfig, params: dict[str, Any]
+    model: TempoModel, prompt: list[int], config: tl.TempoConfig, params: dict[str, Any]
 ) -> MethodRun:
     """TEMPO (:func:`tempo_lens.generate`) with ``config``; alternatives are the sets."""
     (trace,), counter, meter, seconds = _measured(
@@ -109,7 +109,7 @@ def run_tempo(
     )  # fmt: skip
 
 
-def run_beam(model: HookedTransformer, prompt: list[int], max_steps: int, k: int) -> MethodRun:
+def run_beam(model: TempoModel, prompt: list[int], max_steps: int, k: int) -> MethodRun:
     """Beam search (:func:`tempo_lens.beam_search`, Hugging Face semantics).
 
     Outputs are the finished hypotheses, best first; alternatives the k best
@@ -130,7 +130,7 @@ def run_beam(model: HookedTransformer, prompt: list[int], max_steps: int, k: int
 
 
 def run_sampling(
-    model: HookedTransformer,
+    model: TempoModel,
     prompt: list[int],
     max_steps: int,
     *,
@@ -208,6 +208,6 @@ def run_hf(
     )  # fmt: skip
 
 
-def model_eos(model: HookedTransformer) -> int | None:
+def model_eos(model: TempoModel) -> int | None:
     """The EOS id the ``HookedTransformer`` methods stop at."""
     return eos_token_id(model)

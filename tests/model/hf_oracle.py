@@ -6,8 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
-from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
 
 from tempo_lens import SequenceState
@@ -15,10 +13,8 @@ from tempo_lens._tl import hooked_config, hooked_from_hf
 from tempo_lens.hf_configs import gemma3_config_dict
 
 
-def tiny_llama_pair(
-    seed: int = 0, n_kv: int = 2, n_layers: int = 2
-) -> tuple[LlamaForCausalLM, HookedTransformer]:
-    """A random tiny HF Llama and the HookedTransformer built from the same weights."""
+def tiny_llama_hf(seed: int = 0, n_kv: int = 2, n_layers: int = 2) -> LlamaForCausalLM:
+    """A random tiny HF Llama (4 query heads, ``n_kv`` key heads, vocab 64)."""
     torch.manual_seed(seed)
     hf_cfg = LlamaConfig(
         vocab_size=64,
@@ -38,6 +34,18 @@ def tiny_llama_pair(
         for p in hf.parameters():
             if p.ndim == 2:
                 p.normal_(0, 0.3)
+    return hf
+
+
+def tiny_llama_pair(
+    seed: int = 0, n_kv: int = 2, n_layers: int = 2
+) -> tuple[LlamaForCausalLM, Any]:
+    """A random tiny HF Llama and the HookedTransformer built from the same weights
+    (TransformerLens 3.x; see :func:`tiny_llama_hf` for the HF model alone)."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
+
+    hf = tiny_llama_hf(seed, n_kv, n_layers)
     cfg = HookedTransformerConfig(
         d_model=64,
         n_heads=4,
@@ -71,10 +79,17 @@ def tiny_llama_pair(
 
 def tiny_gemma3_pair(
     seed: int = 0, window: int = 4, n_layers: int = 3
-) -> tuple[Gemma3ForCausalLM, HookedTransformer]:
+) -> tuple[Gemma3ForCausalLM, Any]:
+    """:func:`tiny_gemma3_hf` and the HookedTransformer tempo_lens builds from it
+    (TransformerLens 3.x)."""
+    hf = tiny_gemma3_hf(seed, window, n_layers)
+    cfg_dict = gemma3_config_dict(hf.config, default_prepend_bos=False)
+    return hf, hooked_from_hf(hf, hooked_config(cfg_dict, init_weights=False))
+
+
+def tiny_gemma3_hf(seed: int = 0, window: int = 4, n_layers: int = 3) -> Gemma3ForCausalLM:
     """A random tiny HF Gemma 3 (sliding window ``window`` on all but every third layer,
-    local/global RoPE bases 1e4/1e6, q/k-norm, 2 query heads per key head) and the
-    HookedTransformer tempo_lens builds from it (norms folded, as for the real model)."""
+    local/global RoPE bases 1e4/1e6, q/k-norm, 2 query heads per key head)."""
     torch.manual_seed(seed)
     hf_cfg = Gemma3TextConfig(
         vocab_size=64,
@@ -97,8 +112,7 @@ def tiny_gemma3_pair(
     with torch.no_grad():  # sharp attention and non-trivial norm weights
         for p in hf.parameters():
             p.normal_(0, 0.3 if p.ndim == 2 else 0.2)
-    cfg_dict = gemma3_config_dict(hf.config, default_prepend_bos=False)
-    return hf, hooked_from_hf(hf, hooked_config(cfg_dict, init_weights=False))
+    return hf
 
 
 def reference_mask(state: SequenceState, window: float | None = None) -> torch.Tensor:
@@ -249,3 +263,25 @@ def bridge_of(hf: torch.nn.Module, tokenizer: Any) -> Any:
     return TransformerBridge.boot_transformers(
         "tiny-offline", hf_model=hf, tokenizer=tokenizer, device="cpu"
     )
+
+
+def hf_step_distributions(hf: torch.nn.Module, trace: Any) -> list[torch.Tensor]:
+    """Each step's next-token distribution from HF logits on the sequence as of that step
+    (the prompt plus the sets before it; valid for traces without pruning), through the
+    step's readout of the previous set's rows."""
+    from tempo_lens.selection import readout_distribution
+
+    ids, n0 = trace.state.token_ids, trace.prompt_length
+    out = []
+    sets: list[list[int]] = []
+    for step in trace.steps:
+        st = SequenceState.from_sets(ids[:n0], sets, isolate=trace.isolate)
+        logits = hf_logits(hf, st)[0].to(torch.float64)
+        if not sets:
+            out.append(torch.softmax(logits[-1], dim=-1))
+        else:
+            prev = trace.steps[len(sets) - 1]
+            rows = logits[len(st) - len(prev.indices) :]
+            out.append(readout_distribution(rows, prev.probabilities, prev.readout))
+        sets.append([ids[i] for i in step.indices])
+    return out

@@ -19,8 +19,10 @@ from tempo_lens import SequenceState, attach
 from tempo_lens._tl import UnsupportedAttentionError
 from tempo_lens.hooks import tempo_fwd_hooks
 
-from .hf_oracle import bridge_of, hf_logits, tiny_gemma3_pair, tiny_llama_pair, tiny_tokenizer
+from .hf_oracle import bridge_of, hf_logits, tiny_gemma3_hf, tiny_llama_hf, tiny_tokenizer
 from .test_oracle_hf import build
+
+pytestmark = pytest.mark.bridge
 
 TOL = 3e-5
 
@@ -28,7 +30,7 @@ TOL = 3e-5
 @pytest.fixture(scope="module", params=["llama", "gemma3"])
 def pair(request, tmp_path_factory):
     tok = tiny_tokenizer(str(tmp_path_factory.mktemp("tok")))
-    hf, _ = tiny_llama_pair(seed=1) if request.param == "llama" else tiny_gemma3_pair(seed=2)
+    hf = tiny_llama_hf(seed=1) if request.param == "llama" else tiny_gemma3_hf(seed=2)
     return hf, bridge_of(copy.deepcopy(hf), tok)
 
 
@@ -61,7 +63,7 @@ def test_bridge_oracle_catches_a_disabled_hook(pair, disabled: str) -> None:
 
 def test_bridge_window_needs_attach(tmp_path) -> None:
     """Hooks attached by hand leave HF's physical sliding window on: refused."""
-    hf, _ = tiny_gemma3_pair(seed=2)
+    hf = tiny_gemma3_hf(seed=2)
     bridge = bridge_of(hf, tiny_tokenizer(str(tmp_path)))
     st = build("shared", isolate=True, prune=False)
     with pytest.raises(UnsupportedAttentionError, match="logical distance"), torch.no_grad():
@@ -78,9 +80,10 @@ def test_bridge_capture_sees_isolation(pair) -> None:
     assert cache["blocks.0.attn.hook_pattern"][0, :, 5, 3].abs().max().item() > 0.0
 
 
-def test_bridge_kv_cache_is_refused_not_wrong(pair) -> None:
-    """Incremental forwards through the bridge are not supported yet: the mask hook sees
-    fewer keys than the state holds and raises instead of computing."""
+def test_new_tokens_without_their_cache_are_refused(pair) -> None:
+    """Forwarding only the new tokens without the cache that holds the rest (KV-cache
+    generation is ``tempo_lens.generate``, tested in test_bridge_generate): the mask hook
+    sees fewer keys than the state holds and raises instead of computing."""
     from tempo_lens import StateMismatchError
 
     _, bridge = pair

@@ -8,11 +8,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tempo_lens import PositionScheme, SequenceState, attach, load_model
+from tempo_lens import PositionScheme, SequenceState, TempoConfig, attach, generate, load_model
+from tempo_lens._tl import HAS_HOOKED_TRANSFORMER
 
-from ..model.hf_oracle import hf_logits
+from ..model.hf_oracle import hf_logits, hf_step_distributions
+from ..model.test_generation import assert_same_trace
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.bridge]
 
 TOL = 5e-5
 """Measured up to 3.1e-5 (SmolLM2, logits ~35: a few float32 ulps), from re-rotating
@@ -30,9 +32,9 @@ CASES = {
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
-def case(request, hf_default, gemma_hf):
+def case(request):
     name = request.param
-    hf = hf_default if name.startswith("SmolLM2") else gemma_hf
+    hf = request.getfixturevalue("hf_default" if name.startswith("SmolLM2") else "gemma_hf")
     return name, load_model(name, backend="bridge"), hf
 
 
@@ -69,3 +71,39 @@ def test_tempo_matches_hf(case, isolate: bool, offset: float) -> None:
     assert diff <= TOL
     with attach(bridge, st, rotate=False), torch.no_grad():
         assert (bridge(st.tokens_tensor()) - hf_logits(hf, st)).abs().max().item() > 1e-2
+
+
+GEN = TempoConfig(selection_threshold=0.1, max_steps=8)
+
+
+def _max_dp(a, b) -> float:
+    """Largest |Δp| over the recorded candidates of two traces with the same tokens."""
+    assert a.state.token_ids == b.state.token_ids
+    return max(
+        abs(c.probability - d.probability)
+        for x, y in zip(a.steps, b.steps, strict=True)
+        for c, d in zip(x.candidates, y.candidates, strict=True)
+    )
+
+
+def test_generate_matches_hf_with_and_without_cache(case) -> None:
+    name, bridge, hf = case
+    trace = generate(bridge, CASES[name][0], GEN)
+    assert max(trace.widths()) > 1
+    worst = max(
+        abs(c.probability - float(dist[c.token_id]))
+        for step, dist in zip(trace.steps, hf_step_distributions(hf, trace), strict=True)
+        for c in step.candidates
+    )
+    print(f"{name} bridge generate vs HF: max |dp| {worst:.2e}")
+    assert worst <= 1e-4
+    assert_same_trace(trace, generate(bridge, CASES[name][0], GEN, use_kv_cache=False), 1e-5)
+
+
+@pytest.mark.skipif(not HAS_HOOKED_TRANSFORMER, reason="HookedTransformer needs TL 3.x")
+def test_bridge_generate_equals_hooked(default_model) -> None:
+    prompt = CASES["SmolLM2-135M-Instruct"][0]
+    a = generate(default_model, prompt, GEN)
+    b = generate(load_model(backend="bridge"), prompt, GEN)
+    print(f"SmolLM2 bridge vs HookedTransformer generate: max |dp| {_max_dp(a, b):.2e}")
+    assert _max_dp(a, b) <= 1e-4

@@ -109,7 +109,7 @@ def test_cache_root_resolution(monkeypatch: pytest.MonkeyPatch, tmp_path: pathli
 
 
 def _write_complete(path: pathlib.Path, fields: dict) -> None:
-    for name in gl._CACHE_FILES:
+    for name in gl.cache_files():
         (path / name).parent.mkdir(parents=True, exist_ok=True)
         (path / name).write_text("x")
     (path / "manifest.json").write_text(json.dumps(fields))
