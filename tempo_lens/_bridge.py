@@ -256,11 +256,15 @@ def forward(
     Positions are always passed, so the bridge never derives them from an attention
     mask (TransformerLens 4 does when a mask has zeros); the TEMPO hooks then re-rotate
     from these positions to the logical ones. With ``cache`` only the new tokens are
-    given and the cache is extended in place.
+    given and the cache is extended in place. Without it an all-ones 2-D mask is passed:
+    Hugging Face (>= 4.53) otherwise reads a position that does not follow its left
+    neighbour (a batch row's pad slots) as the start of a packed sequence and hides
+    everything before it. Pad slots are hidden by the TEMPO mask hook instead.
     """
     kwargs: dict[str, Any] = {"position_ids": positions.to(tokens.device)}
-    if cache is None:
-        return model(tokens, use_cache=False, **kwargs)
+    if cache is None:  # an all-ones mask, else HF reads position resets (pads) as packing
+        mask = torch.ones(tokens.shape, dtype=torch.long, device=tokens.device)
+        return model(tokens, attention_mask=mask, use_cache=False, **kwargs)
     kwargs[_cache_argument(model)] = cache.hf
     with _cache_reaches_attention(model):
         return model(tokens, use_cache=True, **kwargs)

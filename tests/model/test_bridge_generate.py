@@ -130,3 +130,16 @@ def test_bridge_trace_equals_hooked_trace(tmp_path, prune) -> None:
         assert px == pytest.approx(py, abs=1e-5)
         assert [(d.index, d.pruned) for d in x.pruning] == [(d.index, d.pruned) for d in y.pruning]
         assert [d.score for d in x.pruning] == pytest.approx([d.score for d in y.pruning], abs=1e-5)
+
+
+@pytest.mark.parametrize("kv", [True, False])
+def test_batch_rows_equal_single_generations(pair, kv: bool) -> None:
+    """Ragged rows (pads between a short prompt and its generated tokens): each row's
+    trace equals its own generation (HF must not read the pads' positions as packing)."""
+    from tempo_lens import generate_batch
+
+    _, bridge = pair
+    prompts = [[1, 2, 3], [5, 6, 7, 8, 9, 10], [4]]
+    cfg = _config(use_kv_cache=kv, prune=PRUNE)
+    for prompt, trace in zip(prompts, generate_batch(bridge, prompts, cfg), strict=True):
+        assert_same_trace(trace, generate(bridge, prompt, cfg), atol=1e-5)
