@@ -109,7 +109,7 @@ def member_paths(
 
 
 def replay_alternatives(
-    model: HookedTransformer, trace: Trace, step: int, *, horizon: int = 8
+    model: TempoModel, trace: Trace, step: int, *, horizon: int = 8
 ) -> pd.DataFrame:
     """Every candidate of ``step`` replayed as a plain sequence after the clean path.
 
