@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 from jaxtyping import Float
 
-from tempo_lens._tl import hook_name
+from tempo_lens._tl import hook_name, layer_windows
 from tempo_lens.analysis.decoders import pairwise_cosine_distance
 from tempo_lens.analysis.patterns import entropy, sibling_divergence, top_context
 from tempo_lens.capture import AttentionData
@@ -109,12 +109,15 @@ def step_uncertainty(model: Any, trace: Trace, *, top_k: int = 3) -> StepUncerta
     data.trace = trace
     probs = [[float(trace.token(i).probability or 0.0) for i in s] for s in st.set_indices]
     dists = step_distributions(logits, st, probs, conf.readout)[0, : st.n_steps].cpu().numpy()
-    n_vis = st.visibility().numpy() & np.tri(len(st), dtype=bool)  # query key (causal)
+    causal = np.tri(len(st), dtype=bool)
+    windows = layer_windows(model)  # a sliding-window layer sees its window only
+    vis = {w: st.visibility(window=w).numpy() & causal for w in set(windows)}
     ent, ent_norm = [], []
     for s in range(st.n_steps):
         q = _readout_queries(trace, s)
         h = entropy(pattern[:, :, q, :])  # layer head q
-        log_n = np.log(n_vis[q].sum(1).astype(np.float64))
+        log_n = np.log(np.stack([vis[w][q].sum(1) for w in windows]).astype(np.float64))
+        log_n = log_n[:, None, :]  # layer 1 q
         ent.append(h.mean(-1))
         ent_norm.append(np.where(log_n > 0, h / np.where(log_n > 0, log_n, 1.0), np.nan).mean(-1))
     empty = np.zeros((0, *pattern.shape[:2]))  # a generation that stopped at once
