@@ -217,7 +217,9 @@ class BatchForward:
             logits = self._forward(start)
         return self._split(logits, start, new)
 
-    def rebuild(self, rows: Sequence[int], new: Sequence[Sequence[int]]) -> list[Tensor]:
+    def rebuild(
+        self, rows: Sequence[int], new: Sequence[Sequence[int]], *, rerecord: Sequence[Any] = ()
+    ) -> list[Tensor]:
         """Recompute every column from the rows' first stale token on, after hard prunes.
 
         A hard prune (``state.prune(..., hard=True)``) changes what every token after the
@@ -231,6 +233,9 @@ class BatchForward:
         Args:
             rows: The rows (indices into the construction ``states``) pruned hard.
             new: The last block's per-row physical indices (as given to :meth:`run`).
+            rerecord: Attention recorders (e.g. the pruners) whose stored rows of the
+                recomputed steps are replaced by the rebuilt attention
+                (:meth:`~tempo_lens.recorder.AttentionRecorder.begin_rerecord`).
 
         Returns:
             Per row, the ``[k, d_vocab]`` logits of its last block (the readout).
@@ -241,7 +246,16 @@ class BatchForward:
         start = min([last, *cols]) if self.cache is not None else last
         if self.cache is not None:
             truncate_kv_cache(self.cache, start)
-        logits = self._forward(start)[:, last - start :]
+        recorders = [r for r in rerecord if r is not None]
+        for rec in recorders:
+            rec.begin_rerecord()
+        try:
+            logits = self._forward(start)[:, last - start :]
+        except BaseException:
+            _abort(recorders)
+            raise
+        for rec in recorders:
+            rec.end_rerecord()
         for r in rows:
             self.states[r].clear_stale()
         return self._split(logits, last, new)

@@ -129,16 +129,25 @@ class TempoConfig:
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (rules carry a ``"type"`` tag)."""
+        """A JSON-ready dict (rules carry a ``"type"`` tag).
+
+        Options added later are written only when set (``isolate_layers``,
+        ``isolate_heads``, ``prune.mode="hard"``), so traces of the earlier settings keep
+        their earlier form; :meth:`from_dict` reads either.
+        """
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
+            if f.name in ("isolate_layers", "isolate_heads") and v is None:
+                continue
             if dataclasses.is_dataclass(v):
                 d = dataclasses.asdict(v)  # type: ignore[arg-type]
                 if isinstance(v, PruningConfig):
                     d["rule"] = {"type": type(v.rule).__name__, **dataclasses.asdict(v.rule)}
                     if isinstance(v.layers, tuple):
                         d["layers"] = list(v.layers)
+                    if v.mode == "soft":
+                        del d["mode"]
                 d["type"] = type(v).__name__
                 v = d
             out[f.name] = v

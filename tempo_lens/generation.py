@@ -43,6 +43,7 @@ from tempo_lens.batch_forward import BatchForward
 from tempo_lens.config import TempoConfig
 from tempo_lens.fast import disable_fast_path, enable_fast_path
 from tempo_lens.hooks import HookFn
+from tempo_lens.isolation import resolved_layers
 from tempo_lens.pruning import judge, prefilter
 from tempo_lens.recorder import AttentionRecorder
 from tempo_lens.selection import probabilities, readout_distribution, select_from_probs
@@ -186,7 +187,8 @@ def generate_batch(
                 if ix and r.prune(step):
                     views[b] = (step + 1, ix[0])
             if views and hard:  # the tokens after each pruned one recomputed without it
-                again = _rebuild(fwd, [rows[b] for b in views], list(views), new)
+                pruners = [rows[b].pruner for b in views]
+                again = fwd.rebuild(list(views), new, rerecord=pruners)
             elif views:  # readout with the pruned tokens hidden
                 again = fwd.rerun(views, new)
                 logits = [again[b] if b in views else lg for b, lg in enumerate(logits)]
@@ -293,7 +295,7 @@ class _Row:
             prompt=prompt if isinstance(prompt, str) else list(self.prompt_ids),
             model=model_name(self.model),
             method="tempo",
-            config=self.config.to_dict(),
+            config=_recorded_config(self.config, self.model.cfg.n_layers),
             state=self.state,
             texts=[""] * len(self.state),
             steps=self.steps,
@@ -302,21 +304,11 @@ class _Row:
         return label_texts(trace, self.model)
 
 
-def _rebuild(
-    fwd: BatchForward, rows: list[_Row], slots: list[int], new: list[list[int]]
-) -> list[Tensor]:
-    """Hard pruning: :meth:`BatchForward.rebuild`, the pruners re-recording their votes."""
-    pruners = [r.pruner for r in rows if r.pruner is not None]
-    for p in pruners:
-        p.begin_rerecord()
-    try:
-        out = fwd.rebuild(slots, new)
-    except BaseException:
-        for p in pruners:
-            p._rerecord = False
-        raise
-    for p in pruners:
-        p.end_rerecord()
+def _recorded_config(config: TempoConfig, n_layers: int) -> dict[str, Any]:
+    """The trace's config: a partial-isolation layer group resolved to its indices."""
+    out = config.to_dict()
+    if config.isolate_layers is not None:
+        out["isolate_layers"] = resolved_layers(config.isolate_layers, n_layers)
     return out
 
 

@@ -32,7 +32,14 @@ from collections.abc import Sequence
 
 from tempo_lens.pruning import LAYER_GROUPS, resolve_layers
 
-__all__ = ["IsolationSpec", "LayerIsolation", "isolation_plan", "normalise_spec"]
+__all__ = [
+    "IsolationSpec",
+    "LayerIsolation",
+    "isolated_pairs",
+    "isolation_plan",
+    "normalise_spec",
+    "resolved_layers",
+]
 
 IsolationSpec = str | tuple[int, ...] | None
 """A layer or head set: ``None``/``"all"``, ``"none"``, a layer group, or indices."""
@@ -116,3 +123,35 @@ def isolation_plan(
         raise ValueError(f"isolate_heads {list(hd)} out of range for a model with {n_heads} heads")
     per_layer: LayerIsolation = True if hd is None or len(hd) == n_heads else hd or False
     return [per_layer if layer in chosen else False for layer in range(n_layers)]
+
+
+def resolved_layers(layers: object, n_layers: int) -> tuple[int, ...] | None:
+    """A layer set as explicit indices for an ``n_layers``-layer model (``None``: all).
+
+    Raises:
+        ValueError: As :func:`isolation_plan`.
+    """
+    lay = normalise_spec(layers, "isolate_layers", groups=True)
+    if lay is None or isinstance(lay, tuple):
+        isolation_plan(lay, None, n_layers=n_layers, n_heads=1)  # range check
+        return lay
+    plan = isolation_plan(lay, None, n_layers=n_layers, n_heads=1)
+    return tuple(i for i, p in enumerate(plan) if p)
+
+
+def isolated_pairs(
+    layers: object, heads: object, layer_ids: Sequence[int], head_ids: Sequence[int]
+) -> list[list[bool]]:
+    """``[layer][head]``: whether each listed (layer, head) isolates siblings.
+
+    ``layers`` must be explicit indices or ``None`` (see :func:`resolved_layers`): a
+    trace records the resolved set.
+    """
+    lay = normalise_spec(layers, "isolate_layers", groups=True)
+    hd = normalise_spec(heads, "isolate_heads", groups=False)
+    if isinstance(lay, str):
+        raise ValueError(f"isolated_pairs needs layer indices, got the group {lay!r}")
+    return [
+        [(lay is None or la in lay) and (hd is None or h in hd) for h in head_ids]
+        for la in layer_ids
+    ]

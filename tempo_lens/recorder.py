@@ -121,10 +121,10 @@ class AttentionRecorder:
         self._buf = {}
 
     def abort_step(self) -> None:
-        """The step's forward failed: discard what it recorded (nothing is stored)."""
+        """The step's (or re-record's) forward failed: discard what it recorded."""
         if self._step is not None:
             self.query_indices.pop(self._step, None)
-        self._step = None
+        self._step, self._rerecord = None, False
         self._buf = {}
 
     def end_step(self) -> None:

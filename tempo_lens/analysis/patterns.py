@@ -32,6 +32,7 @@ from jaxtyping import Float
 
 from tempo_lens.analysis._util import ArrayLike, jsonable, nanmean, to_numpy
 from tempo_lens.capture import AttentionData
+from tempo_lens.isolation import isolated_pairs
 
 __all__ = [
     "isolation_verdict",
@@ -108,13 +109,22 @@ class IsolationCheck:
 
 
 def isolation_check(data: AttentionData) -> IsolationCheck:
-    """Maximum attention between distinct siblings (exactly 0 when isolated)."""
-    best, where = 0.0, None
+    """Maximum attention between distinct siblings (exactly 0 when isolated).
+
+    With partial isolation (the trace's config) only the isolating (layer, head) pairs count.
+    """
+    best, where, off = 0.0, None, None
     mats = sibling_attention(data)
+    cfg = data.trace.tempo_config if data.trace is not None else None
+    if cfg is not None and (cfg.isolate_layers, cfg.isolate_heads) != (None, None):
+        pairs = isolated_pairs(cfg.isolate_layers, cfg.isolate_heads, data.layers, data.heads)
+        off = ~np.array(pairs, dtype=bool)
     for m in mats:
         x = m.per_head.copy()
         k = x.shape[-1]
         x[:, :, np.arange(k), np.arange(k)] = -1.0
+        if off is not None:
+            x[off] = -1.0
         flat = int(np.argmax(x))
         li, hi, a, b = np.unravel_index(flat, x.shape)
         if where is None or x.flat[flat] > best:

@@ -7,6 +7,8 @@ layer (and head by head), the isolated or the visible mask written out by
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -162,3 +164,27 @@ def test_teacher_forced_replay_keeps_the_partial_isolation() -> None:
     for s, rec in enumerate(trace.steps):
         for c in rec.candidates:
             assert float(dists[s, c.token_id]) == pytest.approx(c.probability, abs=1e-5)
+
+
+def test_trace_records_the_resolved_layers_and_isolation_check_uses_them() -> None:
+    from tempo_lens import AttentionCapture
+    from tempo_lens.analysis import isolation_check
+
+    model = make_tiny_model(seed=2, n_layers=3)
+    cap = AttentionCapture()
+    trace = generate(
+        model,
+        [3, 14, 15, 9],
+        selection_threshold=0.05,
+        max_steps=5,
+        isolate_layers="late",
+        observers=[cap],
+    )
+    assert trace.config["isolate_layers"] == (2,)  # the group, resolved for this model
+    data = cap.result(trace)
+    check = isolation_check(data)
+    assert check.n_sets and check.consistent is True and check.max_sibling_attention == 0.0
+    unaware = copy.copy(data)
+    unaware.trace = None  # without the config: every layer checked
+    whole = isolation_check(unaware)
+    assert whole.max_sibling_attention > 0  # layers 0-1 do see siblings
