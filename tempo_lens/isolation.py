@@ -29,6 +29,9 @@ Examples:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
 
 from tempo_lens.pruning import LAYER_GROUPS, resolve_layers
 
@@ -36,6 +39,7 @@ __all__ = [
     "IsolationSpec",
     "LayerIsolation",
     "isolated_pairs",
+    "non_isolating",
     "isolation_plan",
     "normalise_spec",
     "resolved_layers",
@@ -155,3 +159,14 @@ def isolated_pairs(
         [(lay is None or la in lay) and (hd is None or h in hd) for h in head_ids]
         for la in layer_ids
     ]
+
+
+def non_isolating(config: Any, layer_ids: Sequence[int], head_ids: Sequence[int]) -> Any:
+    """``[layer, head]`` NumPy mask of the pairs that do *not* isolate under ``config``.
+
+    ``None`` when ``config`` (a :class:`~tempo_lens.TempoConfig`) has no partial isolation.
+    """
+    if (config.isolate_layers, config.isolate_heads) == (None, None):
+        return None
+    pairs = isolated_pairs(config.isolate_layers, config.isolate_heads, layer_ids, head_ids)
+    return ~np.array(pairs, dtype=bool)

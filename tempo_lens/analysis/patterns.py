@@ -32,7 +32,7 @@ from jaxtyping import Float
 
 from tempo_lens.analysis._util import ArrayLike, jsonable, nanmean, to_numpy
 from tempo_lens.capture import AttentionData
-from tempo_lens.isolation import isolated_pairs
+from tempo_lens.isolation import non_isolating
 
 __all__ = [
     "isolation_verdict",
@@ -109,16 +109,11 @@ class IsolationCheck:
 
 
 def isolation_check(data: AttentionData) -> IsolationCheck:
-    """Maximum attention between distinct siblings (exactly 0 when isolated).
-
-    With partial isolation (the trace's config) only the isolating (layer, head) pairs count.
-    """
-    best, where, off = 0.0, None, None
+    """Max attention between distinct siblings (0 if isolated; partial: isolating heads only)."""
+    best, where = 0.0, None
     mats = sibling_attention(data)
     cfg = data.trace.tempo_config if data.trace is not None else None
-    if cfg is not None and (cfg.isolate_layers, cfg.isolate_heads) != (None, None):
-        pairs = isolated_pairs(cfg.isolate_layers, cfg.isolate_heads, data.layers, data.heads)
-        off = ~np.array(pairs, dtype=bool)
+    off = None if cfg is None else non_isolating(cfg, data.layers, data.heads)
     for m in mats:
         x = m.per_head.copy()
         k = x.shape[-1]
