@@ -32,9 +32,7 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib
-import json
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -60,6 +58,7 @@ from tempo_lens.runner_store import (
     summarize_only,
     write_results,
 )
+from tempo_lens.runner_units import Unit, chunks, unit_seed
 
 __all__ = [
     "EXECUTORS",
@@ -71,6 +70,7 @@ __all__ = [
     "RunConfig",
     "RunResult",
     "Unit",
+    "chunks",
     "encode",
     "execute_units",
     "prompts_from_texts",
@@ -101,35 +101,6 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
-class Unit:
-    """One prompt under one condition.
-
-    Attributes:
-        prompt: The prompt.
-        condition: JSON-serialisable settings of this unit (e.g. ``{"mode": "isolated"}``).
-    """
-
-    prompt: Prompt
-    condition: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def key(self) -> str:
-        """File-name-safe unique key, e.g. ``p003__mode=isolated``."""
-        parts = [self.prompt.id] + [f"{k}={_slug(v)}" for k, v in self.condition.items()]
-        return "__".join(parts)
-
-
-def _slug(v: Any) -> str:
-    s = json.dumps(jsonable(v), sort_keys=True) if not isinstance(v, str) else v
-    return "".join(c if c.isalnum() or c in "-._" else "-" for c in s)
-
-
-def unit_seed(seed: int, key: str) -> int:
-    """The seed of a unit: ``sha256(f"{seed}:{key}")`` folded to 31 bits."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:4], "big") >> 1
-
-
-@dataclass(frozen=True)
 class ExperimentSpec:
     """What an experiment is; the runner and the CLI do everything else.
 
@@ -150,8 +121,11 @@ class ExperimentSpec:
         quick: Config overrides applied by ``--quick`` (a smoke run).
         quick_prompts: Number of prompts a ``--quick`` run keeps.
         run_batch: Optional ``(cfg, model, [unit, ...]) -> [tables, ...]`` running several
-            units in one batched computation (used when the executor's batch size > 1).
-        batch_size: Default units per executor batch (``--batch-size``; 1 = unbatched).
+            units in one batched computation (used when the executor's batch size > 1; the
+            units of one call always share their condition, see :func:`chunks`).
+        batch_size: Units per batched call when the command line gives no ``--batch-size``
+            (used only with ``run_batch``; set it where batching is exact, i.e. where the
+            tables do not depend on the batch beyond float rounding).
         module: Module defining ``SPEC`` (workers import it to find the spec); default
             ``tempo_lens.experiments.<name>``. An experiment outside the package passes
             ``module=__name__``.
@@ -250,19 +224,20 @@ def execute_units(
 ) -> Iterator[tuple[Unit, dict[str, Any]]]:
     """Run ``units`` on ``model``; yields ``(unit, result)`` as each finishes.
 
-    ``result = {"tables", "seconds", "seed", "batch"}``. Every executor runs units
-    through here.
+    ``result = {"tables", "seconds", "seed", "batch"}`` (``batch``: units in the batched
+    call that ran it; ``seconds``: that call's time divided by them). With
+    ``spec.run_batch`` and ``batch_size > 1`` the units run in :func:`chunks`. Every
+    executor runs units through here.
     """
     spec, cfg = job.spec, job.cfg
-    step = batch_size if spec.run_batch is not None and batch_size > 1 else 1
-    for i in range(0, len(units), step):
-        chunk = list(units[i : i + step])
+    batched = spec.run_batch is not None and batch_size > 1
+    for chunk in chunks(units, batch_size) if batched else [[u] for u in units]:
         seed = unit_seed(cfg.seed, chunk[0].key)
         torch.manual_seed(seed)
         np.random.seed(seed)
         random.seed(seed)
         t0 = time.perf_counter()
-        if step > 1 and spec.run_batch is not None:
+        if batched and spec.run_batch is not None:
             outs = spec.run_batch(cfg, model, chunk)
         else:
             outs = [spec.run_unit(cfg, model, chunk[0])]
@@ -345,6 +320,8 @@ def run_experiment(
     check_manifest(out / MANIFEST, want)
     units = spec.units(cfg, prompts[:limit] if limit else prompts)
     unit_dir = out / "units"
+    for stale in unit_dir.glob(".*.json.*.tmp"):  # a killed run's write in flight (never read)
+        stale.unlink(missing_ok=True)
     todo = [u for u in units if not (unit_dir / f"{u.key}.json").is_file()]
     atomic_write_json(out / MANIFEST, want)
     job = Job(module or spec.module_name, cfg)
@@ -356,8 +333,10 @@ def run_experiment(
         unit="unit",
         disable=not progress,
     )
+    batches: list[int] = []
     with bar:
         for unit, result in executor.run(job, todo):
+            batches.append(int(result.get("batch", 1)))
             record = {
                 "key": unit.key,
                 "prompt": dataclasses.asdict(unit.prompt),
@@ -373,7 +352,7 @@ def run_experiment(
             f"(e.g. {missing[0]}); re-run to resume"
         )
     tables, report = write_results(spec, cfg, out, units)
-    return RunResult(tables, report, out, len(units), len(units) - len(todo))
+    return RunResult(tables, report, out, len(units), len(units) - len(todo), batches)
 
 
 def run_cli(

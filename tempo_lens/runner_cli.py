@@ -60,9 +60,12 @@ def build_parser(spec: ExperimentSpec, prog: str | None = None) -> argparse.Argu
     p.add_argument(
         "--batch-size",
         type=int,
-        default=spec.batch_size,
-        help=f"units per batch (run together where the experiment batches; default "
-        f"{spec.batch_size})",
+        default=spec.batch_size if spec.run_batch is not None else 1,
+        help=(
+            f"units (TEMPO sequences) per batched forward (default: {spec.batch_size})"
+            if spec.run_batch is not None
+            else "units per batched forward (this experiment runs units one at a time)"
+        ),
     )
     p.add_argument("--workers", type=int, help="Ray actors (default: as many as the cluster fits)")
     p.add_argument(
@@ -143,8 +146,17 @@ def run_cli(
     if not args.quiet:
         sys.stdout.write(res.report + "\n")
         done = res.n_units - res.n_skipped
+        batching = ""
+        if res.batches:
+            mean = sum(res.batches) / len(res.batches)
+            batching = (
+                f", {mean:.3g} sequences per forward (batches of up to {max(res.batches)})"
+                if max(res.batches) > 1
+                else ", one unit at a time"
+            )
         sys.stdout.write(
-            f"{res.n_units} units ({res.n_skipped} resumed, {done} run); wrote {res.out_dir}\n"
+            f"{res.n_units} units ({res.n_skipped} resumed, {done} run{batching}); "
+            f"wrote {res.out_dir}\n"
         )
     return 0
 

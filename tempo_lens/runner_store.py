@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -115,6 +115,8 @@ class RunResult:
         out_dir: The output directory.
         n_units: Units in the sweep (after ``limit``).
         n_skipped: Units found finished on disk and not re-run.
+        batches: Per unit run now, the number of units in its batched call (1 = alone);
+            for TEMPO experiments that is the number of sequences per forward.
     """
 
     tables: dict[str, pd.DataFrame]
@@ -122,6 +124,7 @@ class RunResult:
     out_dir: Path
     n_units: int
     n_skipped: int
+    batches: list[int] = field(default_factory=list)
 
 
 def write_results(

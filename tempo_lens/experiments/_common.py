@@ -6,16 +6,21 @@ formatting.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from tempo_lens.analysis.quality import clean_text_nll, trace_diversity
 from tempo_lens.analysis.stats import repetition_score
 from tempo_lens.config import Readout, TempoConfig
 from tempo_lens.pruning import PruningConfig, parse_rule
-from tempo_lens.runner import RunConfig
+from tempo_lens.runner import RunConfig, Unit, encode
+
+if TYPE_CHECKING:
+    from tempo_lens.capture import AttentionData
+    from tempo_lens.trace import Trace
 
 __all__ = [
     "PROMPTS",
@@ -24,6 +29,7 @@ __all__ = [
     "fmt",
     "fmt_ci",
     "fmt_estimate",
+    "generate_units",
     "run_metrics",
 ]
 
@@ -88,6 +94,67 @@ class GenerationConfig(StatsConfig):
         }
         kw.update(overrides)
         return TempoConfig(**kw)
+
+
+@overload
+def generate_units(
+    model: Any,
+    units: Sequence[Unit],
+    config_of: Callable[[Unit], TempoConfig],
+    *,
+    capture: Literal[True],
+    hook_names: Sequence[str] | None = None,
+) -> list[tuple[Trace, AttentionData]]: ...
+@overload
+def generate_units(
+    model: Any,
+    units: Sequence[Unit],
+    config_of: Callable[[Unit], TempoConfig],
+    *,
+    capture: Literal[False] = ...,
+    hook_names: None = None,
+) -> list[tuple[Trace, None]]: ...
+def generate_units(
+    model: Any,
+    units: Sequence[Unit],
+    config_of: Callable[[Unit], TempoConfig],
+    *,
+    capture: bool = False,
+    hook_names: Sequence[str] | None = None,
+) -> list[tuple[Trace, AttentionData]] | list[tuple[Trace, None]]:
+    """Each unit's TEMPO generation: one :func:`~tempo_lens.generate_batch` per distinct config.
+
+    Every row equals :func:`~tempo_lens.generate` of its prompt alone (tokens, indices and
+    decisions exactly, probabilities to float rounding, ~1e-7), so an experiment's
+    ``run_unit`` is its ``run_batch`` of one unit.
+
+    Args:
+        model: The model.
+        units: The units (their prompts are encoded with :func:`~tempo_lens.runner.encode`).
+        config_of: The :class:`TempoConfig` of a unit.
+        capture: Capture each row's attention (an :class:`~tempo_lens.AttentionCapture` per
+            row).
+        hook_names: With ``capture``, the hooks each capture records besides the
+            patterns (``AttentionCapture(hook_names=...)``).
+
+    Returns:
+        ``(trace, attention data or None)`` per unit, in order.
+    """
+    from tempo_lens.capture import AttentionCapture
+    from tempo_lens.generation import generate_batch
+
+    prompts = [encode(model, u.prompt) for u in units]
+    configs = [config_of(u) for u in units]
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(configs):
+        groups.setdefault(json.dumps(c.to_dict(), sort_keys=True), []).append(i)
+    out: dict[int, tuple[Trace, AttentionData | None]] = {}
+    for rows in groups.values():
+        caps = [[AttentionCapture(hook_names=hook_names or ())] for _ in rows] if capture else None
+        traces = generate_batch(model, [prompts[i] for i in rows], configs[rows[0]], observers=caps)
+        for k, (i, trace) in enumerate(zip(rows, traces, strict=True)):
+            out[i] = (trace, caps[k][0].result(trace) if caps else None)
+    return [out[i] for i in range(len(units))]  # type: ignore[return-value]
 
 
 def run_metrics(model: Any, trace: Any) -> dict[str, Any]:

@@ -35,7 +35,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-import tempo_lens as tl
 from tempo_lens._tl import hook_name, rotary_inv_freq
 from tempo_lens.analysis import (
     head_specialisation,
@@ -61,7 +60,8 @@ from tempo_lens.analysis.replay import (
 )
 from tempo_lens.analysis.stats import rank_correlation
 from tempo_lens.config import Readout, TempoConfig
-from tempo_lens.runner import ExperimentSpec, RunConfig, Unit, encode
+from tempo_lens.experiments._common import generate_units
+from tempo_lens.runner import ExperimentSpec, RunConfig, Unit
 
 MODES = ("isolated", "visible")
 POSITION_TOLERANCE = 1e-3
@@ -145,25 +145,18 @@ def _generate(cfg: Config, model: Any, units: list[Unit]) -> list[tuple[Any, Any
     """``(trace, attention data, rows)`` per unit, generated with full capture.
 
     The units of one condition share one :func:`tempo_lens.generate_batch` (``rows``
-    sequences per forward); each row equals its own ``generate`` (same tokens, indices and
-    decisions; floats within ~1e-7).
+    sequences per forward; :func:`~tempo_lens.experiments._common.generate_units`); each
+    row equals its own ``generate`` (same tokens, indices and decisions; floats ~1e-7).
     """
-    groups: dict[tuple[str, float], list[Unit]] = {}
-    for u in units:
-        groups.setdefault((u.condition["mode"], float(u.condition["tau"])), []).append(u)
-    done: dict[str, tuple[Any, Any, int]] = {}
-    for (mode, tau), group in groups.items():
-        names = [hook_name(0, "k"), hook_name(0, "rot_k"), RESID]
-        caps = [tl.AttentionCapture(hook_names=names) for _ in group]
-        traces = tl.generate_batch(
-            model,
-            [encode(model, u.prompt) for u in group],
-            cfg.tempo_config(tau, mode == "isolated"),
-            observers=[[c] for c in caps],
-        )
-        for u, trace, cap in zip(group, traces, caps, strict=True):
-            done[u.key] = (trace, cap.result(trace), len(group))
-    return [done[u.key] for u in units]
+    runs = generate_units(
+        model,
+        units,
+        lambda u: cfg.tempo_config(float(u.condition["tau"]), u.condition["mode"] == "isolated"),
+        capture=True,
+        hook_names=[hook_name(0, "k"), hook_name(0, "rot_k"), RESID],
+    )
+    rows = [sum(v.condition == u.condition for v in units) for u in units]
+    return [(t, d, n) for (t, d), n in zip(runs, rows, strict=True)]
 
 
 def run_batch(cfg: Config, model: Any, units: list[Unit]) -> list[dict[str, list[dict[str, Any]]]]:
@@ -312,7 +305,7 @@ SPEC = ExperimentSpec(
     summarize=summarize,
     conditions=conditions,
     run_batch=run_batch,
-    batch_size=32,  # 8 prompts x 4 conditions: 8 sequences per generation forward
+    batch_size=8,  # units of one condition per chunk: 8 sequences per generation forward
     prompts_resource="suite.csv",  # experiments/prompts/suite.csv
     tiny_prompts=("3 1 4 1 5", "9 2 6 5 3", "5 8 9 7 9", "3 2 3 8 4", "6 2 6 4 3", "3 8 3 2 7"),
     tiny_model={"n_layers": 3, "d_vocab": 32, "init_scale": 1.0},

@@ -24,12 +24,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-import tempo_lens as tl
 from tempo_lens.analysis import estimate, paired_tests, received_attention, sibling_attention
 from tempo_lens.analysis._util import jsonable
-from tempo_lens.experiments._common import PROMPTS, GenerationConfig, fmt, fmt_ci, run_metrics
+from tempo_lens.capture import AttentionData
+from tempo_lens.experiments._common import (
+    PROMPTS,
+    GenerationConfig,
+    fmt,
+    fmt_ci,
+    generate_units,
+    run_metrics,
+)
 from tempo_lens.io import atomic_write_json
-from tempo_lens.runner import ExperimentSpec, Unit, encode
+from tempo_lens.runner import ExperimentSpec, Unit
+from tempo_lens.trace import Trace
 
 COMPARED = ("clean_nll", "ratio", "ratio_generated", "set_ratio", "mean_width", "distinct_2")
 
@@ -49,14 +57,23 @@ def sibling_shares(per_head: np.ndarray) -> np.ndarray:
     return np.stack([m[:, a, :a].sum(-1) for a in range(1, m.shape[-1])], axis=-1)
 
 
+def run_batch(cfg: Config, model: Any, units: list[Unit]) -> list[dict[str, list[dict[str, Any]]]]:
+    """Generate the units' prompts (batched per mode) with attention capture; measure each."""
+    runs = generate_units(
+        model,
+        units,
+        lambda u: cfg.tempo_config(isolate=u.condition["mode"] == "isolated"),
+        capture=True,
+    )
+    return [_measure(model, trace, data) for trace, data in runs]
+
+
 def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, Any]]]:
     """Generate one prompt in one mode with attention capture; measure."""
-    cap = tl.AttentionCapture()
-    iso = unit.condition["mode"] == "isolated"
-    trace = tl.generate(
-        model, encode(model, unit.prompt), cfg.tempo_config(isolate=iso), observers=[cap]
-    )
-    data = cap.result(trace)
+    return run_batch(cfg, model, [unit])[0]
+
+
+def _measure(model: Any, trace: Trace, data: AttentionData) -> dict[str, list[dict[str, Any]]]:
     rec, mats = received_attention(data), sibling_attention(data)
     shares = [sibling_shares(m.per_head) for m in mats]
     off = [m.per_head[..., ~np.eye(len(m.indices), dtype=bool)] for m in mats]
@@ -136,6 +153,8 @@ SPEC = ExperimentSpec(
     config=Config,
     conditions=lambda cfg: [{"mode": "isolated"}, {"mode": "visible"}],
     run_unit=run_unit,
+    run_batch=run_batch,
+    batch_size=8,
     summarize=summarize,
     default_prompts=PROMPTS,
     quick={"max_steps": 4},

@@ -33,7 +33,6 @@ from typing import Any, Literal
 
 import pandas as pd
 
-import tempo_lens as tl
 from tempo_lens.analysis import (
     auc,
     cohens_kappa,
@@ -45,10 +44,12 @@ from tempo_lens.analysis import (
 )
 from tempo_lens.analysis._util import jsonable
 from tempo_lens.analysis.quality import clean_text_nll
-from tempo_lens.experiments._common import PROMPTS, GenerationConfig, fmt, fmt_ci
+from tempo_lens.capture import AttentionData
+from tempo_lens.experiments._common import PROMPTS, GenerationConfig, fmt, fmt_ci, generate_units
 from tempo_lens.io import atomic_write_json
 from tempo_lens.pruning import LAYER_GROUPS, Aggregation, PruningConfig, parse_rule
-from tempo_lens.runner import ExperimentSpec, Unit, encode
+from tempo_lens.runner import ExperimentSpec, Unit
+from tempo_lens.trace import Trace
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,16 +104,38 @@ class Config(GenerationConfig):
         )
 
 
+def run_batch(cfg: Config, model: Any, units: list[Unit]) -> list[dict[str, list[dict[str, Any]]]]:
+    """Generate the units (batched per condition) with attention capture; measure each.
+
+    ``wall_seconds`` is the batched generation's time divided by its rows.
+    """
+    t0 = time.perf_counter()
+    runs = generate_units(
+        model,
+        units,
+        lambda u: cfg.tempo_config(
+            prune=cfg.pruning(u.condition["lookahead"], u.condition["layers"], _mode(u))
+        ),
+        capture=True,
+    )
+    seconds = (time.perf_counter() - t0) / len(units)
+    return [_measure(cfg, model, u, t, d, seconds) for u, (t, d) in zip(units, runs, strict=True)]
+
+
 def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, Any]]]:
     """Generate one prompt with one (lookahead, group); the ``all`` group also re-judges."""
+    return run_batch(cfg, model, [unit])[0]
+
+
+def _mode(unit: Unit) -> Literal["soft", "hard"]:
+    return "hard" if unit.condition["mode"] == "hard" else "soft"
+
+
+def _measure(
+    cfg: Config, model: Any, unit: Unit, trace: Trace, data: AttentionData, seconds: float
+) -> dict[str, list[dict[str, Any]]]:
     la, group, n_layers = unit.condition["lookahead"], unit.condition["layers"], model.cfg.n_layers
-    mode: Literal["soft", "hard"] = "hard" if unit.condition["mode"] == "hard" else "soft"
-    cap = tl.AttentionCapture()
-    t0 = time.perf_counter()
-    gen = cfg.tempo_config(prune=cfg.pruning(la, group, mode))
-    trace = tl.generate(model, encode(model, unit.prompt), gen, observers=[cap])
-    seconds = time.perf_counter() - t0
-    data = cap.result(trace)
+    mode = _mode(unit)
     pa, summ = pruning_analysis(trace, received_attention(data)), trace.summary()
     n_par, pruned = len(pa.survival), pa.decisions["pruned"]
     run = {
@@ -230,6 +253,8 @@ SPEC = ExperimentSpec(
         for g in cfg.groups
     ],
     run_unit=run_unit,
+    run_batch=run_batch,
+    batch_size=8,
     summarize=summarize,
     default_prompts=PROMPTS[:3],
     tiny_model={"n_layers": 3},  # three layers: every third is non-empty

@@ -360,7 +360,7 @@ def test_the_docs_example_experiment_runs_and_resumes(tmp_path, capsys) -> None:
     argv = ["--tiny", "--max-steps", "4", "--output-dir", str(out)]
     printed = _run_as_script(script, argv, capsys)
     assert "width vs tau: Spearman rho" in printed
-    assert "9 units (0 resumed, 9 run)" in printed  # 3 tiny prompts x 3 thresholds
+    assert "9 units (0 resumed, 9 run, one unit at a time)" in printed  # 3 prompts x 3 taus
     runs = pd.read_csv(out / "runs.csv")
     assert {"prompt_id", "category", "prompt", "tau", "mean_width"} <= set(runs.columns)
     wide = runs.pivot_table(index="prompt_id", columns="tau", values="mean_width")

@@ -14,9 +14,16 @@ import pandas as pd
 import pytest
 
 import tempo_lens as tl
-from tempo_lens.experiments import available, isolation_ab, spec
+from tempo_lens.experiments import available, isolation_ab, pruning_layers, spec
 from tempo_lens.options import Prompt, prompts_from_texts, read_prompts
-from tempo_lens.runner import LocalExecutor, ManifestMismatchError, run_experiment, unit_seed
+from tempo_lens.runner import (
+    LocalExecutor,
+    ManifestMismatchError,
+    chunks,
+    run_experiment,
+    unit_seed,
+)
+from tests.compare import assert_same_file
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = [f"{i % 50 + 1} {i % 7 + 2} {i % 11 + 3} 9" for i in range(30)]
@@ -135,10 +142,12 @@ def test_killed_sweep_resumes_to_identical_tables(tmp_path) -> None:
     assert proc.returncode == -signal.SIGKILL, "the sweep finished before it could be killed"
     n_done = len(list((cut / "units").glob("*.json")))
     assert 3 <= n_done < 2 * len(PROMPTS)
-    assert not list((cut / "units").glob(".*.tmp"))  # no half-written unit survives
+    for unit in (cut / "units").glob("*.json"):  # no half-written unit: every file parses
+        json.loads(unit.read_text())
     subprocess.run(_cli(cut), check=True, env=env, cwd=ROOT)
-    for name in ("runs.csv", "sibling_layers.csv", "summary.json"):
-        assert (cut / name).read_bytes() == (ref / name).read_bytes(), name
+    assert not list((cut / "units").glob(".*.tmp"))  # a write the kill interrupted is removed
+    for name in ("runs.csv", "sibling_layers.csv", "summary.json"):  # batches differ after resume
+        assert_same_file(cut / name, ref / name)
 
 
 @pytest.mark.parametrize(
@@ -249,3 +258,73 @@ def test_available_lists_the_experiments() -> None:
     assert {"isolation_ab", "position_sharing", "pruning_layers", "threshold_sweep"} <= set(names)
     assert all(spec(n).name == n for n in names)  # only modules defining SPEC
     assert "findings_rules" not in names
+
+
+def test_chunks_share_a_condition_and_keep_order() -> None:
+    units = isolation_ab.SPEC.units(_cfg(), prompts_from_texts(PROMPTS[:3]))
+    keys = [[u.key for u in c] for c in chunks(units, 2)]
+    assert keys == [
+        ["p000__mode=isolated", "p001__mode=isolated"],
+        ["p002__mode=isolated"],
+        ["p000__mode=visible", "p001__mode=visible"],
+        ["p002__mode=visible"],
+    ]
+    assert [[u.key for u in c] for c in chunks(units, 1)] == [
+        [u.key] for u in sorted(units, key=lambda u: u.condition["mode"] != "isolated")
+    ]
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        chunks(units, 0)
+
+
+@pytest.mark.parametrize(
+    ("experiment", "cfg"),
+    [
+        (isolation_ab, _cfg()),
+        (pruning_layers, pruning_layers.Config(tiny=True, selection_threshold=0.05, max_steps=5)),
+    ],
+)
+def test_batched_units_equal_units_run_alone(experiment, cfg, tmp_path) -> None:
+    """``run_batch`` (one generate_batch per condition) gives the tables of one unit at a
+    time: tokens and decisions exactly, floats to float32 rounding."""
+    prompts = prompts_from_texts(PROMPTS[:5])
+    runs = {}
+    for size in (1, 4):
+        runs[size] = run_experiment(
+            experiment.SPEC,
+            cfg,
+            tmp_path / str(size),
+            prompts=prompts,
+            executor=LocalExecutor(batch_size=size),
+            progress=False,
+        )
+    n_cond = len(experiment.SPEC.conditions(cfg))
+    assert runs[1].batches == [1] * 5 * n_cond
+    assert sorted(runs[4].batches) == sorted([4, 4, 4, 4, 1] * n_cond)
+    for name in runs[1].tables:
+        drop = [c for c in ("wall_seconds",) if c in runs[1].tables[name].columns]
+        pd.testing.assert_frame_equal(
+            runs[1].tables[name].drop(columns=drop),
+            runs[4].tables[name].drop(columns=drop),
+            rtol=1e-5,
+            atol=1e-5,
+        )
+    record = json.loads(next((tmp_path / "4" / "units").glob("p000*.json")).read_text())
+    assert record["batch"] == 4
+
+
+def test_cli_batches_by_default_and_says_so(tmp_path, capsys) -> None:
+    assert isolation_ab.SPEC.batch_size == 8
+    argv = ["--tiny", "--quick", "--output-dir"]
+    assert isolation_ab.main([*argv, str(tmp_path / "a")]) == 0
+    assert "2 sequences per forward (batches of up to 2)" in capsys.readouterr().out
+    assert isolation_ab.main([*argv, str(tmp_path / "b"), "--batch-size", "1"]) == 0
+    assert "4 units (0 resumed, 4 run, one unit at a time)" in capsys.readouterr().out
+
+
+def test_a_killed_runs_temporary_file_is_removed_on_resume(tmp_path) -> None:
+    stale = tmp_path / "units" / ".p000__mode=isolated.json.abc123.tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_text('{"half": ')  # what SIGKILL during a write leaves behind
+    assert isolation_ab.main(["--tiny", "--quick", "-q", "--output-dir", str(tmp_path)]) == 0
+    assert not stale.exists()
+    assert len(list((tmp_path / "units").glob("*.json"))) == 4
