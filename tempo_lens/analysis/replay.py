@@ -72,17 +72,24 @@ def replay_attention(
 ) -> AttentionData:
     """Attention of every layer and head of the replayed sequence (one forward, no logits).
 
+    With ``isolate=None`` a partially isolated trace is replayed with its
+    ``isolate_layers`` / ``isolate_heads``; an explicit ``isolate`` replays every layer so.
+
     Raises:
         ValueError: an unknown ``scheme``.
     """
     st = replay_state(trace, scheme=scheme, isolate=isolate)
+    cfg = trace.tempo_config
+    partial: dict[str, Any] = {}
+    if isolate is None and cfg is not None:
+        partial = {"isolate_layers": cfg.isolate_layers, "isolate_heads": cfg.isolate_heads}
     pats: dict[str, torch.Tensor] = {}
 
     def keep(x: torch.Tensor, hook: Any) -> None:
         pats[str(hook.name)] = x[0].detach().float().cpu()
 
     names = [hook_name(layer, "pattern") for layer in range(model.cfg.n_layers)]
-    with torch.no_grad(), attach(model, st):
+    with torch.no_grad(), attach(model, st, **partial):
         model.run_with_hooks(
             st.tokens_tensor(model.cfg.device),
             return_type=None,

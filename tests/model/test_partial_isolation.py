@@ -188,3 +188,25 @@ def test_trace_records_the_resolved_layers_and_isolation_check_uses_them() -> No
     unaware.trace = None  # without the config: every layer checked
     whole = isolation_check(unaware)
     assert whole.max_sibling_attention > 0  # layers 0-1 do see siblings
+
+
+def test_replay_attention_keeps_the_partial_isolation() -> None:
+    from tempo_lens import AttentionCapture
+    from tempo_lens.analysis.replay import replay_attention
+
+    model = make_tiny_model(seed=2, n_layers=3)
+    cap = AttentionCapture()
+    trace = generate(
+        model,
+        [3, 14, 15, 9],
+        selection_threshold=0.05,
+        max_steps=5,
+        isolate_layers="0,2",
+        observers=[cap],
+    )
+    captured, replayed = cap.result(trace), replay_attention(model, trace)
+    for s in captured.steps:
+        got = replayed.rows(s)
+        torch.testing.assert_close(
+            torch.as_tensor(got), torch.as_tensor(captured.rows(s)), rtol=1e-5, atol=1e-6
+        )
