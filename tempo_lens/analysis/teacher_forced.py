@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tempo_lens._tl import hook_name
+from tempo_lens._tl import hook_name, layer_windows
 from tempo_lens.hooks import HookFn, attach
 from tempo_lens.interventions import readout_positions, step_distributions
 from tempo_lens.selection import select_from_probs
@@ -85,8 +85,9 @@ class Replay:
             else list(range(n_l - max(1, n_l // 3), n_l))
         )
         steps = torch.tensor(st.steps)
-        vis = st.visibility() & (steps[:, None] > steps[None, :]) & (steps[None, :] >= 0)
-        self._vis = vis.double()
+        later = (steps[:, None] > steps[None, :]) & (steps[None, :] >= 0)
+        self._windows = layer_windows(model)  # a sliding-window layer sees its window only
+        self._vis = {w: (st.visibility(window=w) & later).double() for w in set(self._windows)}
         par = torch.tensor([st.is_parallel(i) for i in range(len(st))])
         self._groups = (par, (steps >= 0) & ~par)
         self._positions = readout_positions(st)
@@ -104,7 +105,8 @@ class Replay:
     def _ratio_hook(self, sums: Tensor, layer: int, clean: bool) -> Callable[[Tensor, Any], None]:
         def hook(pattern: Tensor, hook: Any) -> None:
             p = pattern.double().mean(1)  # batch query key
-            recv = (p * self._vis).sum(1) / self._vis.sum(0).clamp(min=1)  # batch key
+            vis = self._vis[self._windows[layer]]
+            recv = (p * vis).sum(1) / vis.sum(0).clamp(min=1)  # batch key
             part = torch.stack(
                 [
                     recv[:, m].mean(1) if bool(m.any()) else recv[:, 0] * math.nan
