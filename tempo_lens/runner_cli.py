@@ -37,6 +37,7 @@ from tempo_lens.runner import (
     ExperimentSpec,
     Job,
     LocalExecutor,
+    ManifestMismatchError,
     encode,
     run_experiment,
     summarize_only,
@@ -108,7 +109,12 @@ def _executor(args: argparse.Namespace, model: Any) -> Any:
 def run_cli(
     spec: ExperimentSpec, argv: Sequence[str] | None = None, prog: str | None = None
 ) -> int:
-    """Run ``spec`` from the command line; 0 on success, 2 (one line on stderr) on bad input."""
+    """Run ``spec`` from the command line; 0 on success, 2 (one line on stderr) on bad input.
+
+    Bad options, prompts or an output directory holding another run are usage errors (one
+    line, exit 2, nothing written); an exception raised while the units run propagates with
+    its traceback (finished units stay on disk; re-running resumes).
+    """
     parser = build_parser(spec, prog)
     try:
         args = parser.parse_args(argv)
@@ -131,7 +137,12 @@ def run_cli(
         if check is not None:
             for q in prompts:
                 encode(check, q)
+        if args.limit is not None and args.limit < 1:
+            raise UsageError(f"--limit must be >= 1, got {args.limit}")
         executor = _executor(args, model)
+    except (ValueError, FileNotFoundError) as exc:  # UsageError too
+        return report_usage_error(parser.prog, exc)
+    try:  # an error inside a unit is a bug with a traceback, not a usage error
         res = run_experiment(
             spec,
             cfg,
@@ -141,7 +152,7 @@ def run_cli(
             limit=args.limit,
             progress=not args.quiet,
         )
-    except (ValueError, FileNotFoundError) as exc:  # ManifestMismatchError, UsageError too
+    except ManifestMismatchError as exc:
         return report_usage_error(parser.prog, exc)
     if not args.quiet:
         sys.stdout.write(res.report + "\n")

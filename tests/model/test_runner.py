@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -328,3 +329,17 @@ def test_a_killed_runs_temporary_file_is_removed_on_resume(tmp_path) -> None:
     assert isolation_ab.main(["--tiny", "--quick", "-q", "--output-dir", str(tmp_path)]) == 0
     assert not stale.exists()
     assert len(list((tmp_path / "units").glob("*.json"))) == 4
+
+
+def test_an_error_inside_a_unit_propagates_instead_of_a_usage_error(tmp_path, monkeypatch):
+    """A bug in experiment code is not bad input: its exception and traceback reach the
+    user (exit 2 and one line would hide it)."""
+
+    def broken(cfg, model, unit):
+        raise ValueError("bug inside the unit")
+
+    spec = dataclasses.replace(isolation_ab.SPEC, run_unit=broken, run_batch=None)
+    monkeypatch.setattr(isolation_ab, "SPEC", spec)
+    with pytest.raises(ValueError, match="bug inside the unit"):
+        spec.main(["--tiny", "--quick", "-q", "--output-dir", str(tmp_path)])
+    assert (tmp_path / "manifest.json").is_file()  # resumable once fixed
