@@ -126,6 +126,9 @@ class ExperimentSpec:
         batch_size: Units per batched call when the command line gives no ``--batch-size``
             (used only with ``run_batch``; set it where batching is exact, i.e. where the
             tables do not depend on the batch beyond float rounding).
+        check_model: Optional ``(cfg, model) -> None`` raising ``ValueError`` for settings
+            this model cannot take (e.g. a head it does not have); the command line calls it
+            before anything is written, so the error is one line and exit 2.
         module: Module defining ``SPEC`` (workers import it to find the spec); default
             ``tempo_lens.experiments.<name>``. An experiment outside the package passes
             ``module=__name__``.
@@ -145,6 +148,7 @@ class ExperimentSpec:
     quick_prompts: int = 2
     run_batch: Callable[[Any, Any, list[Unit]], list[Tables]] | None = None
     batch_size: int = 1
+    check_model: Callable[[Any, Any], Any] | None = None
     module: str = ""
 
     @property

@@ -137,6 +137,8 @@ def run_cli(
         if check is not None:
             for q in prompts:
                 encode(check, q)
+            if spec.check_model is not None:
+                spec.check_model(cfg, check)
         if args.limit is not None and args.limit < 1:
             raise UsageError(f"--limit must be >= 1, got {args.limit}")
         executor = _executor(args, model)

@@ -274,6 +274,7 @@ SPEC = ExperimentSpec(
     config=Config,
     run_unit=run_unit,
     summarize=summarize,
+    check_model=lambda cfg, model: _model_heads(cfg, model),
     quick={"max_steps": 4},
 )
 main = SPEC.main
