@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"at most {len(PROMPTS)} rows (prompts in the suite)")
 
     import tempo_lens
-    from tempo_lens.fast import enable_fast_path
+    from tempo_lens.backends.fast import enable_fast_path
 
     model = tempo_lens.load_model(**({"device": args.device} if args.device else {}))
     enable_fast_path(model)

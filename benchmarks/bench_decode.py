@@ -11,7 +11,7 @@ alike), with warm-up rounds and medians:
   ``k`` members (the ``k`` new tokens are forwarded, the cache holds the context).
 * ``load``       — a fresh ``python`` process: import, cached ``load_model()``, first logits.
 * ``generate``   — :func:`tempo_lens.generate` with and without full attention capture
-  (:class:`tempo_lens.capture.AttentionCapture`, all layers and heads), each in its own
+  (:class:`tempo_lens.hooks.capture.AttentionCapture`, all layers and heads), each in its own
   process: time and peak RSS.
 
 Usage::
@@ -88,7 +88,7 @@ def hf_case(hf, tokens: torch.Tensor, ctx: int, k: int = 1) -> Case:
 
 
 def tl_case(model, tokens: torch.Tensor, ctx: int, name: str) -> Case:
-    from tempo_lens._tl import make_kv_cache, truncate_kv_cache
+    from tempo_lens.backends import make_kv_cache, truncate_kv_cache
 
     cache = make_kv_cache(model)
     prefix, new = tokens[:, :ctx], tokens[:, ctx : ctx + 1]
@@ -107,7 +107,7 @@ def tl_case(model, tokens: torch.Tensor, ctx: int, name: str) -> Case:
 def tempo_case(model, tokens: torch.Tensor, ctx: int, width: int) -> Case:
     """Context of ``ctx`` tokens in the KV cache, then one parallel set of ``width``."""
     from tempo_lens import SequenceState, attach
-    from tempo_lens._tl import make_kv_cache, truncate_kv_cache
+    from tempo_lens.backends import make_kv_cache, truncate_kv_cache
 
     state = SequenceState(tokens[0, :ctx].tolist(), isolate=True)
     cache = make_kv_cache(model)
@@ -148,8 +148,8 @@ print(time.perf_counter() - t0)
 _GEN_SNIPPET = """
 import json, statistics, time, torch
 import tempo_lens
-from tempo_lens.capture import AttentionCapture
-from tempo_lens.fast import enable_fast_path
+from tempo_lens.hooks.capture import AttentionCapture
+from tempo_lens.backends.fast import enable_fast_path
 torch.set_num_threads({threads})
 m = tempo_lens.load_model()
 enable_fast_path(m)  # once per model; generate() then finds it on
@@ -217,8 +217,8 @@ def main(argv: list[str] | None = None) -> dict:
     widths = [1, 2, 4, 8]
 
     import tempo_lens
-    from tempo_lens.fast import enable_fast_path
-    from tempo_lens.gguf_loader import load_hf_model
+    from tempo_lens.backends.fast import enable_fast_path
+    from tempo_lens.models.gguf_loader import load_hf_model
 
     stock = tempo_lens.load_model()
     fast = copy.deepcopy(stock)

@@ -24,7 +24,7 @@ CHILD = r"""
 import json, sys, time
 t0 = time.perf_counter()
 import torch
-from tempo_lens import gguf_loader as gl
+from tempo_lens.models import gguf_loader as gl
 t1 = time.perf_counter()
 cache_dir = sys.argv[1] or None
 path, fields = gl._cache_dir_for(gl.DEFAULT_MODEL, torch.float32, cache_dir)

@@ -107,7 +107,7 @@ def hf_case(hf, state, ctx: int, label: str) -> tuple[Case, torch.Tensor]:
 
 def tl_case(model, state, ctx: int, *, hooks: bool) -> tuple[Case, torch.Tensor]:
     from tempo_lens import attach
-    from tempo_lens._tl import make_kv_cache, truncate_kv_cache
+    from tempo_lens.backends import make_kv_cache, truncate_kv_cache
 
     cache = make_kv_cache(model)
     ids = state.tokens_tensor()
@@ -208,8 +208,8 @@ def main(argv: list[str] | None = None) -> dict:
         os.sched_setaffinity(0, {args.cpu})
 
     import tempo_lens
-    from tempo_lens.fast import enable_fast_path
-    from tempo_lens.gguf_loader import load_hf_model
+    from tempo_lens.backends.fast import enable_fast_path
+    from tempo_lens.models.gguf_loader import load_hf_model
 
     model = tempo_lens.load_model()
     enable_fast_path(model)

@@ -38,7 +38,7 @@ from IPython.display import Image, display
 
 from tempo_lens import PruningConfig, RelativeRule, TempoConfig, generate, make_tiny_model
 from tempo_lens.analysis.run import analyze_data
-from tempo_lens.capture import AttentionCapture
+from tempo_lens.hooks.capture import AttentionCapture
 from tempo_lens import display as tld
 from tempo_lens.display.figures import png_bytes
 
@@ -137,7 +137,7 @@ is one call of `tempo_lens`.""",
 from tempo_lens import display as tld
 from tempo_lens.analysis.paths import replay_alternatives
 from tempo_lens.analysis.steps import poorest_step, pruning_analysis, step_alternatives
-from tempo_lens.capture import AttentionCapture
+from tempo_lens.hooks.capture import AttentionCapture
 
 model = tl.load_model()
 config = tl.TempoConfig(

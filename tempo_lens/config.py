@@ -68,7 +68,7 @@ class TempoConfig:
             traces either way; the cache is faster).
         fast_weights: Store the weights in the layouts the forward reads, so no per-forward
             copies are made (bit-identical logits, ~4x faster decode steps on CPU; see
-            :mod:`tempo_lens.fast`). ``generate`` switches the model's layout persistently
+            :mod:`tempo_lens.backends.fast`). ``generate`` switches the model's layout persistently
             to what this flag says (``False`` restores the stock layout).
     """
 

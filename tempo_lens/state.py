@@ -40,6 +40,7 @@ from torch import Tensor
 
 from tempo_lens.masks import ALIVE, visibility
 from tempo_lens.positions import PositionScheme, check_finite_positions, set_positions
+from tempo_lens.prompts import prompt_token_ids
 
 __all__ = ["SequenceState", "TokenInfo"]
 
@@ -114,9 +115,7 @@ class SequenceState:
         isolate: bool = True,
         positions: PositionScheme | None = None,
     ) -> SequenceState:
-        """Start a state from prompt token ids (shapes: :func:`tempo_lens.text.prompt_token_ids`)."""
-        from tempo_lens.text import prompt_token_ids  # text imports the model library
-
+        """Start a state from prompt token ids (shapes: :func:`tempo_lens.prompts.prompt_token_ids`)."""
         prompt_ids = prompt_token_ids(prompt_ids)
         return cls(prompt_ids, isolate=isolate, positions=positions)
 

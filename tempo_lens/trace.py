@@ -214,7 +214,7 @@ class Trace:
     def clean_text(self) -> str:
         """Prompt + the top surviving member of each step.
 
-        Token texts are decoded in context (:func:`tempo_lens.text.sequence_texts`), so with
+        Token texts are decoded in context (:func:`tempo_lens.generation.text.sequence_texts`), so with
         a tokenizer this equals ``tokenizer.decode(prompt_ids + clean_ids)``.
         """
         return self.prompt_text() + "".join(self.texts[i] for i in self.clean_indices())

@@ -11,7 +11,7 @@ from __future__ import annotations
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from tempo_lens._tl import attach_tokenizer
+from tempo_lens.models.convert import attach_tokenizer
 
 WORDS = ["<unk>", "</s>", "▁The", "▁cat", "▁sat", "▁on", "▁mat"]
 

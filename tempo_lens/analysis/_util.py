@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Sequence
 from typing import Any, TypeAlias
 
@@ -11,7 +9,7 @@ import numpy as np
 import pandas as pd
 from torch import Tensor
 
-__all__ = ["ArrayLike", "jsonable", "nanmean", "safe_ratio", "to_numpy"]
+__all__ = ["ArrayLike", "nanmean", "safe_ratio", "to_numpy"]
 
 ArrayLike: TypeAlias = Tensor | np.ndarray | pd.Series | Sequence[Any]
 """A tensor, a NumPy array, a pandas Series or (nested) lists of numbers."""
@@ -46,27 +44,3 @@ def safe_ratio(a: Any, b: Any) -> Any:
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where((b != 0) & ~np.isnan(a) & ~np.isnan(b), a / np.where(b == 0, 1, b), np.nan)
     return float(out) if np.ndim(out) == 0 else out
-
-
-def jsonable(obj: Any) -> Any:
-    """Convert results to strict JSON values (NaN/inf -> None, arrays -> lists)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, pd.DataFrame):
-        return [jsonable(r) for r in obj.to_dict(orient="records")]
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, (np.integer, int)):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    if obj is None or isinstance(obj, str):
-        return obj
-    return str(obj)

@@ -9,10 +9,10 @@ counter in ``tests/model/test_compare_decoders.py``):
   rows at every step where something was pruned (the readout with pruned tokens hidden).
   Without the KV cache every forward feeds the whole sequence. Every member stays in the
   cache: peak ``L + sum k_s`` positions.
-* **greedy / sampling** (:mod:`tempo_lens.baselines`): the prompt forward, then one token per
+* **greedy / sampling** (:mod:`tempo_lens.generation.baselines`): the prompt forward, then one token per
   forward; the last chosen token is never fed. A stop at EOS (or the context) costs the
   forward whose distribution produced it.
-* **beam search** (:func:`tempo_lens.baselines.beam_search`): the prompt forward (batch 1),
+* **beam search** (:func:`tempo_lens.generation.baselines.beam_search`): the prompt forward (batch 1),
   then per step one forward of every running beam's new token (``trace.extra["steps"]``
   records how many); the cache holds ``beams x positions``.
 
@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from tempo_lens._tl import TempoModel, forward, kv_cache_nbytes, make_kv_cache
+from tempo_lens.backends import TempoModel, forward, kv_cache_nbytes, make_kv_cache
 from tempo_lens.trace import Trace
 
 __all__ = ["Budget", "ForwardCounter", "kv_bytes_per_position", "trace_budget"]

@@ -31,7 +31,7 @@ from jaxtyping import Float
 from tempo_lens.analysis._util import nanmean, safe_ratio
 from tempo_lens.analysis.patterns import entropy
 from tempo_lens.analysis.received import ReceivedAttention
-from tempo_lens.capture import AttentionData
+from tempo_lens.hooks.capture import AttentionData
 
 __all__ = [
     "BANDS",

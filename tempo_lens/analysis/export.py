@@ -9,7 +9,7 @@
 * :func:`save_attention` — compact tensors: ``attention.npz`` (one ``[layer, head, q,
   key]`` array per step, in the captured dtype) and ``attention_meta.json`` (format,
   layers, heads, per-step query indices, token texts, the sequence state and the trace).
-* :func:`load_attention` — rebuilds an :class:`~tempo_lens.capture.AttentionData` from the
+* :func:`load_attention` — rebuilds an :class:`~tempo_lens.hooks.capture.AttentionData` from the
   two files for offline analysis (``load_attention(save_attention(data, d))`` round-trips).
 
 Each file is written atomically; the metadata JSON is written last, so a directory with
@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from tempo_lens.analysis._util import ArrayLike, jsonable, to_numpy
-from tempo_lens.capture import AttentionData
-from tempo_lens.io import atomic_write, atomic_write_json
+from tempo_lens.analysis._util import ArrayLike, to_numpy
+from tempo_lens.hooks.capture import AttentionData
+from tempo_lens.io import atomic_write, atomic_write_json, jsonable
 from tempo_lens.state import SequenceState
 from tempo_lens.trace import Trace
 

@@ -35,9 +35,9 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from tempo_lens._tl import TempoModel, forward, hook_name, make_kv_cache
 from tempo_lens.analysis.patterns import entropy
 from tempo_lens.analysis.steps import step_alternatives
+from tempo_lens.backends import TempoModel, forward, hook_name, make_kv_cache
 from tempo_lens.trace import Trace
 
 __all__ = [

@@ -30,8 +30,9 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Float
 
-from tempo_lens.analysis._util import ArrayLike, jsonable, nanmean, to_numpy
-from tempo_lens.capture import AttentionData
+from tempo_lens.analysis._util import ArrayLike, nanmean, to_numpy
+from tempo_lens.hooks.capture import AttentionData
+from tempo_lens.io import jsonable
 from tempo_lens.isolation import non_isolating
 
 __all__ = [

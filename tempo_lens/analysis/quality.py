@@ -41,7 +41,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from tempo_lens._tl import TempoModel
+from tempo_lens.backends import TempoModel
 from tempo_lens.trace import Trace
 
 __all__ = ["CleanTextNLL", "clean_text_nll", "distinct_n", "token_nll", "trace_diversity"]

@@ -39,8 +39,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tempo_lens.analysis._util import jsonable, nanmean, safe_ratio
-from tempo_lens.capture import AttentionData
+from tempo_lens.analysis._util import nanmean, safe_ratio
+from tempo_lens.hooks.capture import AttentionData
+from tempo_lens.io import jsonable
 
 __all__ = ["ReceivedAttention", "received_attention"]
 

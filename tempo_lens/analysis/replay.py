@@ -3,7 +3,7 @@
 * :func:`replay_attention` — the same tokens and sets, re-run in one forward with another
   position scheme (``"distinct"``: every member at its own position, the control for
   position sharing) and/or the other isolation mode; returns
-  :class:`~tempo_lens.capture.AttentionData` as if captured during generation.
+  :class:`~tempo_lens.hooks.capture.AttentionData` as if captured during generation.
 * :func:`continuation_support` — for each parallel set followed by ``window`` further
   steps, the plain model's log-likelihood of the clean continuation after each member
   (which alternative the continuation actually supports), next to the attention score the
@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tempo_lens._tl import TempoModel, hook_name, make_kv_cache, reorder_kv_cache
-from tempo_lens.capture import AttentionData
+from tempo_lens.backends import TempoModel, hook_name, make_kv_cache, reorder_kv_cache
 from tempo_lens.hooks import attach
+from tempo_lens.hooks.capture import AttentionData
 from tempo_lens.positions import PositionScheme
 from tempo_lens.pruning import score_members
 from tempo_lens.state import SequenceState
@@ -217,7 +217,7 @@ def recomputed_widths(
     cfg = trace.tempo_config
     if cfg is None:
         raise ValueError("recomputed_widths needs a TEMPO trace")
-    from tempo_lens.text import eos_token_id
+    from tempo_lens.generation.text import eos_token_id
 
     eos = eos_token_id(model)
     prevs = [rec.step - 1 for rec in trace.steps]

@@ -2,7 +2,7 @@
 
 :func:`analyze_data` runs every analysis on one captured sequence and returns a dict of
 result objects (the input of ``tempo_lens.display.render_run``). :func:`analyze_prompt`
-generates with :class:`~tempo_lens.capture.AttentionCapture`, analyses, and writes into
+generates with :class:`~tempo_lens.hooks.capture.AttentionCapture`, analyses, and writes into
 ``out_dir``:
 
 ==========================  ======================================================
@@ -11,13 +11,13 @@ generates with :class:`~tempo_lens.capture.AttentionCapture`, analyses, and writ
 ``attention_seed.json``     the seed-compatible export
 ``analysis.json``           every analysis, per token / set / head
 ``summary.json``            headline numbers (read by :mod:`tempo_lens.analysis.stats`)
-figures, ``report.html``    by ``tempo_lens.display.render_run``
+figures, ``report.html``    by the ``render`` given (``tempo_lens.display.render_run``)
 ==========================  ======================================================
 
 Examples:
     >>> from tempo_lens import TempoConfig, make_tiny_model
     >>> s = analyze_prompt(make_tiny_model(), [1, 2, 3], TempoConfig(max_steps=4),
-    ...                    "out/run", figures=False)  # doctest: +SKIP
+    ...                    "out/run")  # doctest: +SKIP
     >>> s["received"]["ratio"]  # doctest: +SKIP
 """
 
@@ -26,13 +26,11 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from tempo_lens._numbers import LayersLike
-from tempo_lens._tl import TempoModel
-from tempo_lens.analysis._util import jsonable
 from tempo_lens.analysis.export import export_seed_json, save_attention
 from tempo_lens.analysis.patterns import (
     attention_entropy,
@@ -44,14 +42,20 @@ from tempo_lens.analysis.patterns import (
 )
 from tempo_lens.analysis.received import received_attention
 from tempo_lens.analysis.steps import parallel_widths, pruning_analysis, run_summary
-from tempo_lens.capture import AttentionCapture, AttentionData
+from tempo_lens.backends import TempoModel
 from tempo_lens.config import TempoConfig
 from tempo_lens.generation import generate
-from tempo_lens.io import atomic_write_json
-from tempo_lens.text import PromptLike
+from tempo_lens.hooks.capture import AttentionCapture, AttentionData
+from tempo_lens.io import atomic_write_json, jsonable
+from tempo_lens.prompts import PromptLike
 from tempo_lens.trace import Trace
 
-__all__ = ["analyze_data", "analyze_prompt", "render_figures"]
+__all__ = ["RenderFn", "analyze_data", "analyze_prompt"]
+
+
+RenderFn = Callable[[Path, Trace, AttentionData, dict[str, Any]], Iterable[Path]]
+"""``render(out_dir, trace, data, results) -> paths written`` (e.g.
+:func:`tempo_lens.display.render_run`)."""
 
 
 def analyze_data(
@@ -100,15 +104,6 @@ def _headline(results: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def render_figures(
-    out_dir: Path, trace: Trace, data: AttentionData, results: dict[str, Any]
-) -> list[Path]:
-    """Render the run's figures, text views and report (:func:`tempo_lens.display.render_run`)."""
-    from tempo_lens.display import render_run  # display imports analysis: import at call time
-
-    return list(render_run(out_dir, trace, data, results))
-
-
 def analyze_prompt(
     model: TempoModel,
     prompt: PromptLike,
@@ -122,9 +117,15 @@ def analyze_prompt(
     top_k: int = 5,
     window: float | int = 3.0,
     include_sink: bool = False,
-    figures: bool = True,
+    render: RenderFn | None = None,
 ) -> dict[str, Any]:
-    """Generate with capture, analyse, write the run directory; returns ``summary.json``."""
+    """Generate with capture, analyse, write the run directory; returns ``summary.json``.
+
+    ``render`` draws the figures, text views and report into the run directory and returns
+    the paths it wrote: :func:`tempo_lens.display.render_run` (what ``tempo-lens analyze``
+    passes unless ``--no-figures``); ``None`` writes data only. Analysis sits below display,
+    so the renderer is handed in rather than imported.
+    """
     out = Path(out_dir)
     with tempfile.TemporaryDirectory(prefix="tempo_spool_") as tmp:
         cap = AttentionCapture(
@@ -155,8 +156,8 @@ def analyze_prompt(
                 "analysis_seconds": analysis_seconds,
             },
         }
-        if figures:  # before summary.json: a summary marks a complete run directory
-            paths = render_figures(out, trace, data, results)
+        if render is not None:  # before summary.json: a summary marks a complete run directory
+            paths = list(render(out, trace, data, results))
             summary["figures"] = [_rel(p, out) for p in paths]
     summary = jsonable(summary)
     atomic_write_json(out / "summary.json", summary)

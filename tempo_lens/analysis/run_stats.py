@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tempo_lens.analysis._util import jsonable
 from tempo_lens.analysis.stats import PairedTests, bootstrap_ci, paired_tests, repetition_score
+from tempo_lens.io import jsonable
 
 __all__ = ["REFERENCES", "StatsReport", "analyze_runs", "load_runs"]
 

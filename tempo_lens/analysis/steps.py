@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from tempo_lens.analysis._util import jsonable
 from tempo_lens.analysis.received import ReceivedAttention
+from tempo_lens.io import jsonable
 from tempo_lens.pruning import PruningConfig, gather_votes, judge
 from tempo_lens.trace import Trace
 
 if TYPE_CHECKING:
-    from tempo_lens.capture import AttentionData
+    from tempo_lens.hooks.capture import AttentionData
 
 __all__ = [
     "PruningAnalysis",

@@ -37,9 +37,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tempo_lens._tl import hook_name, layer_windows
+from tempo_lens.backends import hook_name, layer_windows
 from tempo_lens.hooks import HookFn, attach
-from tempo_lens.interventions import readout_positions, step_distributions
+from tempo_lens.hooks.interventions import readout_positions, step_distributions
 from tempo_lens.selection import select_from_probs
 from tempo_lens.trace import Trace
 

@@ -1,7 +1,7 @@
 """Uncertainty and context: next-token entropy, set width and attention, per step and set.
 
 One teacher-forced forward over a finished TEMPO trace (generated without pruning, so the
-forward reproduces the generation's logits; :func:`tempo_lens.interventions.step_distributions`)
+forward reproduces the generation's logits; :func:`tempo_lens.hooks.interventions.step_distributions`)
 gives, for every step ``s``:
 
 * the distribution the step's set was selected from, its entropy ``next_entropy`` (nats)
@@ -38,12 +38,12 @@ import pandas as pd
 import torch
 from jaxtyping import Float
 
-from tempo_lens._tl import hook_name, layer_windows
 from tempo_lens.analysis.decoders import pairwise_cosine_distance
 from tempo_lens.analysis.patterns import entropy, sibling_divergence, top_context
-from tempo_lens.capture import AttentionData
+from tempo_lens.backends import hook_name, layer_windows
 from tempo_lens.hooks import attach
-from tempo_lens.interventions import step_distributions
+from tempo_lens.hooks.capture import AttentionData
+from tempo_lens.hooks.interventions import step_distributions
 from tempo_lens.trace import Trace
 
 __all__ = ["StepUncertainty", "step_uncertainty"]
@@ -64,7 +64,7 @@ class StepUncertainty:
             b_text, jsd_bits, cos_similarity``.
         top_keys: The ``k`` most attended context keys of every member of every parallel
             set (:func:`~tempo_lens.analysis.patterns.top_context` columns).
-        data: The attention of the forward as :class:`~tempo_lens.capture.AttentionData`.
+        data: The attention of the forward as :class:`~tempo_lens.hooks.capture.AttentionData`.
     """
 
     steps: pd.DataFrame

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 from tempo_lens.cli import analyze, experiment, findings, generate, stats
 from tempo_lens.cli._base import run_parser
-from tempo_lens.options import Parser
+from tempo_lens.runner.options import Parser
 
 __all__ = ["build_parser", "main"]
 

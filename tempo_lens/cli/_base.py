@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tempo_lens.options import Parser, UsageError, report_usage_error
+from tempo_lens.runner.options import Parser, UsageError, report_usage_error
 
 __all__ = ["Command", "fmt", "run_parser", "script_parser"]
 
@@ -28,7 +28,7 @@ def run_parser(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> i
 
     Returns:
         The command's exit code; 2 after one line ``PROG: error: ...`` on stderr for a bad
-        value (:class:`~tempo_lens.options.UsageError`, ``ValueError``,
+        value (:class:`~tempo_lens.runner.options.UsageError`, ``ValueError``,
         ``FileNotFoundError``), which every command raises before writing anything.
     """
     try:

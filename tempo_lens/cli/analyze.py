@@ -19,7 +19,7 @@ from tempo_lens.cli.gen_options import (
     load_model_from_args,
     tempo_config_from_args,
 )
-from tempo_lens.options import UsageError, choose_prompts
+from tempo_lens.runner.options import UsageError, choose_prompts
 
 __all__ = ["COMMAND", "add_analyze_options", "main", "register", "run"]
 
@@ -65,9 +65,10 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from tempo_lens.analysis.run import analyze_prompt
+    from tempo_lens.display import render_run
+    from tempo_lens.generation.text import encode_prompt, prompt_input
     from tempo_lens.io import atomic_write_json
     from tempo_lens.pruning import resolve_layers
-    from tempo_lens.text import encode_prompt, prompt_input
 
     prompts = _prompts(args)
     config = tempo_config_from_args(args)
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
                 top_k=args.top_k,
                 window=args.window,
                 include_sink=args.include_sink,
-                figures=args.figures,
+                render=render_run if args.figures else None,
             )
         )
     if len(prompts) > 1:

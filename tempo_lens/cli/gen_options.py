@@ -36,9 +36,9 @@ from typing import Any
 
 from tempo_lens.config import TempoConfig
 from tempo_lens.models import DEFAULT_MODEL
-from tempo_lens.options import add_config_options, field_docs, plain_text
 from tempo_lens.positions import PositionScheme
 from tempo_lens.pruning import ProbabilityRatioRule, PruningConfig, parse_rule
+from tempo_lens.runner.options import add_config_options, field_docs, plain_text
 from tempo_lens.schedules import ThresholdSchedule
 
 __all__ = ["add_generation_options", "load_model_from_args", "tempo_config_from_args"]

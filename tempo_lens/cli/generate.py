@@ -16,7 +16,7 @@ from tempo_lens.cli.gen_options import (
     load_model_from_args,
     tempo_config_from_args,
 )
-from tempo_lens.options import UsageError
+from tempo_lens.runner.options import UsageError
 
 __all__ = ["BASELINES", "register"]
 
@@ -38,9 +38,8 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Generate, print, and write the trace (every value is checked before the model loads)."""
-    from tempo_lens import baselines
-    from tempo_lens.generation import generate
-    from tempo_lens.text import prompt_input
+    from tempo_lens.generation import baselines, generate
+    from tempo_lens.generation.text import prompt_input
 
     if not args.prompt.strip():
         raise UsageError("--prompt must not be empty")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tempo_lens.cli._base import Command, fmt
-from tempo_lens.options import UsageError
+from tempo_lens.runner.options import UsageError
 
 __all__ = ["COMMAND", "add_stats_options", "main", "register", "run"]
 

@@ -1,7 +1,7 @@
 """Render an analysis run directory: figures, text views, tree, and ``report.html``.
 
 :func:`render_run` is what :func:`tempo_lens.analysis.run.analyze_prompt` calls. It only
-lays out data it is given (the trace, the captured :class:`~tempo_lens.capture.AttentionData`
+lays out data it is given (the trace, the captured :class:`~tempo_lens.hooks.capture.AttentionData`
 and the analysis results of :func:`tempo_lens.analysis.run.analyze_data`); a result that
 is missing is skipped, so it also renders a bare trace (``data=None, results=None``).
 
@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
+import tempo_lens.display.ascii as tx
+import tempo_lens.display.cv as cv
+import tempo_lens.display.figures as fg
 from tempo_lens.analysis.export import save_heatmap_json
-from tempo_lens.display import ascii as tx
-from tempo_lens.display import cv
-from tempo_lens.display import figures as fg
 from tempo_lens.display._common import parallel_groups, token_labels
 from tempo_lens.display.report import write_report
 from tempo_lens.display.tree import tree_text, tree_view
@@ -58,7 +58,7 @@ def render_run(
     Args:
         out_dir: The run directory.
         trace: The generation.
-        data: Its :class:`~tempo_lens.capture.AttentionData` (``None``: no attention views).
+        data: Its :class:`~tempo_lens.hooks.capture.AttentionData` (``None``: no attention views).
         results: :func:`~tempo_lens.analysis.run.analyze_data` output (any subset).
         cv_layers: Model layers shown with circuitsvis (default: the last captured one).
         title: Report title (default: the prompt, shortened).

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import tempo_lens.experiments.findings_rules as rules
 from tempo_lens.analysis.stats import auc, estimate, logistic_regression, paired_tests
-from tempo_lens.experiments import findings_rules as rules
 
 __all__ = [
     "COLUMNS",

@@ -19,7 +19,7 @@ from tempo_lens.pruning import PruningConfig, parse_rule
 from tempo_lens.runner import RunConfig, Unit, encode
 
 if TYPE_CHECKING:
-    from tempo_lens.capture import AttentionData
+    from tempo_lens.hooks.capture import AttentionData
     from tempo_lens.trace import Trace
 
 __all__ = [
@@ -140,8 +140,8 @@ def generate_units(
     Returns:
         ``(trace, attention data or None)`` per unit, in order.
     """
-    from tempo_lens.capture import AttentionCapture
     from tempo_lens.generation import generate_batch
+    from tempo_lens.hooks.capture import AttentionCapture
 
     prompts = [encode(model, u.prompt) for u in units]
     configs = [config_of(u) for u in units]

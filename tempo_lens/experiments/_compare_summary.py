@@ -14,11 +14,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tempo_lens.analysis._util import jsonable
 from tempo_lens.analysis.stats import estimate, paired_tests
 from tempo_lens.display.decoder_figures import branching_figure, budget_quality_figure
 from tempo_lens.experiments._common import fmt, fmt_ci
-from tempo_lens.io import atomic_write_json, atomic_write_text
+from tempo_lens.io import atomic_write_json, atomic_write_text, jsonable
 
 __all__ = ["summarize"]
 

@@ -18,10 +18,10 @@ from typing import Any
 import torch
 
 import tempo_lens as tl
-from tempo_lens._tl import TempoModel
 from tempo_lens.analysis.budget import Budget, ForwardCounter, trace_budget
 from tempo_lens.analysis.paths import EntropyMeter
-from tempo_lens.text import eos_token_id
+from tempo_lens.backends import TempoModel
+from tempo_lens.generation.text import eos_token_id
 from tempo_lens.trace import Trace
 
 __all__ = ["MethodRun", "run_beam", "run_greedy", "run_hf", "run_sampling", "run_tempo"]

@@ -35,11 +35,13 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
+import tempo_lens.experiments._decoder_methods as dm
 from tempo_lens.analysis.budget import kv_bytes_per_position
 from tempo_lens.analysis.decoders import (
     convergence_depth,
@@ -49,13 +51,13 @@ from tempo_lens.analysis.decoders import (
 )
 from tempo_lens.analysis.paths import continuation_nlls, member_paths, replay_sets
 from tempo_lens.analysis.quality import distinct_n
+from tempo_lens.backends.fast import enable_fast_path
 from tempo_lens.config import Readout, TempoConfig
-from tempo_lens.experiments import _decoder_methods as dm
 from tempo_lens.experiments._common import PROMPTS, StatsConfig
 from tempo_lens.experiments._compare_summary import summarize
-from tempo_lens.fast import enable_fast_path
 from tempo_lens.pruning import PruningConfig, parse_rule
 from tempo_lens.runner import ExperimentSpec, Unit, encode, unit_seed
+from tempo_lens.runner.cli import run_cli
 
 MODES = ("isolated", "visible")
 
@@ -151,11 +153,11 @@ def hf_model(cfg: Config, model: Any) -> Any:
     """
     if id(model) not in _HF:
         if cfg.tiny:
-            from tempo_lens.hf_export import hf_llama_from_hooked
+            from tempo_lens.models.hf_export import hf_llama_from_hooked
 
             _HF[id(model)] = hf_llama_from_hooked(model)
         else:
-            from tempo_lens.gguf_loader import load_hf_model
+            from tempo_lens.models.gguf_loader import load_hf_model
 
             _HF[id(model)] = load_hf_model(cfg.model)[0]
     return _HF[id(model)]
@@ -339,7 +341,11 @@ SPEC = ExperimentSpec(
     default_prompts=PROMPTS,
     quick={"max_steps": 4, "taus": (0.1,), "beams": (2, 4), "n_samples": 2, "horizon": 2},
 )
-main = SPEC.main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run from the command line (:func:`tempo_lens.runner.run_cli`); 0 on success."""
+    return run_cli(SPEC, argv)
 
 
 if __name__ == "__main__":

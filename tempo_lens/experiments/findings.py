@@ -28,6 +28,7 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tempo_lens._tl import hook_name, rotary_inv_freq
 from tempo_lens.analysis import (
     head_specialisation,
     isolation_check,
@@ -59,9 +59,11 @@ from tempo_lens.analysis.replay import (
     replay_attention,
 )
 from tempo_lens.analysis.stats import rank_correlation
+from tempo_lens.backends import backend_of, hook_name
 from tempo_lens.config import Readout, TempoConfig
 from tempo_lens.experiments._common import generate_units
 from tempo_lens.runner import ExperimentSpec, RunConfig, Unit
+from tempo_lens.runner.cli import run_cli
 
 MODES = ("isolated", "visible")
 POSITION_TOLERANCE = 1e-3
@@ -122,7 +124,7 @@ def _positions_check(model: Any, data: Any) -> dict[str, Any]:
     names = (hook_name(0, "k"), hook_name(0, "rot_k"))
     k = np.concatenate([data.extra(s)[names[0]] for s in data.steps])
     rot = np.concatenate([data.extra(s)[names[1]] for s in data.steps])
-    inv = rotary_inv_freq(model, 0).numpy()
+    inv = backend_of(model).rotary_inv_freqs()[0].numpy()
     pos = recovered_positions(
         k[:, 0], rot[:, 0], inv, adjacent_pairs=bool(model.cfg.rotary_adjacent_pairs)
     )
@@ -312,7 +314,11 @@ SPEC = ExperimentSpec(
     quick={"max_steps": 6, "window": 2},
     quick_prompts=3,
 )
-main = SPEC.main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run from the command line (:func:`tempo_lens.runner.run_cli`); 0 on success."""
+    return run_cli(SPEC, argv)
 
 
 if __name__ == "__main__":

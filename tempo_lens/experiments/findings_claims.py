@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import tempo_lens.experiments.findings_rules as rules
 from tempo_lens.analysis.stats import estimate
-from tempo_lens.experiments import findings_rules as rules
 from tempo_lens.experiments._claim_rows import (
     COLUMNS,
     SEED,

@@ -4,11 +4,11 @@ Per prompt TEMPO generates once (no pruning, so the trace replays exactly); the 
 then **teacher-forced** as a fixed :class:`~tempo_lens.SequenceState` and every head is
 ablated in turn — zero or mean ablation of ``hook_z`` (mean over the prompt's own
 non-parallel positions) — with the heads of one layer ablated in one batched forward that starts at that layer
-from the clean residual stream (:func:`tempo_lens.interventions.head_ablation_hooks`). Measured per head, separately at
+from the clean residual stream (:func:`tempo_lens.hooks.interventions.head_ablation_hooks`). Measured per head, separately at
 parallel steps (the selected set had > 1 member) and non-parallel steps:
 
 * ``kl_*``: KL(clean || ablated) of the distribution each step was selected from
-  (:func:`tempo_lens.interventions.step_distributions`), nats;
+  (:func:`tempo_lens.hooks.interventions.step_distributions`), nats;
 * ``dwidth_*``: change in the width that tau would select from that distribution;
 * ``dnll``: change in the NLL of each step's top member (the clean path), nats;
 * ``dratio_late``: change in the parallel:non-parallel received-attention ratio over the
@@ -25,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,14 +36,15 @@ import torch
 from scipy.stats import false_discovery_control
 
 import tempo_lens as tl
-from tempo_lens._tl import hook_name
 from tempo_lens.analysis import estimate, paired_tests
 from tempo_lens.analysis.teacher_forced import Replay
+from tempo_lens.backends import hook_name
 from tempo_lens.display.experiment_figures import layer_head_heatmaps_figure
 from tempo_lens.experiments._common import GenerationConfig, fmt_estimate
-from tempo_lens.interventions import head_ablation_hooks
+from tempo_lens.hooks.interventions import head_ablation_hooks
 from tempo_lens.io import atomic_write_text
 from tempo_lens.runner import ExperimentSpec, Unit, encode
+from tempo_lens.runner.cli import run_cli
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,7 +145,11 @@ SPEC = ExperimentSpec(
     conditions=lambda cfg: [{"ablation": m} for m in cfg.modes],
     quick={"max_steps": 4},
 )
-main = SPEC.main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run from the command line (:func:`tempo_lens.runner.run_cli`); 0 on success."""
+    return run_cli(SPEC, argv)
 
 
 if __name__ == "__main__":

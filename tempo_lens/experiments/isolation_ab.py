@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,6 @@ import numpy as np
 import pandas as pd
 
 from tempo_lens.analysis import estimate, paired_tests, received_attention, sibling_attention
-from tempo_lens.analysis._util import jsonable
-from tempo_lens.capture import AttentionData
 from tempo_lens.experiments._common import (
     PROMPTS,
     GenerationConfig,
@@ -35,8 +34,10 @@ from tempo_lens.experiments._common import (
     generate_units,
     run_metrics,
 )
-from tempo_lens.io import atomic_write_json
+from tempo_lens.hooks.capture import AttentionData
+from tempo_lens.io import atomic_write_json, jsonable
 from tempo_lens.runner import ExperimentSpec, Unit
+from tempo_lens.runner.cli import run_cli
 from tempo_lens.trace import Trace
 
 COMPARED = ("clean_nll", "ratio", "ratio_generated", "set_ratio", "mean_width", "distinct_2")
@@ -159,7 +160,11 @@ SPEC = ExperimentSpec(
     default_prompts=PROMPTS,
     quick={"max_steps": 4},
 )
-main = SPEC.main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run from the command line (:func:`tempo_lens.runner.run_cli`); 0 on success."""
+    return run_cli(SPEC, argv)
 
 
 if __name__ == "__main__":

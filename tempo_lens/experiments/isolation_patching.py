@@ -7,14 +7,14 @@ TransformerLens' own activation patching (:mod:`transformer_lens.patching`, insi
 :func:`tempo_lens.attach`): the residual stream ``resid_pre`` of one layer at all
 positions, and the output ``z`` of one head at all positions
 (``get_act_patch_attn_head_out_all_pos``). Metric: recovery of the visible run's step
-distributions (:func:`tempo_lens.interventions.step_distributions`),
+distributions (:func:`tempo_lens.hooks.interventions.step_distributions`),
 ``1 - KL(vis || patched) / KL(vis || iso)`` with KL summed over the steps after the
 first parallel set; 1 = the patch carries all the sibling information, 0 = none.
 
 Head-to-head path patching (RQ 6.2, "information routing"; ``--path-heads``, e.g. the top
 heads of a first run): for every ordered pair (A, B) of the given heads with A in an
 earlier layer, A's visible output is patched into only the query, key or value input (or
-all three) of B in the isolated run (:func:`tempo_lens.interventions.path_patching`);
+all three) of B in the isolated run (:func:`tempo_lens.hooks.interventions.path_patching`);
 same recovery metric. Table ``paths``.
 
 Summary: per layer and per (layer, head), the mean recovery over prompts with a
@@ -39,14 +39,15 @@ import torch
 from transformer_lens import patching
 
 import tempo_lens as tl
-from tempo_lens._tl import hook_name
 from tempo_lens.analysis import estimate
 from tempo_lens.analysis.replay import replay_state
+from tempo_lens.backends import hook_name
 from tempo_lens.display.experiment_figures import layer_head_heatmaps_figure
 from tempo_lens.experiments._common import GenerationConfig, fmt_estimate
-from tempo_lens.interventions import path_patching, step_distributions
+from tempo_lens.hooks.interventions import path_patching, step_distributions
 from tempo_lens.io import atomic_write_text
 from tempo_lens.runner import ExperimentSpec, Unit, encode
+from tempo_lens.runner.cli import run_cli
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -277,7 +278,11 @@ SPEC = ExperimentSpec(
     check_model=lambda cfg, model: _model_heads(cfg, model),
     quick={"max_steps": 4},
 )
-main = SPEC.main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run from the command line (:func:`tempo_lens.runner.run_cli`); 0 on success."""
+    return run_cli(SPEC, argv)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Per prompt TEMPO generates once (no pruning) and the trace is replayed teacher-forced
 (:class:`tempo_lens.analysis.teacher_forced.Replay`). At one layer at a time, beta is added to the
 pre-softmax scores of every parallel member as a key
-(:func:`tempo_lens.interventions.attention_bias`; all heads; one batched forward per
+(:func:`tempo_lens.hooks.interventions.attention_bias`; all heads; one batched forward per
 layer holds the whole beta grid). Measured against the clean replay: KL of each step's
 selection distribution at parallel / non-parallel steps, the change in the width tau would
 select, the change in NLL of the clean path, and the change in the late-layer
@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,10 @@ from tempo_lens.analysis import estimate
 from tempo_lens.analysis.teacher_forced import Replay
 from tempo_lens.display.experiment_figures import layer_curves_figure
 from tempo_lens.experiments._common import GenerationConfig, fmt_estimate
-from tempo_lens.interventions import attention_bias
+from tempo_lens.hooks.interventions import attention_bias
 from tempo_lens.io import atomic_write_text
 from tempo_lens.runner import ExperimentSpec, Unit, encode
+from tempo_lens.runner.cli import run_cli
 
 METRICS = ("kl_parallel", "kl_nonparallel", "dwidth_parallel", "dnll", "dratio_late")
 
@@ -108,7 +110,11 @@ SPEC = ExperimentSpec(
     summarize=summarize,
     quick={"max_steps": 4, "betas": (-2.0, 2.0)},
 )
-main = SPEC.main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run from the command line (:func:`tempo_lens.runner.run_cli`); 0 on success."""
+    return run_cli(SPEC, argv)
 
 
 if __name__ == "__main__":

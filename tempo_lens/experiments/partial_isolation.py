@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,11 @@ import pandas as pd
 
 import tempo_lens as tl
 from tempo_lens.analysis import estimate, paired_tests, received_attention, sibling_attention
-from tempo_lens.analysis._util import jsonable
 from tempo_lens.experiments._common import PROMPTS, GenerationConfig, fmt, fmt_ci, run_metrics
 from tempo_lens.experiments.isolation_ab import COMPARED, sibling_shares
-from tempo_lens.io import atomic_write_json
+from tempo_lens.io import atomic_write_json, jsonable
 from tempo_lens.runner import ExperimentSpec, Unit, encode
+from tempo_lens.runner.cli import run_cli
 
 LAYER_SETS = ("none", "early", "middle", "late", "all")
 
@@ -155,7 +156,11 @@ SPEC = ExperimentSpec(
     default_prompts=PROMPTS,
     quick={"max_steps": 4},
 )
-main = SPEC.main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run from the command line (:func:`tempo_lens.runner.run_cli`); 0 on success."""
+    return run_cli(SPEC, argv)
 
 
 if __name__ == "__main__":

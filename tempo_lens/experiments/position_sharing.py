@@ -24,6 +24,7 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,13 +33,13 @@ import pandas as pd
 import torch
 
 import tempo_lens as tl
-from tempo_lens._tl import hook_name
-from tempo_lens.analysis._util import jsonable
 from tempo_lens.analysis.position_effects import position_effects
+from tempo_lens.backends import hook_name
 from tempo_lens.experiments._common import PROMPTS, StatsConfig, fmt, fmt_ci
-from tempo_lens.io import atomic_write_json
+from tempo_lens.generation.text import eos_token_id
+from tempo_lens.io import atomic_write_json, jsonable
 from tempo_lens.runner import ExperimentSpec, Unit, encode
-from tempo_lens.text import eos_token_id
+from tempo_lens.runner.cli import run_cli
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,7 +181,11 @@ SPEC = ExperimentSpec(
     default_prompts=PROMPTS[:4],
     quick={"n_values": (1, 2, 3), "deltas": (0.01, 1.0), "continuation": 2},
 )
-main = SPEC.main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run from the command line (:func:`tempo_lens.runner.run_cli`); 0 on success."""
+    return run_cli(SPEC, argv)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -42,13 +43,13 @@ from tempo_lens.analysis import (
     received_attention,
     rejudge,
 )
-from tempo_lens.analysis._util import jsonable
 from tempo_lens.analysis.quality import clean_text_nll
-from tempo_lens.capture import AttentionData
 from tempo_lens.experiments._common import PROMPTS, GenerationConfig, fmt, fmt_ci, generate_units
-from tempo_lens.io import atomic_write_json
+from tempo_lens.hooks.capture import AttentionData
+from tempo_lens.io import atomic_write_json, jsonable
 from tempo_lens.pruning import LAYER_GROUPS, Aggregation, PruningConfig, parse_rule
 from tempo_lens.runner import ExperimentSpec, Unit
+from tempo_lens.runner.cli import run_cli
 from tempo_lens.trace import Trace
 
 
@@ -260,7 +261,11 @@ SPEC = ExperimentSpec(
     tiny_model={"n_layers": 3},  # three layers: every third is non-empty
     quick={"max_steps": 4, "lookaheads": (1,)},
 )
-main = SPEC.main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run from the command line (:func:`tempo_lens.runner.run_cli`); 0 on success."""
+    return run_cli(SPEC, argv)
 
 
 if __name__ == "__main__":

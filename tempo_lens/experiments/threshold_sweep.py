@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import time
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,10 @@ import pandas as pd
 
 import tempo_lens as tl
 from tempo_lens.analysis import estimate, rank_correlation
-from tempo_lens.analysis._util import jsonable
 from tempo_lens.experiments._common import PROMPTS, GenerationConfig, fmt, fmt_ci, run_metrics
-from tempo_lens.io import atomic_write_json, atomic_write_text
+from tempo_lens.io import atomic_write_json, atomic_write_text, jsonable
 from tempo_lens.runner import ExperimentSpec, Unit, encode
+from tempo_lens.runner.cli import run_cli
 from tempo_lens.schedules import SCHEDULE_KINDS
 
 TRENDS: tuple[str, ...] = ("mean_width", "parallel_steps", "pruned", "clean_nll")
@@ -194,7 +195,11 @@ SPEC = ExperimentSpec(
     default_prompts=PROMPTS[:3],
     quick={"max_steps": 4, "thresholds": (0.05, 0.2), "schedules": ("constant", "linear")},
 )
-main = SPEC.main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run from the command line (:func:`tempo_lens.runner.run_cli`); 0 on success."""
+    return run_cli(SPEC, argv)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from tempo_lens.display.experiment_figures import layer_head_heatmaps_figure
 from tempo_lens.experiments._common import GenerationConfig, fmt_estimate
 from tempo_lens.io import atomic_write_json, atomic_write_text
 from tempo_lens.runner import ExperimentSpec, Unit, encode
+from tempo_lens.runner.cli import run_cli
 
 MEASURES = ("next_entropy", "width")
 
@@ -189,7 +191,11 @@ SPEC = ExperimentSpec(
     summarize=summarize,
     quick={"max_steps": 6},
 )
-main = SPEC.main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run from the command line (:func:`tempo_lens.runner.run_cli`); 0 on success."""
+    return run_cli(SPEC, argv)
 
 
 if __name__ == "__main__":

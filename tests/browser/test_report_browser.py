@@ -72,7 +72,7 @@ def driver():
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> Path:
     from tempo_lens.analysis.run import analyze_data
-    from tempo_lens.capture import AttentionCapture
+    from tempo_lens.hooks.capture import AttentionCapture
 
     model = make_tiny_model()
     cfg = TempoConfig(

@@ -9,8 +9,8 @@ import torch
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
 
 from tempo_lens import SequenceState
-from tempo_lens._tl import hooked_config, hooked_from_hf
-from tempo_lens.hf_configs import gemma3_config_dict
+from tempo_lens.models.convert import hooked_config, hooked_from_hf
+from tempo_lens.models.hf_configs import gemma3_config_dict
 
 
 def tiny_llama_hf(seed: int = 0, n_kv: int = 2, n_layers: int = 2) -> LlamaForCausalLM:

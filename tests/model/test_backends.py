@@ -12,7 +12,7 @@ import importlib.metadata
 import pytest
 
 import tempo_lens as tl
-from tempo_lens import _tl
+from tempo_lens import backends as _tl
 
 pytestmark = pytest.mark.bridge
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from tempo_lens import SequenceState, attach
-from tempo_lens._tl import UnsupportedAttentionError
+from tempo_lens.backends import UnsupportedAttentionError
 from tempo_lens.hooks import tempo_fwd_hooks
 
 from .hf_oracle import bridge_of, hf_logits, tiny_gemma3_hf, tiny_llama_hf, tiny_tokenizer

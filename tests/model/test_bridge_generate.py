@@ -21,8 +21,8 @@ import pytest
 import torch
 
 from tempo_lens import PruningConfig, RelativeRule, TempoConfig, attach, generate
-from tempo_lens._tl import HAS_HOOKED_TRANSFORMER
-from tempo_lens.capture import AttentionCapture
+from tempo_lens.backends import HAS_HOOKED_TRANSFORMER
+from tempo_lens.hooks.capture import AttentionCapture
 
 from .hf_oracle import (
     bridge_of,

@@ -14,7 +14,7 @@ import torch
 
 from tempo_lens import PruningConfig, RelativeRule, TempoConfig, attach, generate
 from tempo_lens.analysis import isolation_check, load_attention, received_attention, save_attention
-from tempo_lens.capture import AttentionCapture, AttentionData
+from tempo_lens.hooks.capture import AttentionCapture, AttentionData
 
 PROMPT = [3, 14, 15, 9, 26]
 

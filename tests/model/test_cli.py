@@ -60,7 +60,7 @@ def test_generation_options_are_documented_by_tempo_config(capsys) -> None:
 
     from tempo_lens import TempoConfig
     from tempo_lens.cli.gen_options import _FLAT, NESTED
-    from tempo_lens.options import field_docs, plain_text
+    from tempo_lens.runner.options import field_docs, plain_text
 
     with pytest.raises(SystemExit):
         main(["generate", "--help"])

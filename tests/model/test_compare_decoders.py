@@ -11,13 +11,14 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 import tempo_lens as tl
-from tempo_lens._tl import attach_tokenizer, hook_name
 from tempo_lens.analysis.budget import ForwardCounter, trace_budget
 from tempo_lens.analysis.decoders import convergence_depth, covered, pairwise_cosine_distance
 from tempo_lens.analysis.paths import continuation_nlls, member_paths, replay_sets
 from tempo_lens.analysis.quality import token_nll
+from tempo_lens.backends import hook_name
 from tempo_lens.experiments import compare_decoders as cd
-from tempo_lens.hf_export import hf_llama_from_hooked
+from tempo_lens.models.convert import attach_tokenizer
+from tempo_lens.models.hf_export import hf_llama_from_hooked
 from tempo_lens.pruning import PruningConfig, RelativeRule
 from tempo_lens.runner import run_experiment
 from tests.model.hf_oracle import tiny_llama_pair
@@ -84,7 +85,7 @@ def test_beam_records_steps_and_hypotheses(pair) -> None:
 
 
 def test_nucleus_keeps_the_crossing_token() -> None:
-    from tempo_lens.baselines import nucleus
+    from tempo_lens.generation.baselines import nucleus
 
     p = torch.tensor([0.1, 0.5, 0.3, 0.1], dtype=torch.float64)
     assert nucleus(p, 0.6).tolist() == pytest.approx([0, 0.5 / 0.8, 0.3 / 0.8, 0])

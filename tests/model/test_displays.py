@@ -127,7 +127,7 @@ def test_render_run_bare_trace_has_no_external_urls(tmp_path: Path) -> None:
 
 def test_render_run_with_analysis(tiny, tmp_path: Path) -> None:
     analysis = pytest.importorskip("tempo_lens.analysis.run")
-    from tempo_lens.capture import AttentionCapture
+    from tempo_lens.hooks.capture import AttentionCapture
 
     cap = AttentionCapture()
     cfg = TempoConfig(

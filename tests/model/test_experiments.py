@@ -25,8 +25,8 @@ import torch
 import tempo_lens as tl
 from experiments import isolation_ab, position_sharing, pruning_layers, threshold_sweep
 from tempo_lens.analysis.quality import clean_text_nll, distinct_n, token_nll, trace_diversity
-from tempo_lens.options import field_docs
-from tempo_lens.runner_cli import build_parser
+from tempo_lens.runner.cli import build_parser
+from tempo_lens.runner.options import field_docs
 from tests.compare import assert_close_tree
 
 SCRIPTS = {

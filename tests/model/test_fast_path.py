@@ -1,4 +1,4 @@
-"""The fast path (:mod:`tempo_lens.fast`) is bit-identical to the stock forward, keeps every
+"""The fast path (:mod:`tempo_lens.backends.fast`) is bit-identical to the stock forward, keeps every
 hook value, follows every kind of weight edit, and switches off cleanly."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import torch
 from transformer_lens import HookedTransformer
 
 from tempo_lens import SequenceState, attach, make_tiny_model
-from tempo_lens._tl import fast_layout_targets, make_kv_cache
-from tempo_lens.fast import (
+from tempo_lens.backends import fast_layout_targets, make_kv_cache
+from tempo_lens.backends.fast import (
     disable_fast_path,
     enable_fast_path,
     fast_path_status,

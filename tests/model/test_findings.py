@@ -109,7 +109,7 @@ def test_batched_units_equal_single_units() -> None:
     """``run_batch`` (generations of a condition in one ``generate_batch``) gives each unit
     the tables ``run_unit`` gives it alone: same tokens and decisions, floats within 1e-5."""
     import tempo_lens as tl
-    from tempo_lens.options import prompts_from_texts
+    from tempo_lens.prompts import prompts_from_texts
 
     spec = findings.SPEC
     cfg = findings.Config(tiny=True, max_steps=6, window=2, taus=(0.05, 0.1))

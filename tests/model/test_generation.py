@@ -21,7 +21,7 @@ from tempo_lens import (
     greedy,
     make_tiny_model,
 )
-from tempo_lens._tl import make_kv_cache
+from tempo_lens.backends import make_kv_cache
 from tests.compare import assert_close_tree
 
 PROMPT = [1, 2, 3]

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tempo_lens import PruningConfig, RelativeRule, SequenceState, attach, generate
-from tempo_lens.batch_forward import BatchForward
+from tempo_lens.generation.batch_forward import BatchForward
 from tempo_lens.hooks import StateMismatchError
 
 from .hf_oracle import hf_logits_removed, tiny_llama_pair
@@ -144,7 +144,7 @@ def test_pruning_layers_compares_soft_and_hard(tmp_path) -> None:
 def test_rebuild_rerecords_the_pruners_votes(pair, use_kv_cache: bool) -> None:
     """After the rebuild the recorder holds, for every recomputed step, the attention rows
     of the context without the pruned token (a fresh full forward's pattern)."""
-    from tempo_lens.recorder import AttentionRecorder
+    from tempo_lens.hooks.recorder import AttentionRecorder
 
     _, model = pair
     st = SequenceState.from_prompt(PROMPT, isolate=True)

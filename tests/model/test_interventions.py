@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import tempo_lens as tl
-from tempo_lens.interventions import attention_bias, head_ablation_hooks, step_distributions
+from tempo_lens.hooks.interventions import attention_bias, head_ablation_hooks, step_distributions
 from tests.model.hf_oracle import reference_mask, reference_positions, tiny_llama_pair
 
 
@@ -129,7 +129,7 @@ def test_step_distributions_replay_the_generation(readout) -> None:
 
 def test_replay_clean_is_zero_and_matches_a_full_unembedding() -> None:
     from tempo_lens.analysis.teacher_forced import Replay
-    from tempo_lens.interventions import readout_positions
+    from tempo_lens.hooks.interventions import readout_positions
 
     model = tl.make_tiny_model()
     trace = tl.generate(model, [3, 14, 15, 9], selection_threshold=0.05, max_steps=5)

@@ -8,7 +8,7 @@ import torch
 from transformer_lens import patching
 
 from tempo_lens import PositionScheme, SequenceState, StateMismatchError, attach
-from tempo_lens._tl import make_kv_cache
+from tempo_lens.backends import make_kv_cache
 
 PROMPT = [3, 14, 15, 9, 26]
 

@@ -152,7 +152,7 @@ def test_config_round_trip_and_generation() -> None:
 
 def test_teacher_forced_replay_keeps_the_partial_isolation() -> None:
     from tempo_lens.analysis.teacher_forced import Replay
-    from tempo_lens.interventions import step_distributions
+    from tempo_lens.hooks.interventions import step_distributions
 
     model = make_tiny_model(seed=2)
     cfg = TempoConfig(selection_threshold=0.05, max_steps=5, readout="top", isolate_layers="1")

@@ -8,7 +8,7 @@ import torch
 
 import tempo_lens as tl
 from tempo_lens.experiments.isolation_patching import recovery_metric
-from tempo_lens.interventions import path_patching
+from tempo_lens.hooks.interventions import path_patching
 
 
 def _runs(model):

@@ -23,7 +23,7 @@ from tempo_lens.runner import EXECUTORS
 from tests.compare import assert_same_file
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'tempo-lens[ray]')")
-from tempo_lens.ray_executor import RayExecutor, pool_size  # noqa: E402
+from tempo_lens.runner.ray_executor import RayExecutor, pool_size  # noqa: E402
 
 PROMPTS = [f"{i % 50 + 1} {i % 7 + 2} {i % 11 + 3} 9" for i in range(10)]
 

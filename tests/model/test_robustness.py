@@ -27,8 +27,9 @@ from tempo_lens import (
     sample,
     tempo_fwd_hooks,
 )
+from tempo_lens.generation import text as tl_text
+from tempo_lens.generation.text import label_texts, sequence_texts
 from tempo_lens.hooks import HookConflictError
-from tempo_lens.text import label_texts, sequence_texts
 from tempo_lens.trace import Candidate, StepRecord, Trace
 from tests.tokenizer_fixtures import byte_tokenizer, metaspace_tokenizer, with_tokenizer
 
@@ -271,7 +272,7 @@ def test_prompts_are_never_treated_as_padded(side: str) -> None:
     tok = metaspace_tokenizer(words, eos=None, pad="<pad>", side=side)
     model = with_tokenizer(make_tiny_model(), tok)
     assert tok.pad_token_id == 0 and tok.padding_side == side
-    assert tl.text.eos_token_id(model) is None  # the EOS attach_tokenizer named is not in vocab
+    assert tl_text.eos_token_id(model) is None  # the EOS attach_tokenizer named is not in vocab
     reference = make_tiny_model()  # same weights, no tokenizer: nothing can be padding
     prompt = [0, 5, 6, 7]
     cfg = TempoConfig(selection_threshold=0.05, max_steps=4, stop_at_eos=False)

@@ -16,7 +16,7 @@ import pytest
 
 import tempo_lens as tl
 from tempo_lens.experiments import available, isolation_ab, pruning_layers, spec
-from tempo_lens.options import Prompt, prompts_from_texts, read_prompts
+from tempo_lens.prompts import Prompt, prompts_from_texts, read_prompts
 from tempo_lens.runner import (
     LocalExecutor,
     ManifestMismatchError,
@@ -341,5 +341,5 @@ def test_an_error_inside_a_unit_propagates_instead_of_a_usage_error(tmp_path, mo
     spec = dataclasses.replace(isolation_ab.SPEC, run_unit=broken, run_batch=None)
     monkeypatch.setattr(isolation_ab, "SPEC", spec)
     with pytest.raises(ValueError, match="bug inside the unit"):
-        spec.main(["--tiny", "--quick", "-q", "--output-dir", str(tmp_path)])
+        isolation_ab.main(["--tiny", "--quick", "-q", "--output-dir", str(tmp_path)])
     assert (tmp_path / "manifest.json").is_file()  # resumable once fixed

@@ -21,7 +21,8 @@ from tempo_lens import (
     greedy,
     make_tiny_model,
 )
-from tempo_lens._tl import UnsupportedAttentionError, attention_windows
+from tempo_lens.backends import UnsupportedAttentionError
+from tempo_lens.backends.hooked import attention_windows
 from tempo_lens.hooks import tempo_fwd_hooks
 
 from .hf_oracle import hf_logits, reference_mask, tiny_gemma3_pair

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from tempo_lens import make_tiny_model
-from tempo_lens._tl import kv_cache_length, make_kv_cache, rotary_inv_freq, truncate_kv_cache
+from tempo_lens.backends import kv_cache_length, make_kv_cache, truncate_kv_cache
+from tempo_lens.backends.hooked import rotary_inv_freq
 
 
 def test_rot_k_sees_all_keys_rot_q_only_new_and_cache_is_unrotated() -> None:
@@ -60,7 +61,7 @@ def test_inv_freq_matches_tl_tables() -> None:
 
 
 def test_hook_names_are_built_and_parsed_in_one_place(tiny) -> None:
-    from tempo_lens._tl import hook_name, layer_of
+    from tempo_lens.backends import hook_name, layer_of
 
     for layer in range(tiny.cfg.n_layers):
         for short in ("pattern", "attn_scores", "rot_q", "rot_k", "z", "resid_pre"):

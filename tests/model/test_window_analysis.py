@@ -22,7 +22,7 @@ from tempo_lens.analysis import (
     received_attention,
     save_attention,
 )
-from tempo_lens.capture import AttentionCapture, AttentionData
+from tempo_lens.hooks.capture import AttentionCapture, AttentionData
 
 from .hf_oracle import bridge_of, reference_mask, tiny_gemma3_hf, tiny_tokenizer
 

@@ -12,7 +12,7 @@ def default_model():
 
 @pytest.fixture(scope="session")
 def hf_default():
-    from tempo_lens.gguf_loader import load_hf_model
+    from tempo_lens.models.gguf_loader import load_hf_model
 
     hf, _ = load_hf_model()
     return hf
@@ -20,7 +20,7 @@ def hf_default():
 
 @pytest.fixture(scope="session")
 def gemma_hf():
-    from tempo_lens.gguf_loader import load_hf_model
+    from tempo_lens.models.gguf_loader import load_hf_model
 
     hf, _ = load_hf_model("gemma-3-270m")
     return hf

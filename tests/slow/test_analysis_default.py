@@ -9,7 +9,7 @@ import pytest
 from experiments import run_attention_analysis
 from tempo_lens import TempoConfig, generate
 from tempo_lens.analysis import isolation_check, received_attention
-from tempo_lens.capture import AttentionCapture
+from tempo_lens.hooks.capture import AttentionCapture
 
 pytestmark = pytest.mark.slow
 

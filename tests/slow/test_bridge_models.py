@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from tempo_lens import PositionScheme, SequenceState, TempoConfig, attach, generate, load_model
-from tempo_lens._tl import HAS_HOOKED_TRANSFORMER
-from tempo_lens.gguf_files import locate_gguf
+from tempo_lens.backends import HAS_HOOKED_TRANSFORMER
+from tempo_lens.models.gguf_files import locate_gguf
 
 from ..model.hf_oracle import hf_logits, hf_step_distributions
 from ..model.test_generation import assert_same_trace

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tempo_lens.gguf_loader import load_default_model, load_hf_model
+from tempo_lens.models.gguf_loader import load_default_model, load_hf_model
 
 pytestmark = pytest.mark.slow
 

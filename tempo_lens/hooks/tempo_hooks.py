@@ -2,8 +2,8 @@
 
 The public entry points are in :mod:`tempo_lens.hooks` (:func:`~tempo_lens.hooks.attach`,
 :func:`~tempo_lens.hooks.tempo_fwd_hooks`), which re-exports everything here. The
-position maths is in :mod:`tempo_lens.hook_rotation`, the masks in
-:mod:`tempo_lens.hook_masks`; this module checks each forward against the state, memoises
+position maths is in :mod:`tempo_lens.hooks.rotation`, the masks in
+:mod:`tempo_lens.hooks.masks`; this module checks each forward against the state, memoises
 the per-forward work on the states' versions and dispatches per layer.
 """
 
@@ -15,10 +15,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from transformer_lens.hook_points import HookPoint
 
-from tempo_lens import _bridge
-from tempo_lens._tl import (
+from tempo_lens.backends import (
+    HookPoint,
     TempoModel,
     UnsupportedAttentionError,
     hook_functions,
@@ -26,8 +25,8 @@ from tempo_lens._tl import (
     layer_of,
     physical_windows_disabled,
 )
-from tempo_lens.hook_masks import additive_bias, layer_masks, stale_cache_message
-from tempo_lens.hook_rotation import Rerotation, Tables, column_deltas, physical_columns
+from tempo_lens.hooks.masks import additive_bias, layer_masks, stale_cache_message
+from tempo_lens.hooks.rotation import Rerotation, Tables, column_deltas, physical_columns
 from tempo_lens.isolation import LayerIsolation, isolation_plan
 from tempo_lens.layout import BatchLayout
 from tempo_lens.state import SequenceState
@@ -163,8 +162,7 @@ class TempoHooks:
         if not self.mask:
             yield
             return
-        off = _bridge.physical_windows_disabled if self.bridge else physical_windows_disabled
-        with off(self.model):
+        with physical_windows_disabled(self.model):
             yield
 
     @contextmanager

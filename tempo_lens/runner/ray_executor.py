@@ -24,7 +24,7 @@ The executor calls ``ray.init`` only when Ray is not initialised yet, and then s
 when the sweep ends; the actors it created are killed in every case.
 
 Example:
-    >>> from tempo_lens.ray_executor import RayExecutor                    # doctest: +SKIP
+    >>> from tempo_lens.runner.ray_executor import RayExecutor                    # doctest: +SKIP
     >>> run_experiment(SPEC, cfg, "out", executor=RayExecutor("auto"))    # doctest: +SKIP
 
 Install with ``pip install 'tempo-lens[ray]'`` on the driver and on every node of the cluster.
@@ -40,7 +40,8 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from tempo_lens.runner import EXECUTORS, Job, Unit, chunks, execute_units
+from tempo_lens.runner.executors import Job, execute_units
+from tempo_lens.runner.units import Unit, chunks
 
 try:
     import ray
@@ -246,6 +247,3 @@ class RayExecutor:
                 self.replaced += 1
             submit(actor)
             yield from out
-
-
-EXECUTORS["ray"] = RayExecutor

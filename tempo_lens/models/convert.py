@@ -1,7 +1,7 @@
 """Building a ``HookedTransformer`` from a Hugging Face model (TransformerLens internals).
 
-Part of :mod:`tempo_lens._tl` (which re-exports every name here): the weight conversion
-and state-dict loading the offline loader (:mod:`tempo_lens.gguf_loader`) relies on, kept
+Part of :mod:`tempo_lens.backends` (which re-exports every name here): the weight conversion
+and state-dict loading the offline loader (:mod:`tempo_lens.models.gguf_loader`) relies on, kept
 next to the other TransformerLens internals so a port to ``TransformerBridge`` stays local.
 """
 

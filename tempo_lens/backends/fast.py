@@ -30,7 +30,7 @@ What:
 Examples:
     >>> import torch
     >>> from tempo_lens import make_tiny_model
-    >>> from tempo_lens.fast import fast_weights
+    >>> from tempo_lens.backends.fast import fast_weights
     >>> model = make_tiny_model(n_key_value_heads=2)
     >>> tokens = torch.tensor([[1, 2, 3, 4]])
     >>> stock = model(tokens)
@@ -56,7 +56,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tempo_lens._tl import TempoModel, fast_layout_targets
+from tempo_lens.backends.base import TempoModel
+from tempo_lens.backends.hooked import fast_layout_targets
 
 __all__ = [
     "FastPathStatus",

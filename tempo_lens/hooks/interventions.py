@@ -38,7 +38,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from tempo_lens._tl import hook_name
+from tempo_lens.backends import hook_name
 from tempo_lens.hooks import HookFn
 from tempo_lens.selection import readout_distribution
 from tempo_lens.state import SequenceState

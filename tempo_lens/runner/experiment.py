@@ -33,52 +33,28 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import random
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-import numpy as np
 import pandas as pd
-import torch
 from tqdm.auto import tqdm
 
-from tempo_lens.analysis._util import jsonable
-from tempo_lens.io import atomic_write_json
+from tempo_lens.io import atomic_write_json, jsonable
 from tempo_lens.models import DEFAULT_MODEL
-from tempo_lens.options import Prompt, packaged_prompts, prompts_from_texts
-from tempo_lens.runner_store import (
+from tempo_lens.prompts import Prompt, packaged_prompts, prompts_from_texts
+from tempo_lens.runner.executors import Executor, Job, LocalExecutor
+from tempo_lens.runner.store import (
     MANIFEST,
-    ManifestMismatchError,
     RunResult,
     check_manifest,
     manifest,
-    summarize_only,
     write_results,
 )
-from tempo_lens.runner_units import Unit, chunks, unit_seed
+from tempo_lens.runner.units import Unit
 
-__all__ = [
-    "EXECUTORS",
-    "ExperimentSpec",
-    "Executor",
-    "Job",
-    "LocalExecutor",
-    "ManifestMismatchError",
-    "RunConfig",
-    "RunResult",
-    "Unit",
-    "chunks",
-    "encode",
-    "execute_units",
-    "prompts_from_texts",
-    "run_cli",
-    "run_experiment",
-    "summarize_only",
-    "unit_seed",
-]
+__all__ = ["ExperimentSpec", "RunConfig", "run_experiment"]
 
 Tables = dict[str, list[dict[str, Any]]]
 
@@ -166,20 +142,13 @@ class ExperimentSpec:
         """The prompts of a run given none.
 
         ``tiny_prompts`` with ``cfg.tiny``, else ``prompts_resource``
-        (:func:`~tempo_lens.options.packaged_prompts`) or ``default_prompts``.
+        (:func:`~tempo_lens.runner.options.packaged_prompts`) or ``default_prompts``.
         """
         if getattr(cfg, "tiny", False):
             return prompts_from_texts(self.tiny_prompts)
         if self.prompts_resource:
             return packaged_prompts(self.prompts_resource)
         return prompts_from_texts(self.default_prompts)
-
-    def main(self, argv: Sequence[str] | None = None) -> int:
-        """Run from the command line (:func:`run_cli`); 0 on success, 2 on bad values.
-
-        An experiment module sets ``main = SPEC.main``.
-        """
-        return run_cli(self, argv)
 
     def units(self, cfg: Any, prompts: Sequence[Prompt]) -> list[Unit]:
         """``prompts x conditions(cfg)``, prompt-major.
@@ -192,90 +161,6 @@ class ExperimentSpec:
         if len(set(keys)) != len(keys):
             raise ValueError(f"{self.name}: duplicate unit keys, e.g. {keys[0]!r}")
         return units
-
-
-@dataclass(frozen=True)
-class Job:
-    """Everything a worker needs to run units: picklable (the spec is found by module)."""
-
-    module: str
-    cfg: Any
-
-    @property
-    def spec(self) -> ExperimentSpec:
-        """The experiment's :class:`ExperimentSpec` (imported from :attr:`module`)."""
-        spec: ExperimentSpec = importlib.import_module(self.module).SPEC
-        return spec
-
-    def load_model(self) -> Any:
-        """The model the config names (the tiny random model with ``tiny``)."""
-        import tempo_lens as tl
-
-        if self.cfg.tiny:
-            return tl.make_tiny_model(device=self.cfg.device, **self.spec.tiny_model)
-        return tl.load_model(self.cfg.model, device=self.cfg.device)
-
-
-def encode(model: Any, prompt: Prompt) -> list[int]:
-    """Token ids of ``prompt`` (ids like ``"3 14 15"`` when the model has no tokenizer)."""
-    from tempo_lens.text import encode_prompt, prompt_input
-
-    return encode_prompt(model, prompt_input(model, prompt.text))
-
-
-def execute_units(
-    job: Job, model: Any, units: Sequence[Unit], batch_size: int = 1
-) -> Iterator[tuple[Unit, dict[str, Any]]]:
-    """Run ``units`` on ``model``; yields ``(unit, result)`` as each finishes.
-
-    ``result = {"tables", "seconds", "seed", "batch"}`` (``batch``: units in the batched
-    call that ran it; ``seconds``: that call's time divided by them). With
-    ``spec.run_batch`` and ``batch_size > 1`` the units run in :func:`chunks`. Every
-    executor runs units through here.
-    """
-    spec, cfg = job.spec, job.cfg
-    batched = spec.run_batch is not None and batch_size > 1
-    for chunk in chunks(units, batch_size) if batched else [[u] for u in units]:
-        seed = unit_seed(cfg.seed, chunk[0].key)
-        torch.manual_seed(seed)
-        np.random.seed(seed)
-        random.seed(seed)
-        t0 = time.perf_counter()
-        if batched and spec.run_batch is not None:
-            outs = spec.run_batch(cfg, model, chunk)
-        else:
-            outs = [spec.run_unit(cfg, model, chunk[0])]
-        seconds = (time.perf_counter() - t0) / len(chunk)
-        for unit, tables in zip(chunk, outs, strict=True):
-            yield unit, {"tables": tables, "seconds": seconds, "seed": seed, "batch": len(chunk)}
-
-
-@runtime_checkable
-class Executor(Protocol):
-    """Runs units and yields ``(unit, result)`` as they finish (any order)."""
-
-    def run(self, job: Job, units: Sequence[Unit]) -> Iterator[tuple[Unit, dict[str, Any]]]:
-        """Run ``units``; yield ``(unit, result)`` as each finishes (any order)."""
-        ...
-
-
-class LocalExecutor:
-    """Runs units in this process on one model (loaded once, or the one given)."""
-
-    def __init__(self, model: Any = None, *, batch_size: int = 1) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.model, self.batch_size = model, batch_size
-
-    def run(self, job: Job, units: Sequence[Unit]) -> Iterator[tuple[Unit, dict[str, Any]]]:
-        """Run ``units`` in this process; yields ``(unit, result)`` as each finishes."""
-        if not units:
-            return
-        model = self.model if self.model is not None else job.load_model()
-        yield from execute_units(job, model, units, self.batch_size)
-
-
-EXECUTORS: dict[str, Callable[..., Executor]] = {"local": LocalExecutor}
 
 
 def run_experiment(
@@ -357,12 +242,3 @@ def run_experiment(
         )
     tables, report = write_results(spec, cfg, out, units)
     return RunResult(tables, report, out, len(units), len(units) - len(todo), batches)
-
-
-def run_cli(
-    spec: ExperimentSpec, argv: Sequence[str] | None = None, prog: str | None = None
-) -> int:
-    """Run ``spec`` from the command line (see :mod:`tempo_lens.runner_cli`); exit code."""
-    from tempo_lens.runner_cli import run_cli as _run_cli
-
-    return _run_cli(spec, argv, prog)

@@ -1,9 +1,4 @@
-"""Every use of TransformerLens internals lives here (HookedTransformer backend).
-
-Re-exports :mod:`tempo_lens._tl_build` (weight conversion from Hugging Face, state-dict
-loading) and :mod:`tempo_lens._tl_cache` (KV caches and forwards on either backend), so
-``from tempo_lens._tl import ...`` reaches all of them; the ``TransformerBridge`` backend
-is :mod:`tempo_lens._bridge`.
+"""The ``HookedTransformer`` backend (TransformerLens 3.x): every use of its internals.
 
 TransformerLens 4.0 removed ``HookedTransformer``: then :data:`HAS_HOOKED_TRANSFORMER` is
 False, :func:`is_hooked` is always False, and ``import tempo_lens`` works with the bridge
@@ -19,6 +14,9 @@ backend alone (``load_model`` returns a ``TransformerBridge``). Facts relied on
   ``>= cfg.window_size`` before ``hook_attn_scores``, reading ``cfg.window_size`` at
   forward time; each layer's RoPE base is ``attn._rotary_base()`` (Gemma 3: 1e4 local,
   1e6 global).
+
+:class:`HookedBackend` is this module's :class:`~tempo_lens.backends.base.Backend`; the
+KV cache is TransformerLens' ``TransformerLensKeyValueCache`` (:data:`CACHE_OPS`).
 """
 
 from __future__ import annotations
@@ -26,78 +24,39 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TypeAlias
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
-from transformer_lens.utilities import get_act_name
+from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
 try:
     from transformer_lens import HookedTransformer
 except ImportError:  # TransformerLens 4.x removed it: the bridge backend only
     HookedTransformer = None  # type: ignore[assignment,misc]
 
-from tempo_lens._tl_build import (
-    attach_tokenizer,
-    hooked_config,
-    hooked_from_hf,
-    hooked_from_state_dict,
-    hooked_parameters,
-    processed_config_dict,
-)
-from tempo_lens._tl_cache import (
+from tempo_lens.backends.base import (
     KVCache,
-    forward,
-    kv_cache_length,
-    kv_cache_nbytes,
-    make_kv_cache,
-    reorder_kv_cache,
-    scratch_kv_cache,
-    select_kv_cache,
-    truncate_kv_cache,
+    NotRotaryError,
+    TempoModel,
+    UnsupportedAttentionError,
 )
 
 __all__ = [
+    "CACHE_OPS",
     "HAS_HOOKED_TRANSFORMER",
-    "KVCache",
-    "forward",
-    "kv_cache_nbytes",
-    "scratch_kv_cache",
-    "NotRotaryError",
-    "TempoModel",
-    "add_permanent_hooks",
-    "hook_functions",
-    "remove_hooks",
-    "UnsupportedAttentionError",
+    "HookedBackend",
     "attention_windows",
-    "physical_windows_disabled",
-    "attach_tokenizer",
-    "check_rotary",
-    "hooked_config",
-    "hooked_from_hf",
-    "hooked_from_state_dict",
-    "hook_name",
-    "hooked_parameters",
-    "is_attention_shaped",
+    "check_hooked",
+    "fast_layout_targets",
     "is_hooked",
-    "kv_cache_length",
-    "layer_of",
-    "layer_windows",
-    "make_kv_cache",
-    "processed_config_dict",
-    "reorder_kv_cache",
+    "physical_windows_disabled",
     "rotary_inv_freq",
-    "select_kv_cache",
-    "truncate_kv_cache",
 ]
 
 
 HAS_HOOKED_TRANSFORMER = HookedTransformer is not None
 """Whether the installed TransformerLens has ``HookedTransformer`` (3.x; 4.x removed it)."""
-
-TempoModel: TypeAlias = Any
-"""A rotary ``HookedTransformer`` (TransformerLens 3.x) or a ``TransformerBridge`` around
-a rotary Hugging Face model (3.9 and 4.x); see :mod:`tempo_lens._bridge`."""
 
 
 def is_hooked(model: Any) -> bool:
@@ -105,35 +64,14 @@ def is_hooked(model: Any) -> bool:
     return HookedTransformer is not None and isinstance(model, HookedTransformer)
 
 
-class NotRotaryError(ValueError):
-    """The model does not use rotary position embeddings."""
-
-
-class UnsupportedAttentionError(ValueError):
-    """The model's attention has a variant the TEMPO hooks cannot reproduce exactly."""
-
-
-def check_rotary(model: TempoModel) -> None:
-    """Raise unless ``model`` is a rotary model the TEMPO hooks handle exactly.
-
-    A ``TransformerBridge`` is checked by :func:`tempo_lens._bridge.check_bridge`.
+def check_hooked(model: TempoModel) -> None:
+    """Raise unless the ``HookedTransformer`` ``model`` is one the TEMPO hooks handle exactly.
 
     Raises:
-        TypeError: Neither a ``HookedTransformer`` nor a ``TransformerBridge``.
         NotRotaryError: No RoPE, or dynamic-NTK RoPE.
         UnsupportedAttentionError: Non-causal attention, or log-n query scaling (which
             depends on the physical position).
     """
-    if not is_hooked(model):
-        from tempo_lens._bridge import check_bridge, is_bridge
-
-        if is_bridge(model):
-            check_bridge(model)
-            return
-        raise TypeError(
-            "tempo_lens needs a transformer_lens.HookedTransformer or TransformerBridge, got "
-            f"{type(model).__name__}"
-        )
     cfg = model.cfg
     if cfg.positional_embedding_type != "rotary":
         raise NotRotaryError(
@@ -208,49 +146,6 @@ def physical_windows_disabled(model: HookedTransformer) -> Iterator[None]:
             cfg.window_size = _WINDOW_OVERRIDES.pop(id(cfg))[1]
 
 
-def layer_windows(model: TempoModel) -> list[int | None]:
-    """Each layer's sliding window (``None``: full attention), on either backend."""
-    if _is_bridge(model):
-        from tempo_lens import _bridge
-
-        return _bridge.attention_windows(model)
-    return attention_windows(model)
-
-
-def _is_bridge(model: Any) -> bool:
-    from tempo_lens._bridge import is_bridge
-
-    return is_bridge(model)
-
-
-def hook_name(layer: int, name: str) -> str:
-    """The full name of hook ``name`` of block ``layer``, e.g. ``blocks.3.attn.hook_pattern``.
-
-    Built by TransformerLens' own ``get_act_name``, so its aliases work: ``"pattern"``,
-    ``"attn_scores"``, ``"rot_q"``, ``"rot_k"``, ``"q"``, ``"k"``, ``"v"``, ``"z"`` give
-    ``blocks.{layer}.attn.hook_*``; ``"resid_pre"``, ``"mlp_out"``, ... give
-    ``blocks.{layer}.hook_*``.
-    """
-    return get_act_name(name, int(layer))
-
-
-def is_attention_shaped(name: str) -> bool:
-    """Whether hook ``name`` is ``[batch, head_index, query_pos, key_pos]`` (pattern, scores)."""
-    return name.rsplit(".", 1)[-1] in ("hook_pattern", "hook_attn_scores")
-
-
-def layer_of(name: str) -> int | None:
-    """The block index of a hook name (``"blocks.3.attn.hook_pattern"`` -> 3), else None.
-
-    The inverse of :func:`hook_name` for any hook inside a block; names outside the
-    blocks (``hook_embed``, ``ln_final.hook_normalized``) give ``None``.
-    """
-    parts = name.split(".")
-    if len(parts) > 2 and parts[0] == "blocks" and parts[1].isdigit():
-        return int(parts[1])
-    return None
-
-
 def rotary_inv_freq(model: HookedTransformer, layer: int) -> Tensor:
     """Inverse frequencies (radians per position) of one layer's rotary embedding, float64.
 
@@ -272,15 +167,9 @@ def rotary_inv_freq(model: HookedTransformer, layer: int) -> Tensor:
     return angle[: rotary_dim // 2].clone()
 
 
-def max_context(model: TempoModel) -> int:
-    """The model's maximum context length (``cfg.n_ctx``)."""
-    n = int(model.cfg.n_ctx)
-    return n if n > 0 else math.inf  # type: ignore[return-value]
-
-
 # ---------------------------------------------------------------------------- fast path
 # Which parameters each TransformerLens 3.x forward re-lays-out on every call, and the
-# permutation it applies before handing the result to ``F.linear`` (see tempo_lens.fast).
+# permutation it applies before handing the result to ``F.linear`` (see tempo_lens.backends.fast).
 # Source lines (transformer_lens 3.9):
 #   utilities/attention.py simple_attn_linear: rearrange(w, "h m d -> (h d) m")   (0, 2, 1)
 #   components/abstract_attention.py forward:   rearrange(W_O, "h d m -> m (h d)") (2, 0, 1)
@@ -335,47 +224,137 @@ def fast_layout_targets(
     return out
 
 
-__all__ += ["fast_layout_targets"]
+# ---------------------------------------------------------------------------- KV cache
+class _CacheOps:
+    """The operations on TransformerLens' ``TransformerLensKeyValueCache``.
 
-
-def model_name(model: TempoModel) -> str:
-    """A human-readable name for the model (``cfg.model_name``)."""
-    return str(getattr(model.cfg, "model_name", "") or "custom")
-
-
-# ---------------------------------------------------------------------------- hook handles
-def hook_functions(hook_point: Any) -> list[Any]:
-    """The user functions of the forward hooks registered on a ``HookPoint`` (in order)."""
-    return [getattr(h, "user_hook", None) for h in getattr(hook_point, "fwd_hooks", [])]
-
-
-def add_permanent_hooks(model: Any, fwd_hooks: list[tuple[str, Any]]) -> list[tuple[Any, Any]]:
-    """Register ``fwd_hooks`` as *permanent* TransformerLens hooks.
-
-    ``model`` is a ``HookedTransformer`` or a ``TransformerBridge`` (both have
-    ``hook_dict`` of TransformerLens ``HookPoint`` objects).
-
-    ``reset_hooks()`` with its default ``including_permanent=False`` keeps them. Returns
-    ``(hook_point, handle)`` pairs for :func:`remove_hooks`.
+    Entries hold ``past_keys`` / ``past_values`` ``[batch, pos, head_index, d_head]`` and the
+    cache a ``previous_attention_mask`` ``[batch, pos]`` (0 hides a cached position).
     """
-    added = []
-    for name, fn in fwd_hooks:
-        hp = model.hook_dict[name]
-        hp.add_hook(fn, dir="fwd", is_permanent=True)
-        added.append((hp, hp.fwd_hooks[-1]))
-    return added
+
+    def owns(self, cache: Any) -> bool:
+        return isinstance(cache, TransformerLensKeyValueCache)
+
+    def length(self, cache: Any) -> int:
+        return int(cache.entries[0].past_keys.shape[1])
+
+    def nbytes(self, cache: Any) -> int:
+        return sum(
+            e.past_keys.numel() * e.past_keys.element_size()
+            + e.past_values.numel() * e.past_values.element_size()
+            for e in cache.entries
+        )
+
+    def truncate(self, cache: Any, length: int) -> None:
+        for entry in cache.entries:
+            entry.past_keys = entry.past_keys[:, :length]
+            entry.past_values = entry.past_values[:, :length]
+        cache.previous_attention_mask = cache.previous_attention_mask[:, :length]
+
+    def reorder(self, cache: Any, batch_indices: Tensor, lengths: list[int] | None) -> None:
+        idx = batch_indices.to(cache.previous_attention_mask.device)
+        for entry in cache.entries:
+            entry.past_keys = entry.past_keys.index_select(0, idx)
+            entry.past_values = entry.past_values.index_select(0, idx)
+        mask = cache.previous_attention_mask.index_select(0, idx)
+        for row, n in enumerate(lengths or []):
+            mask[row, n:] = 0
+        cache.previous_attention_mask = mask
+
+    def select(self, cache: Any, batch_indices: Tensor, positions: Tensor) -> None:
+        rows = batch_indices.to(cache.previous_attention_mask.device)
+        pos = positions.to(cache.previous_attention_mask.device)
+        for entry in cache.entries:
+            entry.past_keys = entry.past_keys.index_select(0, rows).index_select(1, pos)
+            entry.past_values = entry.past_values.index_select(0, rows).index_select(1, pos)
+        mask = cache.previous_attention_mask.index_select(0, rows)
+        cache.previous_attention_mask = mask[:, pos]
+
+    @contextmanager
+    def scratch(self, cache: Any, length: int) -> Iterator[None]:
+        saved = [(e.past_keys, e.past_values) for e in cache.entries]
+        saved_mask = cache.previous_attention_mask
+        self.truncate(cache, length)
+        cache.freeze()
+        try:
+            yield
+        finally:
+            cache.unfreeze()
+            for entry, (keys, values) in zip(cache.entries, saved, strict=True):
+                entry.past_keys, entry.past_values = keys, values
+            cache.previous_attention_mask = saved_mask
 
 
-def remove_hooks(added: list[tuple[Any, Any]]) -> int:
-    """Remove hooks registered by :func:`add_permanent_hooks`.
+CACHE_OPS = _CacheOps()
+"""KV-cache operations for ``TransformerLensKeyValueCache`` (see
+:class:`~tempo_lens.backends.base.CacheOps`)."""
 
-    Returns how many were no longer registered (removed by someone else in the meantime).
+
+# ---------------------------------------------------------------------------- backend
+class HookedBackend:
+    """The :class:`~tempo_lens.backends.base.Backend` of a ``HookedTransformer``.
+
+    Args:
+        model: A ``HookedTransformer``.
     """
-    missing = 0
-    for hp, handle in added:
-        if any(h is handle for h in hp.fwd_hooks):
-            handle.hook.remove()
-            hp.fwd_hooks = [h for h in hp.fwd_hooks if h is not handle]
-        else:
-            missing += 1
-    return missing
+
+    name: ClassVar[str] = "hooked"
+    keys_cached_rotated: ClassVar[bool] = False
+    cache_ops: ClassVar[_CacheOps] = CACHE_OPS
+
+    def __init__(self, model: TempoModel) -> None:
+        self.model = model
+
+    @staticmethod
+    def matches(model: Any) -> bool:
+        """Whether ``model`` is a ``HookedTransformer``."""
+        return is_hooked(model)
+
+    def check(self) -> None:
+        """Raise unless TEMPO can act on the model exactly (see :func:`check_rotary`)."""
+        check_hooked(self.model)
+
+    def rotary_inv_freqs(self) -> list[Tensor]:
+        """Per layer, RoPE inverse frequencies (radians per position), float64."""
+        return [rotary_inv_freq(self.model, layer) for layer in range(self.model.cfg.n_layers)]
+
+    def rotary_layout(self) -> tuple[int, bool]:
+        """``(rotary_dim, adjacent_pairs)``."""
+        cfg = self.model.cfg
+        return int(cfg.rotary_dim or cfg.d_head), bool(cfg.rotary_adjacent_pairs)
+
+    def attention_windows(self) -> list[int | None]:
+        """Per layer, the sliding-window size in tokens (``None``: full attention)."""
+        return attention_windows(self.model)
+
+    def physical_windows_disabled(self) -> Any:
+        """Context manager: the model's physical sliding-window masks off."""
+        return physical_windows_disabled(self.model)
+
+    def make_kv_cache(self, batch_size: int = 1) -> KVCache:
+        """A fresh, empty KV cache."""
+        cfg = self.model.cfg
+        return TransformerLensKeyValueCache.init_cache(cfg, cfg.device, batch_size)
+
+    def forward(
+        self,
+        tokens: Tensor,
+        *,
+        cache: KVCache | None = None,
+        attention_mask: Tensor | None = None,
+        positions: Tensor | None = None,
+    ) -> Tensor:
+        """Logits; the ``HookedTransformer`` derives positions from ``attention_mask``."""
+        del positions  # rotated to the count of real tokens before each one (the mask)
+        if attention_mask is None:
+            attention_mask = torch.ones(
+                tokens.shape[0], tokens.shape[1], dtype=torch.long, device=tokens.device
+            )
+        if cache is None:
+            return self.model(tokens, attention_mask=attention_mask)
+        return self.model(tokens, past_kv_cache=cache, attention_mask=attention_mask)
+
+    def max_context(self) -> int:
+        """The maximum context length in tokens (``math.inf`` if unbounded)."""
+        n = int(self.model.cfg.n_ctx)
+        return n if n > 0 else math.inf  # type: ignore[return-value]

@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tempo_lens.analysis._util import jsonable
-from tempo_lens.options import Prompt
+from tempo_lens.io import jsonable
+from tempo_lens.prompts import Prompt
 
 __all__ = ["Unit", "chunks", "unit_seed"]
 

@@ -14,7 +14,7 @@ Each step:
    cache untouched), so the next distribution does not see them. *Hard* pruning
    (``PruningConfig(mode="hard")``) instead recomputes every token appended after a
    pruned one without it, rebuilding their KV-cache entries
-   (:meth:`~tempo_lens.batch_forward.BatchForward.rebuild`);
+   (:meth:`~tempo_lens.generation.batch_forward.BatchForward.rebuild`);
 5. **readout**: ``last`` / ``top`` / ``mixture`` of the members' next-token distributions.
 
 Stops when the top member is EOS (not appended), at ``max_steps``, or before the
@@ -38,17 +38,18 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tempo_lens._tl import TempoModel, check_rotary, max_context, model_name
-from tempo_lens.batch_forward import BatchForward
+from tempo_lens.backends import TempoModel, check_rotary, max_context, model_name
+from tempo_lens.backends.fast import disable_fast_path, enable_fast_path
 from tempo_lens.config import TempoConfig
-from tempo_lens.fast import disable_fast_path, enable_fast_path
+from tempo_lens.generation.batch_forward import BatchForward
+from tempo_lens.generation.text import encode_prompt, eos_token_id, label_texts
 from tempo_lens.hooks import HookFn
+from tempo_lens.hooks.recorder import AttentionRecorder
 from tempo_lens.isolation import resolved_layers
+from tempo_lens.prompts import PromptLike
 from tempo_lens.pruning import judge, prefilter
-from tempo_lens.recorder import AttentionRecorder
 from tempo_lens.selection import probabilities, readout_distribution, select_from_probs
 from tempo_lens.state import SequenceState
-from tempo_lens.text import PromptLike, encode_prompt, eos_token_id, label_texts
 from tempo_lens.trace import Candidate, PruneDecision, StepRecord, Trace
 
 __all__ = ["StepObserver", "generate", "generate_batch"]
@@ -374,7 +375,7 @@ def _step_record(step, tau, config, sel, ids, ps, indices, dropped, decisions, t
 def _set_weight_layout(model: TempoModel, *, fast: bool) -> None:
     """Store the model's weights in the fast (compute) layout or the stock one.
 
-    Both give bit-identical results (:mod:`tempo_lens.fast`). The switch is persistent, not
+    Both give bit-identical results (:mod:`tempo_lens.backends.fast`). The switch is persistent, not
     undone after the generation: a relayout costs a copy of the weights, so repeated
     generations keep the layout the last one asked for.
     """

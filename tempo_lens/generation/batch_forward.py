@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tempo_lens._tl import (
+from tempo_lens.backends import (
     TempoModel,
     forward,
     is_attention_shaped,
@@ -235,7 +235,7 @@ class BatchForward:
             new: The last block's per-row physical indices (as given to :meth:`run`).
             rerecord: Attention recorders (e.g. the pruners) whose stored rows of the
                 recomputed steps are replaced by the rebuilt attention
-                (:meth:`~tempo_lens.recorder.AttentionRecorder.begin_rerecord`).
+                (:meth:`~tempo_lens.hooks.recorder.AttentionRecorder.begin_rerecord`).
 
         Returns:
             Per row, the ``[k, d_vocab]`` logits of its last block (the readout).

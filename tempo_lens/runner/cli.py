@@ -4,7 +4,7 @@ Options: ``--output-dir`` (required), ``--prompt`` (repeatable) / ``--prompts-fi
 ``--limit N`` (first N prompts), ``--quick`` (the spec's smoke-run values as defaults, so
 options given explicitly still win, and its first ``quick_prompts`` prompts), ``--executor
 local|ray`` (``--batch-size``; with ``ray`` also ``--address``, ``--workers``,
-``--num-gpus``: see :mod:`tempo_lens.ray_executor`), ``-q``, ``--summarize-only`` (run
+``--num-gpus``: see :mod:`tempo_lens.runner.ray_executor`), ``-q``, ``--summarize-only`` (run
 nothing; tables, summary and report again from the finished units of ``--output-dir``:
 :func:`tempo_lens.runner.summarize_only`), plus one option per config field (help = the
 field's doc). Bad values print one line ``PROG: error: ...`` and return 2 with nothing
@@ -24,7 +24,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from tempo_lens.options import (
+from tempo_lens.runner.executors import EXECUTORS, Job, LocalExecutor, encode, executor_class
+from tempo_lens.runner.experiment import ExperimentSpec, run_experiment
+from tempo_lens.runner.options import (
     Parser,
     UsageError,
     add_config_options,
@@ -32,16 +34,7 @@ from tempo_lens.options import (
     config_from_args,
     report_usage_error,
 )
-from tempo_lens.runner import (
-    EXECUTORS,
-    ExperimentSpec,
-    Job,
-    LocalExecutor,
-    ManifestMismatchError,
-    encode,
-    run_experiment,
-    summarize_only,
-)
+from tempo_lens.runner.store import ManifestMismatchError, summarize_only
 
 __all__ = ["build_parser", "run_cli"]
 
@@ -85,20 +78,18 @@ def build_parser(spec: ExperimentSpec, prog: str | None = None) -> argparse.Argu
 
 def _executor(args: argparse.Namespace, model: Any) -> Any:
     if args.executor not in EXECUTORS:
-        if args.executor == "ray":
-            try:
-                import tempo_lens.ray_executor  # noqa: F401  (registers itself)
-            except ImportError as exc:
-                raise UsageError(str(exc)) from exc
-        if args.executor not in EXECUTORS:
-            raise UsageError(f"unknown executor {args.executor!r}; known: {', '.join(EXECUTORS)}")
+        raise UsageError(f"unknown executor {args.executor!r}; known: {', '.join(EXECUTORS)}")
     if args.executor == "local":
         given = [o for o in ("address", "workers", "num_gpus") if getattr(args, o) is not None]
         if given:
             opt = "--" + given[0].replace("_", "-")
             raise UsageError(f"{opt} needs --executor ray")
         return LocalExecutor(model, batch_size=args.batch_size)
-    return EXECUTORS[args.executor](
+    try:
+        factory = executor_class(args.executor)
+    except ImportError as exc:
+        raise UsageError(str(exc)) from exc
+    return factory(
         address=args.address,
         batch_size=args.batch_size,
         workers=args.workers,

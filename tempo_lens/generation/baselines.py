@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from tempo_lens._numbers import BoolLike, IntLike, RealLike, as_int, as_real
-from tempo_lens._tl import (
+from tempo_lens.backends import (
     TempoModel,
     forward,
     make_kv_cache,
@@ -30,8 +30,9 @@ from tempo_lens._tl import (
     model_name,
     reorder_kv_cache,
 )
+from tempo_lens.generation.text import encode_prompt, eos_token_id, label_texts
+from tempo_lens.prompts import PromptLike
 from tempo_lens.state import SequenceState
-from tempo_lens.text import PromptLike, encode_prompt, eos_token_id, label_texts
 from tempo_lens.trace import Candidate, StepRecord, Trace
 
 __all__ = ["beam_search", "greedy", "nucleus", "sample"]

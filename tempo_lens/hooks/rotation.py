@@ -22,14 +22,12 @@ Examples:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from tempo_lens import _bridge
-from tempo_lens._tl import attention_windows, check_rotary, rotary_inv_freq
+from tempo_lens.backends import TempoModel, backend_of
 from tempo_lens.layout import PAD, BatchLayout
 from tempo_lens.rope import apply_rotation, rotation_tables
 from tempo_lens.state import SequenceState
@@ -73,7 +71,8 @@ class Rerotation:
         model: A rotary ``HookedTransformer`` or ``TransformerBridge``.
 
     Attributes:
-        bridge: True for a ``TransformerBridge`` (keys cached rotated).
+        bridge: True if the backend caches keys after ``hook_rot_k`` (a
+            ``TransformerBridge``), so ``hook_rot_k`` sees only the new keys.
         rotary_dim: Number of rotated dimensions of each head.
         adjacent_pairs: The GPT-J pairing convention (else GPT-NeoX halves).
         windows: Per layer, the sliding-window size (``None``: global attention).
@@ -81,22 +80,16 @@ class Rerotation:
             ``inv_freq`` share tables).
 
     Raises:
-        ValueError: The model is not rotary (see :func:`tempo_lens._tl.check_rotary`).
+        ValueError: The model is not rotary (see :func:`tempo_lens.backends.check_rotary`).
     """
 
-    def __init__(self, model: Any) -> None:
-        self.bridge = _bridge.is_bridge(model)
-        if self.bridge:  # TransformerBridge: keys are cached after hook_rot_k (rotated)
-            _bridge.check_bridge(model)
-            freqs = _bridge.rotary_inv_freqs(model)
-            self.rotary_dim, self.adjacent_pairs = _bridge.rotary_layout(model)
-            self.windows: list[int | None] = list(_bridge.attention_windows(model))
-        else:  # HookedTransformer: hook_rot_k sees every key, re-rotated from position 0
-            check_rotary(model)
-            freqs = [rotary_inv_freq(model, layer) for layer in range(model.cfg.n_layers)]
-            self.rotary_dim = int(model.cfg.rotary_dim or model.cfg.d_head)
-            self.adjacent_pairs = bool(model.cfg.rotary_adjacent_pairs)
-            self.windows = list(attention_windows(model))
+    def __init__(self, model: TempoModel) -> None:
+        backend = backend_of(model)
+        backend.check()
+        self.bridge = backend.keys_cached_rotated
+        freqs = backend.rotary_inv_freqs()
+        self.rotary_dim, self.adjacent_pairs = backend.rotary_layout()
+        self.windows: list[int | None] = list(backend.attention_windows())
         self.groups: list[int] = []
         self._inv_freqs: list[Tensor] = []
         for f in freqs:

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from tempo_lens.analysis._util import jsonable
-from tempo_lens.io import atomic_write_text
-from tempo_lens.options import Prompt
+from tempo_lens.io import atomic_write_text, jsonable
+from tempo_lens.prompts import Prompt
 
 if TYPE_CHECKING:
-    from tempo_lens.runner import ExperimentSpec, Unit
+    from tempo_lens.runner.experiment import ExperimentSpec
+    from tempo_lens.runner.units import Unit
 
 __all__ = [
     "EXECUTION_FIELDS",

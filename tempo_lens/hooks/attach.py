@@ -13,7 +13,7 @@ Sliding-window (local) layers keep keys within ``window`` *logical* positions of
 query (see :mod:`tempo_lens.masks`); :func:`attach` switches the backend's physical
 window off for its duration. If a forward arrives with keys masked that the logical
 window keeps (hooks attached without :func:`attach`), the mask hook raises
-:class:`~tempo_lens._tl.UnsupportedAttentionError` instead of computing silently.
+:class:`~tempo_lens.backends.UnsupportedAttentionError` instead of computing silently.
 
 All hooks read one :class:`~tempo_lens.state.SequenceState`. A forward must cover the
 state's tokens: either the whole sequence (no KV cache) or its last ``q`` tokens with a KV
@@ -44,9 +44,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from tempo_lens._tl import add_permanent_hooks, hook_functions, remove_hooks
-from tempo_lens.state import SequenceState
-from tempo_lens.tempo_hooks import (
+from tempo_lens.backends import add_permanent_hooks, hook_functions, remove_hooks
+from tempo_lens.hooks.tempo_hooks import (
     HookConflictError,
     HookFn,
     StateMismatchError,
@@ -54,6 +53,7 @@ from tempo_lens.tempo_hooks import (
     TempoModel,
     _tempo_owner,
 )
+from tempo_lens.state import SequenceState
 
 __all__ = [
     "HookConflictError",

@@ -27,64 +27,22 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any
 
-import numpy as np
-from torch import Tensor
-
-from tempo_lens._tl import TempoModel, max_context
+from tempo_lens.backends import TempoModel, max_context
+from tempo_lens.prompts import PromptLike, parse_token_ids, prompt_token_ids
 from tempo_lens.trace import Candidate, Trace
 
 __all__ = [
-    "PromptLike",
     "check_prompt_fits",
     "encode_prompt",
     "eos_token_id",
     "label_texts",
-    "parse_token_ids",
     "prompt_input",
-    "prompt_token_ids",
     "sequence_texts",
     "token_text",
 ]
 
 REPLACEMENT = "\ufffd"
-
-PromptLike = str | Sequence[Any] | Tensor | np.ndarray
-"""A prompt: text, or token ids (see :func:`prompt_token_ids` for the accepted shapes)."""
-
-
-def prompt_token_ids(prompt: Any) -> list[int]:
-    """Token ids of a prompt given as ids, as plain Python ints.
-
-    Accepted: a sequence of ints (numpy/torch integer scalars too), a 1-D integer tensor or
-    array, or a ``[1, pos]`` one (``model.to_tokens(text)``, a batch of one). Anything else
-    (a batch of several prompts, 0-d or 3-D arrays, floats, bools) is refused.
-
-    Raises:
-        ValueError: The shape or dtype is not a single prompt of token ids; the message
-            names the shape (or the offending element).
-    """
-    if isinstance(prompt, (str, bytes)):
-        raise ValueError("a text prompt needs a tokenizer; pass token ids here")
-    if isinstance(prompt, Tensor):
-        arr = prompt.detach().cpu().numpy()
-    else:
-        try:
-            arr = np.asarray(prompt)
-        except ValueError as exc:  # ragged nested lists
-            raise ValueError(f"prompt must be a flat list of token ids: {exc}") from None
-    if arr.ndim == 2 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim != 1:
-        raise ValueError(
-            f"prompt must be a list of token ids, a 1-D tensor or a [1, pos] tensor "
-            f"(one prompt), got shape {tuple(arr.shape)}"
-        )
-    if arr.size and (arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer)):
-        bad = next((x for x in arr.tolist() if isinstance(x, bool) or not isinstance(x, int)), None)
-        raise ValueError(f"prompt token ids must be integers, got {bad!r} (dtype {arr.dtype})")
-    return [int(t) for t in arr.tolist()]
 
 
 def encode_prompt(model: TempoModel, prompt: PromptLike) -> list[int]:
@@ -114,23 +72,6 @@ def encode_prompt(model: TempoModel, prompt: PromptLike) -> list[int]:
     if bad:
         raise ValueError(f"token ids out of range [0, {model.cfg.d_vocab}): {bad[:5]}")
     check_prompt_fits(model, len(ids))
-    return ids
-
-
-def parse_token_ids(text: str) -> list[int]:
-    """``"3 14 15"`` or ``"3,14,15"`` -> ``[3, 14, 15]``.
-
-    Raises:
-        ValueError: ``text`` is not a list of integers.
-    """
-    try:
-        ids = [int(t) for t in text.replace(",", " ").split()]
-    except ValueError:
-        raise ValueError(
-            f"this model has no tokenizer: give prompts as token ids, got {text!r}"
-        ) from None
-    if not ids:
-        raise ValueError(f"empty prompt {text!r}")
     return ids
 
 

@@ -26,32 +26,24 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import inspect
-import json
 import re
 import sys
 import typing
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NoReturn
 
-from tempo_lens.text import parse_token_ids
+from tempo_lens.prompts import Prompt, prompts_from_texts, read_prompts
 
 __all__ = [
     "Parser",
-    "Prompt",
     "UsageError",
     "add_config_options",
     "config_from_args",
     "choose_prompts",
     "field_docs",
-    "packaged_prompts",
-    "parse_token_ids",
     "plain_text",
-    "read_prompts",
     "report_usage_error",
 ]
 
@@ -174,32 +166,6 @@ def config_from_args(cls: type, args: argparse.Namespace, **overrides: Any) -> A
     return cls(**kw)
 
 
-@dataclass(frozen=True)
-class Prompt:
-    """One prompt of a suite: the unit of replication.
-
-    Attributes:
-        id: Stable identifier (file-name safe), e.g. ``"narr-03"`` or ``"p000"``.
-        text: The prompt text (token ids like ``"3 14 15"`` for a model without tokenizer).
-        category: Category label of the suite (``""`` when the file has none).
-    """
-
-    id: str
-    text: str
-    category: str = ""
-
-    def __post_init__(self) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.id):
-            raise ValueError(f"prompt id {self.id!r} must match [A-Za-z0-9_.-]+")
-        if not self.text.strip():
-            raise ValueError(f"prompt {self.id!r} is empty")
-
-
-def prompts_from_texts(texts: Sequence[str]) -> list[Prompt]:
-    """Prompts ``p000, p001, ...`` for plain texts."""
-    return [Prompt(f"p{i:03d}", t) for i, t in enumerate(texts)]
-
-
 def choose_prompts(texts: Sequence[str] | None, path: str | None) -> list[Prompt] | None:
     """The prompts of ``--prompt`` (``texts``) or ``--prompts-file`` (``path``); None if neither.
 
@@ -212,60 +178,3 @@ def choose_prompts(texts: Sequence[str] | None, path: str | None) -> list[Prompt
     if path:
         return read_prompts(path)
     return prompts_from_texts(texts) if texts else None
-
-
-def packaged_prompts(name: str) -> list[Prompt]:
-    """A prompts file shipped with tempo_lens (``tempo_lens/prompts/NAME``).
-
-    ``"suite.csv"`` is the project's 96-prompt suite in 12 categories (also at
-    ``experiments/prompts/suite.csv`` in the repository), the default of ``findings``.
-
-    Raises:
-        FileNotFoundError: No such file is shipped.
-    """
-    from importlib.resources import as_file, files
-
-    with as_file(files("tempo_lens") / "prompts" / name) as path:
-        return read_prompts(path)
-
-
-def read_prompts(path: str | Path) -> list[Prompt]:
-    """Read a prompts file.
-
-    Formats (by suffix): ``.txt`` — one prompt per line, blank lines and lines starting
-    with ``#`` skipped, ids ``p000, p001, ...``; ``.csv`` / ``.tsv`` — a header with
-    ``text`` and optionally ``id`` and ``category``; ``.jsonl`` — one object per line with
-    the same keys.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ValueError: empty file, a row without text, an invalid or duplicate id.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"prompts file not found: {p}")
-    raw = p.read_text(encoding="utf-8")
-    rows: list[dict[str, str]]
-    if p.suffix in (".csv", ".tsv"):
-        rows = list(csv.DictReader(raw.splitlines(), delimiter="\t" if p.suffix == ".tsv" else ","))
-        if rows and "text" not in rows[0]:
-            raise ValueError(f"{p}: the header needs a 'text' column, got {list(rows[0])}")
-    elif p.suffix == ".jsonl":
-        rows = [json.loads(x) for x in raw.splitlines() if x.strip()]
-    else:
-        lines = [x for x in raw.splitlines() if x.strip() and not x.lstrip().startswith("#")]
-        rows = [{"text": x} for x in lines]
-    if not rows:
-        raise ValueError(f"{p}: no prompts")
-    out = [
-        Prompt(
-            str(r.get("id") or f"p{i:03d}"), str(r.get("text") or ""), str(r.get("category") or "")
-        )
-        for i, r in enumerate(rows)
-    ]
-    seen: set[str] = set()
-    for q in out:
-        if q.id in seen:
-            raise ValueError(f"{p}: duplicate prompt id {q.id!r}")
-        seen.add(q.id)
-    return out
