@@ -14,7 +14,7 @@
 * :func:`rejudge` — counterfactual pruning on the same trajectory: every set the trace
   judged, re-judged under another :class:`~tempo_lens.PruningConfig` (other layers,
   aggregation or rule) from the captured attention, through the generation loop's own
-  :func:`~tempo_lens.pruning.gather_votes` / :func:`~tempo_lens.pruning.judge`.
+  :func:`~tempo_lens.generation.pruner.judge_members`, the composition generation uses.
 
 Examples:
     >>> pa = pruning_analysis(trace, received=received_attention(data))  # doctest: +SKIP
@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from tempo_lens.analysis.received import ReceivedAttention
+from tempo_lens.generation.pruner import judge_members
 from tempo_lens.io import jsonable
-from tempo_lens.pruning import PruningConfig, gather_votes, judge
+from tempo_lens.pruning import PruningConfig
 from tempo_lens.trace import Trace
 
 if TYPE_CHECKING:
@@ -314,12 +315,13 @@ def rejudge(trace: Trace, data: AttentionData, prune: PruningConfig, n_layers: i
         for d in rec.pruning:
             by_set.setdefault(d.set_step, []).append(d)
         for set_step, decisions in by_set.items():
-            votes = gather_votes(
+            scores, verdict = judge_members(
                 lambda s: data.rows(s)[pick],
-                range(set_step + 1, rec.step + 1),
+                set_step,
+                rec.step,
                 [d.index for d in decisions],
+                prune,
             )
-            scores, verdict = judge(votes, prune)
             rows += [
                 {
                     "judged_at": rec.step,

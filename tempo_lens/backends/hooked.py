@@ -100,11 +100,11 @@ _WINDOW_OVERRIDES: dict[int, tuple[Any, int]] = {}
 _NO_WINDOW = 2**62
 
 
-def _attn_configs(model: HookedTransformer) -> list[Any]:
+def _attn_configs(model: TempoModel) -> list[Any]:
     return list({id(b.attn.cfg): b.attn.cfg for b in model.blocks}.values())
 
 
-def attention_windows(model: HookedTransformer) -> list[int | None]:
+def attention_windows(model: TempoModel) -> list[int | None]:
     """Sliding-window size of each layer's attention (``None`` for global layers)."""
     out: list[int | None] = []
     for block in model.blocks:
@@ -121,7 +121,7 @@ def attention_windows(model: HookedTransformer) -> list[int | None]:
 
 
 @contextmanager
-def physical_windows_disabled(model: HookedTransformer) -> Iterator[None]:
+def physical_windows_disabled(model: TempoModel) -> Iterator[None]:
     """Within the block, local-attention layers apply a plain causal mask.
 
     TransformerLens masks local layers by *physical* distance before
@@ -146,7 +146,7 @@ def physical_windows_disabled(model: HookedTransformer) -> Iterator[None]:
             cfg.window_size = _WINDOW_OVERRIDES.pop(id(cfg))[1]
 
 
-def rotary_inv_freq(model: HookedTransformer, layer: int) -> Tensor:
+def rotary_inv_freq(model: TempoModel, layer: int) -> Tensor:
     """Inverse frequencies (radians per position) of one layer's rotary embedding, float64.
 
     Obtained from TransformerLens' own sin/cos construction at positions 0 and 1 (in

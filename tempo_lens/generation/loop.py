@@ -42,15 +42,15 @@ from tempo_lens.backends import TempoModel, check_rotary, max_context, model_nam
 from tempo_lens.backends.fast import disable_fast_path, enable_fast_path
 from tempo_lens.config import TempoConfig
 from tempo_lens.generation.batch_forward import BatchForward
+from tempo_lens.generation.pruner import Pruner
 from tempo_lens.generation.text import encode_prompt, eos_token_id, label_texts
 from tempo_lens.hooks import HookFn
-from tempo_lens.hooks.recorder import AttentionRecorder
 from tempo_lens.isolation import resolved_layers
 from tempo_lens.prompts import PromptLike
-from tempo_lens.pruning import judge, prefilter
+from tempo_lens.pruning import prefilter
 from tempo_lens.selection import probabilities, readout_distribution, select_from_probs
 from tempo_lens.state import SequenceState
-from tempo_lens.trace import Candidate, PruneDecision, StepRecord, Trace
+from tempo_lens.trace import Candidate, StepRecord, Trace
 
 __all__ = ["StepObserver", "generate", "generate_batch"]
 
@@ -188,8 +188,8 @@ def generate_batch(
                 if ix and r.prune(step):
                     views[b] = (step + 1, ix[0])
             if views and hard:  # the tokens after each pruned one recomputed without it
-                pruners = [rows[b].pruner for b in views]
-                again = fwd.rebuild(list(views), new, rerecord=pruners)
+                recorders = [p.recorder for b in views if (p := rows[b].pruner) is not None]
+                again = fwd.rebuild(list(views), new, rerecord=recorders)
             elif views:  # readout with the pruned tokens hidden
                 again = fwd.rerun(views, new)
                 logits = [again[b] if b in views else lg for b, lg in enumerate(logits)]
@@ -215,12 +215,8 @@ class _Row:
         self.state = SequenceState(
             self.prompt_ids, isolate=config.isolate, positions=config.positions
         )
-        self.pruner = (
-            AttentionRecorder(layers=config.prune.layers, include_prompt=False)
-            if config.prune
-            else None
-        )
-        self.watchers: list[StepObserver] = [self.pruner] if self.pruner else []
+        self.pruner = Pruner(config.prune) if config.prune else None
+        self.watchers: list[StepObserver] = self.pruner.observers() if self.pruner else []
         self.limit = max_context(model)
         self.steps: list[StepRecord] = []
         self.stop_reason = "max_steps"
@@ -264,9 +260,7 @@ class _Row:
 
     def prune(self, step: int) -> bool:
         """Retroactive pruning after the step's forward; True if anything was pruned."""
-        decisions = (
-            _prune(self.pruner, self.config, self.state, step, self.text) if self.pruner else []
-        )
+        decisions = self.pruner.step(self.state, step, self.text) if self.pruner else []
         self._pending["decisions"] = decisions
         return any(d.pruned for d in decisions)
 
@@ -315,44 +309,6 @@ def _recorded_config(config: TempoConfig, n_layers: int) -> dict[str, Any]:
 
 def _no_text(token_id: int) -> str:
     return ""
-
-
-def _prune(
-    pruner: AttentionRecorder,
-    config: TempoConfig,
-    state: SequenceState,
-    step: int,
-    text: Callable[[int], str],
-) -> list[PruneDecision]:
-    """Judge the set appended ``lookahead`` steps ago; prune its weak members."""
-    cfg = config.prune
-    assert cfg is not None
-    target = step - cfg.lookahead
-    pruner.forget_before(target + 1)
-    if target < 0:
-        return []
-    members = [i for i in state.set_indices[target] if state.pruned_at[i] is None]
-    if len(members) < 2:
-        return []
-    scores, verdict = judge(pruner.votes(target + 1, step, members), cfg)
-    best = max(scores)
-    out = []
-    for i, score, pruned in zip(members, scores, verdict, strict=True):
-        if pruned:
-            state.prune(i, at_step=step, hard=cfg.mode == "hard")
-        out.append(
-            PruneDecision(
-                index=i,
-                token_id=state.token_ids[i],
-                text=text(state.token_ids[i]),
-                set_step=target,
-                score=float(score),
-                best_score=float(best),
-                pruned=bool(pruned),
-                rule=cfg.describe(),
-            )
-        )
-    return out
 
 
 def _step_record(step, tau, config, sel, ids, ps, indices, dropped, decisions, text) -> StepRecord:

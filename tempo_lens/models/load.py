@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import torch
 
-from tempo_lens.backends import BACKENDS, HAS_HOOKED_TRANSFORMER, TempoModel, check_rotary
+from tempo_lens.backends import BACKENDS, HAS_HOOKED_TRANSFORMER, TempoModel, backend_of
 from tempo_lens.models.gguf_loader import DEFAULT_MODEL
 
 __all__ = ["DEFAULT_MODEL", "load_model", "make_tiny_model"]
@@ -155,7 +155,14 @@ def load_model(
             "use backend='bridge' (the default there) or install transformer-lens<4"
         )
     if not isinstance(model, str):
-        check_rotary(model)  # TypeError unless a HookedTransformer or a TransformerBridge
+        try:
+            found = backend_of(model)
+        except TypeError:
+            raise TypeError(
+                "model must be a name, a HookedTransformer or a TransformerBridge, got "
+                f"{type(model).__name__}"
+            ) from None
+        found.check()
         return model
     from tempo_lens.models.gguf_loader import KNOWN_MODELS, load_bridge_model, load_default_model
 
