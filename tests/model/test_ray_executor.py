@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from tempo_lens.experiments import isolation_ab
-from tempo_lens.runner import EXECUTORS
+from tempo_lens.runner import EXECUTORS, executor_class
 from tests.compare import assert_same_file
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'tempo-lens[ray]')")
@@ -92,7 +92,7 @@ def _argv(out: Path, *extra: str) -> list[str]:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="the leak check reads /proc")
 def test_killed_workers_are_retried_and_tables_match_local(tmp_path, monkeypatch) -> None:
-    assert EXECUTORS["ray"] is RayExecutor
+    assert executor_class("ray") is RayExecutor
     assert isolation_ab.main(_argv(tmp_path / "local")) == 0
     drills: list[_Drill] = []
 

@@ -221,3 +221,12 @@ def test_module_size_budget_needs_a_reason() -> None:
         if len(text.splitlines()) > 500:
             doc = text.split('"""')[1] if text.startswith('"""') else ""
             assert "Size:" in doc, f"{path} is over 500 lines without a reason in its docstring"
+
+
+def test_architecture_doc_graph_is_current() -> None:
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "make_architecture.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
