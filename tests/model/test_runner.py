@@ -21,6 +21,7 @@ from tempo_lens.runner import (
     LocalExecutor,
     ManifestMismatchError,
     chunks,
+    run_cli,
     run_experiment,
     unit_seed,
 )
@@ -194,8 +195,8 @@ def test_summarize_only_runs_nothing_and_refuses_bad_dirs(tmp_path, capsys) -> N
         isolation_ab.main(["--summarize-only", "--max-steps", "5", "--output-dir", str(out)]) == 2
     )
     assert "drop --max-steps" in capsys.readouterr().err
-    other = spec("position_sharing").main
-    assert other(["--summarize-only", "--output-dir", str(out)]) == 2
+    other = spec("position_sharing")
+    assert run_cli(other, ["--summarize-only", "--output-dir", str(out)]) == 2
     assert "holds a run of 'isolation_ab'" in capsys.readouterr().err
 
 
