@@ -9,7 +9,7 @@
   (which alternative the continuation actually supports), next to the attention score the
   retroactive pruner would give that member (:func:`tempo_lens.pruning.score_members`).
 * :func:`recomputed_widths` — every step's set size recomputed from the captured final
-  residual stream (``ln_final.hook_normalized``): unembedding, readout, threshold.
+  residual stream (the backend's ``final_residual_hook``): unembedding, readout, threshold.
 
 Example:
     >>> data_distinct = replay_attention(model, trace, scheme="distinct")   # doctest: +SKIP
@@ -24,7 +24,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tempo_lens.backends import TempoModel, hook_name, make_kv_cache, reorder_kv_cache
+from tempo_lens.backends import (
+    TempoModel,
+    backend_of,
+    forward,
+    hook_name,
+    make_kv_cache,
+    reorder_kv_cache,
+)
 from tempo_lens.hooks import attach
 from tempo_lens.hooks.capture import AttentionData
 from tempo_lens.positions import PositionScheme
@@ -35,6 +42,8 @@ from tempo_lens.trace import Trace
 __all__ = ["continuation_support", "recomputed_widths", "replay_attention", "replay_state"]
 
 RESID = "ln_final.hook_normalized"
+"""The ``HookedTransformer``'s final-residual hook; any backend's is
+``backend_of(model).final_residual_hook`` (what :func:`recomputed_widths` unembeds)."""
 
 
 def replay_state(
@@ -99,49 +108,35 @@ def replay_attention(
     return AttentionData.from_full(st, pattern, texts=list(trace.texts))
 
 
-def _final_resid(model: TempoModel, tokens: torch.Tensor, cache: Any = None) -> torch.Tensor:
-    """``[batch, pos, d_model]`` at :data:`RESID` (after ``cache``'s positions, if given)."""
-    out: dict[str, torch.Tensor] = {}
-
-    def keep(x: torch.Tensor, hook: Any) -> None:
-        out["r"] = x.detach()
-
-    with torch.no_grad():
-        model.run_with_hooks(
-            tokens,
-            return_type=None,
-            fwd_hooks=[(RESID, keep)],
-            past_kv_cache=cache,
-            attention_mask=torch.ones_like(tokens),
-        )
-    return out["r"]
-
-
-def _suffix_resid(
-    model: TempoModel, clean: list[int], jobs: list[tuple[int, list[list[int]]]]
+def _suffix_log_probs(
+    model: TempoModel, clean: list[int], jobs: list[tuple[int, list[list[int]]]], window: int
 ) -> torch.Tensor:
-    """The final residual of equal-length suffixes, each right after a prefix of ``clean``.
+    """Next-token log-probabilities (float64) at the first ``window`` positions of suffixes.
 
-    ``jobs``: ``(prefix_length, [suffix, ...])``. One cached forward over the longest
-    prefix, then every suffix in one batch on that KV cache with the cached positions from
-    its own prefix length on masked out (TransformerLens numbers a row's positions by its
-    unmasked tokens, so a suffix sits at ``p, p + 1, ...`` as in ``clean[:p] + suffix``).
+    ``jobs``: ``(prefix_length, [suffix, ...])``, each suffix right after ``clean[:p]``. One
+    cached forward over the longest prefix, then every suffix in one batch on that KV cache
+    with the cached positions from its own prefix length on hidden
+    (:func:`~tempo_lens.backends.reorder_kv_cache` with ``lengths``), so a suffix sits at
+    positions ``p, p + 1, ...`` as in ``clean[:p] + suffix`` (either backend).
 
     Returns:
-        ``[n_suffixes, len, d_model]`` in job order.
+        ``[n_suffixes, window, d_vocab]`` in job order.
     """
     device = model.cfg.device
     cache = make_kv_cache(model)
-    _final_resid(model, torch.tensor([clean[: max(p for p, _ in jobs)]], device=device), cache)
+    prefix = torch.tensor([clean[: max(p for p, _ in jobs)]], device=device)
     lengths = [p for p, suffixes in jobs for _ in suffixes]
-    reorder_kv_cache(cache, torch.zeros(len(lengths), dtype=torch.long), lengths)
     tokens = torch.tensor([x for _, suffixes in jobs for x in suffixes], device=device)
-    return _final_resid(model, tokens, cache)
+    with torch.no_grad():
+        forward(model, prefix, cache=cache)
+        reorder_kv_cache(cache, torch.zeros(len(lengths), dtype=torch.long), lengths)
+        logits = forward(model, tokens, cache=cache, attention_mask=torch.ones_like(tokens))
+    return torch.log_softmax(logits[:, :window].to(torch.float64), dim=-1)
 
 
 def _log_probs(model: TempoModel, resid: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
-        logits = model.unembed(resid.unsqueeze(0))[0]
+        logits = backend_of(model).unembed(resid)
     return torch.log_softmax(logits.to(torch.float64), dim=-1)
 
 
@@ -158,7 +153,7 @@ def continuation_support(
         Rows ``set_step, index, rank, set_size, probability, loglik, attention,
         supported`` (``supported``: the member with the highest ``loglik``, ties to rank).
         Scored by the plain model without TEMPO hooks; the shared prefix of a set's
-        sequences runs once (:func:`_suffix_resid`).
+        sequences runs once (:func:`_suffix_log_probs`).
     """
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
@@ -183,9 +178,9 @@ def continuation_support(
         return pd.DataFrame(columns=[*cols, "supported"])
     # member + window clean tokens after the shared prefix prompt + clean[:s]: positions
     # 0..window-1 of each suffix predict its tokens 1..window
-    resid = _suffix_resid(model, prompt + clean, jobs)[:, :window]
+    lp = _suffix_log_probs(model, prompt + clean, jobs, window)
     targets = torch.tensor([x[1:] for _, suffixes in jobs for x in suffixes])
-    lp = _log_probs(model, resid.reshape(-1, resid.shape[-1]))  # one unembedding for all
+    lp = lp.reshape(-1, lp.shape[-1])
     ll = lp.gather(-1, targets.reshape(-1, 1).to(lp.device)).view(len(meta), window).sum(-1)
     recs = [dict(zip(cols, [*m[:5], float(ll[b]), m[5]], strict=True)) for b, m in enumerate(meta)]
     df = pd.DataFrame(recs, columns=cols)
@@ -205,9 +200,10 @@ def recomputed_widths(
     """Each step's set size vs ``min(cap, max(1, #{p >= tau}))`` recomputed from the residual.
 
     Args:
-        model: The model (its unembedding).
+        model: The model (its unembedding, :meth:`~tempo_lens.backends.base.Backend.unembed`).
         trace: A TEMPO trace (no prefilter).
-        resid: ``step -> [q_new, d_model]`` final residual (``ln_final.hook_normalized``)
+        resid: ``step -> [q_new, d_model]`` final residual (the backend's
+            ``final_residual_hook``)
             captured at each step (``-1`` = the prompt).
         tie_tolerance: Steps with a probability within this of tau are not judged.
 

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tempo_lens.backends import hook_name, layer_windows
+from tempo_lens.backends import backend_of, hook_name, layer_windows
 from tempo_lens.hooks import HookFn, attach
 from tempo_lens.hooks.interventions import readout_positions, step_distributions
 from tempo_lens.selection import select_from_probs
@@ -62,6 +62,7 @@ class Replay:
         if any(t.pruned_at_step is not None for t in trace.tokens):
             raise ValueError("Replay needs a trace generated without pruning")
         self.model, self.trace = model, trace
+        self._backend = backend_of(model)
         self.state = trace.to_state()
         st = self.state
         conf = trace.tempo_config
@@ -140,7 +141,7 @@ class Replay:
         Returns:
             One dict per batch row with the metrics of the module docstring.
         """
-        st, cfg, n_l = self.state, self.config, self.model.cfg.n_layers
+        st, cfg = self.state, self.config
         sums = torch.zeros(batch, 2, dtype=torch.float64)
         for la in self.ratio_layers:
             if la < start_layer:
@@ -156,9 +157,10 @@ class Replay:
             attach(self.model, st, **self._isolation),
             self.model.hooks(fwd_hooks=[*fwd_hooks, *rec]),  # type: ignore[list-item]
         ):
-            resid = self.model(x, start_at_layer=start_layer, stop_at_layer=n_l)
-        # Unembed only the rows the step distributions read (the unembedding dominates).
-        logits = self.model.unembed(self.model.ln_final(resid[:, self._positions]))
+            # only the rows the step distributions read are unembedded (it dominates)
+            logits = self._backend.logits_from_layer(
+                st.tokens_tensor().to(x.device), x, start_layer, self._positions
+            )
         dists = step_distributions(logits, st, self.member_probs, cfg.readout, self._positions)
         ratio = (sums[:, 0] / sums[:, 1]).tolist()  # sums of layer means: same ratio
         steps = range(st.n_steps)

@@ -211,10 +211,9 @@ def reorder_kv_cache(
 
     Beam search: the parent beam of each new beam. ``batch_indices`` is a 1-D long tensor
     of old batch rows. With ``lengths`` (one per new row) row ``b`` sees only its first
-    ``lengths[b]`` cached positions (masked; its next tokens are numbered from there on).
-
-    Raises:
-        NotImplementedError: ``lengths`` with a bridge cache (which has no padding mask).
+    ``lengths[b]`` cached positions (masked; its next tokens are numbered from there on):
+    the ``HookedTransformer`` cache's padding mask, or
+    :meth:`~tempo_lens.backends.bridge.BridgeCache.hide_from` on a bridge.
     """
     _ops(cache).reorder(cache, batch_indices, lengths)
 

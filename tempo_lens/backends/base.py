@@ -11,6 +11,7 @@ the same on both: hook names (TransformerLens' ``get_act_name``), hook registrat
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeAlias, runtime_checkable
 
@@ -136,6 +137,32 @@ class Backend(Protocol):
 
     def max_context(self) -> int:
         """The model's maximum context length in tokens (``math.inf`` if unbounded)."""
+
+    final_residual_hook: ClassVar[str]
+    """The hook whose activation :meth:`unembed` turns into logits: the final residual
+    stream after the final norm (``ln_final.hook_normalized`` on ``HookedTransformer``,
+    whose final-norm weights are folded into the unembedding; ``ln_final.hook_out`` on a
+    bridge)."""
+
+    def unembed(self, resid: Tensor) -> Tensor:
+        """Logits ``[..., d_vocab]`` from :attr:`final_residual_hook` activations.
+
+        ``resid`` is ``[..., d_model]``; the logits are what the model's forward computes
+        (final-logit soft-capping included, e.g. Gemma 2).
+        """
+
+    def logits_from_layer(
+        self, tokens: Tensor, resid_pre: Tensor, start_layer: int, positions: Sequence[int]
+    ) -> Tensor:
+        """Logits ``[batch, len(positions), d_vocab]`` of a forward from block ``start_layer``.
+
+        The forward enters block ``start_layer`` with ``resid_pre`` ``[batch, pos,
+        d_model]`` (the clean residual of ``tokens`` ``[1, pos]``); hooks attached by the
+        caller apply. Exact: blocks before
+        ``start_layer`` are not changed by those hooks. ``HookedTransformer`` skips them;
+        a bridge reruns them from ``tokens`` (TransformerLens 3.9's bridge has no
+        ``start_at_layer``; 4.x's runs the earlier blocks anyway).
+        """
 
 
 @runtime_checkable

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -46,6 +46,7 @@ __all__ = [
     "physical_windows_disabled",
     "rotary_inv_freqs",
     "rotary_layout",
+    "unwrapped_hf_copy",
 ]
 
 _NO_WINDOW = 2**62
@@ -91,6 +92,29 @@ def boot(hf_model: Any, tokenizer: Any, name: str, *, prepend_bos: bool) -> Any:
 
 def _hf(model: Any) -> Any:
     return model.original_model
+
+
+def unwrapped_hf_copy(model: Any) -> Any:
+    """A fresh Hugging Face model with the bridge's weights, outside the bridge (eval).
+
+    The bridge wraps the Hugging Face modules it was given in place (their parameters sit
+    under ``._original_component``), so running ``original_model`` directly would run the
+    bridge's components; this copy is the plain Hugging Face computation, for Hugging
+    Face's own decoders and as an oracle. Same dtype and device.
+
+    Raises:
+        ValueError: a parameter of the fresh model has no counterpart in the bridge.
+    """
+    import re
+
+    hf = _hf(model)
+    weights = {re.sub(r"\._original_component", "", k): v for k, v in hf.state_dict().items()}
+    fresh = type(hf)(hf.config)
+    missing, _ = fresh.load_state_dict(weights, strict=False)  # aliases are left over
+    if missing:
+        raise ValueError(f"bridge weights without a Hugging Face counterpart: {missing[:3]}")
+    param = next(hf.parameters())
+    return fresh.to(device=param.device, dtype=param.dtype).eval()
 
 
 def _hf_config(model: Any) -> Any:
@@ -213,6 +237,9 @@ class BridgeCache:
         from transformers import DynamicCache
 
         self.hf = DynamicCache()
+        self.key_mask: Tensor | None = None
+        """``[batch, pos]`` 1/0 over the cached positions (0: hidden from every later
+        query, see :meth:`hide_from`); ``None``: all visible."""
 
     def _layers(self) -> list[Any]:
         return [layer for layer in self.hf.layers if getattr(layer, "keys", None) is not None]
@@ -236,18 +263,40 @@ class BridgeCache:
             if positions is not None:
                 keys, values = keys.index_select(2, positions), values.index_select(2, positions)
             layer.keys, layer.values = keys, values
+        if self.key_mask is not None:
+            mask = self.key_mask.index_select(0, rows.to(self.key_mask.device))
+            if positions is not None:
+                mask = mask.index_select(1, positions.to(mask.device))
+            self.key_mask = mask
+
+    def hide_from(self, lengths: list[int]) -> None:
+        """Row ``b`` sees only its first ``lengths[b]`` cached positions from now on.
+
+        The later ones are masked for every new query (the bridge's counterpart of a
+        ``HookedTransformer`` cache's padding mask), and the row's next tokens are numbered
+        from ``lengths[b]`` on (:meth:`BridgeBackend.forward`).
+        """
+        n = self.length()
+        mask = torch.ones(len(lengths), n, dtype=torch.long)
+        for row, k in enumerate(lengths):
+            mask[row, k:] = 0
+        self.key_mask = mask if self.key_mask is None else self.key_mask * mask.to(self.key_mask)
 
     @contextmanager
     def scratch(self, length: int) -> Iterator[None]:
         """Within the block the cache holds its first ``length`` positions; restored after."""
         saved = [(layer, layer.keys, layer.values) for layer in self._layers()]
+        saved_mask = self.key_mask
         for layer, keys, values in saved:
             layer.keys, layer.values = keys[:, :, :length], values[:, :, :length]
+        if saved_mask is not None:
+            self.key_mask = saved_mask[:, :length]
         try:
             yield
         finally:
             for layer, keys, values in saved:
                 layer.keys, layer.values = keys, values
+            self.key_mask = saved_mask
 
 
 def _cache_argument(model: Any) -> str:
@@ -276,6 +325,10 @@ def bridge_forward(
         mask = torch.ones(tokens.shape, dtype=torch.long, device=tokens.device)
         return model(tokens, attention_mask=mask, use_cache=False, **kwargs)
     kwargs[_cache_argument(model)] = cache.hf
+    if cache.key_mask is not None:  # hidden cached positions (hide_from): a 2-D padding mask
+        new = torch.ones(tokens.shape, dtype=torch.long)
+        cache.key_mask = torch.cat([cache.key_mask.to(new), new], dim=1)
+        kwargs["attention_mask"] = cache.key_mask.to(tokens.device)
     with _cache_reaches_attention(model):
         return model(tokens, use_cache=True, **kwargs)
 
@@ -321,12 +374,9 @@ class _CacheOps:
         cache.select(torch.arange(_batch_size(cache)), torch.arange(min(length, cache.length())))
 
     def reorder(self, cache: Any, batch_indices: Tensor, lengths: list[int] | None) -> None:
-        if lengths is not None:
-            raise NotImplementedError(
-                "reorder_kv_cache(lengths=...) needs a HookedTransformer cache; a "
-                "TransformerBridge cache has no padding mask"
-            )
         cache.select(batch_indices)
+        if lengths is not None:
+            cache.hide_from(list(lengths))
 
     def select(self, cache: Any, batch_indices: Tensor, positions: Tensor) -> None:
         cache.select(batch_indices, positions)
@@ -396,15 +446,43 @@ class BridgeBackend:
         attention_mask: Tensor | None = None,
         positions: Tensor | None = None,
     ) -> Tensor:
-        """Logits at explicit ``positions`` (default ``past .. past + pos - 1``).
+        """Logits at explicit ``positions``.
+
+        Default positions: ``past .. past + pos - 1``; after
+        :meth:`BridgeCache.hide_from`, each row's count of visible cached positions on.
 
         ``attention_mask`` is ignored: pad slots are hidden by the TEMPO mask hook.
         """
         del attention_mask
         if positions is None:
-            past = cache.length() if cache is not None else 0
-            positions = torch.arange(past, past + tokens.shape[1])[None].expand(tokens.shape)
+            new = torch.arange(tokens.shape[1])[None]
+            if cache is not None and cache.key_mask is not None:  # after hide_from
+                positions = cache.key_mask.sum(1, keepdim=True).cpu() + new
+            else:
+                past = cache.length() if cache is not None else 0
+                positions = (past + new).expand(tokens.shape)
         return bridge_forward(self.model, tokens, positions, cache)
+
+    final_residual_hook: ClassVar[str] = "ln_final.hook_out"
+
+    def unembed(self, resid: Tensor) -> Tensor:
+        """Logits from ``ln_final.hook_out``: the HF ``lm_head``, then its soft-capping."""
+        hf = _hf(self.model)
+        logits = hf.lm_head(resid)
+        cap = getattr(hf.config, "final_logit_softcapping", None)
+        if cap is not None and cap > 0:
+            logits = cap * torch.tanh(logits / cap)
+        return logits
+
+    def logits_from_layer(
+        self, tokens: Tensor, resid_pre: Tensor, start_layer: int, positions: Sequence[int]
+    ) -> Tensor:
+        """Logits at ``positions``: the whole forward from ``tokens``, one row per batch row."""
+        del start_layer  # blocks before it are untouched by the caller's hooks: rerun them
+        batch = resid_pre.shape[0]
+        rows = tokens.expand(batch, -1)
+        logits = self.forward(rows, positions=torch.arange(rows.shape[1]).expand(rows.shape))
+        return logits[:, list(positions)]
 
     def max_context(self) -> int:
         """The maximum context length in tokens (``math.inf`` if unbounded)."""

@@ -22,7 +22,7 @@ KV cache is TransformerLens' ``TransformerLensKeyValueCache`` (:data:`CACHE_OPS`
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -353,6 +353,25 @@ class HookedBackend:
         if cache is None:
             return self.model(tokens, attention_mask=attention_mask)
         return self.model(tokens, past_kv_cache=cache, attention_mask=attention_mask)
+
+    final_residual_hook: ClassVar[str] = "ln_final.hook_normalized"
+
+    def unembed(self, resid: Tensor) -> Tensor:
+        """Logits from ``ln_final.hook_normalized`` (``model.unembed``, then soft-capping)."""
+        logits = self.model.unembed(resid)
+        cap = getattr(self.model.cfg, "output_logits_soft_cap", None)
+        if cap is not None and cap > 0:
+            logits = cap * torch.tanh(logits / cap)
+        return logits
+
+    def logits_from_layer(
+        self, tokens: Tensor, resid_pre: Tensor, start_layer: int, positions: Sequence[int]
+    ) -> Tensor:
+        """Logits at ``positions`` of a forward from block ``start_layer`` (``start_at_layer``)."""
+        del tokens  # the earlier blocks are skipped: their output is resid_pre
+        n_l = self.model.cfg.n_layers
+        resid = self.model(resid_pre, start_at_layer=start_layer, stop_at_layer=n_l)
+        return self.unembed(self.model.ln_final(resid[:, list(positions)]))
 
     def max_context(self) -> int:
         """The maximum context length in tokens (``math.inf`` if unbounded)."""

@@ -149,13 +149,14 @@ _HF: dict[int, Any] = {}
 def hf_model(cfg: Config, model: Any) -> Any:
     """The same weights as a Hugging Face Llama (cached per model object).
 
-    The dequantized copy of the default model, or the tiny model's weights exported.
+    The dequantized copy of the default model, or the tiny model's weights exported
+    (:func:`tempo_lens.models.hf_export.hf_causal_lm`, either backend).
     """
     if id(model) not in _HF:
         if cfg.tiny:
-            from tempo_lens.models.hf_export import hf_llama_from_hooked
+            from tempo_lens.models.hf_export import hf_causal_lm
 
-            _HF[id(model)] = hf_llama_from_hooked(model)
+            _HF[id(model)] = hf_causal_lm(model)
         else:
             from tempo_lens.models.gguf_loader import load_hf_model
 

@@ -53,7 +53,6 @@ from tempo_lens.analysis.controls import (
 )
 from tempo_lens.analysis.patterns import attention_entropy
 from tempo_lens.analysis.replay import (
-    RESID,
     continuation_support,
     recomputed_widths,
     replay_attention,
@@ -155,7 +154,11 @@ def _generate(cfg: Config, model: Any, units: list[Unit]) -> list[tuple[Any, Any
         units,
         lambda u: cfg.tempo_config(float(u.condition["tau"]), u.condition["mode"] == "isolated"),
         capture=True,
-        hook_names=[hook_name(0, "k"), hook_name(0, "rot_k"), RESID],
+        hook_names=[
+            hook_name(0, "k"),
+            hook_name(0, "rot_k"),
+            backend_of(model).final_residual_hook,
+        ],
     )
     rows = [sum(v.condition == u.condition for v in units) for u in units]
     return [(t, d, n) for (t, d), n in zip(runs, rows, strict=True)]
@@ -200,7 +203,8 @@ def _measure(
     local = roles["local_fraction"].to_numpy(float)
     trend = size_trend(rec)
     rho, _ = rank_correlation(trend["set_size"], trend["relative"])
-    widths = recomputed_widths(model, trace, {s: data.extra(s)[RESID] for s in data.steps})
+    resid = backend_of(model).final_residual_hook
+    widths = recomputed_widths(model, trace, {s: data.extra(s)[resid] for s in data.steps})
     iso_check = isolation_check(data)
     clean = trace.clean_ids()
     summ = trace.summary()

@@ -125,7 +125,7 @@ class AttentionCapture(AttentionRecorder):
         if missing:
             raise ValueError(f"unknown hook names: {missing[:3]}")
         self.hook_names = names
-        return hooks + [(n, self._hook_extra) for n in names]
+        return hooks + [(n, self._hook_extra(n)) for n in names]
 
     def begin_step(self, step: int, query_indices: list[int], state: SequenceState) -> None:
         """Start recording the rows of ``query_indices`` (a new generation at step -1)."""
@@ -154,15 +154,22 @@ class AttentionCapture(AttentionRecorder):
 
         atomic_write(_spool_path(self.spool_dir, step), write)
 
-    def _hook_extra(self, x: Tensor, hook: Any) -> None:
-        if self._step is None:
-            return
-        name = str(hook.name)
-        if is_attention_shaped(name):
-            rows = x[0, self.heads, -self._n_new :, :]
-        else:
-            rows = x[0, -self._n_new :]
-        self._extra_buf[name] = self._keep(rows)
+    def _hook_extra(self, name: str) -> Any:
+        """A hook storing its activation under ``name``, the name it was asked for.
+
+        A bridge's alias such as ``hook_k`` fires under its canonical name (``k.hook_out``).
+        """
+
+        def hook(x: Tensor, hook: Any) -> None:
+            if self._step is None:
+                return
+            if is_attention_shaped(name):
+                rows = x[0, self.heads, -self._n_new :, :]
+            else:
+                rows = x[0, -self._n_new :]
+            self._extra_buf[name] = self._keep(rows)
+
+        return hook
 
     # ------------------------------------------------------------------ result
     def result(self, trace: Trace) -> AttentionData:

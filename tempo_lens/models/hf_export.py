@@ -22,9 +22,26 @@ from typing import Any
 
 import torch
 
-from tempo_lens.backends import TempoModel
+from tempo_lens.backends import TempoModel, is_bridge
 
-__all__ = ["hf_llama_from_hooked"]
+__all__ = ["hf_causal_lm", "hf_llama_from_hooked"]
+
+
+def hf_causal_lm(model: TempoModel) -> Any:
+    """A plain Hugging Face causal LM computing ``model``'s logits (either backend).
+
+    A ``TransformerBridge``: an unwrapped copy of the Hugging Face model it runs
+    (:func:`tempo_lens.backends.bridge.unwrapped_hf_copy`); a ``HookedTransformer``:
+    :func:`hf_llama_from_hooked`.
+
+    Raises:
+        ValueError: a ``HookedTransformer`` that is not Llama-shaped.
+    """
+    if is_bridge(model):
+        from tempo_lens.backends.bridge import unwrapped_hf_copy
+
+        return unwrapped_hf_copy(model)
+    return hf_llama_from_hooked(model)
 
 
 def hf_llama_from_hooked(model: TempoModel) -> Any:

