@@ -48,11 +48,17 @@ def hf_llama_from_hooked(model: TempoModel) -> Any:
     """A float32 ``LlamaForCausalLM`` (eager attention, eval) computing ``model``'s logits.
 
     Raises:
-        ValueError: ``model`` is not Llama-shaped (gated SiLU MLP, RMS norms, full
-            GPT-NeoX-paired RoPE, no biases).
+        ValueError: ``model`` is a ``TransformerBridge`` (use :func:`hf_causal_lm`), or
+            not Llama-shaped (gated SiLU MLP, RMS norms, full GPT-NeoX-paired RoPE, no
+            biases).
     """
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    if is_bridge(model):
+        raise ValueError(
+            "hf_llama_from_hooked takes a HookedTransformer; for a TransformerBridge use "
+            "hf_causal_lm (an unwrapped copy of the Hugging Face model it runs)"
+        )
     cfg = model.cfg
     problems = [
         name
