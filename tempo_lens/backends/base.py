@@ -11,6 +11,7 @@ the same on both: hook names (TransformerLens' ``get_act_name``), hook registrat
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeAlias, runtime_checkable
@@ -21,6 +22,7 @@ from transformer_lens.utilities import get_act_name
 
 __all__ = [
     "Backend",
+    "BackendBase",
     "HookPoint",
     "KVCache",
     "NotRotaryError",
@@ -163,6 +165,27 @@ class Backend(Protocol):
         a bridge reruns them from ``tokens`` (TransformerLens 3.9's bridge has no
         ``start_at_layer``; 4.x's runs the earlier blocks anyway).
         """
+
+
+class BackendBase:
+    """What every backend class shares: it holds its model; ``n_ctx`` bounds the context.
+
+    Args:
+        model: The model this backend object answers for.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, model: TempoModel) -> None:
+        self.model = model
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} of {model_name(self.model)}>"
+
+    def max_context(self) -> int:
+        """The maximum context length in tokens (``cfg.n_ctx``; ``math.inf`` if 0)."""
+        n = int(self.model.cfg.n_ctx)
+        return n if n > 0 else math.inf  # type: ignore[return-value]
 
 
 @runtime_checkable

@@ -19,7 +19,6 @@ relied on (checked by ``tests/model/test_bridge.py`` against the installed versi
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
@@ -28,9 +27,9 @@ import torch
 from torch import Tensor
 
 from tempo_lens.backends.base import (
+    BackendBase,
     KVCache,
     NotRotaryError,
-    TempoModel,
     UnsupportedAttentionError,
     hook_name,
 )
@@ -394,7 +393,7 @@ CACHE_OPS = _CacheOps()
 """KV-cache operations for :class:`BridgeCache`."""
 
 
-class BridgeBackend:
+class BridgeBackend(BackendBase):
     """The :class:`~tempo_lens.backends.base.Backend` of a ``TransformerBridge``.
 
     Args:
@@ -404,9 +403,6 @@ class BridgeBackend:
     name: ClassVar[str] = "bridge"
     keys_cached_rotated: ClassVar[bool] = True
     cache_ops: ClassVar[_CacheOps] = CACHE_OPS
-
-    def __init__(self, model: TempoModel) -> None:
-        self.model = model
 
     @staticmethod
     def matches(model: Any) -> bool:
@@ -483,8 +479,3 @@ class BridgeBackend:
         rows = tokens.expand(batch, -1)
         logits = self.forward(rows, positions=torch.arange(rows.shape[1]).expand(rows.shape))
         return logits[:, list(positions)]
-
-    def max_context(self) -> int:
-        """The maximum context length in tokens (``math.inf`` if unbounded)."""
-        n = int(self.model.cfg.n_ctx)
-        return n if n > 0 else math.inf  # type: ignore[return-value]

@@ -21,7 +21,6 @@ KV cache is TransformerLens' ``TransformerLensKeyValueCache`` (:data:`CACHE_OPS`
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
@@ -36,6 +35,7 @@ except ImportError:  # TransformerLens 4.x removed it: the bridge backend only
     HookedTransformer = None  # type: ignore[assignment,misc]
 
 from tempo_lens.backends.base import (
+    BackendBase,
     KVCache,
     NotRotaryError,
     TempoModel,
@@ -291,7 +291,7 @@ CACHE_OPS = _CacheOps()
 
 
 # ---------------------------------------------------------------------------- backend
-class HookedBackend:
+class HookedBackend(BackendBase):
     """The :class:`~tempo_lens.backends.base.Backend` of a ``HookedTransformer``.
 
     Args:
@@ -301,9 +301,6 @@ class HookedBackend:
     name: ClassVar[str] = "hooked"
     keys_cached_rotated: ClassVar[bool] = False
     cache_ops: ClassVar[_CacheOps] = CACHE_OPS
-
-    def __init__(self, model: TempoModel) -> None:
-        self.model = model
 
     @staticmethod
     def matches(model: Any) -> bool:
@@ -372,8 +369,3 @@ class HookedBackend:
         n_l = self.model.cfg.n_layers
         resid = self.model(resid_pre, start_at_layer=start_layer, stop_at_layer=n_l)
         return self.unembed(self.model.ln_final(resid[:, list(positions)]))
-
-    def max_context(self) -> int:
-        """The maximum context length in tokens (``math.inf`` if unbounded)."""
-        n = int(self.model.cfg.n_ctx)
-        return n if n > 0 else math.inf  # type: ignore[return-value]
