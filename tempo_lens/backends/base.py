@@ -146,6 +146,14 @@ class Backend(Protocol):
     whose final-norm weights are folded into the unembedding; ``ln_final.hook_out`` on a
     bridge)."""
 
+    def pre_rotation_keys(self, layer: int, k: Tensor) -> Tensor:
+        """The keys RoPE rotates, from ``hook_k`` activations ``[batch, pos, head_index, d_head]``.
+
+        ``hook_k`` is the key projection; models with a key norm (Gemma 3, Qwen 3, OLMo 2)
+        normalise it before the rotation, so an angle read between ``hook_k`` and
+        ``hook_rot_k`` is not the rotation. Identity for models without one.
+        """
+
     def unembed(self, resid: Tensor) -> Tensor:
         """Logits ``[..., d_vocab]`` from :attr:`final_residual_hook` activations.
 

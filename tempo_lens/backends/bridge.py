@@ -461,6 +461,12 @@ class BridgeBackend(BackendBase):
 
     final_residual_hook: ClassVar[str] = "ln_final.hook_out"
 
+    def pre_rotation_keys(self, layer: int, k: Tensor) -> Tensor:
+        """``hook_k`` through the Hugging Face attention's ``k_norm``, if it has one."""
+        attn = _hf(self.model).model.layers[layer].self_attn
+        norm = getattr(attn, "k_norm", None)
+        return k if norm is None else norm(k)
+
     def unembed(self, resid: Tensor) -> Tensor:
         """Logits from ``ln_final.hook_out``: the HF ``lm_head``, then its soft-capping."""
         hf = _hf(self.model)

@@ -353,8 +353,27 @@ class HookedBackend(BackendBase):
 
     final_residual_hook: ClassVar[str] = "ln_final.hook_normalized"
 
+    def pre_rotation_keys(self, layer: int, k: Tensor) -> Tensor:
+        """``hook_k`` through the layer's key norm, as TransformerLens applies it."""
+        attn = self.model.blocks[layer].attn
+        cfg = self.model.cfg
+        norm = getattr(attn, "k_norm", None)
+        if norm is None:
+            return k
+        if cfg.use_qk_norm:  # per head (Gemma 3, Qwen 3)
+            return attn._apply_qk_norm(k, norm)
+        flat = norm(k.reshape(*k.shape[:-2], -1))  # OLMo: over the projected vector
+        return flat.reshape(k.shape)
+
     def unembed(self, resid: Tensor) -> Tensor:
-        """Logits from ``ln_final.hook_normalized`` (``model.unembed``, then soft-capping)."""
+        """Logits from ``ln_final.hook_normalized``, as the forward computes them.
+
+        The final norm's weight (when not folded into the unembedding), ``model.unembed``,
+        then soft-capping.
+        """
+        weight = getattr(self.model.ln_final, "w", None)
+        if weight is not None:  # RMSNorm multiplies by w after hook_normalized
+            resid = resid * weight
         logits = self.model.unembed(resid)
         cap = getattr(self.model.cfg, "output_logits_soft_cap", None)
         if cap is not None and cap > 0:

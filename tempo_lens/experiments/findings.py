@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from tempo_lens.analysis import (
     head_specialisation,
@@ -118,14 +119,21 @@ def conditions(cfg: Config) -> list[dict[str, Any]]:
 
 
 def _positions_check(model: Any, data: Any) -> dict[str, Any]:
-    """Logical positions recovered at layer 0's ``hook_k`` -> ``hook_rot_k`` (KV head 0)."""
+    """Logical positions recovered from layer 0's rotation (KV head 0).
+
+    The angle between the key RoPE rotates (``hook_k`` through the layer's key norm, if
+    any: :meth:`~tempo_lens.backends.base.Backend.pre_rotation_keys`) and ``hook_rot_k``.
+    """
     st = data.state
+    backend = backend_of(model)
     names = (hook_name(0, "k"), hook_name(0, "rot_k"))
-    k = np.concatenate([data.extra(s)[names[0]] for s in data.steps])
+    k_raw = np.concatenate([data.extra(s)[names[0]] for s in data.steps])
+    with torch.no_grad():
+        k = backend.pre_rotation_keys(0, torch.from_numpy(k_raw)[None])[0].double().numpy()
     rot = np.concatenate([data.extra(s)[names[1]] for s in data.steps])
-    inv = backend_of(model).rotary_inv_freqs()[0].numpy()
+    inv = backend.rotary_inv_freqs()[0].numpy()
     pos = recovered_positions(
-        k[:, 0], rot[:, 0], inv, adjacent_pairs=bool(model.cfg.rotary_adjacent_pairs)
+        k[:, 0], rot[:, 0], inv, adjacent_pairs=backend.rotary_layout()[1]
     )
     logical = np.asarray(st.logical)
     err = float(np.nanmax(np.abs(pos - logical))) if len(pos) else math.nan
