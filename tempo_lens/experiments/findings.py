@@ -132,9 +132,7 @@ def _positions_check(model: Any, data: Any) -> dict[str, Any]:
         k = backend.pre_rotation_keys(0, torch.from_numpy(k_raw)[None])[0].double().numpy()
     rot = np.concatenate([data.extra(s)[names[1]] for s in data.steps])
     inv = backend.rotary_inv_freqs()[0].numpy()
-    pos = recovered_positions(
-        k[:, 0], rot[:, 0], inv, adjacent_pairs=backend.rotary_layout()[1]
-    )
+    pos = recovered_positions(k[:, 0], rot[:, 0], inv, adjacent_pairs=backend.rotary_layout()[1])
     logical = np.asarray(st.logical)
     err = float(np.nanmax(np.abs(pos - logical))) if len(pos) else math.nan
     sib = max(
