@@ -33,7 +33,7 @@ from typing import Any
 
 from tempo_lens._numbers import json_default
 from tempo_lens.config import TempoConfig
-from tempo_lens.io import atomic_write_json
+from tempo_lens.io import atomic_write_json, first_non_finite
 from tempo_lens.state import SequenceState
 
 __all__ = ["Candidate", "PruneDecision", "StepRecord", "TokenRecord", "Trace"]
@@ -326,12 +326,26 @@ class Trace:
         )
 
     def to_json(self, *, indent: int | None = 2) -> str:
-        """The trace as a JSON string (NaN and infinities refused)."""
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=json_default)
+        """The trace as a strict JSON string.
+
+        Raises:
+            ValueError: The trace holds a NaN or infinite number (its place is named).
+        """
+        data = self.to_dict()
+        where = first_non_finite(data)
+        if where is not None:
+            raise ValueError(f"trace {where} is not a finite number (JSON has no NaN/inf)")
+        return json.dumps(data, indent=indent, allow_nan=False, default=json_default)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the trace as JSON (atomically). Returns the path."""
-        atomic_write_json(path, self.to_dict())
+        """Write the trace as strict JSON (atomically). Returns the path.
+
+        Raises:
+            ValueError: The trace holds a NaN or infinite number: nothing is written, and
+                the error names the field (a trace must read back as it was, so ``null``
+                is not substituted).
+        """
+        atomic_write_json(path, self.to_dict(), nan="raise")
         return Path(path)
 
     @classmethod

@@ -28,10 +28,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import math
 import re
 import sys
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from tempo_lens.prompts import Prompt, prompts_from_texts, read_prompts
@@ -43,6 +44,9 @@ __all__ = [
     "config_from_args",
     "choose_prompts",
     "field_docs",
+    "finite_float",
+    "int_at_least",
+    "open_unit_interval",
     "plain_text",
     "report_usage_error",
 ]
@@ -67,6 +71,40 @@ def report_usage_error(prog: str, exc: BaseException) -> int:
         msg = msg.strip("'\"")
     sys.stderr.write(f"{prog}: error: {msg}\n")
     return 2
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse ``type``: an int ``>= low`` (refused at parse time, one line)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an int >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an int >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+def finite_float(text: str) -> float:
+    """An argparse ``type``: a finite float (``nan``/``inf`` refused at parse time)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def open_unit_interval(text: str) -> float:
+    """An argparse ``type``: a number in ``(0, 1)`` (a level or a significance)."""
+    value = finite_float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text!r}")
+    return value
 
 
 def field_docs(cls: type) -> dict[str, str]:
