@@ -104,7 +104,7 @@ class TempoConfig:
                 raise ValueError(
                     f"positions must be a PositionScheme, 'shared' or 'distinct', got {pos!r}"
                 )
-            object.__setattr__(self, "positions", PositionScheme(kind=pos))
+            object.__setattr__(self, "positions", PositionScheme(kind=pos))  # type: ignore[arg-type]
         elif not isinstance(pos, PositionScheme):
             raise ValueError(f"positions must be a PositionScheme or its kind, got {pos!r}")
         for name, kind in (

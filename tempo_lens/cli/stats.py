@@ -44,9 +44,7 @@ def add_stats_options(p: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--repetition-n", type=int_at_least(1), default=3, help="n-gram size of the filter"
     )
-    s.add_argument(
-        "--repetition-threshold", type=finite_float, default=0.5, help="flag above this"
-    )
+    s.add_argument("--repetition-threshold", type=finite_float, default=0.5, help="flag above this")
     s.add_argument("--plain", action="store_true", help="plain-text table (no rich)")
 
 

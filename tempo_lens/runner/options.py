@@ -44,11 +44,13 @@ __all__ = [
     "config_from_args",
     "choose_prompts",
     "field_docs",
+    "is_usage_error",
     "finite_float",
     "int_at_least",
     "open_unit_interval",
     "plain_text",
     "report_usage_error",
+    "safe_output_streams",
 ]
 
 
@@ -62,6 +64,29 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """Raise :class:`UsageError` (argparse would print usage and exit)."""
         raise UsageError(message)
+
+
+def safe_output_streams() -> None:
+    """Make printing never fail on an encoding: unencodable characters become ``?``.
+
+    A terminal or pipe that cannot show a character (``PYTHONIOENCODING=ascii``, a cp1252
+    console) gets a replacement instead of a ``UnicodeEncodeError`` after the work is done;
+    the files a command writes are UTF-8 whatever the terminal. Streams that cannot be
+    reconfigured (captured by a test, replaced by the caller) are left as they are.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None and getattr(stream, "errors", None) == "strict":
+            reconfigure(errors="replace")
+
+
+def is_usage_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a bad value of the user's (exit 2), not an output failure.
+
+    ``UnicodeError`` is a ``ValueError`` to Python, but it is a failure to print or write,
+    not a bad argument, so it is never reported as one.
+    """
+    return isinstance(exc, (ValueError, FileNotFoundError)) and not isinstance(exc, UnicodeError)
 
 
 def report_usage_error(prog: str, exc: BaseException) -> int:
