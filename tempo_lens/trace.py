@@ -118,6 +118,9 @@ class Trace:
         steps: One :class:`StepRecord` per step (``steps[k].indices`` is set ``k``).
         stop_reason: ``"max_steps"``, ``"eos"`` or ``"context"``.
         extra: Method-specific data (e.g. beam scores).
+        provenance: Where the trace came from (:func:`tempo_lens.backends.provenance`:
+            ``model``, ``backend``, ``transformer_lens`` version and, for the offline
+            models, ``weights_sha256``); empty in traces written before it was recorded.
         format: The JSON format version.
 
     Raises:
@@ -133,6 +136,7 @@ class Trace:
     steps: list[StepRecord]
     stop_reason: str = "max_steps"
     extra: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
     format: int = TRACE_FORMAT
 
     def __post_init__(self) -> None:
@@ -291,6 +295,7 @@ class Trace:
             "texts": list(self.texts),
             "steps": [dataclasses.asdict(s) for s in self.steps],
             "extra": self.extra,
+            **({"provenance": self.provenance} if self.provenance else {}),
         }
 
     @classmethod
@@ -323,6 +328,7 @@ class Trace:
             steps=steps,
             stop_reason=data.get("stop_reason", "max_steps"),
             extra=data.get("extra") or {},
+            provenance=data.get("provenance") or {},
         )
 
     def to_json(self, *, indent: int | None = 2) -> str:

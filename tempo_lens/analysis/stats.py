@@ -68,7 +68,9 @@ def _finite_mask(*arrays: ArrayLike) -> np.ndarray:
     mask: np.ndarray | None = None
     for a in arrays:
         x = np.asarray(a, dtype=np.float64)
-        m = np.isfinite(x) if x.ndim <= 1 else np.isfinite(x).all(axis=tuple(range(1, x.ndim)))
+        m = np.asarray(
+            np.isfinite(x) if x.ndim <= 1 else np.isfinite(x).all(axis=tuple(range(1, x.ndim)))
+        )
         mask = m if mask is None else mask & m
     return np.ones(0, dtype=bool) if mask is None else np.atleast_1d(mask)
 
@@ -136,13 +138,13 @@ def paired_tests(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarra
 
     A pair with a non-finite value is dropped (counted in ``n_dropped``).
     """
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"paired samples differ in length: {a.shape} vs {b.shape}")
-    a, b = a.ravel(), b.ravel()
-    ok = np.isfinite(a) & np.isfinite(b)
+    xa, xb = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if xa.shape != xb.shape:
+        raise ValueError(f"paired samples differ in length: {xa.shape} vs {xb.shape}")
+    xa, xb = xa.ravel(), xb.ravel()
+    ok = np.isfinite(xa) & np.isfinite(xb)
     dropped = int((~ok).sum())
-    a, b = a[ok], b[ok]
+    a, b = xa[ok], xb[ok]
     d = a - b
     n = len(d)
     nan = float("nan")

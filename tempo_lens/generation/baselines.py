@@ -28,6 +28,7 @@ from tempo_lens.backends import (
     make_kv_cache,
     max_context,
     model_name,
+    provenance,
     reorder_kv_cache,
 )
 from tempo_lens.generation.text import encode_prompt, eos_token_id, label_texts
@@ -105,6 +106,7 @@ def _single_path_trace(model, prompt, ids, chosen, method, config, stop, extra=N
         steps=steps,
         stop_reason=stop,
         extra=extra or {},
+        provenance=provenance(model),
     )
     return label_texts(trace, model)  # token texts decoded in context
 
