@@ -1,4 +1,4 @@
-"""RQ 6.1 / 6.3 head ablation — see :mod:`tempo_lens.experiments.head_ablation`.
+"""RQ 6.1 head ablation — see :mod:`tempo_lens.experiments.head_ablation`.
 
 Same as ``python -m tempo_lens.experiments.head_ablation`` and
 ``tempo-lens experiment head_ablation``.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tempo_lens._numbers import BoolLike, IntLike, LayersLike, RealLike, normalise_fields
 from tempo_lens.isolation import normalise_spec
@@ -28,6 +28,13 @@ from tempo_lens.schedules import ThresholdSchedule, check_threshold
 __all__ = ["READOUTS", "TempoConfig"]
 
 Readout = Literal["last", "top", "mixture"]
+
+# ``positions`` holds a PositionScheme after construction; at run time (annotation
+# checks in the tests) it also admits the string form that is coerced.
+if TYPE_CHECKING:
+    PositionsLike = PositionScheme
+else:
+    PositionsLike = PositionScheme | str
 READOUTS: tuple[str, ...] = ("last", "top", "mixture")
 
 
@@ -50,7 +57,9 @@ class TempoConfig:
         isolate_heads: Partial isolation by query head: with ``isolate``, only these
             heads (``all`` default, ``none``, or indices ``0,2``) of the isolated layers
             hide siblings.
-        positions: Logical position scheme (shared / member offset / distinct).
+        positions: Logical position scheme (shared / member offset / distinct): a
+            :class:`~tempo_lens.positions.PositionScheme`, or its kind as a string
+            (``"shared"`` or ``"distinct"``, coerced at construction).
         readout: Which distribution the next step selects from after a set: ``"last"``
             (logits of the last member appended — the original TEMPO), ``"top"`` (the most
             probable surviving member), ``"mixture"`` (selection-probability-weighted mixture
@@ -79,7 +88,7 @@ class TempoConfig:
     isolate: BoolLike = True
     isolate_layers: LayersLike | None = None
     isolate_heads: LayersLike | None = None
-    positions: PositionScheme = field(default_factory=PositionScheme)
+    positions: PositionsLike = field(default_factory=PositionScheme)
     readout: Readout = "mixture"
     schedule: ThresholdSchedule | None = None
     prune: PruningConfig | None = None
@@ -89,6 +98,23 @@ class TempoConfig:
     fast_weights: BoolLike = True
 
     def __post_init__(self) -> None:
+        pos: Any = self.positions
+        if isinstance(pos, str):
+            if pos not in ("shared", "distinct"):
+                raise ValueError(
+                    f"positions must be a PositionScheme, 'shared' or 'distinct', got {pos!r}"
+                )
+            object.__setattr__(self, "positions", PositionScheme(kind=pos))  # type: ignore[arg-type]
+        elif not isinstance(pos, PositionScheme):
+            raise ValueError(f"positions must be a PositionScheme or its kind, got {pos!r}")
+        for name, kind in (
+            ("schedule", ThresholdSchedule),
+            ("prune", PruningConfig),
+            ("prefilter", ProbabilityRatioRule),
+        ):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, kind):
+                raise ValueError(f"{name} must be a {kind.__name__} or None, got {value!r}")
         normalise_fields(
             self,
             reals=("selection_threshold",),

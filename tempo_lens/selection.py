@@ -46,6 +46,7 @@ from tempo_lens.schedules import check_threshold
 
 __all__ = [
     "Selection",
+    "check_logits",
     "mixture_distribution",
     "probabilities",
     "readout_distribution",
@@ -115,11 +116,29 @@ def probabilities(logits: Float[Tensor, "... d_vocab"]) -> Float[Tensor, "... d_
         ValueError: If the logits contain NaN or ``+inf``, or a row is entirely ``-inf``.
     """
     x = logits.detach().to(torch.float64)
+    check_logits(x)
+    return torch.softmax(x, dim=-1)
+
+
+def check_logits(logits: Float[Tensor, "... d_vocab"]) -> None:
+    """The one check of a model's logits before any decoder selects from them.
+
+    TEMPO (:func:`probabilities`), greedy, sampling and beam search
+    (:mod:`tempo_lens.generation.baselines`) all call it, so a model whose logits are NaN
+    or ``+inf`` (overflowing half-precision weights, a broken checkpoint) stops every
+    decoder with the same error instead of returning arbitrary tokens.
+
+    Raises:
+        ValueError: If the logits contain NaN or ``+inf``, or a row is entirely ``-inf``.
+    """
+    x = logits.detach()
     if torch.isnan(x).any() or torch.isposinf(x).any():
-        raise ValueError("logits contain NaN or +inf")
+        raise ValueError(
+            "logits contain NaN or +inf: the model's output is not finite "
+            "(check the weights and their dtype)"
+        )
     if (x == -math.inf).all(dim=-1).any():
         raise ValueError("logits are -inf for the whole vocabulary")
-    return torch.softmax(x, dim=-1)
 
 
 def select_from_probs(

@@ -33,7 +33,7 @@ from typing import Any
 
 from tempo_lens._numbers import json_default
 from tempo_lens.config import TempoConfig
-from tempo_lens.io import atomic_write_json
+from tempo_lens.io import atomic_write_json, first_non_finite
 from tempo_lens.state import SequenceState
 
 __all__ = ["Candidate", "PruneDecision", "StepRecord", "TokenRecord", "Trace"]
@@ -118,6 +118,9 @@ class Trace:
         steps: One :class:`StepRecord` per step (``steps[k].indices`` is set ``k``).
         stop_reason: ``"max_steps"``, ``"eos"`` or ``"context"``.
         extra: Method-specific data (e.g. beam scores).
+        provenance: Where the trace came from (:func:`tempo_lens.backends.provenance`:
+            ``model``, ``backend``, ``transformer_lens`` version and, for the offline
+            models, ``weights_sha256``); empty in traces written before it was recorded.
         format: The JSON format version.
 
     Raises:
@@ -133,6 +136,7 @@ class Trace:
     steps: list[StepRecord]
     stop_reason: str = "max_steps"
     extra: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
     format: int = TRACE_FORMAT
 
     def __post_init__(self) -> None:
@@ -291,6 +295,7 @@ class Trace:
             "texts": list(self.texts),
             "steps": [dataclasses.asdict(s) for s in self.steps],
             "extra": self.extra,
+            **({"provenance": self.provenance} if self.provenance else {}),
         }
 
     @classmethod
@@ -323,15 +328,30 @@ class Trace:
             steps=steps,
             stop_reason=data.get("stop_reason", "max_steps"),
             extra=data.get("extra") or {},
+            provenance=data.get("provenance") or {},
         )
 
     def to_json(self, *, indent: int | None = 2) -> str:
-        """The trace as a JSON string (NaN and infinities refused)."""
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=json_default)
+        """The trace as a strict JSON string.
+
+        Raises:
+            ValueError: The trace holds a NaN or infinite number (its place is named).
+        """
+        data = self.to_dict()
+        where = first_non_finite(data)
+        if where is not None:
+            raise ValueError(f"trace {where} is not a finite number (JSON has no NaN/inf)")
+        return json.dumps(data, indent=indent, allow_nan=False, default=json_default)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the trace as JSON (atomically). Returns the path."""
-        atomic_write_json(path, self.to_dict())
+        """Write the trace as strict JSON (atomically). Returns the path.
+
+        Raises:
+            ValueError: The trace holds a NaN or infinite number: nothing is written, and
+                the error names the field (a trace must read back as it was, so ``null``
+                is not substituted).
+        """
+        atomic_write_json(path, self.to_dict(), nan="raise")
         return Path(path)
 
     @classmethod

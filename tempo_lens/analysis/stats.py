@@ -14,6 +14,15 @@
   cluster-robust (sandwich) standard errors when clusters are given (Cameron & Miller 2015).
 
 Run-level statistics of ``tempo-lens stats`` live in :mod:`tempo_lens.analysis.run_stats`.
+
+**Non-finite values: one policy, drop and count.** Every primitive drops NaN and ±inf
+before computing (paired and row-wise inputs drop the whole pair or row), and reports how
+many it dropped: :class:`PairedTests`, :class:`Estimate` and :class:`LogisticFit` carry
+``n_dropped`` next to ``n`` (the values that entered); the primitives that return plain
+numbers (:func:`bootstrap_ci`, :func:`auc`, :func:`rank_correlation`) drop the same way,
+and :func:`n_non_finite` counts what they dropped. A statistic that is undefined on what
+remains (too few values, no variance) is NaN, which the JSON writers store as ``null``.
+:func:`cohens_kappa` compares labels, not numbers, and drops nothing.
 """
 
 from __future__ import annotations
@@ -36,10 +45,34 @@ __all__ = [
     "estimate",
     "logistic_regression",
     "LogisticFit",
+    "n_non_finite",
     "paired_tests",
     "rank_correlation",
     "repetition_score",
 ]
+
+
+def n_non_finite(*arrays: ArrayLike) -> int:
+    """How many values (pairs/rows, for several arrays) the primitives here would drop.
+
+    Examples:
+        >>> n_non_finite([1.0, float("nan"), 2.0], [0.0, 0.0, float("inf")])
+        2
+    """
+    ok = _finite_mask(*arrays)
+    return int((~ok).sum())
+
+
+def _finite_mask(*arrays: ArrayLike) -> np.ndarray:
+    """True where every array is finite (arrays of one length; rows of 2-d arrays)."""
+    mask: np.ndarray | None = None
+    for a in arrays:
+        x = np.asarray(a, dtype=np.float64)
+        m = np.asarray(
+            np.isfinite(x) if x.ndim <= 1 else np.isfinite(x).all(axis=tuple(range(1, x.ndim)))
+        )
+        mask = m if mask is None else mask & m
+    return np.ones(0, dtype=bool) if mask is None else np.atleast_1d(mask)
 
 
 def repetition_score(tokens: Sequence[Any], n: int = 3) -> float:
@@ -58,8 +91,19 @@ def bootstrap_ci(
     level: float = 0.95,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """Percentile bootstrap CI of ``statistic`` (seeded; NaN for fewer than 2 values)."""
-    x = np.asarray(values, dtype=np.float64)
+    """Percentile bootstrap CI of ``statistic`` (seeded; NaN for fewer than 2 values).
+
+    Non-finite values are dropped first (:func:`n_non_finite` counts them).
+
+    Raises:
+        ValueError: ``n_boot < 1`` or ``level`` outside (0, 1).
+    """
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise ValueError(f"n_boot must be an int >= 1, got {n_boot!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    x = np.asarray(values, dtype=np.float64).ravel()
+    x = x[np.isfinite(x)]
     if len(x) < 2:
         return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
@@ -73,7 +117,10 @@ def bootstrap_ci(
 
 @dataclass
 class PairedTests:
-    """Paired comparison of ``a`` (parallel) vs ``b`` (non-parallel) across prompts."""
+    """Paired comparison of ``a`` (parallel) vs ``b`` (non-parallel) across prompts.
+
+    ``n`` pairs entered; ``n_dropped`` pairs were dropped for a non-finite value.
+    """
 
     n: int
     mean_difference: float
@@ -83,13 +130,21 @@ class PairedTests:
     t_p: float
     cohens_dz: float
     rank_biserial: float
+    n_dropped: int = 0
 
 
 def paired_tests(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> PairedTests:
-    """Wilcoxon signed-rank, paired t, Cohen's d_z and rank-biserial (NaN where undefined)."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"paired samples differ in length: {a.shape} vs {b.shape}")
+    """Wilcoxon signed-rank, paired t, Cohen's d_z and rank-biserial (NaN where undefined).
+
+    A pair with a non-finite value is dropped (counted in ``n_dropped``).
+    """
+    xa, xb = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if xa.shape != xb.shape:
+        raise ValueError(f"paired samples differ in length: {xa.shape} vs {xb.shape}")
+    xa, xb = xa.ravel(), xb.ravel()
+    ok = np.isfinite(xa) & np.isfinite(xb)
+    dropped = int((~ok).sum())
+    a, b = xa[ok], xb[ok]
     d = a - b
     n = len(d)
     nan = float("nan")
@@ -107,7 +162,8 @@ def paired_tests(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarra
             dz = float(np.mean(d) / sd)
             t = sps.ttest_rel(a, b)
             t_stat, t_p = float(t.statistic), float(t.pvalue)
-    return PairedTests(n, float(np.mean(d)) if n else nan, w_stat, w_p, t_stat, t_p, dz, rb)
+    mean = float(np.mean(d)) if n else nan
+    return PairedTests(n, mean, w_stat, w_p, t_stat, t_p, dz, rb, dropped)
 
 
 @dataclass(frozen=True)
@@ -123,6 +179,7 @@ class Estimate:
             ``"inconclusive"`` (the CI contains the null) or ``"insufficient"``
             (fewer than ``min_n`` values).
         level: Confidence level of the CI.
+        n_dropped: Non-finite values dropped before computing.
     """
 
     mean: float
@@ -131,6 +188,7 @@ class Estimate:
     null: float
     direction: Literal["above", "below", "inconclusive", "insufficient"]
     level: float = 0.95
+    n_dropped: int = 0
 
     def verdict(self, above: str, below: str) -> str:
         """``above`` / ``below`` for those directions, else the direction itself."""
@@ -156,6 +214,7 @@ def estimate(
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     x = np.asarray(values, dtype=np.float64).ravel()
+    dropped = int((~np.isfinite(x)).sum())
     x = x[np.isfinite(x)]
     mean = float(x.mean()) if len(x) else math.nan
     lo, hi = bootstrap_ci(x, n_boot=n_boot, level=level, seed=seed)
@@ -168,7 +227,7 @@ def estimate(
         direction = "below"
     else:
         direction = "inconclusive"
-    return Estimate(mean, (lo, hi), len(x), null, direction, level)
+    return Estimate(mean, (lo, hi), len(x), null, direction, level, dropped)
 
 
 def auc(scores: ArrayLike, labels: ArrayLike) -> float:
@@ -237,6 +296,7 @@ class LogisticFit:
         names: Coefficient names. coef: Log-odds coefficients. se: Standard errors.
         ci: ``(low, high)`` Wald CIs at ``level``. p: Two-sided Wald p-values.
         n: Observations. n_clusters: Clusters (``None`` without clusters). level: CI level.
+        n_dropped: Rows dropped for a non-finite value.
     """
 
     names: list[str]
@@ -247,6 +307,7 @@ class LogisticFit:
     n: int
     n_clusters: int | None
     level: float = 0.95
+    n_dropped: int = 0
 
     def get(self, name: str) -> tuple[float, tuple[float, float], float]:
         """``(coef, ci, p)`` of one coefficient."""
@@ -313,4 +374,5 @@ def logistic_regression(
         n=int(len(ya)),
         n_clusters=n_clusters,
         level=level,
+        n_dropped=int((~ok).sum()),
     )

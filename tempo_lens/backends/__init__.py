@@ -75,6 +75,7 @@ __all__ = [
     "max_context",
     "model_name",
     "physical_windows_disabled",
+    "provenance",
     "remove_hooks",
     "reorder_kv_cache",
     "scratch_kv_cache",
@@ -112,6 +113,30 @@ def backend_of(model: Any) -> Backend:
         "tempo_lens needs a transformer_lens.HookedTransformer or TransformerBridge, got "
         f"{type(model).__name__}"
     )
+
+
+def provenance(model: Any) -> dict[str, Any]:
+    """Where a result came from: model name, weights hash, backend, TransformerLens version.
+
+    ``weights_sha256`` is the SHA-256 of the packaged GGUF file for the offline models
+    (:func:`tempo_lens.load_model` records it on the model), else absent. Traces record
+    this dict (``Trace.provenance``) and experiment manifests carry it.
+    """
+    import importlib.metadata
+
+    try:
+        tl_version = importlib.metadata.version("transformer-lens")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a dev checkout
+        tl_version = "unknown"
+    out: dict[str, Any] = {
+        "model": model_name(model),
+        "backend": backend_of(model).name,
+        "transformer_lens": tl_version,
+    }
+    sha = getattr(model, "tempo_lens_weights_sha256", None)
+    if sha:
+        out["weights_sha256"] = str(sha)
+    return out
 
 
 def is_bridge(model: Any) -> bool:

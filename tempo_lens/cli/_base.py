@@ -8,7 +8,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tempo_lens.runner.options import Parser, UsageError, report_usage_error
+from tempo_lens.runner.options import (
+    Parser,
+    is_usage_error,
+    report_usage_error,
+    safe_output_streams,
+)
 
 __all__ = ["Command", "fmt", "run_parser", "script_parser"]
 
@@ -26,16 +31,23 @@ def script_parser(
 def run_parser(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     """Parse ``argv`` and run ``args.func(args)``.
 
+    Printing never fails on an encoding (:func:`~tempo_lens.runner.options.safe_output_streams`).
+
     Returns:
         The command's exit code; 2 after one line ``PROG: error: ...`` on stderr for a bad
         value (:class:`~tempo_lens.runner.options.UsageError`, ``ValueError``,
-        ``FileNotFoundError``), which every command raises before writing anything.
+        ``FileNotFoundError``), which every command raises before writing anything. An
+        output failure (``UnicodeError``, ``OSError``) is not a usage error: it propagates
+        with its traceback.
     """
+    safe_output_streams()
     try:
         args = parser.parse_args(argv)
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
         return int(args.func(args))
-    except (UsageError, ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError) as exc:  # UsageError too
+        if not is_usage_error(exc):
+            raise
         return report_usage_error(parser.prog, exc)
 
 

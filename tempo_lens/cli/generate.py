@@ -37,7 +37,11 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Generate, print, and write the trace (every value is checked before the model loads)."""
+    """Generate, write the trace, then print (every value is checked before the model loads).
+
+    The trace is written before anything is printed, so a terminal that cannot show the
+    text never costs the result.
+    """
     from tempo_lens.generation import baselines, generate
     from tempo_lens.generation.text import prompt_input
 
@@ -54,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
         trace = baselines.beam_search(model, prompt, max_steps=config.max_steps)
     else:
         trace = generate(model, prompt, config, progress=not args.quiet)
+    if args.json:  # the result first: printing comes after, and cannot lose it
+        trace.save(args.json)
     color = args.color if args.color is not None else sys.stdout.isatty()
     sys.stdout.write(trace.bracket_text(color=color) + "\n")
     if not args.quiet:
@@ -62,8 +68,6 @@ def run(args: argparse.Namespace) -> int:
             f"steps={s['total_steps']} parallel={s['parallel_steps']} "
             f"max_width={s['max_parallel_width']} pruned={s['pruned']} stop={s['stop_reason']}\n"
         )
-    if args.json:
-        trace.save(args.json)
-        if not args.quiet:
+        if args.json:
             sys.stderr.write(f"trace written to {args.json}\n")
     return 0

@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from tempo_lens.cli._base import Command, fmt
-from tempo_lens.runner.options import UsageError
+from tempo_lens.runner.options import (
+    UsageError,
+    finite_float,
+    int_at_least,
+    open_unit_interval,
+)
 
 __all__ = ["COMMAND", "add_stats_options", "main", "register", "run"]
 
@@ -24,14 +29,22 @@ def add_stats_options(p: argparse.ArgumentParser) -> None:
     s.add_argument("--data-dir", required=True, help="directory holding analysis runs")
     s.add_argument("--output", default=None, help="stats JSON path (default DATA_DIR/stats.json)")
     s.add_argument("--reference", default="all", help="non-parallel group: all | generated")
-    s.add_argument("--min-samples", type=int, default=5, help="fewest runs for a verdict")
-    s.add_argument("--alpha", type=float, default=0.05, help="significance level")
-    s.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples")
-    s.add_argument("--level", type=float, default=0.95, help="confidence level")
+    s.add_argument(
+        "--min-samples", type=int_at_least(2), default=5, help="fewest runs for a verdict (>= 2)"
+    )
+    s.add_argument(
+        "--alpha", type=open_unit_interval, default=0.05, help="significance level, in (0, 1)"
+    )
+    s.add_argument("--n-boot", type=int_at_least(1), default=10_000, help="bootstrap resamples")
+    s.add_argument(
+        "--level", type=open_unit_interval, default=0.95, help="confidence level, in (0, 1)"
+    )
     s.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     s.add_argument("--include-degenerate", action="store_true", help="keep repetition loops")
-    s.add_argument("--repetition-n", type=int, default=3, help="n-gram size of the filter")
-    s.add_argument("--repetition-threshold", type=float, default=0.5, help="flag above this")
+    s.add_argument(
+        "--repetition-n", type=int_at_least(1), default=3, help="n-gram size of the filter"
+    )
+    s.add_argument("--repetition-threshold", type=finite_float, default=0.5, help="flag above this")
     s.add_argument("--plain", action="store_true", help="plain-text table (no rich)")
 
 

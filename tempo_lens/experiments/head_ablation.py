@@ -1,4 +1,4 @@
-"""RQ 6.1 / 6.3: which heads matter for parallel processing? Every (layer, head) ablated.
+"""RQ 6.1: which heads matter for parallel processing? Every (layer, head) ablated.
 
 Per prompt TEMPO generates once (no pruning, so the trace replays exactly); the trace is
 then **teacher-forced** as a fixed :class:`~tempo_lens.SequenceState` and every head is

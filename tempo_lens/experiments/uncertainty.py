@@ -7,15 +7,16 @@ width, and the attention entropy of the readout queries (the rows whose logits m
 distribution) per layer and head, normalised by ``log`` of the keys each query may see.
 Per prompt, Spearman's rho over steps (:func:`tempo_lens.analysis.rank_correlation`) of
 
-* next-token entropy vs normalised attention entropy (RQ 2.2),
+* next-token entropy vs normalised attention entropy (RQ 10.1, attention as uncertainty
+  quantification; RQ 2.3),
 * set width vs normalised attention entropy (RQ 2.3),
 
 for every (layer, head), every layer (mean over its heads) and the whole model (mean over
 layers and heads). Per parallel set, every sibling pair: the Jensen–Shannon divergence
 (bits) of their attention over the context before the set and the cosine similarity of
-their embeddings (``W_E``); per prompt, Spearman's rho of the two over its pairs (RQ 10.1:
-similar alternatives attend to similar context <=> rho < 0). The top context keys of every
-member are listed in ``top_keys.csv``.
+their embeddings (``W_E``); per prompt, Spearman's rho of the two over its pairs (RQ 2.2,
+"context clustering": similar alternatives attend to similar context <=> rho < 0). The top
+context keys of every member are listed in ``top_keys.csv``.
 
 Verdict rule (stated in ``docs/experiments.md`` before the first run): each rho is
 averaged over prompts with a seeded bootstrap 95% CI; a relation is claimed when the CI

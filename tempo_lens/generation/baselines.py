@@ -28,10 +28,12 @@ from tempo_lens.backends import (
     make_kv_cache,
     max_context,
     model_name,
+    provenance,
     reorder_kv_cache,
 )
 from tempo_lens.generation.text import encode_prompt, eos_token_id, label_texts
 from tempo_lens.prompts import PromptLike
+from tempo_lens.selection import check_logits, probabilities
 from tempo_lens.state import SequenceState
 from tempo_lens.trace import Candidate, StepRecord, Trace
 
@@ -73,7 +75,7 @@ def _decode(
         new = torch.tensor([ids], device=model.cfg.device)
         for _ in range(max_steps):
             logits = forward(model, new, cache=cache)[0, -1]
-            probs = torch.softmax(logits.to(torch.float64), dim=-1)
+            probs = probabilities(logits)  # refuses NaN/+inf logits, as TEMPO does
             tok = int(choose(probs))
             if eos is not None and tok == eos:
                 stop = "eos"
@@ -104,6 +106,7 @@ def _single_path_trace(model, prompt, ids, chosen, method, config, stop, extra=N
         steps=steps,
         stop_reason=stop,
         extra=extra or {},
+        provenance=provenance(model),
     )
     return label_texts(trace, model)  # token texts decoded in context
 
@@ -115,7 +118,12 @@ def greedy(
     max_steps: IntLike,
     stop_at_eos: BoolLike = True,
 ) -> Trace:
-    """Greedy decoding (argmax each step; ties: lowest token id)."""
+    """Greedy decoding (argmax each step; ties: lowest token id).
+
+    Raises:
+        ValueError: ``max_steps`` < 1; the model's logits contain NaN or ``+inf``
+            (:func:`tempo_lens.selection.check_logits`, as for every decoder).
+    """
     max_steps = _count("max_steps", max_steps)
     return _decode(
         model,
@@ -150,6 +158,10 @@ def sample(
         top_p: Nucleus sampling (Holtzman et al. 2020): draw from the smallest set of most
             probable tokens whose probability sums to at least ``top_p`` (renormalised),
             in ``(0, 1]``; 1 keeps the whole vocabulary.
+
+    Raises:
+        ValueError: A value out of range; the model's logits contain NaN or ``+inf``
+            (:func:`tempo_lens.selection.check_logits`, as for every decoder).
     """
     max_steps, seed = _count("max_steps", max_steps), as_int(seed)
     temperature = _real("temperature", temperature, 0.0, math.inf)
@@ -227,7 +239,8 @@ def beam_search(
     running beam, and how many beams were forwarded after it.
 
     Raises:
-        ValueError: ``max_steps`` or ``num_beams`` < 1.
+        ValueError: ``max_steps`` or ``num_beams`` < 1; the model's logits contain NaN or
+            ``+inf`` (:func:`tempo_lens.selection.check_logits`, as for every decoder).
     """
     max_steps, num_beams = _count("max_steps", max_steps), _count("num_beams", num_beams)
     length_penalty = _real("length_penalty", length_penalty, -math.inf, math.inf)
@@ -245,6 +258,7 @@ def beam_search(
         new = torch.tensor([ids], device=device)
         logits = forward(model, new, cache=cache)[:, -1]
         for step in range(max(n_max, 0)):
+            check_logits(logits)  # NaN/+inf logits: the error TEMPO raises
             logp = torch.log_softmax(logits.to(torch.float64), dim=-1).cpu()
             totals = torch.tensor([b.score for b in running], dtype=torch.float64)[:, None] + logp
             top = torch.topk(totals.flatten(), k=min(2 * k, totals.numel()))

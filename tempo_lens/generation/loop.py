@@ -38,7 +38,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tempo_lens.backends import TempoModel, check_rotary, max_context, model_name
+from tempo_lens.backends import TempoModel, check_rotary, max_context, model_name, provenance
 from tempo_lens.backends.fast import disable_fast_path, enable_fast_path
 from tempo_lens.config import TempoConfig
 from tempo_lens.generation.batch_forward import BatchForward
@@ -295,6 +295,7 @@ class _Row:
             texts=[""] * len(self.state),
             steps=self.steps,
             stop_reason=self.stop_reason,
+            provenance=provenance(self.model),
         )
         return label_texts(trace, self.model)
 

@@ -284,6 +284,23 @@ def load_default_model(
     _tl.check_rotary(model)
     if torch.device(device) != torch.device("cpu"):
         model = model.to(device)
+    return label_model(model, name, path)
+
+
+def label_model(model: Any, name: str, path: pathlib.Path) -> Any:
+    """Record the model's name and its GGUF's SHA-256 on ``model`` (for provenance).
+
+    ``cfg.model_name`` becomes ``name`` (TransformerLens' default is ``"custom"``) and
+    ``model.tempo_lens_weights_sha256`` the packaged file's hash from the cache manifest,
+    which :func:`tempo_lens.backends.provenance` puts in every trace.
+    """
+    model.cfg.model_name = name
+    try:
+        sha = json.loads((path / "manifest.json").read_text()).get("gguf_sha256")
+    except (OSError, ValueError):
+        sha = None
+    if sha:
+        model.tempo_lens_weights_sha256 = sha
     return model
 
 
@@ -337,4 +354,6 @@ def load_bridge_model(
 
     hf_model, tokenizer = load_hf_model(name, cache_dir=cache_dir, refresh=refresh)
     bos = KNOWN_MODELS[name].default_prepend_bos
-    return _bridge.boot(hf_model, tokenizer, name, prepend_bos=bos)
+    bridge = _bridge.boot(hf_model, tokenizer, name, prepend_bos=bos)
+    path = _ensure_cache(name, torch.float32, cache_dir, False)  # valid now: no rebuild
+    return label_model(bridge, name, path)

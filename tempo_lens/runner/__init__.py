@@ -25,7 +25,12 @@ from tempo_lens.runner.executors import (
     executor_class,
 )
 from tempo_lens.runner.experiment import ExperimentSpec, RunConfig, run_experiment
-from tempo_lens.runner.store import ManifestMismatchError, RunResult, summarize_only
+from tempo_lens.runner.store import (
+    ManifestMismatchError,
+    RunLockedError,
+    RunResult,
+    summarize_only,
+)
 from tempo_lens.runner.units import Unit, chunks, unit_seed
 
 __all__ = [
@@ -35,6 +40,7 @@ __all__ = [
     "Job",
     "LocalExecutor",
     "ManifestMismatchError",
+    "RunLockedError",
     "RunConfig",
     "RunResult",
     "Unit",

@@ -33,8 +33,9 @@ from tempo_lens.runner.options import (
     choose_prompts,
     config_from_args,
     report_usage_error,
+    safe_output_streams,
 )
-from tempo_lens.runner.store import ManifestMismatchError, summarize_only
+from tempo_lens.runner.store import ManifestMismatchError, RunLockedError, summarize_only
 
 __all__ = ["build_parser", "run_cli"]
 
@@ -107,6 +108,7 @@ def run_cli(
     its traceback (finished units stay on disk; re-running resumes).
     """
     parser = build_parser(spec, prog)
+    safe_output_streams()
     try:
         args = parser.parse_args(argv)
         if args.summarize_only:
@@ -145,7 +147,7 @@ def run_cli(
             limit=args.limit,
             progress=not args.quiet,
         )
-    except ManifestMismatchError as exc:
+    except (ManifestMismatchError, RunLockedError) as exc:  # another run's directory
         return report_usage_error(parser.prog, exc)
     if not args.quiet:
         sys.stdout.write(res.report + "\n")
@@ -174,7 +176,10 @@ def _summarize_only(spec: ExperimentSpec, parser: argparse.ArgumentParser, args:
         raise UsageError(
             f"--summarize-only takes every setting from the run's manifest; drop {opt}"
         )
-    res = summarize_only(spec, args.output_dir)
+    try:
+        res = summarize_only(spec, args.output_dir)
+    except RunLockedError as exc:  # a live run is writing there
+        return report_usage_error(parser.prog, exc)
     if not args.quiet:
         sys.stdout.write(
             f"{res.report}\nsummarized {res.n_skipped} of {res.n_units} units (nothing run); "

@@ -8,6 +8,11 @@ writing the summary files and returning a text report. The runner does the rest:
 * **Units** are ``prompts x conditions(cfg)``, prompt-major. Each finished unit is written
   atomically to ``OUT/units/<key>.json`` as soon as it is done, so a killed sweep loses at
   most the units in flight.
+* **Durability**: unit files are fsynced (file and directory) before they count; on
+  resume a unit file that does not read back (empty, truncated) is logged with its name
+  and the unit runs again. ``OUT/.lock`` (pid and host) keeps a second run out of the
+  directory while the first is alive; a killed run's lock and temporary files are
+  cleaned up by the next run.
 * **Resume**: ``OUT/manifest.json`` records the experiment, the config (minus execution
   settings such as ``device``) and the prompts. Re-running the same command skips the
   finished units; a different config or prompt set raises :class:`ManifestMismatchError`
@@ -47,9 +52,11 @@ from tempo_lens.prompts import Prompt, packaged_prompts, prompts_from_texts
 from tempo_lens.runner.executors import Executor, Job, LocalExecutor
 from tempo_lens.runner.store import (
     MANIFEST,
+    RunLock,
     RunResult,
     check_manifest,
     manifest,
+    read_unit,
     write_results,
 )
 from tempo_lens.runner.units import Unit
@@ -194,6 +201,7 @@ def run_experiment(
 
     Raises:
         ManifestMismatchError: ``out_dir`` holds a run with another config or prompt set.
+        RunLockedError: another live run holds ``out_dir`` (``OUT/.lock``: its pid and host).
         ValueError: ``limit < 1``; whatever the config or the units raise.
         RuntimeError: the executor finished without returning every unit.
     """
@@ -208,10 +216,17 @@ def run_experiment(
     want = manifest(spec, cfg, prompts)
     check_manifest(out / MANIFEST, want)
     units = spec.units(cfg, prompts[:limit] if limit else prompts)
+    with RunLock(out):  # one run per directory; a second one stops here, writing nothing
+        return _run_locked(spec, cfg, out, want, units, model, executor, progress, module)
+
+
+def _run_locked(spec, cfg, out, want, units, model, executor, progress, module) -> RunResult:
+    """The body of :func:`run_experiment`, run while holding ``OUT/.lock``."""
+    check_manifest(out / MANIFEST, want)  # again: another run may have written it meanwhile
     unit_dir = out / "units"
-    for stale in unit_dir.glob(".*.json.*.tmp"):  # a killed run's write in flight (never read)
+    for stale in unit_dir.glob(".*.json.*.tmp"):  # a killed run's write: no live run owns it
         stale.unlink(missing_ok=True)
-    todo = [u for u in units if not (unit_dir / f"{u.key}.json").is_file()]
+    todo = [u for u in units if read_unit(unit_dir / f"{u.key}.json") is None]
     atomic_write_json(out / MANIFEST, want)
     job = Job(module or spec.module_name, cfg)
     executor = executor or LocalExecutor(model, batch_size=spec.batch_size)
@@ -234,7 +249,7 @@ def run_experiment(
             }
             atomic_write_json(unit_dir / f"{unit.key}.json", jsonable(record))
             bar.update(1)
-    missing = [u.key for u in todo if not (unit_dir / f"{u.key}.json").is_file()]
+    missing = [u.key for u in todo if read_unit(unit_dir / f"{u.key}.json") is None]
     if missing:
         raise RuntimeError(
             f"the executor returned without {len(missing)} of {len(todo)} units "

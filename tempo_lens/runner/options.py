@@ -28,10 +28,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import math
 import re
 import sys
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from tempo_lens.prompts import Prompt, prompts_from_texts, read_prompts
@@ -43,8 +44,13 @@ __all__ = [
     "config_from_args",
     "choose_prompts",
     "field_docs",
+    "is_usage_error",
+    "finite_float",
+    "int_at_least",
+    "open_unit_interval",
     "plain_text",
     "report_usage_error",
+    "safe_output_streams",
 ]
 
 
@@ -60,6 +66,29 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def safe_output_streams() -> None:
+    """Make printing never fail on an encoding: unencodable characters become ``?``.
+
+    A terminal or pipe that cannot show a character (``PYTHONIOENCODING=ascii``, a cp1252
+    console) gets a replacement instead of a ``UnicodeEncodeError`` after the work is done;
+    the files a command writes are UTF-8 whatever the terminal. Streams that cannot be
+    reconfigured (captured by a test, replaced by the caller) are left as they are.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None and getattr(stream, "errors", None) == "strict":
+            reconfigure(errors="replace")
+
+
+def is_usage_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a bad value of the user's (exit 2), not an output failure.
+
+    ``UnicodeError`` is a ``ValueError`` to Python, but it is a failure to print or write,
+    not a bad argument, so it is never reported as one.
+    """
+    return isinstance(exc, (ValueError, FileNotFoundError)) and not isinstance(exc, UnicodeError)
+
+
 def report_usage_error(prog: str, exc: BaseException) -> int:
     """Write ``prog: error: <first line of exc>`` to stderr and return exit code 2."""
     msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -67,6 +96,40 @@ def report_usage_error(prog: str, exc: BaseException) -> int:
         msg = msg.strip("'\"")
     sys.stderr.write(f"{prog}: error: {msg}\n")
     return 2
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse ``type``: an int ``>= low`` (refused at parse time, one line)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an int >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an int >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+def finite_float(text: str) -> float:
+    """An argparse ``type``: a finite float (``nan``/``inf`` refused at parse time)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def open_unit_interval(text: str) -> float:
+    """An argparse ``type``: a number in ``(0, 1)`` (a level or a significance)."""
+    value = finite_float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text!r}")
+    return value
 
 
 def field_docs(cls: type) -> dict[str, str]:

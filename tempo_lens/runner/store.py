@@ -5,12 +5,24 @@ records the experiment, the config (minus execution settings) and the prompts, s
 resumes only into a directory of the same sweep; :func:`collect` concatenates the finished
 units' rows per table; :func:`write_results` writes the tables and the summary, and
 :func:`summarize_only` does that again for a directory without running anything.
+
+Durability: a unit file counts as finished only if it reads back as a unit record
+(:func:`read_unit`); one left empty or truncated by a crash is logged (naming the file)
+and run again. One run at a time per output directory: :class:`RunLock` holds
+``OUT/.lock`` (the holder's pid and host) for the whole run; a second run gets
+:class:`RunLockedError` while the first is alive, and a lock whose process is gone (same
+host) is taken over. Temporary files of a killed run are removed only under the lock,
+when no live run can own them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import os
+import socket
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,21 +40,151 @@ if TYPE_CHECKING:
 __all__ = [
     "EXECUTION_FIELDS",
     "MANIFEST",
+    "LOCK",
     "ManifestMismatchError",
+    "RunLock",
+    "RunLockedError",
     "RunResult",
     "check_manifest",
     "collect",
     "manifest",
+    "read_unit",
     "summarize_only",
     "write_results",
 ]
 
 MANIFEST = "manifest.json"
+LOCK = ".lock"
 EXECUTION_FIELDS = ("device",)  # settings that do not change results' meaning
+
+log = logging.getLogger(__name__)
 
 
 class ManifestMismatchError(ValueError):
     """The output directory holds results of a different configuration."""
+
+
+class RunLockedError(RuntimeError):
+    """Another live run holds the output directory."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:
+        return True  # cannot tell: assume alive (never take a live run's directory)
+    return True
+
+
+class RunLock:
+    """``OUT/.lock``: one run (or summarize-only) at a time in an output directory.
+
+    The lock file holds ``{"pid": ..., "host": ...}`` and is created atomically (a
+    complete temporary file hard-linked into place, so no reader sees it half-written).
+    Use as a context manager; the lock is removed on exit, also on an error.
+
+    Raises:
+        RunLockedError: On entry, when a live process holds the lock, or one on another
+            host (whose liveness cannot be checked: delete ``OUT/.lock`` if it is gone).
+    """
+
+    def __init__(self, out_dir: str | os.PathLike[str]) -> None:
+        self.out = Path(out_dir)
+        self.path = self.out / LOCK
+        self.me = {"pid": os.getpid(), "host": socket.gethostname()}
+        self._held = False
+
+    def _try_create(self) -> bool:
+        fd, tmp = tempfile.mkstemp(prefix=".lock.", suffix=".new", dir=self.out)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(self.me, f)
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                return False
+            return True
+        finally:
+            os.unlink(tmp)
+
+    def _holder(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def acquire(self) -> None:
+        """Take the lock (taking over a stale one of a dead process on this host)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            if self._try_create():
+                self._held = True
+                return
+            holder = self._holder()
+            if holder is None:  # released meanwhile: try again
+                continue
+            pid, host = holder.get("pid"), holder.get("host")
+            stale = host == self.me["host"] and isinstance(pid, int) and not _pid_alive(pid)
+            if not stale:
+                who = f"pid {pid} on {host}" if holder else "an unknown process"
+                raise RunLockedError(
+                    f"{self.out} is in use by another run ({who}, lock file {self.path}); "
+                    "wait for it, use another --output-dir, or delete the lock file if that "
+                    "run is gone"
+                )
+            log.warning("taking over the stale lock %s of dead pid %s", self.path, pid)
+            self.path.unlink(missing_ok=True)
+        raise RunLockedError(f"could not take the lock {self.path}: another run keeps taking it")
+
+    def release(self) -> None:
+        """Remove the lock file if this object holds it."""
+        if self._held:
+            holder = self._holder()
+            if holder == self.me:
+                self.path.unlink(missing_ok=True)
+            self._held = False
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def read_unit(path: Path) -> dict[str, Any] | None:
+    """The unit record at ``path``, or None (with a warning naming it) if it is unusable.
+
+    A file that is missing returns None silently; one that is empty, truncated or not a
+    unit record (a crash before the write reached the disk) is logged as a warning and
+    returns None, so the unit runs again.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        log.warning("unit file %s is unreadable (%s): the unit runs again", path, exc)
+        return None
+    try:
+        rec = json.loads(text)
+    except ValueError as exc:
+        what = "empty" if not text.strip() else f"not valid JSON ({exc})"
+        log.warning("unit file %s is %s: the unit runs again", path, what)
+        return None
+    if not isinstance(rec, dict) or not isinstance(rec.get("tables"), dict):
+        log.warning("unit file %s is not a unit record: the unit runs again", path)
+        return None
+    return rec
 
 
 def manifest(spec: ExperimentSpec, cfg: Any, prompts: Sequence[Prompt]) -> dict[str, Any]:
@@ -90,15 +232,14 @@ def collect(out_dir: str | Path, units: Sequence[Unit]) -> dict[str, pd.DataFram
     """
     rows: dict[str, list[dict[str, Any]]] = {}
     for unit in units:
-        path = Path(out_dir) / "units" / f"{unit.key}.json"
-        if not path.is_file():
+        rec = read_unit(Path(out_dir) / "units" / f"{unit.key}.json")
+        if rec is None:
             continue
-        rec = json.loads(path.read_text(encoding="utf-8"))
         base = {
             "prompt_id": unit.prompt.id,
             "category": unit.prompt.category,
             "prompt": unit.prompt.text,
-            **rec["condition"],
+            **rec.get("condition", {}),
         }
         for name, table in rec["tables"].items():
             rows.setdefault(name, []).extend({**base, **r} for r in table)
@@ -155,6 +296,7 @@ def summarize_only(spec: ExperimentSpec, out_dir: str | Path) -> RunResult:
         ManifestMismatchError: The manifest is of another experiment, or its config does
             not rebuild exactly.
         ValueError: No unit has finished.
+        RunLockedError: A live run holds ``out_dir``.
     """
     out = Path(out_dir)
     path = out / MANIFEST
@@ -171,8 +313,9 @@ def summarize_only(spec: ExperimentSpec, out_dir: str | Path) -> RunResult:
     prompts = [Prompt(**p) for p in have["prompts"]]
     check_manifest(path, manifest(spec, cfg, prompts))  # the config rebuilt exactly
     units = spec.units(cfg, prompts)
-    done = sum((out / "units" / f"{u.key}.json").is_file() for u in units)
-    if not done:
-        raise ValueError(f"{out}: none of the {len(units)} units has finished")
-    tables, report = write_results(spec, cfg, out, units)
+    with RunLock(out):
+        done = sum(read_unit(out / "units" / f"{u.key}.json") is not None for u in units)
+        if not done:
+            raise ValueError(f"{out}: none of the {len(units)} units has finished")
+        tables, report = write_results(spec, cfg, out, units)
     return RunResult(tables, report, out, len(units), done)
