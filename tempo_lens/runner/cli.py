@@ -98,6 +98,37 @@ def _executor(args: argparse.Namespace, model: Any) -> Any:
     )
 
 
+def _check_importable_on_workers(module: str, executor: str) -> None:
+    """Refuse, before any worker starts, an experiment its workers could not import.
+
+    Workers of a distributed executor find ``SPEC`` by importing the experiment's module by
+    name. A script run directly is ``__main__`` (on a worker that is the worker's own
+    entry point), and a module not on the path is not found at all.
+
+    Raises:
+        UsageError: the module is ``__main__`` or cannot be found; the message says how to
+            make it importable.
+    """
+    import importlib.util
+
+    how = (
+        "save the experiment as a module on the workers' Python path (e.g. width_vs_tau.py "
+        "next to where you run it, or an installed package) and give "
+        "ExperimentSpec(module='width_vs_tau'), or run with --executor local"
+    )
+    if module == "__main__":
+        raise UsageError(
+            f"--executor {executor}: the workers import the experiment by module name, and "
+            f"this one is defined in a script run as __main__; {how}"
+        )
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise UsageError(f"--executor {executor}: module {module!r} cannot be imported; {how}")
+
+
 def run_cli(
     spec: ExperimentSpec, argv: Sequence[str] | None = None, prog: str | None = None
 ) -> int:
@@ -123,6 +154,8 @@ def run_cli(
         if args.batch_size < 1:
             raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
         job = Job(spec.module_name, cfg)
+        if args.executor != "local":  # workers import SPEC by module name
+            _check_importable_on_workers(job.module, args.executor)
         model = job.load_model() if args.executor == "local" else None
         check = model  # every prompt must encode before anything is written
         if check is None and cfg.tiny:  # cheap here; a real model loads on the workers only

@@ -142,8 +142,13 @@ class ExperimentSpec:
     @property
     def summary(self) -> str:
         """``description``, else the first line of the defining module's docstring."""
-        doc = importlib.import_module(self.module_name).__doc__ or ""
-        return self.description or next(iter(doc.strip().splitlines()), "")
+        if self.description:
+            return self.description
+        try:
+            doc = importlib.import_module(self.module_name).__doc__ or ""
+        except ImportError:  # not importable here (the CLI says so when it matters)
+            doc = ""
+        return next(iter(doc.strip().splitlines()), "")
 
     def prompts(self, cfg: Any) -> list[Prompt]:
         """The prompts of a run given none.

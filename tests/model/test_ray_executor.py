@@ -183,3 +183,25 @@ def test_actors_run_on_the_gpu_and_match_local(tmp_path) -> None:
         assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
     for unit in (tmp_path / "ray" / "units").glob("*.json"):
         assert json.loads(unit.read_text())["worker"]["device"].startswith("cuda"), unit.name
+
+
+@pytest.mark.parametrize("module", ["__main__", "no_such_module_xyz"])
+def test_script_experiment_is_refused_before_workers_start(module, tmp_path, capsys) -> None:
+    """docs/experiments.md's width_vs_tau run as a script has module '__main__': a Ray worker
+    could not find its SPEC, so the run is refused (one line, exit 2) before anything runs."""
+    import dataclasses
+
+    from tempo_lens.runner import run_cli
+
+    spec = dataclasses.replace(isolation_ab.SPEC, module=module)
+    out = tmp_path / "out"
+    argv = ["--tiny", "--executor", "ray", "--output-dir", str(out)]
+    assert run_cli(spec, argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(err) == 1
+        and "import the experiment by module name" in err[0]
+        or ("cannot be imported" in err[0])
+    ), err
+    assert "ExperimentSpec(module=" in err[0]
+    assert not out.exists()
