@@ -29,7 +29,6 @@ Examples:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
@@ -161,12 +160,15 @@ def isolated_pairs(
     ]
 
 
-def non_isolating(config: Any, layer_ids: Sequence[int], head_ids: Sequence[int]) -> Any:
-    """``[layer, head]`` NumPy mask of the pairs that do *not* isolate under ``config``.
+def non_isolating(
+    isolate_layers: object, isolate_heads: object, layer_ids: Sequence[int], head_ids: Sequence[int]
+) -> np.ndarray | None:
+    """``[layer, head]`` bool mask of the pairs that do *not* isolate siblings.
 
-    ``None`` when ``config`` (a :class:`~tempo_lens.TempoConfig`) has no partial isolation.
+    ``isolate_layers`` / ``isolate_heads`` as in :class:`~tempo_lens.TempoConfig` (its
+    partial isolation); ``None`` when both are ``None`` (every pair isolates).
     """
-    if (config.isolate_layers, config.isolate_heads) == (None, None):
+    if (isolate_layers, isolate_heads) == (None, None):
         return None
-    pairs = isolated_pairs(config.isolate_layers, config.isolate_heads, layer_ids, head_ids)
+    pairs = isolated_pairs(isolate_layers, isolate_heads, layer_ids, head_ids)
     return ~np.array(pairs, dtype=bool)

@@ -114,7 +114,11 @@ def isolation_check(data: AttentionData) -> IsolationCheck:
     best, where = 0.0, None
     mats = sibling_attention(data)
     cfg = data.trace.tempo_config if data.trace is not None else None
-    off = None if cfg is None else non_isolating(cfg, data.layers, data.heads)
+    off = (
+        None
+        if cfg is None
+        else non_isolating(cfg.isolate_layers, cfg.isolate_heads, data.layers, data.heads)
+    )
     for m in mats:
         x = m.per_head.copy()
         k = x.shape[-1]
