@@ -28,11 +28,13 @@ PROMPT = [1, 2, 3]
 PRUNE = PruningConfig(rule=RelativeRule(ratio=0.7))
 
 
-def assert_same_trace(a: Trace, b: Trace, atol: float = 1e-6) -> None:
-    """Everything equal; floats (probabilities, scores) to ``atol``."""
+def assert_same_trace(a: Trace, b: Trace, atol: float = 1e-6, ignore: tuple[str, ...] = ()) -> None:
+    """Everything equal except the top-level keys ``ignore``; floats to ``atol``."""
     da, db = a.to_dict(), b.to_dict()
     for d in (da, db):
         d["config"].pop("use_kv_cache")
+        for key in ignore:
+            d.pop(key, None)
     assert_close_tree(da, db, rtol=0.0, atol=atol, path="trace")
 
 

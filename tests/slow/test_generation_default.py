@@ -56,4 +56,6 @@ def test_reproduces_a_trace_written_before_format_2(default_model) -> None:
     old = Trace.load(Path(__file__).resolve().parent.parent / "fixtures" / "trace_v1_default.json")
     new = generate(default_model, old.prompt, old.tempo_config)
     assert sum(p is not None for p in new.state.pruned_at) == 5
-    assert_same_trace(new, old, atol=1e-5)
+    # the fixture predates provenance: it names the model "custom" and records no backend
+    assert new.model == "SmolLM2-135M-Instruct" and old.model == "custom"
+    assert_same_trace(new, old, atol=1e-5, ignore=("model", "provenance"))

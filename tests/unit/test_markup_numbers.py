@@ -202,9 +202,12 @@ def test_json_writers_accept_numpy_scalars(tmp_path) -> None:
     trace = hand_trace()
     trace.extra["score"] = np.float32(0.25)
     assert json.loads(trace.to_json())["extra"]["score"] == 0.25
-    with pytest.raises(ValueError):  # strict JSON: NaN is still refused
-        atomic_write_json(tmp_path / "nan.json", {"x": np.float32(math.nan)})
-    assert not (tmp_path / "nan.json").exists()
+    # strict JSON: NaN is written as null by default, refused on request (nothing written)
+    atomic_write_json(tmp_path / "nan.json", {"x": np.float32(math.nan)})
+    assert json.loads((tmp_path / "nan.json").read_text()) == {"x": None}
+    with pytest.raises(ValueError, match="x is not a finite number"):
+        atomic_write_json(tmp_path / "nan2.json", {"x": np.float32(math.nan)}, nan="raise")
+    assert not (tmp_path / "nan2.json").exists()
 
 
 def test_display_scales_accept_numpy_and_torch_scalars() -> None:
