@@ -22,6 +22,7 @@ from tempo_lens.analysis.teacher_forced import Replay
 from tempo_lens.hooks.interventions import path_patching
 
 from .test_batch import compare
+from .test_path_patching import _runs as _path_patching_runs
 
 
 # ---------------------------------------------------------------------------- batch shrink
@@ -61,16 +62,8 @@ def test_rows_left_after_a_batch_shrinks_equal_single_runs(first_done: int, use_
 
 # ---------------------------------------------------------------------------- GQA path patch
 def _gqa_runs(model):
-    trace = tl.generate(model, [3, 14, 15, 9], selection_threshold=0.05, max_steps=4)
-    iso = trace.to_state()
-    sets = [[iso.token_ids[i] for i in s] for s in iso.set_indices]
-    vis = tl.SequenceState.from_sets(iso.token_ids[: iso.prompt_length], sets, isolate=False)
-    toks = iso.tokens_tensor()
-    with torch.no_grad():
-        with tl.attach(model, vis):
-            _, vis_cache = model.run_with_cache(toks)
-        with tl.attach(model, iso):
-            _, iso_cache = model.run_with_cache(toks)
+    """The isolated/visible runs of tests/model/test_path_patching.py (same helper)."""
+    iso, toks, vis_cache, iso_cache, _, _ = _path_patching_runs(model)
     return iso, toks, vis_cache, iso_cache
 
 
