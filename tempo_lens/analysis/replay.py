@@ -41,10 +41,6 @@ from tempo_lens.trace import Trace
 
 __all__ = ["continuation_support", "recomputed_widths", "replay_attention", "replay_state"]
 
-RESID = "ln_final.hook_normalized"
-"""The ``HookedTransformer``'s final-residual hook; any backend's is
-``backend_of(model).final_residual_hook`` (what :func:`recomputed_widths` unembeds)."""
-
 
 def replay_state(
     trace: Trace, *, scheme: Literal["shared", "distinct"] = "shared", isolate: bool | None = None

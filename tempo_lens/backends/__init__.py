@@ -23,6 +23,7 @@ the package calls.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -90,12 +91,21 @@ BACKENDS: dict[str, str] = {
 """Backend name -> ``"module:Class"``, imported on first use, tried in order."""
 
 
-def _backend_classes() -> list[Any]:
+def _backend_classes() -> tuple[Any, ...]:
+    return _import_classes(tuple(BACKENDS.values()))
+
+
+@functools.lru_cache(maxsize=8)
+def _import_classes(paths: tuple[str, ...]) -> tuple[Any, ...]:
+    """The classes of ``"module:Class"`` paths, imported once per registry state.
+
+    Every forward asks for its backend, so the lookup is not repeated per step.
+    """
     out = []
-    for path in BACKENDS.values():
+    for path in paths:
         module, _, cls = path.partition(":")
         out.append(getattr(importlib.import_module(module), cls))
-    return out
+    return tuple(out)
 
 
 def backend_of(model: Any) -> Backend:

@@ -268,6 +268,13 @@ class BridgeCache:
                 mask = mask.index_select(1, positions.to(mask.device))
             self.key_mask = mask
 
+    def truncate(self, length: int) -> None:
+        """Drop cached positions from ``length`` on (in place)."""
+        for layer in self._layers():
+            layer.keys, layer.values = layer.keys[:, :, :length], layer.values[:, :, :length]
+        if self.key_mask is not None:
+            self.key_mask = self.key_mask[:, :length]
+
     def hide_from(self, lengths: list[int]) -> None:
         """Row ``b`` sees only its first ``lengths[b]`` cached positions from now on.
 
@@ -370,7 +377,7 @@ class _CacheOps:
         return cache.nbytes()
 
     def truncate(self, cache: Any, length: int) -> None:
-        cache.select(torch.arange(_batch_size(cache)), torch.arange(min(length, cache.length())))
+        cache.truncate(length)
 
     def reorder(self, cache: Any, batch_indices: Tensor, lengths: list[int] | None) -> None:
         cache.select(batch_indices)
@@ -382,11 +389,6 @@ class _CacheOps:
 
     def scratch(self, cache: Any, length: int) -> Any:
         return cache.scratch(length)
-
-
-def _batch_size(cache: BridgeCache) -> int:
-    layers = cache._layers()
-    return int(layers[0].keys.shape[0]) if layers else 0
 
 
 CACHE_OPS = _CacheOps()
