@@ -8,7 +8,7 @@ changes, relative to the clean replay, in one batched forward of ``B`` copies:
   distribution each step was selected from, over parallel steps (the set had > 1 member)
   and non-parallel steps;
 * ``dwidth_parallel`` / ``dwidth_nonparallel``: mean change in the width that the trace's
-  threshold would select from that distribution (:func:`tempo_lens.select_from_probs`);
+  threshold would select from that distribution (:func:`tempo_lens.selection.select_from_probs`);
 * ``dnll``: mean change of ``-log p`` of each step's top member (the clean path);
 * ``dratio_late``: change in the parallel : non-parallel received-attention ratio at
   ``ratio_layers`` (per-token attention from later queries that may see the token, mean
@@ -40,7 +40,6 @@ from torch import Tensor
 from tempo_lens.backends import backend_of, hook_name, layer_windows
 from tempo_lens.hooks import HookFn, attach
 from tempo_lens.hooks.interventions import readout_positions, step_distributions
-from tempo_lens.selection import select_from_probs
 from tempo_lens.trace import Trace
 
 __all__ = ["Replay"]
@@ -161,43 +160,48 @@ class Replay:
             logits = self._backend.logits_from_layer(
                 st.tokens_tensor().to(x.device), x, start_layer, self._positions
             )
-        dists = step_distributions(logits, st, self.member_probs, cfg.readout, self._positions)
-        ratio = (sums[:, 0] / sums[:, 1]).tolist()  # sums of layer means: same ratio
-        steps = range(st.n_steps)
-        out = []
-        for b in range(batch):
-            d = dists[b]
-            taus = [cfg.threshold_at(s) for s in steps]
-            width = np.array(
-                [
-                    select_from_probs(d[s], taus[s], max_parallel=cfg.max_parallel).size
-                    for s in steps
-                ]
-            )
-            nll = np.array([-math.log(max(float(d[s, self.top[s]]), 1e-300)) for s in steps])
-            if _clean:
-                self._dists, self._width, self._nll = d, width, nll
-                kl = np.zeros(len(steps))
-            else:
-                p = self._dists
-                kl = (
-                    (p * (torch.log(p.clamp_min(1e-300)) - torch.log(d.clamp_min(1e-300))))
-                    .sum(-1)
-                    .numpy()
-                )
-            par = self.widths > 1
-            row = {
-                "kl_parallel": _mean(kl[par]),
-                "kl_nonparallel": _mean(kl[~par]),
-                "dwidth_parallel": _mean((width - self._width)[par]),
-                "dwidth_nonparallel": _mean((width - self._width)[~par]),
-                "dnll": _mean(nll - self._nll),
-                "ratio_late": ratio[b],
-            }
-            row["dratio_late"] = 0.0 if _clean else row["ratio_late"] - self.clean["ratio_late"]
-            out.append(row)
-        return out
+        d = step_distributions(logits, st, self.member_probs, cfg.readout, self._positions)
+        ratio = (sums[:, 0] / sums[:, 1]).numpy()  # sums of layer means: same ratio
+        width, nll = self._width_nll(d)
+        if _clean:
+            self._dists, self._width, self._nll = d[0], width[0], nll[0]
+            kl = np.zeros_like(nll)
+        else:
+            p = self._dists  # step d_vocab
+            log_p = torch.log(p.clamp_min(1e-300))
+            kl = (p * (log_p - torch.log(d.clamp_min(1e-300)))).sum(-1).cpu().numpy()
+        par = self.widths > 1
+        cols = {
+            "kl_parallel": _row_means(kl, par),
+            "kl_nonparallel": _row_means(kl, ~par),
+            "dwidth_parallel": _row_means(width - self._width, par),
+            "dwidth_nonparallel": _row_means(width - self._width, ~par),
+            "dnll": _row_means(nll - self._nll, np.ones_like(par)),
+            "ratio_late": ratio,
+        }
+        with np.errstate(invalid="ignore"):  # no parallel group: NaN ratios, as before
+            cols["dratio_late"] = np.zeros(batch) if _clean else ratio - self.clean["ratio_late"]
+        return [{k: float(v[b]) for k, v in cols.items()} for b in range(batch)]
+
+    def _width_nll(self, d: Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Per row and step: the width tau selects (a count) and ``-log p`` of the top member.
+
+        The width is the size :func:`tempo_lens.selection.select_from_probs` would return: the number
+        of tokens with ``p >= tau`` (at least 1, the top-1 fallback; at most
+        ``max_parallel``), so no sort over the vocabulary is needed.
+        """
+        cfg, n = self.config, self.state.n_steps
+        taus = torch.tensor([float(cfg.threshold_at(s)) for s in range(n)], dtype=torch.float64)
+        width = (d >= taus.to(d.device)[None, :, None]).sum(-1).clamp_min(1)
+        if cfg.max_parallel is not None:
+            width = width.clamp_max(cfg.max_parallel)
+        top = d[:, torch.arange(n), torch.tensor(self.top)]
+        nll = -torch.log(top.clamp_min(1e-300))
+        return width.cpu().numpy(), nll.cpu().numpy()
 
 
-def _mean(x: np.ndarray) -> float:
-    return float(x.mean()) if len(x) else math.nan
+def _row_means(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mean of each row of ``x`` over the columns in ``mask`` (NaN when none)."""
+    if not mask.any():
+        return np.full(x.shape[0], math.nan)
+    return x[:, mask].astype(float).mean(1)

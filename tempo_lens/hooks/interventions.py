@@ -40,7 +40,7 @@ from torch import Tensor
 
 from tempo_lens.backends import hook_name
 from tempo_lens.hooks import HookFn
-from tempo_lens.selection import readout_distribution
+from tempo_lens.selection import probabilities
 from tempo_lens.state import SequenceState
 
 __all__ = [
@@ -276,7 +276,13 @@ def step_distributions(
 
     Step 0 reads the last prompt position; step ``s >= 1`` reads the members of set
     ``s - 1`` with ``readout`` (``last`` / ``top`` / ``mixture`` weighted by
-    ``member_probs[s - 1]``; see :func:`tempo_lens.selection.readout_distribution`).
+    ``member_probs[s - 1]``; the rule of :func:`tempo_lens.selection.readout_distribution`).
+
+    All rows and steps are computed at once: one float64 softmax over the positions read,
+    then one contraction with a ``[n_steps, pos]`` readout-weight matrix (a step's weights
+    are its members' renormalised probabilities, or a single 1). The result equals the
+    per-step :func:`~tempo_lens.selection.readout_distribution` to float64 roundoff
+    (``tests/model/test_interventions.py`` compares them).
 
     Args:
         logits: Logits of a forward over ``state`` with the TEMPO hooks attached.
@@ -288,18 +294,39 @@ def step_distributions(
 
     Returns:
         ``[batch, n_steps, d_vocab]`` float64 probabilities.
+
+    Raises:
+        ValueError: an unknown ``readout``, negative, non-finite or all-zero mixture
+            weights, or non-finite logits (:func:`tempo_lens.selection.check_logits`).
     """
+    if readout not in ("last", "top", "mixture"):
+        raise ValueError(f"readout must be last, top or mixture, got {readout!r}")
     row_of = {p: r for r, p in enumerate(positions)} if positions is not None else None
 
-    def at(idx: list[int]) -> list[int]:
-        return idx if row_of is None else [row_of[i] for i in idx]
+    def at(idx: Sequence[int]) -> list[int]:
+        return list(idx) if row_of is None else [row_of[i] for i in idx]
 
+    weights = torch.zeros(state.n_steps, logits.shape[1], dtype=torch.float64)
+    weights[0, at([state.prompt_length - 1])] = 1.0
+    for s in range(1, state.n_steps):
+        idx = at(state.set_indices[s - 1])
+        if readout == "mixture":
+            w = torch.tensor(member_probs[s - 1], dtype=torch.float64)
+            if len(w) != len(idx) or not torch.isfinite(w).all() or (w < 0).any():
+                raise ValueError(f"step {s}: mixture weights {w.tolist()} for {len(idx)} members")
+            if float(w.sum()) <= 0:
+                raise ValueError(f"step {s}: mixture weights must have a positive sum")
+            weights[s, idx] = w / w.sum()
+        else:
+            weights[s, idx[0] if readout == "top" else idx[-1]] = 1.0
+    read = weights.any(0).nonzero().flatten()  # only the positions some step reads
+    w = weights[:, read].to(logits.device)
     out = []
-    last_prompt = at([state.prompt_length - 1])
-    for b in range(logits.shape[0]):
-        rows = [readout_distribution(logits[b, last_prompt], [1.0], "top")]
-        for s in range(1, state.n_steps):
-            idx = at(state.set_indices[s - 1])
-            rows.append(readout_distribution(logits[b, idx], member_probs[s - 1], readout))
-        out.append(torch.stack(rows))
+    # Rows in chunks of ~256 MiB of float64 probabilities (a batch of 270 heads would not fit).
+    per_row = max(1, len(read) * logits.shape[-1] * 8)
+    chunk = max(1, (256 << 20) // per_row)
+    for b in range(0, logits.shape[0], chunk):
+        probs = probabilities(logits[b : b + chunk, read.to(logits.device)])
+        # one matmul per row, so every row is computed exactly as a batch of one would be
+        out += [w @ row for row in probs]
     return torch.stack(out)

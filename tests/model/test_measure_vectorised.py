@@ -1,0 +1,93 @@
+"""Issue 22: the vectorised ``Replay.measure`` equals the per-step reference.
+
+The reference (:mod:`tests.model.measure_reference`) is the implementation issue 22
+profiled: a full forward, then ``readout_distribution`` and ``select_from_probs`` per row
+and step. The vectorised path starts at a later layer, unembeds only the positions read and
+counts the width instead of sorting — each of those is covered here, on every readout, with
+a cap that binds, a threshold schedule and partial isolation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import tempo_lens as tl
+from tempo_lens.analysis.teacher_forced import Replay
+from tempo_lens.hooks.interventions import attention_bias, head_ablation_hooks
+from tests.model.measure_reference import reference_measure
+
+KEYS = ("kl_parallel", "kl_nonparallel", "dwidth_parallel", "dwidth_nonparallel", "dnll")
+
+
+def _agree(got: list[dict[str, float]], want: list[dict[str, float]]) -> None:
+    assert len(got) == len(want)
+    for b, (g, w) in enumerate(zip(got, want, strict=True)):
+        for k in KEYS:
+            if math.isnan(w[k]):
+                assert math.isnan(g[k]), (b, k)
+            else:
+                assert g[k] == pytest.approx(w[k], rel=1e-6, abs=1e-9), (b, k, g[k], w[k])
+
+
+CONFIGS = {
+    "mixture": {"readout": "mixture"},
+    "top-capped": {"readout": "top", "max_parallel": 2},
+    "last-schedule": {
+        "readout": "last",
+        "schedule": tl.ThresholdSchedule(kind="linear", tau0=0.05, tau_final=0.2),
+    },
+    "partial-isolation": {"readout": "mixture", "isolate": True, "isolate_layers": (1,)},
+}
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_measure_equals_the_per_step_reference(name) -> None:
+    model = tl.make_tiny_model(n_layers=3)
+    conf = tl.TempoConfig(selection_threshold=0.05, max_steps=6, **CONFIGS[name])
+    trace = tl.generate(model, [3, 14, 15, 9], conf)
+    r = Replay(model, trace)
+    assert (r.widths > 1).any(), "the trace needs a parallel step"
+    chunk = [(1, h) for h in range(model.cfg.n_heads)]
+    hooks = head_ablation_hooks(chunk)
+    want = reference_measure(r, len(chunk), hooks)
+    _agree(r.measure(len(chunk), hooks, start_layer=1), want)
+    _agree(r.measure(len(chunk), hooks), want)  # from layer 0 as well
+    assert any(row["kl_parallel"] > 1e-6 for row in want)  # the ablation changed something
+
+
+def test_measure_width_counts_the_threshold_and_the_cap() -> None:
+    """A bias that flattens distributions changes widths; the count must follow the sort."""
+    model = tl.make_tiny_model(n_layers=2)
+    conf = tl.TempoConfig(selection_threshold=0.02, max_steps=6, max_parallel=3)
+    trace = tl.generate(model, [3, 14, 15, 9], conf)
+    r = Replay(model, trace)
+    st = r.state
+    betas = [-4.0, 0.0, 3.0]
+    hooks = attention_bias(st, keys=list(range(st.prompt_length)), beta=betas, layers=[0, 1])
+    want = reference_measure(r, len(betas), hooks)
+    _agree(r.measure(len(betas), hooks), want)
+
+
+def test_width_count_equals_select_from_probs_on_fallback_ties_and_cap() -> None:
+    """The count rule on distributions built to hit the fallback, exact ties at tau and the cap."""
+    import torch
+
+    from tempo_lens.selection import select_from_probs
+
+    model = tl.make_tiny_model(n_layers=2)
+    conf = tl.TempoConfig(selection_threshold=0.25, max_steps=4, max_parallel=2)
+    r = Replay(model, tl.generate(model, [3, 14, 15, 9], conf))
+    n, v = r.state.n_steps, model.cfg.d_vocab
+    g = torch.Generator().manual_seed(0)
+    d = torch.softmax(torch.randn(5, n, v, generator=g, dtype=torch.float64), -1)  # flat: fallback
+    d[1, :, :4] = 0.25  # four tokens exactly at tau: all qualify, the cap keeps 2
+    d[2, :, 0] = 0.6  # one qualifies
+    d[3, :, :3] = 0.3  # three qualify, capped to 2
+    width, _ = r._width_nll(d)
+    for b in range(5):
+        for s in range(n):
+            want = select_from_probs(d[b, s], conf.threshold_at(s), max_parallel=2).size
+            assert width[b, s] == want, (b, s)
+    assert set(width.flatten().tolist()) == {1, 2}
