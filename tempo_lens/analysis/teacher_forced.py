@@ -165,10 +165,10 @@ class Replay:
         width, nll = self._width_nll(d)
         if _clean:
             self._dists, self._width, self._nll = d[0], width[0], nll[0]
+            self._log_dists = torch.log(d[0].clamp_min(1e-300))
             kl = np.zeros_like(nll)
         else:
-            p = self._dists  # step d_vocab
-            log_p = torch.log(p.clamp_min(1e-300))
+            p, log_p = self._dists, self._log_dists  # step d_vocab
             kl = (p * (log_p - torch.log(d.clamp_min(1e-300)))).sum(-1).cpu().numpy()
         par = self.widths > 1
         cols = {

@@ -2,11 +2,13 @@
 
 Per prompt TEMPO generates once (isolated, no pruning); the same token sequence is then
 run twice teacher-forced: isolated (members cannot see their siblings) and visible (they
-can). Activations of the visible run are patched into the isolated run with
-TransformerLens' own activation patching (:mod:`transformer_lens.patching`, inside
+can). Activations of the visible run are patched into the isolated run (inside
 :func:`tempo_lens.attach`): the residual stream ``resid_pre`` of one layer at all
-positions, and the output ``z`` of one head at all positions
-(``get_act_patch_attn_head_out_all_pos``). Metric: recovery of the visible run's step
+positions, and the output ``z`` of one head at all positions. The patches of one layer are
+batch rows of one forward that starts at that layer; the results equal TransformerLens'
+own activation patching (``patching.generic_activation_patch`` and
+``get_act_patch_attn_head_out_all_pos``, one forward per patch), which a test runs as the
+oracle. Metric: recovery of the visible run's step
 distributions (:func:`tempo_lens.hooks.interventions.step_distributions`),
 ``1 - KL(vis || patched) / KL(vis || iso)`` with KL summed over the steps after the
 first parallel set; 1 = the patch carries all the sibling information, 0 = none.
@@ -36,15 +38,19 @@ from typing import Any
 
 import pandas as pd
 import torch
-from transformer_lens import patching
 
 import tempo_lens as tl
 from tempo_lens.analysis import estimate
 from tempo_lens.analysis.replay import replay_state
-from tempo_lens.backends import hook_name
+from tempo_lens.backends import backend_of, hook_name
 from tempo_lens.display.experiment_figures import layer_head_heatmaps_figure
 from tempo_lens.experiments._common import GenerationConfig, fmt_estimate
-from tempo_lens.hooks.interventions import path_patching, step_distributions
+from tempo_lens.hooks.interventions import (
+    head_patch_hooks,
+    path_patching,
+    readout_positions,
+    step_distributions,
+)
 from tempo_lens.io import atomic_write_text
 from tempo_lens.runner import ExperimentSpec, Unit, encode
 from tempo_lens.runner.cli import run_cli
@@ -55,7 +61,7 @@ class Config(GenerationConfig):
     """Patching settings (generation settings apply to the isolated trace).
 
     Attributes:
-        heads: Also patch every head's output (one forward per head).
+        heads: Also patch every head's output (the heads of a layer in one forward).
         path_heads: Heads (``L5H5``) for head-to-head path patching: every ordered pair
             (A, B), A in an earlier layer, A -> B through q, k, v and all three.
     """
@@ -85,36 +91,43 @@ def parse_heads(names: Sequence[str]) -> list[tuple[int, int]]:
     return out
 
 
-def _all_positions(corrupted: torch.Tensor, index: Sequence[int], clean: Any) -> torch.Tensor:
-    corrupted[:] = clean
-    return corrupted
-
-
 def recovery_metric(
     vis_logits: torch.Tensor,
     iso_logits: torch.Tensor,
     state: Any,
     probs: list[list[float]],
     readout: str,
+    positions: Sequence[int] | None = None,
 ) -> Any:
-    """The recovery metric ``logits -> 1 - KL(vis || patched) / KL(vis || iso)``.
+    """The recovery metric ``logits -> 1 - KL(vis || patched) / KL(vis || iso)``, per row.
 
-    KL is summed over the steps after the first parallel set; the metric returns a 0-d
-    tensor, as :mod:`transformer_lens.patching` expects.
+    KL is summed over the steps after the first parallel set. All logits hold the
+    ``positions`` rows (default: every position; see
+    :func:`~tempo_lens.hooks.interventions.step_distributions`). The metric maps
+    ``[batch, pos, d_vocab]`` logits to a ``[batch]`` tensor.
     """
     first = next(s for s, m in enumerate(state.set_indices) if len(m) > 1) + 1
-    p = step_distributions(vis_logits, state, probs, readout)[0, first:]
 
     def kl(logits: torch.Tensor) -> torch.Tensor:
-        q = step_distributions(logits, state, probs, readout)[0, first:]
-        return (p * (p.clamp_min(1e-300).log() - q.clamp_min(1e-300).log())).sum()
+        q = step_distributions(logits, state, probs, readout, positions)[:, first:]
+        return (p * (log_p - q.clamp_min(1e-300).log())).sum((1, 2))
 
+    p = step_distributions(vis_logits, state, probs, readout, positions)[0, first:]
+    log_p = p.clamp_min(1e-300).log()
     base = kl(iso_logits)
     return lambda logits: 1 - kl(logits) / base
 
 
 def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, Any]]]:
-    """Patch visible into isolated for one prompt: per layer (resid_pre) and per head (z)."""
+    """Patch visible into isolated for one prompt: per layer (resid_pre) and per head (z).
+
+    Every patch is a batch row of a forward that starts at the patched layer from the
+    isolated run's residual stream and unembeds only the positions the step distributions
+    read: the layer's ``n_heads`` head patches share one forward
+    (:func:`~tempo_lens.hooks.interventions.head_patch_hooks`); a ``resid_pre`` patch is
+    the visible residual stream run on from its layer. The result equals TransformerLens'
+    one-forward-per-patch ``patching`` functions (``tests/model/test_intervention_batching.py``).
+    """
     _model_heads(cfg, model)  # a head outside the model fails before any work
     trace = tl.generate(model, encode(model, unit.prompt), cfg.tempo_config(prune=None))
     iso = trace.to_state()
@@ -127,40 +140,38 @@ def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, An
     vis = replay_state(trace, isolate=False)
     probs = [[float(trace.tokens[i].probability or 0.0) for i in s] for s in iso.set_indices]
     toks = iso.tokens_tensor()
+    n_l, n_h = model.cfg.n_layers, model.cfg.n_heads
+    names = {hook_name(la, k) for la in range(n_l) for k in ("z", "resid_pre")}
+    backend, pos = backend_of(model), readout_positions(iso)
     with torch.no_grad():
         with tl.attach(model, vis):
-            vis_logits, vis_cache = model.run_with_cache(toks)
+            vis_logits, vis_cache = model.run_with_cache(toks, names_filter=names.__contains__)
         with tl.attach(model, iso):
-            z_names = {hook_name(la, "z") for la in range(model.cfg.n_layers)}
-            iso_logits, iso_cache = model.run_with_cache(toks, names_filter=z_names.__contains__)
-            metric = recovery_metric(vis_logits, iso_logits, iso, probs, cfg.readout)
-            resid = patching.generic_activation_patch(
-                model,
-                toks,
-                vis_cache,
-                metric,
-                _all_positions,
-                "resid_pre",
-                index_axis_names=("layer",),
+            iso_logits, iso_cache = model.run_with_cache(toks, names_filter=names.__contains__)
+            metric = recovery_metric(
+                vis_logits[:, pos], iso_logits[:, pos], iso, probs, cfg.readout, pos
             )
-            heads = (
-                patching.get_act_patch_attn_head_out_all_pos(model, toks, vis_cache, metric)
-                if cfg.heads
-                else None
-            )
-    rows = [
-        {"kind": "resid_pre", "layer": la, "head": -1, "recovery": float(v)}
-        for la, v in enumerate(resid)
-    ]
-    if heads is not None:
-        rows += [
-            {"kind": "z", "layer": la, "head": h, "recovery": float(heads[la, h])}
-            for la in range(heads.shape[0])
-            for h in range(heads.shape[1])
-        ]
+            rows = []
+            for la in range(n_l):
+                x = vis_cache[hook_name(la, "resid_pre")]
+                rec = metric(backend.logits_from_layer(toks, x, la, pos))
+                rows.append(
+                    {"kind": "resid_pre", "layer": la, "head": -1, "recovery": float(rec[0])}
+                )
+            for la in range(n_l) if cfg.heads else ():
+                chunk = [(la, h) for h in range(n_h)]
+                x = iso_cache[hook_name(la, "resid_pre")].expand(n_h, -1, -1)
+                source = {la: vis_cache[hook_name(la, "z")][0]}
+                with model.hooks(fwd_hooks=head_patch_hooks(chunk, source)):
+                    rec = metric(backend.logits_from_layer(toks, x, la, pos))
+                rows += [
+                    {"kind": "z", "layer": la, "head": h, "recovery": float(rec[h])}
+                    for h in range(n_h)
+                ]
     out = {"patching": rows}
     if cfg.path_heads:
-        out["paths"] = _path_rows(cfg, model, iso, toks, vis_cache, iso_cache, metric)
+        full = recovery_metric(vis_logits, iso_logits, iso, probs, cfg.readout)
+        out["paths"] = _path_rows(cfg, model, iso, toks, vis_cache, iso_cache, full)
     return out
 
 
@@ -197,7 +208,7 @@ def _path_rows(
                         model, vis_cache, iso_cache, senders=[a], receivers=[b], paths=path
                     ),  # fmt: skip
                 ):
-                    rec = float(metric(model(toks)))
+                    rec = float(metric(model(toks))[0])
                 rows.append(
                     {"sender": f"L{a[0]}H{a[1]}", "sender_layer": a[0], "receiver": f"L{b[0]}H{b[1]}",
                      "receiver_layer": b[0], "path": path, "recovery": rec}

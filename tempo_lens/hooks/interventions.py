@@ -30,7 +30,7 @@ Each factory returns ``(hook_name, hook_fn)`` pairs, so it composes with :func:`
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -46,6 +46,7 @@ from tempo_lens.state import SequenceState
 __all__ = [
     "attention_bias",
     "head_ablation_hooks",
+    "head_patch_hooks",
     "path_patching",
     "readout_positions",
     "sender_delta",
@@ -133,10 +134,55 @@ def head_ablation_hooks(
     Raises:
         ValueError: the forward's batch size differs from ``len(ablations)``.
     """
+
+    def value(layer: int, heads: Tensor, z: Tensor) -> Tensor:
+        if mean is None:
+            return z.new_zeros(z.shape[1], len(heads), z.shape[-1])
+        return mean[layer, heads].to(z)[None].expand(z.shape[1], -1, -1)
+
+    return _z_replacement(ablations, value)
+
+
+def head_patch_hooks(
+    patches: Sequence[tuple[int, int]],
+    source: Mapping[int, Float[Tensor, "pos head_index d_head"]],
+) -> list[tuple[str, HookFn]]:
+    """Activation patching of head outputs, one ``(layer, head)`` per batch row (``hook_z``).
+
+    Batch row ``b`` gets head ``patches[b] = (layer, head)``'s output at every position
+    replaced by ``source[layer][:, head]`` (e.g. the ``hook_z`` of a clean run): the
+    batched form of TransformerLens' ``patching.get_act_patch_attn_head_out_all_pos``, so
+    the heads of one layer are patched in one forward.
+
+    Args:
+        patches: One ``(layer, head)`` per batch row of the forward.
+        source: ``hook_z`` of the source run per layer, ``[pos, head_index, d_head]``.
+
+    Returns:
+        ``(hook_name, hook_fn)`` pairs for the ``blocks.{l}.attn.hook_z`` involved.
+
+    Raises:
+        ValueError: the forward's batch size differs from ``len(patches)``, or ``source``
+            lacks a patched layer (raised here, before any forward).
+    """
+    missing = sorted({la for la, _ in patches} - set(source))
+    if missing:
+        raise ValueError(f"head patching: no source activations for layers {missing}")
+    return _z_replacement(patches, lambda layer, heads, z: source[layer][:, heads].to(z))
+
+
+def _z_replacement(
+    rows_spec: Sequence[tuple[int, int]],
+    value: Callable[[int, Tensor, Tensor], Tensor],
+) -> list[tuple[str, HookFn]]:
+    """Hooks setting ``z[b, :, head] = value(layer, heads, z)`` for row ``b``'s ``(layer, head)``.
+
+    ``value`` returns ``[pos, n, d_head]`` for the ``n`` rows of one layer (heads in row order).
+    """
     by_layer: dict[int, list[tuple[int, int]]] = {}
-    for b, (layer, head) in enumerate(ablations):
+    for b, (layer, head) in enumerate(rows_spec):
         by_layer.setdefault(layer, []).append((b, head))
-    n_rows = len(ablations)
+    n_rows = len(rows_spec)
 
     def make(layer: int) -> HookFn:
         rows = torch.tensor([b for b, _ in by_layer[layer]])
@@ -144,12 +190,9 @@ def head_ablation_hooks(
 
         def hook(z: Float[Tensor, "batch pos head_index d_head"], hook: object) -> Tensor:
             if z.shape[0] != n_rows:
-                raise ValueError(f"head ablation: batch {z.shape[0]} != {n_rows} ablations")
+                raise ValueError(f"batch {z.shape[0]} != {n_rows} rows of (layer, head)")
             z = z.clone()
-            if mean is None:
-                z[rows, :, heads] = 0.0
-            else:
-                z[rows, :, heads] = mean[layer, heads].to(z)[:, None, :].expand(-1, z.shape[1], -1)
+            z[rows, :, heads] = value(layer, heads, z).transpose(0, 1)
             return z
 
         return hook
