@@ -115,9 +115,10 @@ def probabilities(logits: Float[Tensor, "... d_vocab"]) -> Float[Tensor, "... d_
     Raises:
         ValueError: If the logits contain NaN or ``+inf``, or a row is entirely ``-inf``.
     """
-    x = logits.detach().to(torch.float64)
+    x = logits.detach()
     check_logits(x)
-    return torch.softmax(x, dim=-1)
+    # softmax casts to float64 before the operation (torch docs), without a separate copy
+    return torch.softmax(x, dim=-1, dtype=torch.float64)
 
 
 def check_logits(logits: Float[Tensor, "... d_vocab"]) -> None:

@@ -165,11 +165,12 @@ class Replay:
         width, nll = self._width_nll(d)
         if _clean:
             self._dists, self._width, self._nll = d[0], width[0], nll[0]
-            self._log_dists = torch.log(d[0].clamp_min(1e-300))
+            self._log_dists = d[0].clamp_min(1e-300).log()
             kl = np.zeros_like(nll)
         else:
-            p, log_p = self._dists, self._log_dists  # step d_vocab
-            kl = (p * (log_p - torch.log(d.clamp_min(1e-300)))).sum(-1).cpu().numpy()
+            # KL(p || d) = sum p (log p - log d), in place on one buffer (exactly 0 for d = p)
+            diff = d.clamp_min(1e-300).log_().neg_().add_(self._log_dists)
+            kl = torch.einsum("sv,bsv->bs", self._dists, diff).cpu().numpy()
         par = self.widths > 1
         cols = {
             "kl_parallel": _row_means(kl, par),

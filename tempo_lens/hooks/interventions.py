@@ -364,12 +364,14 @@ def step_distributions(
             weights[s, idx[0] if readout == "top" else idx[-1]] = 1.0
     read = weights.any(0).nonzero().flatten()  # only the positions some step reads
     w = weights[:, read].to(logits.device)
+    if len(read) < logits.shape[1]:
+        logits = logits[:, read.to(logits.device)]
     out = []
     # Rows in chunks of ~256 MiB of float64 probabilities (a batch of 270 heads would not fit).
     per_row = max(1, len(read) * logits.shape[-1] * 8)
     chunk = max(1, (256 << 20) // per_row)
     for b in range(0, logits.shape[0], chunk):
-        probs = probabilities(logits[b : b + chunk, read.to(logits.device)])
+        probs = probabilities(logits[b : b + chunk])
         # one matmul per row, so every row is computed exactly as a batch of one would be
         out += [w @ row for row in probs]
     return torch.stack(out)
