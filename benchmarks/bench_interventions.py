@@ -122,6 +122,8 @@ def time_head_ablation(src: Path, n_prompts: int, steps: int, out_dir: Path) -> 
         sys.executable,
         "-m",
         "tempo_lens.experiments.head_ablation",
+        "--prompts-file",  # the same prompts for both revisions: this tree's suite
+        str(ROOT / "tempo_lens" / "prompts" / "suite.csv"),
         "--limit",
         str(n_prompts),
         "--max-steps",

@@ -139,6 +139,7 @@ def summarize(cfg: Config, tables: dict[str, pd.DataFrame], out: Path) -> str:
 
 SPEC = ExperimentSpec(
     name="head_ablation",
+    prompts_resource="suite.csv",  # n >= 48 by default: the packaged suite (issue 22)
     config=Config,
     run_unit=run_unit,
     summarize=summarize,

@@ -283,6 +283,7 @@ def _summarize_paths(cfg: Config, paths: pd.DataFrame, out: Path) -> list[str]:
 
 SPEC = ExperimentSpec(
     name="isolation_patching",
+    prompts_resource="suite.csv",  # n >= 48 by default: the packaged suite (issue 22)
     config=Config,
     run_unit=run_unit,
     summarize=summarize,

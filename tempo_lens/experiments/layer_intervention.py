@@ -105,6 +105,7 @@ def summarize(cfg: Config, tables: dict[str, pd.DataFrame], out: Path) -> str:
 
 SPEC = ExperimentSpec(
     name="layer_intervention",
+    prompts_resource="suite.csv",  # n >= 48 by default: the packaged suite (issue 22)
     config=Config,
     run_unit=run_unit,
     summarize=summarize,

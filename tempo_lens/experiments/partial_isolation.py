@@ -148,6 +148,7 @@ def summarize(cfg: Config, tables: dict[str, pd.DataFrame], out: Path) -> str:
 
 SPEC = ExperimentSpec(
     name="partial_isolation",
+    prompts_resource="suite.csv",  # n >= 48 by default: the packaged suite (issue 22)
     description=(__doc__ or "").splitlines()[0],
     config=Config,
     conditions=lambda cfg: [{"layers": name} for name in LAYER_SETS],

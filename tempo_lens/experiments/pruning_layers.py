@@ -44,7 +44,7 @@ from tempo_lens.analysis import (
     rejudge,
 )
 from tempo_lens.analysis.quality import clean_text_nll
-from tempo_lens.experiments._common import PROMPTS, GenerationConfig, fmt, fmt_ci, generate_units
+from tempo_lens.experiments._common import GenerationConfig, fmt, fmt_ci, generate_units
 from tempo_lens.hooks.capture import AttentionData
 from tempo_lens.io import atomic_write_json, jsonable
 from tempo_lens.pruning import LAYER_GROUPS, Aggregation, PruningConfig, parse_rule
@@ -246,6 +246,7 @@ HARD_VS_SOFT = ("clean_nll", "pruning_rate", "mean_width", "n_pruned")
 
 SPEC = ExperimentSpec(
     name="pruning_layers",
+    prompts_resource="suite.csv",  # n >= 48 by default: the packaged suite (issue 22)
     config=Config,
     conditions=lambda cfg: [
         {"lookahead": la, "layers": g, "mode": m}
@@ -257,7 +258,6 @@ SPEC = ExperimentSpec(
     run_batch=run_batch,
     batch_size=8,
     summarize=summarize,
-    default_prompts=PROMPTS[:3],
     tiny_model={"n_layers": 3},  # three layers: every third is non-empty
     quick={"max_steps": 4, "lookaheads": (1,)},
 )
