@@ -42,12 +42,13 @@ def run(args: argparse.Namespace) -> int:
     The trace is written before anything is printed, so a terminal that cannot show the
     text never costs the result.
     """
-    from tempo_lens.generation import baselines, generate
-    from tempo_lens.generation.text import prompt_input
-
     if not args.prompt.strip():
         raise UsageError("--prompt must not be empty")
     config = tempo_config_from_args(args)
+    # the model libraries only once every value is known to be good (fast usage errors)
+    from tempo_lens.generation import baselines, generate
+    from tempo_lens.generation.text import prompt_input
+
     model = load_model_from_args(args)
     prompt = prompt_input(model, args.prompt)
     if args.baseline == "greedy":
