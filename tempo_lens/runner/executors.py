@@ -75,12 +75,13 @@ def execute_units(
     ``result = {"tables", "seconds", "seed", "batch", "provenance"}`` (``batch``: units
     in the batched call that ran it; ``seconds``: that call's time divided by them;
     ``provenance``: :func:`tempo_lens.backends.provenance` of ``model``, the model's
-    name, weights' SHA-256, backend and TransformerLens version). With
+    name, weights' SHA-256, backend and TransformerLens version; absent for a stand-in
+    that is no TransformerLens model). With
     ``spec.run_batch`` and ``batch_size > 1`` the units run in :func:`chunks`. Every
     executor runs units through here.
     """
     spec, cfg = job.spec, job.cfg
-    origin = provenance(model)
+    origin = _provenance(model)
     batched = spec.run_batch is not None and batch_size > 1
     for chunk in chunks(units, batch_size) if batched else [[u] for u in units]:
         seed = unit_seed(cfg.seed, chunk[0].key)
@@ -104,6 +105,14 @@ def execute_units(
                     "provenance": origin,
                 },
             )
+
+
+def _provenance(model: Any) -> dict[str, Any] | None:
+    """``provenance(model)``, or None for a stand-in model (tests pass plain objects)."""
+    try:
+        return provenance(model)
+    except (TypeError, AttributeError):
+        return None
 
 
 @runtime_checkable
