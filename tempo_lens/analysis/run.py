@@ -144,6 +144,7 @@ def analyze_prompt(
         atomic_write_json(out / "analysis.json", _detail(results))
         summary = {
             "prompt": trace.prompt,
+            "provenance": trace.provenance,
             "config": config.to_dict(),
             "clean_ids": trace.clean_ids(),
             **_headline(results),

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import circuitsvis
+import numpy as np
 from circuitsvis.utils.convert_props import convert_props
 
 from tempo_lens._numbers import RealLike, as_real
@@ -154,6 +155,16 @@ class CvView:
         return f"CvView({self.component}, props={sorted(self.props)}, offline={self.offline})"
 
 
+def _values(arr: np.ndarray, decimals: int | None) -> np.ndarray:
+    """float32 values, or float64 rounded to ``decimals`` (JSON then writes ``0.0123``)."""
+    if decimals is None:
+        return arr.astype("float32")
+    if decimals < 0:
+        raise ValueError(f"decimals must be >= 0 or None, got {decimals!r}")
+    # float64: a rounded float32 would still print as 0.012299999594688416
+    return np.round(arr.astype(np.float64), decimals)
+
+
 def _labels(tokens: Trace | Sequence[str], n: int) -> list[str]:
     labels = token_labels(tokens) if isinstance(tokens, Trace) else [str(t) for t in tokens]
     if len(labels) != n:
@@ -168,6 +179,7 @@ def attention_heads(
     head_names: Sequence[str] | None = None,
     max_value: RealLike | None = None,
     mask_upper_tri: bool = True,
+    decimals: int | None = None,
     offline: bool = True,
 ) -> CvView:
     """CircuitsVis ``AttentionHeads``: a thumbnail per head, click to enlarge.
@@ -179,12 +191,19 @@ def attention_heads(
         head_names: Names of the heads (default: circuitsvis' ``Head 0``, ``Head 1``, ...).
         max_value: Colour-scale maximum.
         mask_upper_tri: Hide the causal upper triangle.
+        decimals: Round the embedded values to this many decimals (``None``: float32 as
+            is). A ``[head, n, n]`` view embeds ``head * n**2`` numbers as JSON, so rounding
+            to 4 decimals makes a large view about three times smaller.
         offline: See :class:`CvView`.
+
+    Raises:
+        ValueError: ``attention`` is not 3-D, the labels do not match its key axis, or
+            ``decimals`` is negative.
     """
     arr = to_numpy(attention, ndim=3, name="attention")
     labels = _labels(tokens, arr.shape[-1])
     props = {
-        "attention": arr.astype("float32"),
+        "attention": _values(arr, decimals),
         "tokens": labels,
         "attentionHeadNames": list(head_names) if head_names is not None else None,
         "maxValue": _scale("max_value", max_value),
@@ -201,6 +220,7 @@ def attention_pattern(
     max_value: RealLike | None = None,
     show_axis_labels: bool = True,
     mask_upper_tri: bool = True,
+    decimals: int | None = None,
     offline: bool = True,
 ) -> CvView:
     """CircuitsVis ``AttentionPattern``: one ``[query, key]`` heatmap with hover values.
@@ -211,12 +231,17 @@ def attention_pattern(
         max_value: Colour-scale maximum.
         show_axis_labels: Label the axes.
         mask_upper_tri: Hide the causal upper triangle.
+        decimals: Round the embedded values to this many decimals (``None``: float32 as is).
         offline: See :class:`CvView`.
+
+    Raises:
+        ValueError: ``attention`` is not 2-D, the labels do not match its key axis, or
+            ``decimals`` is negative.
     """
     arr = to_numpy(attention, ndim=2, name="attention")
     labels = _labels(tokens, arr.shape[-1])
     props = {
-        "attention": arr.astype("float32"),
+        "attention": _values(arr, decimals),
         "tokens": labels,
         "maxValue": _scale("max_value", max_value),
         "minValue": 0.0,

@@ -24,7 +24,14 @@ from tempo_lens.display.tree import tree_view
 from tempo_lens.io import atomic_write_text
 from tempo_lens.trace import Trace
 
-__all__ = ["REPORT_CSS", "bracket_html", "figure_html", "report_html", "write_report"]
+__all__ = [
+    "REPORT_CSS",
+    "bracket_html",
+    "figure_html",
+    "provenance_line",
+    "report_html",
+    "write_report",
+]
 
 REPORT_CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 24px;
@@ -78,6 +85,19 @@ def figure_html(png: bytes | str | os.PathLike[str], caption: str = "") -> str:
     return f'<figure><img src="{uri}" alt="{esc(caption)}">{cap}</figure>'
 
 
+def provenance_line(provenance: Mapping[str, Any]) -> str:
+    """One line naming where a run came from (:func:`tempo_lens.backends.provenance`).
+
+    ``model``, ``weights_sha256`` (the packaged GGUF's; ``"not recorded"`` when absent,
+    as for a tiny random model), ``backend`` and the ``transformer_lens`` version.
+    """
+    return (
+        f"provenance: model {provenance.get('model', '?')} · weights SHA-256 "
+        f"{provenance.get('weights_sha256', 'not recorded')} · backend "
+        f"{provenance.get('backend', '?')} · TransformerLens {provenance.get('transformer_lens', '?')}"
+    )
+
+
 def _summary_table(summary: Mapping[str, Any]) -> str:
     rows = []
     for k, v in summary.items():
@@ -108,6 +128,10 @@ def report_html(
         views: Heading -> circuitsvis view (one inline bundle serves all of them).
         texts: Heading -> preformatted text (e.g. ASCII heatmaps, the tree as text).
         notes: Short paragraphs shown under the title (e.g. an isolation verdict).
+
+    A trace with :attr:`Trace.provenance` gets a line under the title naming the model,
+    its weights' SHA-256, the backend and the TransformerLens version (traces saved
+    before provenance was recorded render as before).
     """
     summary = dict(summary) if summary is not None else trace.summary()
     body = [f"<h1>{esc(title)}</h1>"]
@@ -116,6 +140,8 @@ def report_html(
         f"{len(trace.steps)} steps · stop: {esc(trace.stop_reason)} · "
         f"isolate={esc(trace.isolate)}</p>"
     )
+    if trace.provenance:
+        body.append(f'<p class="meta" id="provenance">{esc(provenance_line(trace.provenance))}</p>')
     body += [f"<p>{esc(n)}</p>" for n in notes]
     body.append("<h2>Text</h2>")
     body.append(f'<div class="text" id="bracket-text">{bracket_html(trace)}</div>')

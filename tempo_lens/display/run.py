@@ -11,9 +11,19 @@ Files written under ``out_dir`` (each atomically):
 ``figures/*.png``              widths, attention heatmaps, entropy, received, pruning
 ``tree.txt`` / ``tree.html``   the token lattice
 ``attention_ascii.txt``        ASCII heatmap, cross-parallel verdicts, member bars
-``heatmap.json``               the full attention matrix for external plotting
+``heatmap.json``               the attention matrix for external plotting
+``attention_full.npz``         long runs only: the full data behind thinned views
 ``report.html``                everything above in one self-contained file
 =============================  ==============================================
+
+Long runs. The dense attention views grow with the square of the sequence: the
+circuitsvis heads view embeds ``head * n**2`` numbers as JSON and ``heatmap.json`` ``n**2``.
+Up to ``max_tokens`` (:data:`REPORT_MAX_TOKENS`) tokens they hold every position, as they
+always did. Beyond it both show the last ``max_tokens`` tokens only (queries and keys),
+the view's values rounded to :data:`THINNED_DECIMALS` decimals; the full matrices go to
+``attention_full.npz`` (float32, exact) and a line at the top of the report says what was
+thinned and where the full data is. Nothing is densified over every layer: the report's
+memory is ``O(n**2)`` floats for the mean matrix plus one ``[head, n, n]`` layer.
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ from tempo_lens.analysis.export import save_heatmap_json
 from tempo_lens.display._common import parallel_groups, token_labels
 from tempo_lens.display.report import write_report
 from tempo_lens.display.tree import tree_text, tree_view
-from tempo_lens.io import atomic_write_text
+from tempo_lens.io import atomic_write, atomic_write_text
 from tempo_lens.trace import Trace
 
 __all__ = ["render_run"]
@@ -42,6 +52,17 @@ log = logging.getLogger(__name__)
 
 ASCII_MAX_TOKENS = 64
 """The full-sequence ASCII heatmap is written only up to this many tokens."""
+
+REPORT_MAX_TOKENS = 256
+"""Beyond this many tokens the report's attention views and ``heatmap.json`` are thinned."""
+
+THINNED_DECIMALS = 4
+"""Decimals kept in a thinned circuitsvis view (the side file keeps float32)."""
+
+FULL_DATA_NAME = "attention_full.npz"
+"""The side file of a thinned report: ``mean`` ``[n, n]``, ``layer{L}`` ``[head, n, n]``
+(float32, exactly :meth:`AttentionData.full_matrix` / :meth:`AttentionData.full_tensor`)
+and ``labels`` ``[n]``."""
 
 
 def render_run(
@@ -52,6 +73,7 @@ def render_run(
     *,
     cv_layers: Sequence[int] | None = None,
     title: str | None = None,
+    max_tokens: int = REPORT_MAX_TOKENS,
 ) -> list[Path]:
     """Write the figures, text views and ``report.html`` of one run; returns their paths.
 
@@ -62,6 +84,12 @@ def render_run(
         results: :func:`~tempo_lens.analysis.run.analyze_data` output (any subset).
         cv_layers: Model layers shown with circuitsvis (default: the last captured one).
         title: Report title (default: the prompt, shortened).
+        max_tokens: Sequences longer than this (in tokens) get thinned attention views
+            and ``heatmap.json`` (the last ``max_tokens`` tokens) and the full data in
+            ``attention_full.npz`` (see the module docstring).
+
+    Raises:
+        ValueError: ``max_tokens < 1``, or a ``cv_layers`` entry that was not captured.
 
     A figure that fails to render is not silently dropped: the failure is logged as a
     warning and named at the top of ``report.html``.
@@ -72,6 +100,9 @@ def render_run(
     written: list[Path] = []
     figs: dict[str, Path] = {}
     failures: list[str] = []
+    thinned: list[str] = []
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens!r}")
 
     def fig(name: str, caption: str, make: Any) -> None:
         path = out / "figures" / f"{name}.png"
@@ -121,14 +152,28 @@ def render_run(
                     row_groups=[list(range(len(widest)))],
                     col_groups=[list(widest)], title=f"step {step}: members -> keys", path=p))  # fmt: skip
         texts["attention (ASCII)"] = _ascii(trace, data, labels, full)
-        written.append(save_heatmap_json(out / "heatmap.json", full, labels, labels,
-                                            layers=data.layers, heads=data.heads, agg="mean"))  # fmt: skip
-        tensor = data.full_tensor()
-        for layer in cv_layers if cv_layers is not None else data.layers[-1:]:
-            li = data.layers.index(layer)
-            views[f"layer {layer}: attention heads"] = cv.attention_heads(
-                tensor[li], labels, head_names=[f"L{layer}H{h}" for h in data.heads]
-            )
+        layers = list(cv_layers) if cv_layers is not None else data.layers[-1:]
+        n = len(labels)
+        start = max(0, n - max_tokens)
+        if start:  # long run: thin the dense views, keep the full data beside the report
+            written.append(_save_full(out / FULL_DATA_NAME, data, full, labels, layers))
+            thinned.append(_thinned_note(out, n, start, max_tokens))
+        window = labels[start:]
+        written.append(save_heatmap_json(
+            out / "heatmap.json", full[start:, start:], window, window, layers=data.layers,
+            heads=data.heads, agg="mean",
+            **({"thinned": {"first_token": start, "n_tokens": n, "full_data": FULL_DATA_NAME,
+                            "full_data_key": "mean"}} if start else {})))  # fmt: skip
+        del full
+        for layer in layers:
+            heading = f"layer {layer}: attention heads"
+            if start:
+                heading += f" (last {n - start} of {n} tokens)"
+            views[heading] = cv.attention_heads(
+                data.full_tensor([layer], start)[0], window,
+                head_names=[f"L{layer}H{h}" for h in data.heads],
+                decimals=THINNED_DECIMALS if start else None,
+            )  # fmt: skip
     views["tokens by selection probability"] = cv.probability_tokens(trace)
 
     entropy = results.get("entropy")
@@ -166,10 +211,39 @@ def render_run(
             figures=figs,
             views=views,
             texts=texts,
-            notes=_notes(results) + [f"Rendering failure: {f}" for f in failures],
+            notes=thinned + _notes(results) + [f"Rendering failure: {f}" for f in failures],
         )
     )
     return written
+
+
+def _save_full(
+    path: Path, data: Any, full: np.ndarray, labels: list[str], layers: Sequence[int]
+) -> Path:
+    """Write :data:`FULL_DATA_NAME`: the exact matrices behind the thinned views."""
+    arrays = {"mean": full, "labels": np.asarray(labels, dtype=str)}
+    for layer in layers:
+        arrays[f"layer{layer}"] = data.full_tensor([layer])[0]
+
+    def write(p: Path) -> None:
+        with open(p, "wb") as f:
+            np.savez(f, **arrays)  # type: ignore[arg-type]
+
+    atomic_write(path, write)
+    return path
+
+
+def _thinned_note(out: Path, n: int, start: int, max_tokens: int) -> str:
+    rows = " and attention.npz (every captured row: analysis.export.load_attention)" if (
+        out / "attention.npz").exists() else ""  # fmt: skip
+    return (
+        f"Thinned: this run has {n} tokens (more than {max_tokens}), so the circuitsvis "
+        f"attention views and heatmap.json show only the last {n - start} tokens "
+        f"(physical {start}-{n - 1}), the views' values rounded to {THINNED_DECIMALS} "
+        f"decimals. Full data: "
+        f"{FULL_DATA_NAME} (float32: 'mean' [{n}, {n}], 'layer<L>' [head, {n}, {n}], "
+        f"'labels'){rows}."
+    )
 
 
 def _short(trace: Trace, n: int = 60) -> str:

@@ -381,20 +381,57 @@ class AttentionData:
         """``[q, n_keys]`` attention of a step's queries: one layer/head, or aggregated."""
         return self.select(self.rows(step), layer, head, agg)
 
-    def full_tensor(self) -> Float[np.ndarray, "layer head query key"]:
-        """``[layer, head, n, n]``: every captured row placed at its physical index.
+    def full_tensor(
+        self, layers: Sequence[int] | None = None, start: int = 0
+    ) -> Float[np.ndarray, "layer head query key"]:
+        """``[layer, head, n - start, n - start]``: captured rows placed at their physical index.
 
-        Rows of uncaptured queries and keys after a query's step are 0.
+        Rows of uncaptured queries and keys after a query's step are 0. The result is
+        float32 and holds ``len(layers) * heads * (n - start)**2`` values, so a long run
+        densified over every layer is large (30 layers x 9 heads x 1000**2 tokens is 1 GB):
+        ask for the layers and the tail you need.
+
+        Args:
+            layers: Model layer ids to densify (default: every captured layer), in order.
+            start: First physical index kept on both axes (queries and keys ``start:``).
+
+        Raises:
+            ValueError: A layer was not captured, or ``start`` is not in ``[0, n]``.
         """
         n = len(self)
-        out = np.zeros((len(self.layers), len(self.heads), n, n), dtype=np.float32)
+        if not 0 <= start <= n:
+            raise ValueError(f"start must be in [0, {n}], got {start}")
+        ids = self.layers if layers is None else [int(x) for x in layers]
+        missing = [x for x in ids if x not in self.layers]
+        if missing:
+            raise ValueError(f"layers {missing} were not captured (captured: {self.layers})")
+        li = [self.layers.index(x) for x in ids]
+        m = n - start
+        out = np.zeros((len(li), len(self.heads), m, m), dtype=np.float32)
         for s in self.steps:
-            r = self.rows(s)
-            out[:, :, self.query_map[s], : r.shape[-1]] = r
+            kept = [(k, i - start) for k, i in enumerate(self.query_map[s]) if i >= start]
+            if not kept:
+                continue
+            rows, q = zip(*kept, strict=True)
+            r = self.stored_rows(s)[li][:, :, list(rows), start:]
+            out[:, :, list(q), : r.shape[-1]] = r
         return out
 
     def full_matrix(
         self, layer: int | None = None, head: int | None = None, agg: str = "mean"
     ) -> Float[np.ndarray, "query key"]:
-        """``[n, n]`` query-by-key matrix (lower-triangular), one layer/head or aggregated."""
-        return self.select(self.full_tensor(), layer, head, agg)
+        """``[n, n]`` query-by-key matrix (lower-triangular), one layer/head or aggregated.
+
+        Equal to ``select(full_tensor(), layer, head, agg)`` but reduced step by step, so
+        it never holds the ``[layer, head, n, n]`` tensor (memory ``n**2`` floats plus one
+        step's rows).
+
+        Raises:
+            ValueError: Unknown ``agg``, or a layer/head that was not captured.
+        """
+        n = len(self)
+        out = np.zeros((n, n), dtype=np.float32)
+        for s in self.steps:
+            m = self.select(self.rows(s), layer, head, agg)
+            out[self.query_map[s], : m.shape[-1]] = m
+        return out

@@ -73,7 +73,9 @@ def make_tiny_model(
             default: ``"hooked"`` on 3.x, ``"bridge"`` on 4.x).
 
     Returns:
-        The model, in eval mode, without a tokenizer.
+        The model, in eval mode, without a tokenizer. Its ``cfg.model_name`` (what
+        traces, reports and experiment manifests record) names the shape and the seed,
+        e.g. ``"tiny-random-llama(n_layers=2,d_model=64,n_heads=4,d_vocab=64,seed=0)"``.
 
     Raises:
         ValueError: An unknown backend; ``backend="hooked"`` on TransformerLens 4.x; a
@@ -94,7 +96,7 @@ def make_tiny_model(
                 f"make_tiny_model(backend='bridge') builds a plain Llama: {', '.join(bad)} "
                 "need backend='hooked' (TransformerLens 3.x)"
             )
-        return _tiny_bridge(
+        model = _tiny_bridge(
             n_layers=n_layers,
             d_model=d_model,
             n_heads=n_heads,
@@ -107,6 +109,8 @@ def make_tiny_model(
             dtype=dtype,
             device=device,
         )
+        model.cfg.model_name = _tiny_name(n_layers, d_model, n_heads, d_vocab, seed)
+        return model
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     if n_key_value_heads is not None and n_heads % n_key_value_heads:
@@ -145,7 +149,16 @@ def make_tiny_model(
     )
     model = HookedTransformer(cfg, move_to_device=True)
     model.eval()
+    model.cfg.model_name = _tiny_name(n_layers, d_model, n_heads, d_vocab, seed)
     return model
+
+
+def _tiny_name(n_layers: int, d_model: int, n_heads: int, d_vocab: int, seed: int) -> str:
+    """The name a tiny model's provenance records (TransformerLens' default is ``"custom"``)."""
+    return (
+        f"tiny-random-llama(n_layers={n_layers},d_model={d_model},n_heads={n_heads},"
+        f"d_vocab={d_vocab},seed={seed})"
+    )
 
 
 def _resolve_backend(backend: str | None) -> str:

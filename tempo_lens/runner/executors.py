@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from tempo_lens.backends import provenance
 from tempo_lens.prompts import Prompt
 from tempo_lens.runner.units import Unit, chunks, unit_seed
 
@@ -71,12 +72,16 @@ def execute_units(
 ) -> Iterator[tuple[Unit, dict[str, Any]]]:
     """Run ``units`` on ``model``; yields ``(unit, result)`` as each finishes.
 
-    ``result = {"tables", "seconds", "seed", "batch"}`` (``batch``: units in the batched
-    call that ran it; ``seconds``: that call's time divided by them). With
+    ``result = {"tables", "seconds", "seed", "batch", "provenance"}`` (``batch``: units
+    in the batched call that ran it; ``seconds``: that call's time divided by them;
+    ``provenance``: :func:`tempo_lens.backends.provenance` of ``model``, the model's
+    name, weights' SHA-256, backend and TransformerLens version; absent for a stand-in
+    that is no TransformerLens model). With
     ``spec.run_batch`` and ``batch_size > 1`` the units run in :func:`chunks`. Every
     executor runs units through here.
     """
     spec, cfg = job.spec, job.cfg
+    origin = _provenance(model)
     batched = spec.run_batch is not None and batch_size > 1
     for chunk in chunks(units, batch_size) if batched else [[u] for u in units]:
         seed = unit_seed(cfg.seed, chunk[0].key)
@@ -90,7 +95,24 @@ def execute_units(
             outs = [spec.run_unit(cfg, model, chunk[0])]
         seconds = (time.perf_counter() - t0) / len(chunk)
         for unit, tables in zip(chunk, outs, strict=True):
-            yield unit, {"tables": tables, "seconds": seconds, "seed": seed, "batch": len(chunk)}
+            yield (
+                unit,
+                {
+                    "tables": tables,
+                    "seconds": seconds,
+                    "seed": seed,
+                    "batch": len(chunk),
+                    "provenance": origin,
+                },
+            )
+
+
+def _provenance(model: Any) -> dict[str, Any] | None:
+    """``provenance(model)``, or None for a stand-in model (tests pass plain objects)."""
+    try:
+        return provenance(model)
+    except (TypeError, AttributeError):
+        return None
 
 
 @runtime_checkable

@@ -14,7 +14,9 @@ writing the summary files and returning a text report. The runner does the rest:
   directory while the first is alive; a killed run's lock and temporary files are
   cleaned up by the next run.
 * **Resume**: ``OUT/manifest.json`` records the experiment, the config (minus execution
-  settings such as ``device``) and the prompts. Re-running the same command skips the
+  settings such as ``device``) and the prompts; once the units ran, also ``provenance``:
+  the model's name, its weights' SHA-256, the backend and the TransformerLens version of
+  every model that ran a unit (:func:`~tempo_lens.runner.store.unit_provenance`). Re-running the same command skips the
   finished units; a different config or prompt set raises :class:`ManifestMismatchError`
   (the CLI: one line, exit 2) rather than mixing results.
 * **Tables**: after the units, every table's rows are concatenated in unit order into
@@ -52,11 +54,13 @@ from tempo_lens.prompts import Prompt, packaged_prompts, prompts_from_texts
 from tempo_lens.runner.executors import Executor, Job, LocalExecutor
 from tempo_lens.runner.store import (
     MANIFEST,
+    PROVENANCE,
     RunLock,
     RunResult,
     check_manifest,
     manifest,
     read_unit,
+    unit_provenance,
     write_results,
 )
 from tempo_lens.runner.units import Unit
@@ -260,5 +264,7 @@ def _run_locked(spec, cfg, out, want, units, model, executor, progress, module) 
             f"the executor returned without {len(missing)} of {len(todo)} units "
             f"(e.g. {missing[0]}); re-run to resume"
         )
+    # where the results came from: model name, weights' SHA-256, backend, TransformerLens
+    atomic_write_json(out / MANIFEST, {**want, PROVENANCE: unit_provenance(out, units)})
     tables, report = write_results(spec, cfg, out, units)
     return RunResult(tables, report, out, len(units), len(units) - len(todo), batches)

@@ -50,10 +50,13 @@ __all__ = [
     "manifest",
     "read_unit",
     "summarize_only",
+    "unit_provenance",
     "write_results",
 ]
 
 MANIFEST = "manifest.json"
+PROVENANCE = "provenance"
+"""The manifest key listing where the finished units came from (:func:`unit_provenance`)."""
 LOCK = ".lock"
 EXECUTION_FIELDS = ("device",)  # settings that do not change results' meaning
 
@@ -199,8 +202,28 @@ def manifest(spec: ExperimentSpec, cfg: Any, prompts: Sequence[Prompt]) -> dict[
     )
 
 
+def unit_provenance(out_dir: str | Path, units: Sequence[Unit]) -> list[dict[str, Any]]:
+    """The distinct provenance records of the finished units, in unit order.
+
+    Each is :func:`tempo_lens.backends.provenance` of the model that ran a unit: ``model``
+    (its name), ``weights_sha256`` (the packaged GGUF's, for the offline models),
+    ``backend`` and ``transformer_lens`` (version). One entry unless a resume ran on
+    another model or version. Units written before provenance was recorded add none.
+    """
+    out: list[dict[str, Any]] = []
+    for unit in units:
+        rec = read_unit(Path(out_dir) / "units" / f"{unit.key}.json")
+        origin = rec.get(PROVENANCE) if rec is not None else None
+        if isinstance(origin, dict) and origin not in out:
+            out.append(origin)
+    return out
+
+
 def check_manifest(path: Path, want: dict[str, Any]) -> None:
     """Refuse to resume into ``path``'s directory if it holds another sweep.
+
+    The manifests' ``provenance`` entries (:func:`unit_provenance`) are not compared: a
+    resume on another TransformerLens version is allowed, and its manifest then lists both.
 
     Raises:
         ManifestMismatchError: The manifest at ``path`` differs from ``want`` (the
@@ -209,6 +232,8 @@ def check_manifest(path: Path, want: dict[str, Any]) -> None:
     if not path.is_file():
         return
     have = json.loads(path.read_text(encoding="utf-8"))
+    have.pop(PROVENANCE, None)  # where the units came from, not what the sweep is
+    want = {k: v for k, v in want.items() if k != PROVENANCE}
     if have == want:
         return
     diffs = [k for k in ("experiment", "prompts") if have.get(k) != want[k]]
