@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from tempo_lens.backends import provenance
 from tempo_lens.prompts import Prompt
 from tempo_lens.runner.units import Unit, chunks, unit_seed
 
@@ -109,6 +108,8 @@ def execute_units(
 
 def _provenance(model: Any) -> dict[str, Any] | None:
     """``provenance(model)``, or None for a stand-in model (tests pass plain objects)."""
+    from tempo_lens.backends import provenance  # a model is loaded: its library is too
+
     try:
         return provenance(model)
     except (TypeError, AttributeError):
