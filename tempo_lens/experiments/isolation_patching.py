@@ -124,8 +124,9 @@ def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, An
     Every patch is a batch row of a forward that starts at the patched layer from the
     isolated run's residual stream and unembeds only the positions the step distributions
     read: the layer's ``n_heads`` head patches share one forward
-    (:func:`~tempo_lens.hooks.interventions.head_patch_hooks`); a ``resid_pre`` patch is
-    the visible residual stream run on from its layer. The result equals TransformerLens'
+    (:func:`~tempo_lens.hooks.interventions.head_patch_hooks`); a ``resid_pre`` patch
+    replaces the layer's input with the visible run's (a ``hook_resid_pre`` hook, so a
+    backend that reruns the earlier blocks patches the same point). The result equals TransformerLens'
     one-forward-per-patch ``patching`` functions (``tests/model/test_intervention_batching.py``).
     """
     _model_heads(cfg, model)  # a head outside the model fails before any work
@@ -152,9 +153,11 @@ def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, An
                 vis_logits[:, pos], iso_logits[:, pos], iso, probs, cfg.readout, pos
             )
             rows = []
-            for la in range(n_l):
-                x = vis_cache[hook_name(la, "resid_pre")]
-                rec = metric(backend.logits_from_layer(toks, x, la, pos))
+            for la in range(n_l):  # from the isolated run's layer la, its input replaced
+                name = hook_name(la, "resid_pre")
+                x, source = iso_cache[name], vis_cache[name]
+                with model.hooks(fwd_hooks=[(name, lambda r, hook, v=source: v.to(r))]):
+                    rec = metric(backend.logits_from_layer(toks, x, la, pos))
                 rows.append(
                     {"kind": "resid_pre", "layer": la, "head": -1, "recovery": float(rec[0])}
                 )

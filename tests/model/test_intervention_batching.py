@@ -19,6 +19,8 @@ from tempo_lens.hooks.interventions import head_ablation_hooks, head_patch_hooks
 from tempo_lens.prompts import Prompt
 from tempo_lens.runner import Unit, encode
 
+pytestmark = pytest.mark.bridge  # also run under TransformerLens 4 (the README's TL4 tier)
+
 
 def _all_positions(corrupted: torch.Tensor, index: object, clean: torch.Tensor) -> torch.Tensor:
     corrupted[:] = clean

@@ -18,6 +18,8 @@ from tempo_lens.analysis.teacher_forced import Replay
 from tempo_lens.hooks.interventions import attention_bias, head_ablation_hooks
 from tests.model.measure_reference import reference_measure
 
+pytestmark = pytest.mark.bridge  # also run under TransformerLens 4 (the README's TL4 tier)
+
 KEYS = ("kl_parallel", "kl_nonparallel", "dwidth_parallel", "dwidth_nonparallel", "dnll")
 
 
