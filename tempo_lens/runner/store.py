@@ -50,6 +50,7 @@ __all__ = [
     "manifest",
     "read_unit",
     "summarize_only",
+    "provenance_line",
     "unit_provenance",
     "write_results",
 ]
@@ -299,14 +300,29 @@ def write_results(
     """Collect the finished units' tables, write ``OUT/<table>.csv``, summarize.
 
     Returns:
-        The tables and the report text (also written to ``OUT/report.txt``).
+        The tables and the report text (also written to ``OUT/report.txt``, followed by
+        one ``provenance:`` line per model that ran a unit, :func:`provenance_line`).
     """
     tables = collect(out, units)
     for name, df in tables.items():
         atomic_write_text(out / f"{name}.csv", df.to_csv(index=False))
     report = spec.summarize(cfg, tables, out)
-    atomic_write_text(out / "report.txt", report + "\n")
+    origin = "".join(f"provenance: {provenance_line(p)}\n" for p in unit_provenance(out, units))
+    atomic_write_text(out / "report.txt", report + "\n" + origin)
     return tables, report
+
+
+def provenance_line(record: dict[str, Any]) -> str:
+    """One line of text for a provenance record (:func:`tempo_lens.backends.provenance`).
+
+    E.g. ``model X (weights sha256 ab12...), backend hooked, TransformerLens 3.9.0``.
+    """
+    sha = record.get("weights_sha256")
+    weights = f" (weights sha256 {sha})" if sha else ""
+    return (
+        f"model {record.get('model', 'unknown')}{weights}, backend "
+        f"{record.get('backend', 'unknown')}, TransformerLens {record.get('transformer_lens', '?')}"
+    )
 
 
 def summarize_only(spec: ExperimentSpec, out_dir: str | Path) -> RunResult:

@@ -42,6 +42,10 @@ def test_experiment_manifest_records_provenance(tmp_path: Path) -> None:
     assert main(argv) == 0
     assert json.loads((out / MANIFEST).read_text(encoding="utf-8"))["provenance"] == want
     check_manifest(out / MANIFEST, {k: v for k, v in have.items() if k != "provenance"})
+    report = (out / "report.txt").read_text(encoding="utf-8").splitlines()
+    origin = [line for line in report if line.startswith("provenance: ")]
+    assert origin == [f"provenance: model {want[0]['model']}, backend {want[0]['backend']}, "
+                      f"TransformerLens {want[0]['transformer_lens']}"]  # fmt: skip
 
 
 def test_analysis_summary_and_report_record_provenance(tmp_path: Path) -> None:
