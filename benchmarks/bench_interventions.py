@@ -115,7 +115,7 @@ def time_cases(model: Any, steps: int, prompt: str) -> list[dict[str, Any]]:
     return out
 
 
-def time_head_ablation(src: Path, n_prompts: int, steps: int, out_dir: Path) -> float:
+def time_head_ablation(src: Path, n_prompts: int, steps: int, out_dir: Path, tiny: bool) -> float:
     """Wall seconds of ``head_ablation`` (zero and mean) from a fresh process on ``src``."""
     env = {**os.environ, "PYTHONPATH": str(src)}
     cmd = [
@@ -132,12 +132,16 @@ def time_head_ablation(src: Path, n_prompts: int, steps: int, out_dir: Path) -> 
         "--output-dir",
         str(out_dir),
     ]
+    if tiny:  # the tiny model's token-id prompts, not the suite's text
+        cmd = [c for c in cmd if c != "--prompts-file"]
+        cmd.remove(str(ROOT / "tempo_lens" / "prompts" / "suite.csv"))
+        cmd.append("--tiny")
     t0 = time.perf_counter()
     subprocess.run(cmd, env=env, check=True, cwd=src)
     return time.perf_counter() - t0
 
 
-def before_after(rev: str, n_prompts: int, steps: int) -> dict[str, float]:
+def before_after(rev: str, n_prompts: int, steps: int, tiny: bool) -> dict[str, float]:
     """``head_ablation`` on ``n_prompts`` x 2 modes at ``rev`` and in this tree."""
     with tempfile.TemporaryDirectory() as tmp:
         old = Path(tmp) / "old"
@@ -145,7 +149,7 @@ def before_after(rev: str, n_prompts: int, steps: int) -> dict[str, float]:
         try:
             times: dict[str, float] = {}
             for name, src in (("before", old), ("after", ROOT)):
-                times[name] = time_head_ablation(src, n_prompts, steps, Path(tmp) / name)
+                times[name] = time_head_ablation(src, n_prompts, steps, Path(tmp) / name, tiny)
                 print(f"head_ablation {n_prompts} prompts x 2 modes, {name}: {times[name]:.0f} s")
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT)
@@ -174,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         "cases": time_cases(model, args.steps, "3 14 15 9 26" if args.tiny else PROMPT),
     }
     if args.before:
-        result["head_ablation"] = before_after(args.before, args.before_prompts, args.steps)
+        result["head_ablation"] = before_after(
+            args.before, args.before_prompts, args.steps, args.tiny
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tempo_lens.backends import backend_of, hook_name, layer_windows
+from tempo_lens.backends import backend_of, hook_name, layer_of, layer_windows
 from tempo_lens.hooks import HookFn, attach
 from tempo_lens.hooks.interventions import readout_positions, step_distributions
 from tempo_lens.trace import Trace
@@ -79,6 +79,9 @@ class Replay:
         self.widths = np.array([len(s) for s in st.set_indices])
         self.top = [st.token_ids[s[0]] for s in st.set_indices]
         n_l = model.cfg.n_layers
+        bad = [la for la in ratio_layers or () if not 0 <= la < n_l]
+        if bad:
+            raise ValueError(f"ratio_layers {bad} outside the model's {n_l} layers")
         self.ratio_layers = (
             list(ratio_layers)
             if ratio_layers is not None
@@ -137,10 +140,29 @@ class Replay:
                 clean ``resid_pre`` (exact: earlier layers are untouched), which saves
                 the cost of the layers before it.
 
+        Raises:
+            ValueError: ``batch < 1``, ``start_layer`` outside the model, or a hook the
+                forward would skip (a block before ``start_layer``, the embedding).
+
         Returns:
             One dict per batch row with the metrics of the module docstring.
         """
         st, cfg = self.state, self.config
+        n_l = self.model.cfg.n_layers
+        if batch < 1:
+            raise ValueError(f"measure needs batch >= 1 rows, got {batch}")
+        if not 0 <= start_layer < n_l:
+            raise ValueError(f"start_layer must be in [0, {n_l}), got {start_layer}")
+        bad = sorted(  # a block before start_layer, or the embedding: both are skipped
+            n
+            for n, _ in fwd_hooks
+            if n.startswith("hook_") or ((la := layer_of(n)) is not None and la < start_layer)
+        )
+        if bad:
+            raise ValueError(
+                f"hooks on {bad} act before start_layer={start_layer}: the forward starts "
+                "there from the clean residual stream, so they would be ignored"
+            )
         sums = torch.zeros(batch, 2, dtype=torch.float64)
         for la in self.ratio_layers:
             if la < start_layer:

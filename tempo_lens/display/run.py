@@ -158,6 +158,8 @@ def render_run(
         if start:  # long run: thin the dense views, keep the full data beside the report
             written.append(_save_full(out / FULL_DATA_NAME, data, full, labels, layers))
             thinned.append(_thinned_note(out, n, start, max_tokens))
+        else:  # a side file from an earlier, longer run into this directory is not this run's
+            (out / FULL_DATA_NAME).unlink(missing_ok=True)
         window = labels[start:]
         written.append(save_heatmap_json(
             out / "heatmap.json", full[start:, start:], window, window, layers=data.layers,

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PROMPTS",
     "GenerationConfig",
+    "ReplayConfig",
     "StatsConfig",
     "fmt",
     "fmt_ci",
@@ -94,6 +95,24 @@ class GenerationConfig(StatsConfig):
         }
         kw.update(overrides)
         return TempoConfig(**kw)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplayConfig(GenerationConfig):
+    """Generation settings of an experiment that replays its trace teacher-forced.
+
+    A pruned trace cannot be replayed token for token (:class:`~tempo_lens.analysis.
+    teacher_forced.Replay`), so these experiments generate without pruning and refuse a
+    ``prune`` other than ``none`` instead of ignoring it.
+    """
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if parse_rule(self.prune) is not None:
+            raise ValueError(
+                f"prune must be none: this experiment replays its trace teacher-forced, "
+                f"which needs it unpruned (got {self.prune!r})"
+            )
 
 
 @overload

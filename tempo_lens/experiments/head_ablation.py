@@ -40,7 +40,7 @@ from tempo_lens.analysis import estimate, paired_tests
 from tempo_lens.analysis.teacher_forced import Replay
 from tempo_lens.backends import hook_name
 from tempo_lens.display.experiment_figures import layer_head_heatmaps_figure
-from tempo_lens.experiments._common import GenerationConfig, fmt_estimate
+from tempo_lens.experiments._common import ReplayConfig, fmt_estimate
 from tempo_lens.hooks.interventions import head_ablation_hooks
 from tempo_lens.io import atomic_write_text
 from tempo_lens.runner import ExperimentSpec, Unit, encode
@@ -48,7 +48,7 @@ from tempo_lens.runner.cli import run_cli
 
 
 @dataclass(frozen=True, kw_only=True)
-class Config(GenerationConfig):
+class Config(ReplayConfig):
     """Head-ablation settings (generation settings apply to the replayed trace).
 
     Attributes:
@@ -116,13 +116,16 @@ def summarize(cfg: Config, tables: dict[str, pd.DataFrame], out: Path) -> str:
             res.loc[sel, "p_bh"] = false_discovery_control(p[sel])
     res["critical"] = (res["p_bh"] < 0.05) & (res["ci_low"] > 0)
     atomic_write_text(out / "critical_heads.csv", res.to_csv(index=False))
+    if not np.isfinite(df["kl_parallel"].to_numpy(float)).any():
+        return "no prompt produced a parallel set: nothing to compare at parallel steps"
     layer_head_heatmaps_figure(res, ["kl_parallel", "kl_difference"], out / "head_ablation.png")
     lines = []
     for abl, g in res.groupby("ablation"):
         crit = g[g["critical"]].sort_values("kl_difference", ascending=False)
         top = g.sort_values("kl_parallel", ascending=False).head(3)
         lines.append(
-            f"{abl}: {len(crit)} critical heads of {len(g)}; "
+            f"{abl}: {len(crit)} critical heads of {len(g)}"
+            + ("; " if len(crit) else "")
             + ", ".join(
                 f"L{r.layer}H{r.head} dKL {r.kl_difference:.3g} [{r.ci_low:.3g}, {r.ci_high:.3g}]"
                 for r in crit.head(5).itertuples()

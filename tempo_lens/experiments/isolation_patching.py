@@ -44,7 +44,7 @@ from tempo_lens.analysis import estimate
 from tempo_lens.analysis.replay import replay_state
 from tempo_lens.backends import backend_of, hook_name
 from tempo_lens.display.experiment_figures import layer_head_heatmaps_figure
-from tempo_lens.experiments._common import GenerationConfig, fmt_estimate
+from tempo_lens.experiments._common import ReplayConfig, fmt_estimate
 from tempo_lens.hooks.interventions import (
     head_patch_hooks,
     path_patching,
@@ -57,7 +57,7 @@ from tempo_lens.runner.cli import run_cli
 
 
 @dataclass(frozen=True, kw_only=True)
-class Config(GenerationConfig):
+class Config(ReplayConfig):
     """Patching settings (generation settings apply to the isolated trace).
 
     Attributes:

@@ -31,7 +31,7 @@ import tempo_lens as tl
 from tempo_lens.analysis import estimate
 from tempo_lens.analysis.teacher_forced import Replay
 from tempo_lens.display.experiment_figures import layer_curves_figure
-from tempo_lens.experiments._common import GenerationConfig, fmt_estimate
+from tempo_lens.experiments._common import ReplayConfig, fmt_estimate
 from tempo_lens.hooks.interventions import attention_bias
 from tempo_lens.io import atomic_write_text
 from tempo_lens.runner import ExperimentSpec, Unit, encode
@@ -41,7 +41,7 @@ METRICS = ("kl_parallel", "kl_nonparallel", "dwidth_parallel", "dnll", "dratio_l
 
 
 @dataclass(frozen=True, kw_only=True)
-class Config(GenerationConfig):
+class Config(ReplayConfig):
     """Layer-intervention settings (generation settings apply to the replayed trace).
 
     Attributes:

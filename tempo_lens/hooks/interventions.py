@@ -132,7 +132,8 @@ def head_ablation_hooks(
         ``(hook_name, hook_fn)`` pairs for the ``blocks.{l}.attn.hook_z`` involved.
 
     Raises:
-        ValueError: the forward's batch size differs from ``len(ablations)``.
+        ValueError: a negative layer or head; in the forward, a batch size other than
+            ``len(ablations)`` or a head beyond the layer's heads.
     """
 
     def value(layer: int, heads: Tensor, z: Tensor) -> Tensor:
@@ -145,7 +146,9 @@ def head_ablation_hooks(
 
 def head_patch_hooks(
     patches: Sequence[tuple[int, int]],
-    source: Mapping[int, Float[Tensor, "pos head_index d_head"]],
+    source: Mapping[
+        int, Float[Tensor, "pos head_index d_head"] | Float[Tensor, "1 pos head_index d_head"]
+    ],
 ) -> list[tuple[str, HookFn]]:
     """Activation patching of head outputs, one ``(layer, head)`` per batch row (``hook_z``).
 
@@ -156,19 +159,34 @@ def head_patch_hooks(
 
     Args:
         patches: One ``(layer, head)`` per batch row of the forward.
-        source: ``hook_z`` of the source run per layer, ``[pos, head_index, d_head]``.
+        source: ``hook_z`` of the source run per layer, ``[pos, head_index, d_head]`` (a
+            cache entry's leading batch of 1 is dropped).
 
     Returns:
         ``(hook_name, hook_fn)`` pairs for the ``blocks.{l}.attn.hook_z`` involved.
 
     Raises:
-        ValueError: the forward's batch size differs from ``len(patches)``, or ``source``
-            lacks a patched layer (raised here, before any forward).
+        ValueError: a negative head or layer, or ``source`` lacking a patched layer or
+            of the wrong shape (raised here, before any forward); in the forward, a batch
+            size other than ``len(patches)``, a head or position count that does not match.
     """
     missing = sorted({la for la, _ in patches} - set(source))
     if missing:
         raise ValueError(f"head patching: no source activations for layers {missing}")
-    return _z_replacement(patches, lambda layer, heads, z: source[layer][:, heads].to(z))
+    src = {la: v[0] if v.ndim == 4 and v.shape[0] == 1 else v for la, v in source.items()}
+    bad = {la: tuple(v.shape) for la, v in src.items() if v.ndim != 3}
+    if bad:
+        raise ValueError(f"head patching: source must be [pos, head_index, d_head], got {bad}")
+
+    def value(layer: int, heads: Tensor, z: Tensor) -> Tensor:
+        if src[layer].shape[0] != z.shape[1]:
+            raise ValueError(
+                f"head patching: source of layer {layer} has {src[layer].shape[0]} positions, "
+                f"the forward {z.shape[1]}"
+            )
+        return src[layer][:, heads].to(z)
+
+    return _z_replacement(patches, value)
 
 
 def _z_replacement(
@@ -179,6 +197,9 @@ def _z_replacement(
 
     ``value`` returns ``[pos, n, d_head]`` for the ``n`` rows of one layer (heads in row order).
     """
+    neg = [(la, h) for la, h in rows_spec if la < 0 or h < 0]
+    if neg:
+        raise ValueError(f"(layer, head) pairs must be non-negative, got {neg}")
     by_layer: dict[int, list[tuple[int, int]]] = {}
     for b, (layer, head) in enumerate(rows_spec):
         by_layer.setdefault(layer, []).append((b, head))
@@ -191,6 +212,8 @@ def _z_replacement(
         def hook(z: Float[Tensor, "batch pos head_index d_head"], hook: object) -> Tensor:
             if z.shape[0] != n_rows:
                 raise ValueError(f"batch {z.shape[0]} != {n_rows} rows of (layer, head)")
+            if int(heads.max()) >= z.shape[2]:
+                raise ValueError(f"layer {layer}: head {int(heads.max())} >= n_heads {z.shape[2]}")
             z = z.clone()
             z[rows, :, heads] = value(layer, heads, z).transpose(0, 1)
             return z
@@ -339,15 +362,36 @@ def step_distributions(
         ``[batch, n_steps, d_vocab]`` float64 probabilities.
 
     Raises:
-        ValueError: an unknown ``readout``, negative, non-finite or all-zero mixture
-            weights, or non-finite logits (:func:`tempo_lens.selection.check_logits`).
+        ValueError: an unknown ``readout``; logits that are not ``[batch, pos, d_vocab]``
+            with one position per state token (or per entry of ``positions``); positions
+            missing a token a step reads; too few ``member_probs``; negative, non-finite or
+            all-zero mixture weights; non-finite logits
+            (:func:`tempo_lens.selection.check_logits`).
     """
     if readout not in ("last", "top", "mixture"):
         raise ValueError(f"readout must be last, top or mixture, got {readout!r}")
+    if logits.ndim != 3:
+        raise ValueError(f"logits must be [batch, pos, d_vocab], got shape {tuple(logits.shape)}")
+    want = len(state) if positions is None else len(positions)
+    if logits.shape[1] != want:
+        raise ValueError(
+            f"logits have {logits.shape[1]} positions, expected {want} "
+            + ("(the state's length)" if positions is None else "(one per entry of positions)")
+        )
+    if state.n_steps < 1 or len(member_probs) < state.n_steps - 1:
+        raise ValueError(
+            f"need a state with steps and member_probs for each of its {state.n_steps} steps "
+            f"but the last, got {len(member_probs)}"
+        )
     row_of = {p: r for r, p in enumerate(positions)} if positions is not None else None
 
     def at(idx: Sequence[int]) -> list[int]:
-        return list(idx) if row_of is None else [row_of[i] for i in idx]
+        if row_of is None:
+            return list(idx)
+        missing = [i for i in idx if i not in row_of]
+        if missing:
+            raise ValueError(f"positions lack {missing}, which a step reads (readout_positions)")
+        return [row_of[i] for i in idx]
 
     weights = torch.zeros(state.n_steps, logits.shape[1], dtype=torch.float64)
     weights[0, at([state.prompt_length - 1])] = 1.0

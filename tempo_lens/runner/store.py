@@ -254,7 +254,8 @@ def collect(out_dir: str | Path, units: Sequence[Unit]) -> dict[str, pd.DataFram
     """Concatenate the finished units' rows per table, in unit order.
 
     Each row is prefixed with ``prompt_id``, ``category``, ``prompt`` and the unit's condition keys
-    (a value the row already has wins).
+    (a value the row already has wins). A table no unit gave a row is left out (a
+    column-less empty frame would break a summary's ``tables.get(name, default)``).
     """
     rows: dict[str, list[dict[str, Any]]] = {}
     for unit in units:
@@ -269,7 +270,7 @@ def collect(out_dir: str | Path, units: Sequence[Unit]) -> dict[str, pd.DataFram
         }
         for name, table in rec["tables"].items():
             rows.setdefault(name, []).extend({**base, **r} for r in table)
-    return {name: pd.DataFrame(r) for name, r in rows.items()}
+    return {name: pd.DataFrame(r) for name, r in rows.items() if r}
 
 
 @dataclass

@@ -102,6 +102,10 @@ def test_short_run_is_not_thinned_unless_asked(tiny, tmp_path: Path) -> None:
     assert heat["shape"] == [4, 4]
     with pytest.raises(ValueError, match="max_tokens"):
         render_run(tmp_path / "bad", trace, data, max_tokens=0)
+    # a later unthinned run into the thinned directory leaves no stale side file behind
+    assert (tmp_path / "cut" / FULL_DATA_NAME).exists()
+    render_run(tmp_path / "cut", trace, data)
+    assert not (tmp_path / "cut" / FULL_DATA_NAME).exists()
 
 
 def test_full_matrix_does_not_densify_every_layer(long_run) -> None:
