@@ -30,7 +30,11 @@ def _agree(got: list[dict[str, float]], want: list[dict[str, float]]) -> None:
             if math.isnan(w[k]):
                 assert math.isnan(g[k]), (b, k)
             else:
-                assert g[k] == pytest.approx(w[k], rel=1e-6, abs=1e-9), (b, k, g[k], w[k])
+                # the width is a count: equal. KL and NLL come from forwards of another batch
+                # shape and start layer, which differ by float32 roundoff (~1e-6 relative
+                # with 2 threads; bit-equal with 1)
+                tol = {"abs": 1e-9} if k.startswith("dwidth") else {"rel": 2e-5, "abs": 1e-7}
+                assert g[k] == pytest.approx(w[k], **tol), (b, k, g[k], w[k])
 
 
 CONFIGS = {
