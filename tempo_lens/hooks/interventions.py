@@ -30,6 +30,7 @@ Each factory returns ``(hook_name, hook_fn)`` pairs, so it composes with :func:`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -40,7 +41,7 @@ from torch import Tensor
 
 from tempo_lens.backends import hook_name
 from tempo_lens.hooks import HookFn
-from tempo_lens.selection import probabilities
+from tempo_lens.selection import check_logits
 from tempo_lens.state import SequenceState
 
 __all__ = [
@@ -50,7 +51,9 @@ __all__ = [
     "path_patching",
     "readout_positions",
     "sender_delta",
+    "softmax_into",
     "step_distributions",
+    "Workspace",
 ]
 
 
@@ -337,6 +340,8 @@ def step_distributions(
     member_probs: Sequence[Sequence[float]],
     readout: str,
     positions: Sequence[int] | None = None,
+    *,
+    workspace: Workspace | None = None,
 ) -> Float[Tensor, "batch step d_vocab"]:
     """The distribution each step's set was selected from, from teacher-forced logits.
 
@@ -344,11 +349,12 @@ def step_distributions(
     ``s - 1`` with ``readout`` (``last`` / ``top`` / ``mixture`` weighted by
     ``member_probs[s - 1]``; the rule of :func:`tempo_lens.selection.readout_distribution`).
 
-    All rows and steps are computed at once: one float64 softmax over the positions read,
-    then one contraction with a ``[n_steps, pos]`` readout-weight matrix (a step's weights
-    are its members' renormalised probabilities, or a single 1). The result equals the
-    per-step :func:`~tempo_lens.selection.readout_distribution` to float64 roundoff
-    (``tests/model/test_interventions.py`` compares them).
+    All rows and steps are computed at once: one float64 softmax over the positions read
+    (:func:`softmax_into`), then each step takes the row it reads, or for a mixture the
+    weighted sum of its members' rows (weights: their renormalised probabilities). Each
+    batch row is computed on its own, so batched rows equal single ones bit for bit. The
+    result equals the per-step :func:`~tempo_lens.selection.readout_distribution` to
+    float64 roundoff (``tests/model/test_interventions.py`` compares them).
 
     Args:
         logits: Logits of a forward over ``state`` with the TEMPO hooks attached.
@@ -357,6 +363,9 @@ def step_distributions(
         readout: The trace's readout.
         positions: Physical indices of the rows of ``logits`` when it holds only some
             positions (see :func:`readout_positions`); default: every position.
+        workspace: Buffers to reuse across calls (:class:`Workspace`); the result is then
+            a view of one of them, overwritten by the next call with that workspace.
+            Default: new tensors.
 
     Returns:
         ``[batch, n_steps, d_vocab]`` float64 probabilities.
@@ -393,8 +402,9 @@ def step_distributions(
             raise ValueError(f"positions lack {missing}, which a step reads (readout_positions)")
         return [row_of[i] for i in idx]
 
-    weights = torch.zeros(state.n_steps, logits.shape[1], dtype=torch.float64)
-    weights[0, at([state.prompt_length - 1])] = 1.0
+    # per step: the row of ``logits`` it reads, or its members' rows and renormalised weights
+    single: list[int] = [at([state.prompt_length - 1])[0]]
+    mixed: dict[int, tuple[list[int], Tensor]] = {}
     for s in range(1, state.n_steps):
         idx = at(state.set_indices[s - 1])
         if readout == "mixture":
@@ -403,19 +413,72 @@ def step_distributions(
                 raise ValueError(f"step {s}: mixture weights {w.tolist()} for {len(idx)} members")
             if float(w.sum()) <= 0:
                 raise ValueError(f"step {s}: mixture weights must have a positive sum")
-            weights[s, idx] = w / w.sum()
-        else:
-            weights[s, idx[0] if readout == "top" else idx[-1]] = 1.0
-    read = weights.any(0).nonzero().flatten()  # only the positions some step reads
-    w = weights[:, read].to(logits.device)
+            if len(idx) > 1:
+                mixed[s] = (idx, w / w.sum())
+        single.append(idx[-1] if readout == "last" else idx[0])
+    read = sorted(set(single) | {i for idx, _ in mixed.values() for i in idx})
+    col = {r: c for c, r in enumerate(read)}  # only the positions some step reads
+    dev, logits = logits.device, logits.detach()
     if len(read) < logits.shape[1]:
-        logits = logits[:, read.to(logits.device)]
-    out = []
+        logits = logits[:, torch.tensor(read, device=dev)]
+    check_logits(logits)
+    ws = workspace if workspace is not None else Workspace()
+    batch, n_read, d_vocab = logits.shape
+    out = ws.buffer("step_distributions", (batch, state.n_steps, d_vocab), torch.float64, dev)
     # Rows in chunks of ~256 MiB of float64 probabilities (a batch of 270 heads would not fit).
-    per_row = max(1, len(read) * logits.shape[-1] * 8)
-    chunk = max(1, (256 << 20) // per_row)
-    for b in range(0, logits.shape[0], chunk):
-        probs = probabilities(logits[b : b + chunk])
-        # one matmul per row, so every row is computed exactly as a batch of one would be
-        out += [w @ row for row in probs]
-    return torch.stack(out)
+    chunk = max(1, (256 << 20) // max(1, n_read * d_vocab * 8))
+    step_col = torch.tensor([col[i] for i in single], device=dev)
+    for b in range(0, batch, chunk):
+        rows = logits[b : b + chunk]
+        probs = ws.buffer("probabilities", tuple(rows.shape), torch.float64, dev)
+        softmax_into(rows, probs)
+        # a step reading one position takes its row; a mixture the weighted sum of its
+        # members' rows (elementwise per batch row: batched rows equal single ones exactly)
+        torch.index_select(probs, 1, step_col, out=out[b : b + chunk])
+        term = ws.buffer("mixture_term", (probs.shape[0], d_vocab), torch.float64, dev)
+        for s, (idx, w) in mixed.items():  # in place: no new full-vocabulary tensors
+            acc = out[b : b + chunk, s]
+            torch.mul(probs[:, col[idx[0]]], float(w[0]), out=acc)
+            for i, wi in zip(idx[1:], w[1:].tolist(), strict=True):
+                acc.add_(torch.mul(probs[:, col[i]], wi, out=term))
+    return out
+
+
+class Workspace:
+    """Reusable float buffers for hot loops over full-vocabulary tensors.
+
+    A fresh tensor of tens of MiB costs page faults on every first touch, which on a CPU
+    costs more than the arithmetic on it (``benchmarks/bench_interventions.py``). A
+    workspace hands out the same buffer for the same name, shape, dtype and device; its
+    contents are overwritten by the next call that asks for it, so a caller must not keep
+    a result across calls (copy it).
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, Tensor] = {}
+
+    def buffer(
+        self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str
+    ) -> Tensor:
+        """An uninitialised ``shape`` tensor, the same one as last time for ``name`` if it fits."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.dtype != dtype or buf.device != torch.device(device):
+            buf = torch.empty(0, dtype=dtype, device=device)
+        need = math.prod(shape)
+        if buf.numel() < need:
+            buf = torch.empty(need, dtype=dtype, device=device)
+        self._buffers[name] = buf
+        return buf[:need].view(shape)
+
+
+def softmax_into(logits: Float[Tensor, "... d_vocab"], out: Float[Tensor, "... d_vocab"]) -> Tensor:
+    """:func:`tempo_lens.selection.probabilities` written into ``out`` (float64, same shape).
+
+    ``exp(x - max) / sum``, the formula of ``torch.softmax``, in place in ``out``, so no
+    new full-vocabulary tensor is allocated; equal to ``torch.softmax(logits,
+    dtype=float64)`` to float64 roundoff. ``-inf`` logits give 0; the caller checks the
+    logits (:func:`tempo_lens.selection.check_logits`).
+    """
+    out.copy_(logits)
+    out.sub_(out.amax(-1, keepdim=True)).exp_()
+    return out.div_(out.sum(-1, keepdim=True))

@@ -97,3 +97,40 @@ def test_width_count_equals_select_from_probs_on_fallback_ties_and_cap() -> None
             want = select_from_probs(d[b, s], conf.threshold_at(s), max_parallel=2).size
             assert width[b, s] == want, (b, s)
     assert set(width.flatten().tolist()) == {1, 2}
+
+
+def test_softmax_into_and_workspace_reuse() -> None:
+    """The in-place softmax equals torch's float64 softmax; a workspace reuses its buffer and
+    step_distributions through a workspace equals the allocating call."""
+    import torch
+
+    from tempo_lens.hooks.interventions import Workspace, softmax_into, step_distributions
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 5, 97, generator=g) * 4
+    x[0, 0, :10] = -torch.inf  # masked entries get probability 0
+    out = torch.empty(3, 5, 97, dtype=torch.float64)
+    got = softmax_into(x, out)
+    assert got.data_ptr() == out.data_ptr()
+    want = torch.softmax(x, -1, dtype=torch.float64)
+    assert torch.allclose(got, want, rtol=1e-14, atol=1e-17)
+    assert (got[0, 0, :10] == 0).all()
+
+    ws = Workspace()
+    a = ws.buffer("a", (4, 6), torch.float64, "cpu")
+    b = ws.buffer("a", (2, 3), torch.float64, "cpu")  # smaller: same storage
+    assert a.data_ptr() == b.data_ptr() and b.shape == (2, 3)
+    c = ws.buffer("a", (5, 6), torch.float64, "cpu")  # larger: a new buffer
+    assert c.numel() == 30
+
+    model = tl.make_tiny_model(n_layers=2)
+    trace = tl.generate(model, [3, 14, 15, 9], selection_threshold=0.05, max_steps=6)
+    r = Replay(model, trace)
+    st = r.state
+    logits = model(st.tokens_tensor()).expand(2, -1, -1)
+    for readout in ("mixture", "top", "last"):
+        plain = step_distributions(logits, st, r.member_probs, readout)
+        reused = step_distributions(logits, st, r.member_probs, readout, workspace=ws)
+        assert torch.equal(plain, reused)
+        again = step_distributions(logits, st, r.member_probs, readout, workspace=ws)
+        assert again.data_ptr() == reused.data_ptr()  # the workspace's buffer, not a new one
