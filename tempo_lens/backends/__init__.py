@@ -34,7 +34,6 @@ from torch import Tensor
 from tempo_lens.backends.base import (
     Backend,
     CacheOps,
-    HookPoint,
     KVCache,
     NotRotaryError,
     TempoModel,
@@ -47,7 +46,22 @@ from tempo_lens.backends.base import (
     model_name,
     remove_hooks,
 )
-from tempo_lens.backends.hooked import HAS_HOOKED_TRANSFORMER, fast_layout_targets, is_hooked
+
+# Imported from TransformerLens on first access (PEP 562), so that importing the package,
+# and with it every CLI's --help, does not import TransformerLens.
+_LAZY = {
+    "HookPoint": "tempo_lens.backends.base",
+    "HAS_HOOKED_TRANSFORMER": "tempo_lens.backends.hooked",
+    "fast_layout_targets": "tempo_lens.backends.hooked",
+    "is_hooked": "tempo_lens.backends.hooked",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BACKENDS",

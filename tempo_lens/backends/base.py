@@ -17,8 +17,9 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeAlias, runtime_checkable
 
 from torch import Tensor
-from transformer_lens.hook_points import HookPoint
-from transformer_lens.utilities import get_act_name
+
+if TYPE_CHECKING:
+    from transformer_lens.hook_points import HookPoint
 
 __all__ = [
     "Backend",
@@ -209,6 +210,15 @@ class CacheOps(Protocol):
     def scratch(self, cache: Any, length: int) -> AbstractContextManager[None]: ...
 
 
+def __getattr__(name: str) -> Any:
+    """``HookPoint`` (re-exported), imported from TransformerLens on first access."""
+    if name == "HookPoint":
+        from transformer_lens.hook_points import HookPoint
+
+        return HookPoint
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def hook_name(layer: int, name: str) -> str:
     """The full name of hook ``name`` of block ``layer``, e.g. ``blocks.3.attn.hook_pattern``.
 
@@ -217,6 +227,8 @@ def hook_name(layer: int, name: str) -> str:
     ``blocks.{layer}.attn.hook_*``; ``"resid_pre"``, ``"mlp_out"``, ... give
     ``blocks.{layer}.hook_*``. The same names on both backends.
     """
+    from transformer_lens.utilities import get_act_name  # on first use: CLI help stays light
+
     return get_act_name(name, int(layer))
 
 

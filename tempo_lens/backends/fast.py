@@ -57,7 +57,6 @@ import torch
 from torch import nn
 
 from tempo_lens.backends.base import TempoModel
-from tempo_lens.backends.hooked import fast_layout_targets
 
 __all__ = [
     "FastPathStatus",
@@ -66,6 +65,13 @@ __all__ = [
     "fast_path_status",
     "fast_weights",
 ]
+
+
+def _layout_targets(model: TempoModel) -> list[tuple[str, nn.Parameter, tuple[int, ...]]]:
+    # imported on first use: importing tempo_lens does not import TransformerLens
+    from tempo_lens.backends.hooked import fast_layout_targets
+
+    return fast_layout_targets(model)
 
 
 @dataclass(frozen=True)
@@ -113,7 +119,7 @@ def enable_fast_path(model: TempoModel) -> FastPathStatus:
         The resulting :class:`FastPathStatus`.
     """
     with torch.no_grad():
-        for _name, param, order in fast_layout_targets(model):
+        for _name, param, order in _layout_targets(model):
             if not _is_compute_layout(param, order):
                 _set_data(param, _compute_layout(param, order))
     return fast_path_status(model)
@@ -122,7 +128,7 @@ def enable_fast_path(model: TempoModel) -> FastPathStatus:
 def disable_fast_path(model: TempoModel) -> FastPathStatus:
     """Restore the stock (contiguous) layout of every weight :func:`enable_fast_path` touches."""
     with torch.no_grad():
-        for _name, param, _order in fast_layout_targets(model):
+        for _name, param, _order in _layout_targets(model):
             if not param.is_contiguous():
                 _set_data(param, param.detach().contiguous())
     return fast_path_status(model)
@@ -132,7 +138,7 @@ def fast_path_status(model: TempoModel) -> FastPathStatus:
     """Which eligible weights are currently in the fast layout."""
     fast: list[str] = []
     stock: list[str] = []
-    for name, param, order in fast_layout_targets(model):
+    for name, param, order in _layout_targets(model):
         if _is_compute_layout(param, order):
             fast.append(name)
         else:

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from tempo_lens.backends import (
-    HookPoint,
     TempoModel,
     UnsupportedAttentionError,
     hook_functions,
@@ -33,7 +32,13 @@ from tempo_lens.state import SequenceState
 
 __all__ = ["HookConflictError", "HookFn", "StateMismatchError", "TempoHooks", "TempoModel"]
 
+if TYPE_CHECKING:
+    from transformer_lens.hook_points import HookPoint
+else:  # not imported at run time, so that importing tempo_lens (and --help) stays light
+    HookPoint = Any
+
 HookFn = Callable[[Tensor, HookPoint], Tensor | None]
+"""A TransformerLens forward hook: ``(activation, hook_point) -> replacement or None``."""
 
 
 class StateMismatchError(RuntimeError):

@@ -27,6 +27,10 @@ print("HEAVY", heavy, "CODE", code)
         ["generate", "--prompt", "x", "--max-steps", "-3"],
         ["stats", "--help"],
         ["analyze", "--help"],
+        ["experiment", "head_ablation", "--help"],
+        ["experiment", "isolation_patching", "--limit", "0"],
+        ["experiment", "nosuch"],
+        ["findings", "--help"],
     ],  # fmt: skip
 )
 def test_help_and_usage_errors_import_no_model_library(argv) -> None:
