@@ -46,6 +46,7 @@ from tempo_lens.backends import backend_of, hook_name
 from tempo_lens.display.experiment_figures import layer_head_heatmaps_figure
 from tempo_lens.experiments._common import ReplayConfig, fmt_estimate
 from tempo_lens.hooks.interventions import (
+    Workspace,
     head_patch_hooks,
     path_patching,
     readout_positions,
@@ -107,10 +108,13 @@ def recovery_metric(
     ``[batch, pos, d_vocab]`` logits to a ``[batch]`` tensor.
     """
     first = next(s for s, m in enumerate(state.set_indices) if len(m) > 1) + 1
+    work = Workspace()  # one full-vocabulary buffer for every call (no page faults per call)
 
     def kl(logits: torch.Tensor) -> torch.Tensor:
-        q = step_distributions(logits, state, probs, readout, positions)[:, first:]
-        return (p * (log_p - q.clamp_min(1e-300).log())).sum((1, 2))
+        q = step_distributions(logits, state, probs, readout, positions, workspace=work)
+        # KL(p || q) = sum p (log p - log q), in place on the workspace buffer
+        diff = q[:, first:].clamp_min_(1e-300).log_().neg_().add_(log_p)
+        return torch.einsum("sv,bsv->b", p, diff)
 
     p = step_distributions(vis_logits, state, probs, readout, positions)[0, first:]
     log_p = p.clamp_min(1e-300).log()
