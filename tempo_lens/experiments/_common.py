@@ -10,7 +10,7 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from tempo_lens.analysis.quality import clean_text_nll, trace_diversity
 from tempo_lens.analysis.stats import repetition_score
@@ -42,6 +42,9 @@ PROMPTS = (  # default prompts of the experiments (each takes the first few)
     "The best way to learn a language is",
     "In the morning, the old man",
 )
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,7 +107,14 @@ class ReplayConfig(GenerationConfig):
     A pruned trace cannot be replayed token for token (:class:`~tempo_lens.analysis.
     teacher_forced.Replay`), so these experiments generate without pruning and refuse a
     ``prune`` other than ``none`` instead of ignoring it.
+
+    Attributes:
+        max_rows: Most interventions per batched forward (each is one batch row: a copy of
+            the sequence through the layers after the intervened one). A memory budget
+            only: the results do not depend on it, and a resume may change it.
     """
+
+    max_rows: int = 64
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -113,6 +123,12 @@ class ReplayConfig(GenerationConfig):
                 f"prune must be none: this experiment replays its trace teacher-forced, "
                 f"which needs it unpruned (got {self.prune!r})"
             )
+        if self.max_rows < 1:
+            raise ValueError(f"max_rows must be >= 1, got {self.max_rows}")
+
+    def row_chunks(self, items: Sequence[T]) -> list[Sequence[T]]:
+        """``items`` in consecutive chunks of at most ``max_rows`` (one forward each)."""
+        return [items[i : i + self.max_rows] for i in range(0, len(items), self.max_rows)]
 
 
 @overload

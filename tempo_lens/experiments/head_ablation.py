@@ -75,10 +75,10 @@ def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, An
         nonpar = [i for i in range(len(r.state)) if not r.state.is_parallel(i)]
         mean = torch.stack([cache[n][0, nonpar].mean(0) for n in z_names])  # layer head d_head
     rows = []
-    for la in range(model.cfg.n_layers):  # one forward per layer, from that layer on
-        chunk = [(la, h) for h in range(model.cfg.n_heads)]
-        out = r.measure(len(chunk), head_ablation_hooks(chunk, mean=mean), start_layer=la)
-        rows += [{"layer": la, "head": h, **m} for (la, h), m in zip(chunk, out, strict=True)]
+    for la in range(model.cfg.n_layers):  # one forward per layer (max_rows heads), from it on
+        for chunk in cfg.row_chunks([(la, h) for h in range(model.cfg.n_heads)]):
+            out = r.measure(len(chunk), head_ablation_hooks(chunk, mean=mean), start_layer=la)
+            rows += [{"layer": la, "head": h, **m} for (la, h), m in zip(chunk, out, strict=True)]
     return {"heads": rows}
 
 

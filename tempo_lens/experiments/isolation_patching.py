@@ -166,15 +166,15 @@ def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, An
                     {"kind": "resid_pre", "layer": la, "head": -1, "recovery": float(rec[0])}
                 )
             for la in range(n_l) if cfg.heads else ():
-                chunk = [(la, h) for h in range(n_h)]
-                x = iso_cache[hook_name(la, "resid_pre")].expand(n_h, -1, -1)
                 source = {la: vis_cache[hook_name(la, "z")][0]}
-                with model.hooks(fwd_hooks=head_patch_hooks(chunk, source)):
-                    rec = metric(backend.logits_from_layer(toks, x, la, pos))
-                rows += [
-                    {"kind": "z", "layer": la, "head": h, "recovery": float(rec[h])}
-                    for h in range(n_h)
-                ]
+                for chunk in cfg.row_chunks([(la, h) for h in range(n_h)]):
+                    x = iso_cache[hook_name(la, "resid_pre")].expand(len(chunk), -1, -1)
+                    with model.hooks(fwd_hooks=head_patch_hooks(chunk, source)):
+                        rec = metric(backend.logits_from_layer(toks, x, la, pos))
+                    rows += [
+                        {"kind": "z", "layer": la, "head": h, "recovery": float(rec[b])}
+                        for b, (_, h) in enumerate(chunk)
+                    ]
     out = {"patching": rows}
     if cfg.path_heads:
         full = recovery_metric(vis_logits, iso_logits, iso, probs, cfg.readout)

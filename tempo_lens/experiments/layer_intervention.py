@@ -64,11 +64,12 @@ def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, An
     if not keys:
         return {"layers": []}
     rows = []
-    for layer in range(model.cfg.n_layers):
-        hooks = attention_bias(r.state, keys=keys, beta=list(cfg.betas), layers=[layer])
-        out = r.measure(len(cfg.betas), hooks, start_layer=layer)
-        for beta, m in zip(cfg.betas, out, strict=True):
-            rows.append({"layer": layer, "beta": beta, "n_parallel": len(keys), **m})
+    for layer in range(model.cfg.n_layers):  # the beta grid as rows, from that layer on
+        for betas in cfg.row_chunks(cfg.betas):
+            hooks = attention_bias(r.state, keys=keys, beta=list(betas), layers=[layer])
+            out = r.measure(len(betas), hooks, start_layer=layer)
+            for beta, m in zip(betas, out, strict=True):
+                rows.append({"layer": layer, "beta": beta, "n_parallel": len(keys), **m})
     return {"layers": rows}
 
 

@@ -59,7 +59,7 @@ MANIFEST = "manifest.json"
 PROVENANCE = "provenance"
 """The manifest key listing where the finished units came from (:func:`unit_provenance`)."""
 LOCK = ".lock"
-EXECUTION_FIELDS = ("device",)  # settings that do not change results' meaning
+EXECUTION_FIELDS = ("device", "max_rows")  # settings that do not change results' meaning
 
 log = logging.getLogger(__name__)
 

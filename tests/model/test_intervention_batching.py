@@ -111,3 +111,54 @@ def test_head_ablation_hooks_unchanged_by_the_shared_replacement() -> None:
         assert name == "blocks.1.attn.hook_z"
         assert torch.equal(out[0, :, 0], want0) and torch.equal(out[1, :, 2], want1)
         assert torch.equal(out[0, :, 1:], z[0, :, 1:]) and torch.equal(out[1, :, :2], z[1, :, :2])
+
+
+@pytest.mark.parametrize("name", ["head_ablation", "layer_intervention", "isolation_patching"])
+def test_max_rows_changes_the_forwards_not_the_results(name) -> None:
+    """--max-rows 1 (one intervention per forward) and 3 (a ragged last chunk) give the rows
+    of the default budget (every head or beta of a layer in one forward), in the same order;
+    the number of batch rows per block call follows the budget."""
+    import importlib
+
+    mod = importlib.import_module(f"tempo_lens.experiments.{name}")
+    model = tl.make_tiny_model(n_layers=2)
+    unit = Unit(Prompt(id="p", text="3 14 15 9 26"), {"ablation": "mean"})
+    base = {"tiny": True, "max_steps": 6, "selection_threshold": 0.05}
+    if name == "layer_intervention":
+        base["betas"] = (-2.0, -1.0, 1.0, 2.0)  # 4 rows: chunks of 3 + 1
+    widest = {}
+    results = {}
+    for max_rows in (64, 3, 1):
+        seen: list[int] = []
+        handle = model.blocks[1].register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[0]))
+        try:
+            results[max_rows] = mod.run_unit(mod.Config(**base, max_rows=max_rows), model, unit)
+        finally:
+            handle.remove()
+        widest[max_rows] = max(seen)
+    (table,) = [k for k in results[64] if results[64][k]][:1]
+    want = results[64][table]
+    assert want, "the prompt needs a parallel set"
+    for max_rows in (3, 1):
+        got = results[max_rows][table]
+        assert [{k: v for k, v in r.items() if isinstance(v, str | int)} for r in got] == [
+            {k: v for k, v in r.items() if isinstance(v, str | int)} for r in want
+        ]
+        for g, w in zip(got, want, strict=True):
+            for k, v in w.items():
+                if isinstance(v, float):
+                    assert g[k] == pytest.approx(v, rel=1e-4, abs=1e-6, nan_ok=True), (k, g, w)
+    assert widest[1] == 1 and widest[3] == 3 and widest[64] == 4
+
+
+def test_max_rows_is_an_execution_setting() -> None:
+    """Refused below 1, naming the value; not part of a sweep's identity (a resume may change it)."""
+    from tempo_lens.experiments import head_ablation as ha
+    from tempo_lens.runner.store import manifest
+
+    with pytest.raises(ValueError, match="max_rows must be >= 1, got 0"):
+        ha.Config(tiny=True, max_rows=0)
+    prompts = [Prompt(id="p", text="3 14")]
+    assert manifest(ha.SPEC, ha.Config(tiny=True, max_rows=2), prompts) == manifest(
+        ha.SPEC, ha.Config(tiny=True), prompts
+    )
