@@ -207,18 +207,19 @@ def _path_rows(
         for b in heads:
             if a[0] >= b[0]:
                 continue
-            for path in ("q", "k", "v", "qkv"):
-                with (
-                    torch.no_grad(),
-                    tl.attach(model, iso),
-                    path_patching(
-                        model, vis_cache, iso_cache, senders=[a], receivers=[b], paths=path
-                    ),  # fmt: skip
-                ):
-                    rec = float(metric(model(toks))[0])
+            paths = ("q", "k", "v", "qkv")  # the four variants as rows of one forward
+            with (
+                torch.no_grad(),
+                tl.attach(model, iso),
+                path_patching(
+                    model, vis_cache, iso_cache, senders=[a], receivers=[b], paths=paths
+                ),  # fmt: skip
+            ):
+                rec = metric(model(toks.expand(len(paths), -1)))
+            for path, r in zip(paths, rec.tolist(), strict=True):
                 rows.append(
                     {"sender": f"L{a[0]}H{a[1]}", "sender_layer": a[0], "receiver": f"L{b[0]}H{b[1]}",
-                     "receiver_layer": b[0], "path": path, "recovery": rec}
+                     "receiver_layer": b[0], "path": path, "recovery": r}
                 )  # fmt: skip
     return rows
 

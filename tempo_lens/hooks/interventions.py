@@ -261,7 +261,7 @@ def path_patching(
     *,
     senders: Sequence[tuple[int, int]],
     receivers: Sequence[tuple[int, int]],
-    paths: str = "qkv",
+    paths: str | Sequence[str] = "qkv",
     sender_mlps: Sequence[int] = (),
 ) -> Iterator[None]:
     """Patch sender outputs (source run) into only the q/k/v input of receiver heads.
@@ -284,18 +284,24 @@ def path_patching(
             e.g. the isolated run, with the same tokens).
         senders: ``(layer, head)`` whose output is patched.
         receivers: ``(layer, head)`` query heads whose inputs receive it.
-        paths: Which inputs of the receivers: any of ``q``, ``k``, ``v``.
+        paths: Which inputs of the receivers: any of ``q``, ``k``, ``v``. A sequence of
+            such strings gives one per batch row, so several path variants share one
+            forward (e.g. ``["q", "k", "v", "qkv"]`` with the tokens repeated 4 times):
+            row ``b`` equals a batch-of-one forward with ``paths=paths[b]``.
         sender_mlps: Layers whose MLP output is patched too.
 
     Raises:
         ValueError: no receivers, bad ``paths``, a head or layer out of range, or a sender
-            not in an earlier layer than every receiver (it could not reach it).
+            not in an earlier layer than every receiver (it could not reach it); inside
+            the context, a forward whose batch is not ``len(paths)`` rows when ``paths``
+            is a sequence.
     """
     cfg = model.cfg
     if not receivers:
         raise ValueError("path patching needs at least one receiver")
-    if not paths or set(paths) - set("qkv"):
-        raise ValueError(f"paths must be a non-empty subset of 'qkv', got {paths!r}")
+    per_row = [paths] if isinstance(paths, str) else list(paths)
+    if not per_row or any(not p or set(p) - set("qkv") for p in per_row):
+        raise ValueError(f"paths must be non-empty subsets of 'qkv', got {paths!r}")
     for la, h in [*senders, *receivers]:
         if not (0 <= la < cfg.n_layers and 0 <= h < cfg.n_heads):
             raise ValueError(f"head L{la}H{h} outside the model ({cfg.n_layers}x{cfg.n_heads})")
@@ -308,23 +314,31 @@ def path_patching(
         )
     delta = sender_delta(model, source_cache, target_cache, senders, sender_mlps)
     group = cfg.n_heads // (cfg.n_key_value_heads or cfg.n_heads)
-    by_hook: dict[str, list[int]] = {}
+    by_hook: dict[str, tuple[str, list[int]]] = {}  # hook -> (path, receiving heads)
     for la, h in receivers:
-        for path in dict.fromkeys(paths):
+        for path in dict.fromkeys("".join(per_row)):
             idx = h if path == "q" else h // group
-            by_hook.setdefault(hook_name(la, f"{path}_input"), []).append(idx)
+            by_hook.setdefault(hook_name(la, f"{path}_input"), (path, []))[1].append(idx)
 
-    def make(heads: list[int]) -> HookFn:
+    def make(path: str, heads: list[int]) -> HookFn:
         idx = torch.tensor(sorted(set(heads)))
+        rows = None if isinstance(paths, str) else [b for b, p in enumerate(per_row) if path in p]
 
         def hook(x: Float[Tensor, "batch pos head_index d_model"], hook: object) -> Tensor:
+            if rows is not None and x.shape[0] != len(per_row):
+                raise ValueError(
+                    f"path_patching with one path per row ({len(per_row)} rows) got a "
+                    f"forward of batch {x.shape[0]}"
+                )
             x = x.clone()
-            x[:, :, idx] += delta.to(x)[:, :, None]
+            d = delta.to(x)[:, :, None]
+            for b in range(x.shape[0]) if rows is None else rows:
+                x[b, :, idx] += d[0 if d.shape[0] == 1 else b]
             return x
 
         return hook
 
-    hooks = [(name, make(heads)) for name, heads in by_hook.items()]
+    hooks = [(name, make(path, heads)) for name, (path, heads) in by_hook.items()]
     old = cfg.use_split_qkv_input
     model.set_use_split_qkv_input(True)
     try:

@@ -130,7 +130,9 @@ def test_max_rows_changes_the_forwards_not_the_results(name) -> None:
     results = {}
     for max_rows in (64, 3, 1):
         seen: list[int] = []
-        handle = model.blocks[1].register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[0]))
+        handle = model.blocks[1].register_forward_pre_hook(
+            lambda m, a, seen=seen: seen.append(a[0].shape[0])
+        )
         try:
             results[max_rows] = mod.run_unit(mod.Config(**base, max_rows=max_rows), model, unit)
         finally:

@@ -123,3 +123,20 @@ def test_isolation_patching_rejects_bad_path_heads(heads, tmp_path, capsys) -> N
     argv = ["--tiny", "--quick", "--path-heads", heads, "--output-dir", str(tmp_path)]
     assert isolation_patching.main(argv) == 2
     assert "path_heads" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("n_kv", [None, 2])
+def test_one_path_per_row_equals_single_path_forwards(n_kv) -> None:
+    """paths=["q", "k", "v", "qkv"] on 4 rows: row b equals a batch-of-one with paths[b]."""
+    model = tl.make_tiny_model(n_key_value_heads=n_kv) if n_kv else tl.make_tiny_model()
+    iso, toks, vis_cache, iso_cache, _, _ = _runs(model)
+    paths = ["q", "k", "v", "qkv"]
+    kw = {"senders": [(0, 1)], "receivers": [(1, 3)]}
+    batched, _ = _patched(model, iso, toks.expand(4, -1), vis_cache, iso_cache, paths=paths, **kw)
+    singles = [_patched(model, iso, toks, vis_cache, iso_cache, paths=p, **kw)[0] for p in paths]
+    for b, single in enumerate(singles):
+        torch.testing.assert_close(batched[b], single[0], rtol=1e-5, atol=1e-5)
+    assert (singles[0] - singles[1]).abs().max() > 1e-4  # the variants differ
+    with pytest.raises(ValueError, match="one path per row .4 rows. got a forward of batch 1"):
+        _patched(model, iso, toks, vis_cache, iso_cache, paths=paths, **kw)
+    assert model.cfg.use_split_qkv_input is False
