@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from tempo_lens.config import TempoConfig
 from tempo_lens.io import atomic_write_json, first_non_finite
 from tempo_lens.state import SequenceState
 
-__all__ = ["Candidate", "PruneDecision", "StepRecord", "TokenRecord", "Trace"]
+__all__ = ["Candidate", "PruneDecision", "StepRecord", "TokenRecord", "Trace", "provenance_line"]
 
 TRACE_FORMAT = 2
 ANSI_COLOURS = ("\x1b[32m", "\x1b[33m", "\x1b[36m", "\x1b[35m", "\x1b[34m", "\x1b[31m")
@@ -358,6 +359,22 @@ class Trace:
     def load(cls, path: str | os.PathLike[str]) -> Trace:
         """Read a trace written by :meth:`save` (any supported format)."""
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def provenance_line(record: Mapping[str, Any]) -> str:
+    """One line naming where a result came from, for reports and logs.
+
+    ``record`` is a provenance dict (:func:`tempo_lens.backends.provenance`,
+    ``Trace.provenance``, an experiment manifest's entries): ``model``, ``weights_sha256``
+    (the packaged GGUF's; ``"not recorded"`` when absent, as for a tiny random model),
+    ``backend`` and the ``transformer_lens`` version. E.g. ``model SmolLM2-135M-Instruct ·
+    weights SHA-256 ab12… · backend hooked · TransformerLens 3.9.0``.
+    """
+    return (
+        f"model {record.get('model', '?')} · weights SHA-256 "
+        f"{record.get('weights_sha256') or 'not recorded'} · backend "
+        f"{record.get('backend', '?')} · TransformerLens {record.get('transformer_lens', '?')}"
+    )
 
 
 def _from_format_1(data: dict[str, Any]) -> dict[str, Any]:

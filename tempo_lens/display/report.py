@@ -22,13 +22,12 @@ from tempo_lens.display._common import esc, page
 from tempo_lens.display.cv import CvView, bundle_script
 from tempo_lens.display.tree import tree_view
 from tempo_lens.io import atomic_write_text
-from tempo_lens.trace import Trace
+from tempo_lens.trace import Trace, provenance_line
 
 __all__ = [
     "REPORT_CSS",
     "bracket_html",
     "figure_html",
-    "provenance_line",
     "report_html",
     "write_report",
 ]
@@ -85,19 +84,6 @@ def figure_html(png: bytes | str | os.PathLike[str], caption: str = "") -> str:
     return f'<figure><img src="{uri}" alt="{esc(caption)}">{cap}</figure>'
 
 
-def provenance_line(provenance: Mapping[str, Any]) -> str:
-    """One line naming where a run came from (:func:`tempo_lens.backends.provenance`).
-
-    ``model``, ``weights_sha256`` (the packaged GGUF's; ``"not recorded"`` when absent,
-    as for a tiny random model), ``backend`` and the ``transformer_lens`` version.
-    """
-    return (
-        f"provenance: model {provenance.get('model', '?')} · weights SHA-256 "
-        f"{provenance.get('weights_sha256', 'not recorded')} · backend "
-        f"{provenance.get('backend', '?')} · TransformerLens {provenance.get('transformer_lens', '?')}"
-    )
-
-
 def _summary_table(summary: Mapping[str, Any]) -> str:
     rows = []
     for k, v in summary.items():
@@ -141,7 +127,9 @@ def report_html(
         f"isolate={esc(trace.isolate)}</p>"
     )
     if trace.provenance:
-        body.append(f'<p class="meta" id="provenance">{esc(provenance_line(trace.provenance))}</p>')
+        body.append(
+            f'<p class="meta" id="provenance">{esc("provenance: " + provenance_line(trace.provenance))}</p>'
+        )
     body += [f"<p>{esc(n)}</p>" for n in notes]
     body.append("<h2>Text</h2>")
     body.append(f'<div class="text" id="bracket-text">{bracket_html(trace)}</div>')

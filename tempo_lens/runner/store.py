@@ -32,6 +32,7 @@ import pandas as pd
 
 from tempo_lens.io import atomic_write_text, jsonable
 from tempo_lens.prompts import Prompt
+from tempo_lens.trace import provenance_line
 
 if TYPE_CHECKING:
     from tempo_lens.runner.experiment import ExperimentSpec
@@ -50,7 +51,6 @@ __all__ = [
     "manifest",
     "read_unit",
     "summarize_only",
-    "provenance_line",
     "unit_provenance",
     "write_results",
 ]
@@ -302,7 +302,7 @@ def write_results(
 
     Returns:
         The tables and the report text (also written to ``OUT/report.txt``, followed by
-        one ``provenance:`` line per model that ran a unit, :func:`provenance_line`).
+        one ``provenance:`` line per model that ran a unit, :func:`tempo_lens.trace.provenance_line`).
     """
     tables = collect(out, units)
     for name, df in tables.items():
@@ -311,19 +311,6 @@ def write_results(
     origin = "".join(f"provenance: {provenance_line(p)}\n" for p in unit_provenance(out, units))
     atomic_write_text(out / "report.txt", report + "\n" + origin)
     return tables, report
-
-
-def provenance_line(record: dict[str, Any]) -> str:
-    """One line of text for a provenance record (:func:`tempo_lens.backends.provenance`).
-
-    E.g. ``model X (weights sha256 ab12...), backend hooked, TransformerLens 3.9.0``.
-    """
-    sha = record.get("weights_sha256")
-    weights = f" (weights sha256 {sha})" if sha else ""
-    return (
-        f"model {record.get('model', 'unknown')}{weights}, backend "
-        f"{record.get('backend', 'unknown')}, TransformerLens {record.get('transformer_lens', '?')}"
-    )
 
 
 def summarize_only(spec: ExperimentSpec, out_dir: str | Path) -> RunResult:

@@ -44,8 +44,9 @@ def test_experiment_manifest_records_provenance(tmp_path: Path) -> None:
     check_manifest(out / MANIFEST, {k: v for k, v in have.items() if k != "provenance"})
     report = (out / "report.txt").read_text(encoding="utf-8").splitlines()
     origin = [line for line in report if line.startswith("provenance: ")]
-    assert origin == [f"provenance: model {want[0]['model']}, backend {want[0]['backend']}, "
-                      f"TransformerLens {want[0]['transformer_lens']}"]  # fmt: skip
+    assert origin == [f"provenance: model {want[0]['model']} · weights SHA-256 not recorded · "
+                      f"backend {want[0]['backend']} · TransformerLens "
+                      f"{want[0]['transformer_lens']}"]  # fmt: skip
 
 
 def test_analysis_summary_and_report_record_provenance(tmp_path: Path) -> None:
