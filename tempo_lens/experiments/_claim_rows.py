@@ -72,15 +72,20 @@ def row(
     values: pd.Series,
     keep: pd.Index,
     verdict: Callable[[tuple[float, float], int], str],
-    reference: float,
+    null: float | None,
     seed: int,
     detail: str = "",
 ) -> dict[str, Any]:
-    """One estimate row: mean, CI, Wilcoxon vs ``reference``, d_z, verdicts (all / filtered)."""
+    """One estimate row: mean, CI, Wilcoxon vs ``null``, d_z, verdicts (all / filtered).
+
+    ``null`` is the value of *no effect* (ratio 1, difference 0, rho 0), never the rule's
+    interval midpoint (issue 23); ``None`` where a claim has no such value (3.h): the
+    p-value and effect size are then NaN and the verdict rests on the CI alone.
+    """
     x = values.to_numpy(np.float64)
     e = estimate(x, seed=seed, min_n=1)
     fin = x[np.isfinite(x)]
-    t = paired_tests(fin, np.full(len(fin), reference))
+    t = paired_tests(fin, np.full(len(fin), math.nan if null is None else null))
     xf = values.reindex(keep.intersection(values.index)).to_numpy(np.float64)
     f = estimate(xf, seed=seed, min_n=1)
     return {
