@@ -168,7 +168,7 @@ def claim5(members: pd.DataFrame, keep: pd.Index) -> dict[str, Any]:
     all_fit = fit(members)
     out = blank("5", statement, metric)
     if all_fit is None:
-        out.update(verdict="inconclusive", verdict_filtered="inconclusive", n_prompts=0)
+        out.update(verdict="insufficient", verdict_filtered="insufficient", n_prompts=0)
         return out
     coef, ci, p, n = all_fit
     verdict = direction(+1, 0.1)
@@ -217,7 +217,7 @@ def head_specialisation(heads: pd.DataFrame, seed: int) -> dict[str, Any]:
     verdict = (
         rules.specialised(len(special), n_heads)
         if n_prompts >= rules.MIN_PROMPTS
-        else ("inconclusive")
+        else "insufficient"
     )
     shown = ", ".join(f"L{c[0]}H{c[1]} {math.exp(m):.2f}x" for c, m in special[:12])
     return blank(

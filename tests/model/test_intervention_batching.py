@@ -130,7 +130,8 @@ def test_max_rows_changes_the_forwards_not_the_results(name) -> None:
     results = {}
     for max_rows in (64, 3, 1):
         seen: list[int] = []
-        handle = model.blocks[1].register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[0]))
+        hook = lambda m, a, seen=seen: seen.append(a[0].shape[0])  # noqa: E731
+        handle = model.blocks[1].register_forward_pre_hook(hook)
         try:
             results[max_rows] = mod.run_unit(mod.Config(**base, max_rows=max_rows), model, unit)
         finally:
