@@ -283,7 +283,11 @@ def claims_table(cfg: Any, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 def _exact_rows(pp: pd.DataFrame) -> list[dict[str, Any]]:
     n_prompts = int(pp["prompt_id"].nunique())
-    pos_ok = pp["positions_ok"].astype(bool)
+    # 6.pos judges the units with a parallel set: elsewhere "siblings share a position" is
+    # vacuous and the unit would pass trivially (issue 23); those are reported, not counted.
+    has_set = pp["n_parallel_sets"].fillna(0).astype(int) > 0
+    pos_all = pp["positions_ok"].astype(bool)
+    pos_ok = pos_all[has_set]
     iso = pp[(pp["mode"] == "isolated") & (pp["n_parallel_sets"] > 0)]
     vis = pp[(pp["mode"] == "visible") & (pp["n_parallel_sets"] > 0)]
     sib_iso = iso["max_sibling_attention"].astype(float)
@@ -295,12 +299,15 @@ def _exact_rows(pp: pd.DataFrame) -> list[dict[str, Any]]:
             "6.pos",
             "Parallel tokens share logical positions (measured at the hooks)",
             "position recovered from layer-0 hook_k -> hook_rot_k equals the logical "
-            "position, siblings equal (tolerance 1e-3); estimate = fraction of units",
-            estimate=float(pos_ok.mean()),
-            n_prompts=n_prompts,
+            "position, siblings equal (tolerance 1e-3); estimate = fraction of the units with "
+            "a parallel set",
+            estimate=float(pos_ok.mean()) if len(pos_ok) else math.nan,
+            n_prompts=int(pp.loc[has_set, "prompt_id"].nunique()),
             verdict=rules.exact(int(pos_ok.sum()), len(pos_ok)),
-            detail=f"{int(pos_ok.sum())}/{len(pos_ok)} units; max error "
-            f"{pp['position_max_error'].astype(float).max():.2e} positions",
+            detail=f"{int(pos_ok.sum())}/{len(pos_ok)} units with a parallel set; max error "
+            f"{pp['position_max_error'].astype(float).max():.2e} positions; units without a "
+            f"set (not judged): {int(pos_all[~has_set].sum())}/{int((~has_set).sum())} "
+            "recover every position",
         ),
         _blank(
             "6.iso",

@@ -168,3 +168,22 @@ def test_role_fractions_leave_out_heads_without_generated_queries() -> None:
     got = role_fractions(local)
     assert got == {"role_local": 0.5, "role_long_range": 0.25, "role_balanced": 0.25}
     assert all(np.isnan(v) for v in role_fractions(np.full(4, np.nan)).values())
+
+
+def test_6pos_judges_only_units_with_a_parallel_set() -> None:
+    """A unit without a set passes 6.pos trivially (no siblings to compare): it is reported
+    in the detail, not counted; a failing unit with a set still refutes (issue 23)."""
+    tables = synthetic()
+    pp = tables["per_prompt"].copy()
+    pp.loc[:9, "n_parallel_sets"] = 0  # 10 units without a set
+    tables["per_prompt"] = pp
+    r = claims_table(Config(), tables).set_index("claim").loc["6.pos"]
+    assert r["verdict"] == "supported" and r["estimate"] == 1.0
+    assert r["detail"].startswith(f"{len(pp) - 10}/{len(pp) - 10} units with a parallel set")
+    assert "units without a set (not judged): 10/10" in r["detail"]
+    pp.loc[0, "positions_ok"] = False  # a failure where nothing is judged does not count
+    pp.loc[20, "positions_ok"] = False  # one that is judged refutes
+    tables["per_prompt"] = pp
+    r = claims_table(Config(), tables).set_index("claim").loc["6.pos"]
+    assert r["verdict"] == "refuted"
+    assert r["estimate"] == pytest.approx((len(pp) - 11) / (len(pp) - 10))
