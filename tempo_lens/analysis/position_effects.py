@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tempo_lens.analysis.stats import estimate, rank_correlation
+from tempo_lens.analysis.stats import MIN_N, estimate, rank_correlation
 
 __all__ = ["position_effects"]
 
@@ -33,7 +33,7 @@ def _label(scheme: str, delta: float) -> str:
 
 
 def position_effects(
-    table: pd.DataFrame, *, recovery: float = 0.9, min_n: int = 3, seed: int = 0
+    table: pd.DataFrame, *, recovery: float = 0.9, min_n: int = MIN_N, seed: int = 0
 ) -> dict[str, Any]:
     """The effects listed in the module docstring, as JSON-ready dicts and lists.
 

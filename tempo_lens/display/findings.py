@@ -1,7 +1,7 @@
 """Figures of the findings experiment (matplotlib, Agg): data in, PNG files out.
 
 Each function takes the experiment's tables (DataFrames as written by the runner), draws
-one figure and saves it; confidence bands are percentile-bootstrap CIs over prompts from
+one figure and saves it; confidence bands are bootstrap-t CIs over prompts from
 :func:`tempo_lens.analysis.stats.estimate`.
 """
 

@@ -72,15 +72,20 @@ def row(
     values: pd.Series,
     keep: pd.Index,
     verdict: Callable[[tuple[float, float], int], str],
-    reference: float,
+    null: float | None,
     seed: int,
     detail: str = "",
 ) -> dict[str, Any]:
-    """One estimate row: mean, CI, Wilcoxon vs ``reference``, d_z, verdicts (all / filtered)."""
+    """One estimate row: mean, CI, Wilcoxon vs ``null``, d_z, verdicts (all / filtered).
+
+    ``null`` is the value of *no effect* (ratio 1, difference 0, rho 0), never the rule's
+    interval midpoint (issue 23); ``None`` where a claim has no such value (3.h): the
+    p-value and effect size are then NaN and the verdict rests on the CI alone.
+    """
     x = values.to_numpy(np.float64)
     e = estimate(x, seed=seed, min_n=1)
     fin = x[np.isfinite(x)]
-    t = paired_tests(fin, np.full(len(fin), reference))
+    t = paired_tests(fin, np.full(len(fin), math.nan if null is None else null))
     xf = values.reindex(keep.intersection(values.index)).to_numpy(np.float64)
     f = estimate(xf, seed=seed, min_n=1)
     return {
@@ -163,7 +168,7 @@ def claim5(members: pd.DataFrame, keep: pd.Index) -> dict[str, Any]:
     all_fit = fit(members)
     out = blank("5", statement, metric)
     if all_fit is None:
-        out.update(verdict="inconclusive", verdict_filtered="inconclusive", n_prompts=0)
+        out.update(verdict="insufficient", verdict_filtered="insufficient", n_prompts=0)
         return out
     coef, ci, p, n = all_fit
     verdict = direction(+1, 0.1)
@@ -212,7 +217,7 @@ def head_specialisation(heads: pd.DataFrame, seed: int) -> dict[str, Any]:
     verdict = (
         rules.specialised(len(special), n_heads)
         if n_prompts >= rules.MIN_PROMPTS
-        else ("inconclusive")
+        else "insufficient"
     )
     shown = ", ".join(f"L{c[0]}H{c[1]} {math.exp(m):.2f}x" for c, m in special[:12])
     return blank(

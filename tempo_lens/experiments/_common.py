@@ -52,10 +52,11 @@ class StatsConfig(RunConfig):
     """The run settings plus the fewest prompts an experiment's summary judges on.
 
     Attributes:
-        min_prompts: Fewest prompts before a trend or difference is claimed.
+        min_prompts: Fewest prompts before a trend or difference is claimed (fewer:
+            insufficient).
     """
 
-    min_prompts: int = 3
+    min_prompts: int = 10
 
     def __post_init__(self) -> None:
         if self.min_prompts < 1:

@@ -143,6 +143,31 @@ def _positions_check(model: Any, data: Any) -> dict[str, Any]:
     return {"position_max_error": err, "position_sibling_spread": sib, "positions_ok": ok}
 
 
+def role_fractions(local: np.ndarray) -> dict[str, float]:
+    """Per-prompt fraction of heads per role, among the heads with generated queries.
+
+    ``local`` is each head's local fraction (NaN for a head without generated queries:
+    :func:`~tempo_lens.analysis.head_specialisation`). Local: >= 0.5; long-range: <= 0.2;
+    balanced: in between. The three fractions sum to 1, or are all NaN when no head had a
+    generated query (such a prompt does not enter claim 4: issue 23).
+
+    Examples:
+        >>> role_fractions(np.array([0.6, 0.1, np.nan, 0.3, 0.7]))
+        {'role_local': 0.5, 'role_long_range': 0.25, 'role_balanced': 0.25}
+        >>> role_fractions(np.array([np.nan, np.nan]))["role_local"]
+        nan
+    """
+    x = np.asarray(local, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if not len(x):
+        return {"role_local": math.nan, "role_long_range": math.nan, "role_balanced": math.nan}
+    return {
+        "role_local": float(np.mean(x >= 0.5)),
+        "role_long_range": float(np.mean(x <= 0.2)),
+        "role_balanced": float(np.mean((x > 0.2) & (x < 0.5))),
+    }
+
+
 def _band_means(values: np.ndarray, n_layers: int) -> dict[str, float]:
     bands = depth_bands(n_layers)
     return {b: float(np.nanmean(values[bands == b])) for b in ("early", "middle", "late")}
@@ -238,9 +263,7 @@ def _measure(
         **{f"entropy_{b}": v for b, v in _band_means(ent_norm.mean(1), n_layers).items()},
         "head_entropy_min": float(np.nanmin(ent_nats)),
         "head_entropy_max": float(np.nanmax(ent_nats)),
-        "role_local": float(np.mean(local >= 0.5)),
-        "role_long_range": float(np.mean(local <= 0.2)),
-        "role_balanced": float(np.mean((local > 0.2) & (local < 0.5))),
+        **role_fractions(local),
         "max_sibling_attention": iso_check.max_sibling_attention if iso_check.n_sets else None,
         "n_parallel_sets": iso_check.n_sets,
         **_positions_check(model, data),

@@ -29,13 +29,29 @@ from tempo_lens.experiments._claim_rows import head_specialisation as _head_spec
 from tempo_lens.experiments._claim_rows import interval as _interval
 from tempo_lens.experiments._claim_rows import row as _row
 
-__all__ = ["COLUMNS", "SEED", "claims_table", "condition", "member_features"]
+__all__ = ["COLUMNS", "SEED", "claims_table", "condition", "member_features", "role_table"]
 
 
 def condition(pp: pd.DataFrame, mode: str, tau: float) -> pd.DataFrame:
     """The per-prompt rows of one condition, indexed by ``prompt_id``."""
     sel = pp[(pp["mode"] == mode) & np.isclose(pp["tau"].astype(float), tau)]
     return sel.set_index("prompt_id")
+
+
+def role_table(iso: pd.DataFrame) -> pd.DataFrame:
+    """Claim 4's per-prompt role fractions among the heads with generated queries.
+
+    Columns ``local``, ``balanced``, ``long_range``, each row summing to 1; NaN for a prompt
+    without generated queries, which does not enter claim 4. Per-prompt tables written
+    before issue 23 counted heads without generated queries in no role (their three
+    fractions sum to the share of heads with queries, 0 for a prompt without any); dividing
+    by the sum gives the fractions among the heads with queries for those tables too.
+    """
+    cols = {k: iso[f"role_{k}"].astype(float) for k in ("local", "balanced", "long_range")}
+    total = sum(cols.values())
+    assert isinstance(total, pd.Series)
+    total = total.where(total > 0)
+    return pd.DataFrame({k: v / total for k, v in cols.items()}, index=iso.index)
 
 
 def _clean(*frames: pd.DataFrame) -> pd.Index:
@@ -64,7 +80,7 @@ def claims_table(cfg: Any, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
             iso["matched_ratio"],
             _clean(iso),
             one,
-            0.5,
+            1.0,  # no effect: parallel tokens receive what the baseline receives
             seed,
         )
     )
@@ -76,7 +92,7 @@ def claims_table(cfg: Any, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
             vis["matched_ratio"],
             _clean(vis),
             one,
-            0.5,
+            1.0,  # no effect: parallel tokens receive what the baseline receives
             seed,
         )
     )
@@ -90,7 +106,7 @@ def claims_table(cfg: Any, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
                 i15["matched_ratio"],
                 _clean(i15),
                 one,
-                0.5,
+                1.0,
                 seed,
             )
         )
@@ -103,7 +119,7 @@ def claims_table(cfg: Any, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
             iso["ratio"],
             _clean(iso),
             one,
-            0.5,
+            1.0,  # no effect: parallel tokens receive what the baseline receives
             seed,
         )
     )
@@ -116,7 +132,7 @@ def claims_table(cfg: Any, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
             iso["ratio_sink"],
             _clean(iso),
             one,
-            0.5,
+            1.0,  # no effect: parallel tokens receive what the baseline receives
             seed,
         )
     )
@@ -128,7 +144,7 @@ def claims_table(cfg: Any, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
             iso["set_ratio"],
             _clean(iso),
             one,
-            0.5,
+            1.0,  # no effect: parallel tokens receive what the baseline receives
             seed,
         )
     )
@@ -222,16 +238,18 @@ def claims_table(cfg: Any, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
         iso["head_entropy_max"],
         _clean(iso),
         lambda ci, n: rules.head_range(hmin.ci, ci, n),
-        1.21,
+        None,  # no "no effect" value for a range claim: the verdict is the CI's
         seed,
         detail=f"min over heads {hmin.mean:.3f} [{hmin.ci[0]:.3f}, {hmin.ci[1]:.3f}]",
     )
     hmax["verdict_filtered"] = ""  # the rule needs both ends; reported for all prompts only
     rows.append(hmax)
+    fractions = role_table(iso)
     role_est = {
-        k: estimate(iso[f"role_{k}"].to_numpy(float), seed=seed, min_n=1)
+        k: estimate(fractions[k].to_numpy(float), seed=seed, min_n=1)
         for k in ("local", "balanced", "long_range")
     }
+    n_queries = int(fractions["local"].notna().sum())
     smallest = min(role_est, key=lambda k: role_est[k].mean)
     rows.append(
         _blank(
@@ -246,7 +264,8 @@ def claims_table(cfg: Any, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
             verdict=rules.roles([e.ci for e in role_est.values()], role_est[smallest].n),
             detail="; ".join(
                 f"{k} {e.mean:.3f} [{e.ci[0]:.3f}, {e.ci[1]:.3f}]" for k, e in role_est.items()
-            ),
+            )
+            + f"; {n_queries} of {len(fractions)} prompts had generated queries",
         )
     )
     heads = tables["heads"]
@@ -264,7 +283,11 @@ def claims_table(cfg: Any, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 def _exact_rows(pp: pd.DataFrame) -> list[dict[str, Any]]:
     n_prompts = int(pp["prompt_id"].nunique())
-    pos_ok = pp["positions_ok"].astype(bool)
+    # 6.pos judges the units with a parallel set: elsewhere "siblings share a position" is
+    # vacuous and the unit would pass trivially (issue 23); those are reported, not counted.
+    has_set = pp["n_parallel_sets"].fillna(0).astype(int) > 0
+    pos_all = pp["positions_ok"].astype(bool)
+    pos_ok = pos_all[has_set]
     iso = pp[(pp["mode"] == "isolated") & (pp["n_parallel_sets"] > 0)]
     vis = pp[(pp["mode"] == "visible") & (pp["n_parallel_sets"] > 0)]
     sib_iso = iso["max_sibling_attention"].astype(float)
@@ -276,12 +299,15 @@ def _exact_rows(pp: pd.DataFrame) -> list[dict[str, Any]]:
             "6.pos",
             "Parallel tokens share logical positions (measured at the hooks)",
             "position recovered from layer-0 hook_k -> hook_rot_k equals the logical "
-            "position, siblings equal (tolerance 1e-3); estimate = fraction of units",
-            estimate=float(pos_ok.mean()),
-            n_prompts=n_prompts,
+            "position, siblings equal (tolerance 1e-3); estimate = fraction of the units with "
+            "a parallel set",
+            estimate=float(pos_ok.mean()) if len(pos_ok) else math.nan,
+            n_prompts=int(pp.loc[has_set, "prompt_id"].nunique()),
             verdict=rules.exact(int(pos_ok.sum()), len(pos_ok)),
-            detail=f"{int(pos_ok.sum())}/{len(pos_ok)} units; max error "
-            f"{pp['position_max_error'].astype(float).max():.2e} positions",
+            detail=f"{int(pos_ok.sum())}/{len(pos_ok)} units with a parallel set; max error "
+            f"{pp['position_max_error'].astype(float).max():.2e} positions; units without a "
+            f"set (not judged): {int(pos_all[~has_set].sum())}/{int((~has_set).sum())} "
+            "recover every position",
         ),
         _blank(
             "6.iso",

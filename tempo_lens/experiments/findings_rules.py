@@ -1,7 +1,8 @@
 """The pre-registered decision rules of the findings experiment (``docs/findings.md``).
 
-Pure functions from a CI (or a check) to a verdict: ``"supported"``, ``"refuted"`` or
-``"inconclusive"``. They were written, with the rules table of ``docs/findings.md``, before
+Pure functions from a CI (or a check) to a verdict: ``"supported"``, ``"refuted"``,
+``"inconclusive"``, or ``"insufficient"`` when fewer than :data:`MIN_PROMPTS` prompts entered
+(shown in the tables since issue 23; it was folded into "inconclusive" before). They were written, with the rules table of ``docs/findings.md``, before
 any number of the default model existed; ``findings.summarize`` applies them and nothing
 else decides a verdict.
 
@@ -32,21 +33,24 @@ __all__ = [
     "specialised",
 ]
 
-Verdict = Literal["supported", "refuted", "inconclusive"]
+Verdict = Literal["supported", "refuted", "inconclusive", "insufficient"]
 MIN_PROMPTS = 10
-"""Fewer prompts than this entering an estimate -> ``inconclusive``."""
+"""Fewer prompts than this entering an estimate -> ``insufficient``."""
 
 
-def _bad(ci: Sequence[float], n: int | None) -> bool:
-    return (n is not None and n < MIN_PROMPTS) or not all(math.isfinite(x) for x in ci)
+def _bad(ci: Sequence[float], n: int | None) -> Verdict | None:
+    """``insufficient`` (too few prompts) or ``inconclusive`` (no finite CI), else None."""
+    if n is not None and n < MIN_PROMPTS:
+        return "insufficient"
+    return None if all(math.isfinite(x) for x in ci) else "inconclusive"
 
 
 def interval(ci: Sequence[float], a: float, b: float, n: int | None = None) -> Verdict:
     """Supported if the CI lies inside ``[a, b]``; refuted if it lies entirely outside."""
     if a > b:
         raise ValueError(f"interval bounds must satisfy a <= b, got [{a}, {b}]")
-    if _bad(ci, n):
-        return "inconclusive"
+    if bad := _bad(ci, n):
+        return bad
     lo, hi = ci
     if a <= lo and hi <= b:
         return "supported"
@@ -66,8 +70,8 @@ def direction(ci: Sequence[float], *, sign: int, margin: float, n: int | None = 
         raise ValueError(f"sign must be -1 or +1, got {sign}")
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
-    if _bad(ci, n):
-        return "inconclusive"
+    if bad := _bad(ci, n):
+        return bad
     if -margin <= ci[0] and ci[1] <= margin:
         return "refuted"  # negligible, even if it excludes 0
     lo, hi = sorted((ci[0] * sign, ci[1] * sign))  # the claimed side is now "> 0"
@@ -84,12 +88,15 @@ def exact(n_ok: int, n_checked: int) -> Verdict:
 
 
 def composite(parts: Sequence[Verdict]) -> Verdict:
-    """Supported if every part is; refuted if any part is; otherwise inconclusive."""
+    """Supported if every part is; refuted if any part is; else insufficient or inconclusive.
+
+    Insufficient when a part is (too few prompts), otherwise inconclusive.
+    """
     if any(p == "refuted" for p in parts):
         return "refuted"
     if parts and all(p == "supported" for p in parts):
         return "supported"
-    return "inconclusive"
+    return "insufficient" if "insufficient" in parts else "inconclusive"
 
 
 def head_range(min_ci: Sequence[float], max_ci: Sequence[float], n: int | None = None) -> Verdict:
@@ -100,8 +107,11 @@ def head_range(min_ci: Sequence[float], max_ci: Sequence[float], n: int | None =
 
 def roles(cis: Sequence[Sequence[float]], n: int | None = None, floor: float = 0.05) -> Verdict:
     """Claim 4: every role's CI low > ``floor`` -> supported; any CI high < floor -> refuted."""
-    if not cis or any(_bad(ci, n) for ci in cis):
+    if not cis:
         return "inconclusive"
+    for ci in cis:
+        if bad := _bad(ci, n):
+            return bad
     if any(ci[1] < floor for ci in cis):
         return "refuted"
     if all(ci[0] > floor for ci in cis):

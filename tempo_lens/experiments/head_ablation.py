@@ -101,6 +101,7 @@ def summarize(cfg: Config, tables: dict[str, pd.DataFrame], out: Path) -> str:
                 "kl_difference": e.mean,
                 "ci_low": e.ci[0],
                 "ci_high": e.ci[1],
+                "direction": e.direction,  # "insufficient" below --min-prompts
                 "wilcoxon_p": paired_tests(a, b).wilcoxon_p,
                 "dwidth_parallel": g["dwidth_parallel"].mean(),
                 "dnll": g["dnll"].mean(),
@@ -114,7 +115,7 @@ def summarize(cfg: Config, tables: dict[str, pd.DataFrame], out: Path) -> str:
         sel = (res["ablation"] == abl).to_numpy() & np.isfinite(p)
         if sel.any():
             res.loc[sel, "p_bh"] = false_discovery_control(p[sel])
-    res["critical"] = (res["p_bh"] < 0.05) & (res["ci_low"] > 0)
+    res["critical"] = (res["p_bh"] < 0.05) & (res["direction"] == "above")
     atomic_write_text(out / "critical_heads.csv", res.to_csv(index=False))
     if not np.isfinite(df["kl_parallel"].to_numpy(float)).any():
         return "no prompt produced a parallel set: nothing to compare at parallel steps"

@@ -155,16 +155,20 @@ VALUES: dict[str, list[tuple[str, dict[str, Any], str, Any]]] = {
 
 # (path in summary.json, recorded value). Verdict texts are now the directions of
 # tempo_lens.analysis.estimate ("inconclusive", "insufficient"), pruning_layers' summary
-# names its rule ("prune": "relative:0.5") instead of "ratio": 0.5.
+# names its rule ("prune": "relative:0.5") instead of "ratio": 0.5. Since issue 23 the recorded
+# runs (3 prompts) are below the default --min-prompts (10): "insufficient", and their
+# bootstrap-t CIs are unbounded at n = 3 (JSON null; a resample of one value repeated has
+# t* = +-inf, probability 1/9 > 2.5%).
 SUMMARY: dict[str, list[tuple[str, Any]]] = {
     "position_sharing": [
         ("n_effect.0.ratio_mean", 1.7521768494226073),
-        ("n_effect.0.ratio_ci", [1.4915022822971065, 2.1790149541880868]),
-        ("n_effect.0.verdict", "set total attention increases with n"),
+        ("n_effect.0.ratio_ci", [None, None]),
+        ("n_effect.0.verdict", "insufficient"),
         ("scheme_effect.-1.ratio_mean", 1.1385209892018657),
-        ("scheme_effect.-1.ratio_ci", [1.0561145529814553, 1.2946990709219708]),
+        ("scheme_effect.-1.ratio_ci", [None, None]),
         ("scheme_effect.-1.recovery_mean", 1.0),
-        ("critical_delta.text", "no offset recovers 90% at n=3 (best 0.00199)"),
+        ("critical_delta.text",
+         "no gap to recover: distinct vs shared at n=3 is 'insufficient' (ratio 1.14)"),
         ("layers_most_affected.0.layer", 1),
         ("layers_most_affected.0.ratio", 2.55795549210595),
         ("layers_most_affected.1.ratio", 1.530148309541363),
@@ -173,7 +177,7 @@ SUMMARY: dict[str, list[tuple[str, Any]]] = {
     "pruning_layers": [
         ("reproduced", True),
         ("groups.1.rate_mean", 0.5209150326797386),
-        ("groups.1.rate_ci", [0.3333333333333333, 0.6999999999999998]),
+        ("groups.1.rate_ci", [None, None]),
         ("groups.1.kappa", 0.25),
         ("groups.1.score_rho", 0.6271168041684759),
         ("groups.1.auc_received", 0.7625994694960212),
@@ -183,16 +187,16 @@ SUMMARY: dict[str, list[tuple[str, Any]]] = {
     "threshold_sweep": [
         ("greedy_clean_nll", 1.4406463018882345),
         ("constant_trends.pruned.rho_mean", -0.9553418012614796),
-        ("constant_trends.pruned.rho_ci", [-1.0, -0.8660254037844387]),
-        ("constant_trends.pruned.verdict", "pruned decreases with tau0"),
+        ("constant_trends.pruned.rho_ci", [None, None]),
+        ("constant_trends.pruned.verdict", "insufficient"),
         ("schedule_vs_constant.0.mean_difference", -0.892939671489359),
-        ("schedule_vs_constant.0.difference_ci", [-2.7996236400611134, 0.12080462559303617]),
+        ("schedule_vs_constant.0.difference_ci", [None, None]),
     ],
     "isolation_ab": [
         ("isolation_consistent", True),
         ("visible_sibling_attention.mean", 0.16794180373350778),
         ("comparisons.clean_nll.mean_difference", 1.5241687509693875),
-        ("comparisons.clean_nll.difference_ci", [0.20092074736317267, 2.323246926733895]),
+        ("comparisons.clean_nll.difference_ci", [None, None]),
         ("comparisons.clean_nll.wilcoxon_p", 0.25),
     ],
 }  # fmt: skip

@@ -22,7 +22,12 @@ def test_head_ablation_covers_every_head(tmp_path) -> None:
     assert set(heads["ablation"]) == {"zero", "mean"}
     assert (heads["kl_parallel"].dropna() >= 0).all()
     crit = pd.read_csv(tmp_path / "critical_heads.csv")
-    assert {"kl_difference", "ci_low", "ci_high", "p_bh", "critical"} <= set(crit.columns)
+    assert {"kl_difference", "ci_low", "ci_high", "direction", "p_bh", "critical"} <= set(
+        crit.columns
+    )
+    few = crit["n_prompts"] < 10  # below the default --min-prompts: shown, never critical
+    assert (crit.loc[few, "direction"] == "insufficient").all()
+    assert not crit.loc[few, "critical"].any()
     assert (tmp_path / "head_ablation.png").stat().st_size > 0
 
 

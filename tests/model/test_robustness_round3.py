@@ -102,8 +102,9 @@ def test_paired_tests_drop_and_count_one_nan() -> None:
 
 def test_estimate_and_bootstrap_share_the_nan_policy() -> None:
     x = [0.5, 0.7, math.nan, 0.9, -math.inf, 1.1]
-    e = estimate(x)
+    e = estimate(x, min_n=3)
     assert (e.n, e.n_dropped, e.direction) == (4, 2, "above")
+    assert estimate(x).direction == "insufficient"  # default min_n = 10
     assert bootstrap_ci(x) == bootstrap_ci([0.5, 0.7, 0.9, 1.1])
     assert stats.n_non_finite(x) == 2
 

@@ -135,3 +135,55 @@ def test_degenerate_prompts_are_left_out_of_the_filtered_estimate() -> None:
     table = claims_table(Config(), synthetic()).set_index("claim")
     assert table.loc["1", "n_prompts"] == N
     assert table.loc["1", "n_prompts_filtered"] == N - 1
+
+
+# ---------------------------------------------------------------------------- claim 4 (issue 23)
+def _without_queries(n_empty: int) -> dict[str, pd.DataFrame]:
+    """``synthetic()`` where ``n_empty`` prompts had no generated queries: per-prompt tables
+    written before issue 23 stored 0 for every role there (NaN local fractions compare false)."""
+    tables = synthetic()
+    pp = tables["per_prompt"].copy()
+    empty = pp["prompt_id"].isin([f"p{i:02d}" for i in range(1, 1 + n_empty)])
+    pp.loc[empty, ["role_local", "role_balanced", "role_long_range"]] = 0.0
+    tables["per_prompt"] = pp
+    return tables
+
+
+def test_claim4_counts_only_prompts_with_generated_queries() -> None:
+    """Old code: n_prompts 24 (4 prompts without queries counted as 0 in every role), the
+    role fractions summing to 20/24; now: n 20, the roles as measured, summing to 1."""
+    table = claims_table(Config(), _without_queries(4)).set_index("claim")
+    r = table.loc["4"]
+    assert r["n_prompts"] == N - 4
+    assert r["estimate"] == pytest.approx(0.2)  # the smallest role, long-range
+    assert "20 of 24 prompts had generated queries" in r["detail"]
+    means = [float(part.split()[1]) for part in r["detail"].split("; ")[:3]]
+    assert sum(means) == pytest.approx(1.0, abs=2e-3)
+
+
+def test_role_fractions_leave_out_heads_without_generated_queries() -> None:
+    from tempo_lens.experiments.findings import role_fractions
+
+    local = np.array([0.6, 0.1, np.nan, 0.3, 0.7])
+    got = role_fractions(local)
+    assert got == {"role_local": 0.5, "role_long_range": 0.25, "role_balanced": 0.25}
+    assert all(np.isnan(v) for v in role_fractions(np.full(4, np.nan)).values())
+
+
+def test_6pos_judges_only_units_with_a_parallel_set() -> None:
+    """A unit without a set passes 6.pos trivially (no siblings to compare): it is reported
+    in the detail, not counted; a failing unit with a set still refutes (issue 23)."""
+    tables = synthetic()
+    pp = tables["per_prompt"].copy()
+    pp.loc[:9, "n_parallel_sets"] = 0  # 10 units without a set
+    tables["per_prompt"] = pp
+    r = claims_table(Config(), tables).set_index("claim").loc["6.pos"]
+    assert r["verdict"] == "supported" and r["estimate"] == 1.0
+    assert r["detail"].startswith(f"{len(pp) - 10}/{len(pp) - 10} units with a parallel set")
+    assert "units without a set (not judged): 10/10" in r["detail"]
+    pp.loc[0, "positions_ok"] = False  # a failure where nothing is judged does not count
+    pp.loc[20, "positions_ok"] = False  # one that is judged refutes
+    tables["per_prompt"] = pp
+    r = claims_table(Config(), tables).set_index("claim").loc["6.pos"]
+    assert r["verdict"] == "refuted"
+    assert r["estimate"] == pytest.approx((len(pp) - 11) / (len(pp) - 10))

@@ -30,10 +30,13 @@ def test_interval(ci, want) -> None:
     assert rules.interval(ci, 0.4, 0.6, n=50) == want
 
 
-def test_too_few_prompts_is_inconclusive() -> None:
-    assert rules.interval((0.45, 0.55), 0.4, 0.6, n=rules.MIN_PROMPTS - 1) == "inconclusive"
+def test_too_few_prompts_is_insufficient() -> None:
+    assert rules.interval((0.45, 0.55), 0.4, 0.6, n=rules.MIN_PROMPTS - 1) == "insufficient"
     assert rules.interval((0.45, 0.55), 0.4, 0.6, n=rules.MIN_PROMPTS) == "supported"
-    assert rules.direction((-0.5, -0.2), sign=-1, margin=0.05, n=3) == "inconclusive"
+    assert rules.direction((-0.5, -0.2), sign=-1, margin=0.05, n=3) == "insufficient"
+    assert rules.roles([(0.1, 0.2), (0.3, 0.4)], n=3) == "insufficient"
+    assert rules.composite(["supported", "insufficient"]) == "insufficient"
+    assert rules.composite(["refuted", "insufficient"]) == "refuted"
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,14 @@ import pytest
 from scipy import stats as sps
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
-from tempo_lens.analysis.stats import auc, bootstrap_ci, cohens_kappa, estimate, rank_correlation
+from tempo_lens.analysis.stats import (
+    auc,
+    bootstrap_ci,
+    bootstrap_t_ci,
+    cohens_kappa,
+    estimate,
+    rank_correlation,
+)
 
 RNG = np.random.default_rng(7)
 
@@ -55,16 +62,39 @@ def test_rank_correlation_equals_scipy(method) -> None:
 
 
 def test_estimate_direction_from_ci() -> None:
-    above = estimate([1.1, 1.2, 1.3, 1.25, 1.15], null=1.0)
+    above = estimate([1.1, 1.2, 1.3, 1.25, 1.15], null=1.0, min_n=5)
     assert above.direction == "above" and above.ci[0] > 1.0 and above.n == 5
-    assert above.ci == bootstrap_ci([1.1, 1.2, 1.3, 1.25, 1.15])
-    assert estimate([-3.0, -2.0, -2.5], null=0.0).direction == "below"
-    assert estimate([-1.0, 1.0, -0.5, 0.5], null=0.0).direction == "inconclusive"
+    assert above.ci == bootstrap_t_ci([1.1, 1.2, 1.3, 1.25, 1.15])
+    assert estimate([-3.0, -2.0, -2.5, -2.2], null=0.0, min_n=3).direction == "below"
+    assert estimate([-1.0, 1.0, -0.5, 0.5], null=0.0, min_n=3).direction == "inconclusive"
     few = estimate([1.0, 2.0, math.nan], min_n=3)
     assert few.direction == "insufficient" and few.n == 2
+    assert estimate([1.1, 1.2, 1.3, 1.25, 1.15], null=1.0).direction == "insufficient"  # MIN_N
     assert above.verdict("higher", "lower") == "higher"
-    assert estimate([-3.0, -2.0, -2.5]).verdict("higher", "lower") == "lower"
+    assert estimate([-3.0, -2.0, -2.5, -2.2], min_n=3).verdict("higher", "lower") == "lower"
     assert few.verdict("higher", "lower") == "insufficient"
+
+
+def test_bootstrap_t_ci_matches_a_studentized_scipy_bootstrap() -> None:
+    """The bootstrap-t interval equals one built on scipy.stats.bootstrap's resamples of the
+    studentized mean (percentile interval of t*, then ``mean - t* se``), up to Monte Carlo
+    error; it is wider than the t interval on a skewed sample's long side."""
+    x = np.random.default_rng(7).exponential(1.0, 30)
+    m, se = x.mean(), x.std(ddof=1) / np.sqrt(len(x))
+
+    def t_stat(s: np.ndarray, axis: int = -1) -> np.ndarray:
+        return (s.mean(axis) - m) / (s.std(axis, ddof=1) / np.sqrt(s.shape[axis]))
+
+    ref = sps.bootstrap(
+        (x,), t_stat, n_resamples=20_000, method="percentile", vectorized=True, rng=2
+    ).confidence_interval
+    lo, hi = bootstrap_t_ci(x, n_boot=20_000, seed=1)
+    assert lo == pytest.approx(m - ref.high * se, rel=0.02)
+    assert hi == pytest.approx(m - ref.low * se, rel=0.02)
+    t_lo, t_hi = sps.ttest_1samp(x, 0.0).confidence_interval(0.95)
+    assert hi - m > t_hi - m  # right-skewed data: the upper arm is longer than t's
+    assert bootstrap_t_ci(np.full(5, 0.3)) == (0.3, 0.3)
+    assert all(math.isnan(v) for v in bootstrap_t_ci([1.0]))
 
 
 def test_bootstrap_ci_matches_scipy_percentile() -> None:

@@ -32,12 +32,23 @@ def _reference_ci(x: np.ndarray, seed: int, n_boot: int, level: float) -> tuple[
     return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
 
 
+def _reference_t_ci(x: np.ndarray, seed: int, n_boot: int, level: float) -> tuple[float, float]:
+    """Bootstrap-t of the mean written out (Efron & Tibshirani 1993, sec. 12.5)."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(x), size=(n_boot, len(x)))
+    m, se = x.mean(), x.std(ddof=1) / np.sqrt(len(x))
+    t = np.array([(x[i].mean() - m) / (x[i].std(ddof=1) / np.sqrt(len(x))) for i in idx])
+    a = (1 - level) / 2
+    lo, hi = np.quantile(t, [a, 1 - a], method="inverted_cdf")
+    return float(m - hi * se), float(m - lo * se)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 12345])
 def test_estimate_uses_its_seed(seed: int) -> None:
     x = np.random.default_rng(99).normal(0.3, 1.0, 15)
     e = estimate(x, seed=seed, n_boot=2000)
     assert e.ci == estimate(x, seed=seed, n_boot=2000).ci  # the same seed: the same interval
-    assert e.ci == pytest.approx(_reference_ci(x, seed, 2000, 0.95), abs=1e-12)
+    assert e.ci == pytest.approx(_reference_t_ci(x, seed, 2000, 0.95), abs=1e-12)
     others = {estimate(x, seed=s, n_boot=2000).ci for s in (seed + 1, seed + 2, seed + 3)}
     assert e.ci not in others and len(others) == 3  # another seed: another interval
 
@@ -189,12 +200,12 @@ def test_claims_table_filtered_verdicts_differ_from_all_prompts() -> None:
     "verdict", [interval(0.4, 0.6), direction(+1, 0.02)], ids=["interval", "direction"]
 )
 def test_row_verdicts_need_enough_prompts(verdict) -> None:
-    """A clear interval from fewer than ``MIN_PROMPTS`` prompts is inconclusive (the prompt
+    """A clear interval from fewer than ``MIN_PROMPTS`` prompts is insufficient (the prompt
     count reaches the rule), for all prompts and for the filtered subset."""
     n = rules.MIN_PROMPTS - 1
     values = pd.Series(np.linspace(0.49, 0.51, n), index=[f"p{i}" for i in range(n)])
     r = row("x", "", "", values, values.index, verdict, 0.5, seed=0)
-    assert r["verdict"] == r["verdict_filtered"] == "inconclusive"
+    assert r["verdict"] == r["verdict_filtered"] == "insufficient"
     more = pd.Series(np.linspace(0.49, 0.51, n + 1), index=[f"p{i}" for i in range(n + 1)])
     r = row("x", "", "", more, more.index, verdict, 0.5, seed=0)
     assert r["verdict"] == r["verdict_filtered"] == "supported"
