@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import torch
+from jaxtyping import TypeCheckError
 
 from tempo_lens import PositionScheme, SequenceState
 from tempo_lens.layout import PAD, BatchLayout
@@ -40,7 +41,7 @@ from tempo_lens.selection import (
 def refuses(call: Callable[[], object], match: str) -> None:
     """``call`` raises the function's own ValueError (``match``), or, under the jaxtyping
     import hook of the normal test runs, the annotation rejects the shape first."""
-    with pytest.raises((ValueError, TypeError)) as info:
+    with pytest.raises((ValueError, TypeCheckError)) as info:
         call()
     if info.type is ValueError:
         assert re.search(match, str(info.value)), str(info.value)
@@ -150,7 +151,11 @@ def test_state_version_changes_at_every_mutation() -> None:
     seen.append(st.version)
     st.prune(2, at_step=1, hard=True)
     seen.append(st.version)
+    st.clear_stale()
+    st.set_logical_positions([0.0, 1.0, 1.0, 2.0])
+    seen.append(st.version)
     assert len(set(seen)) == len(seen)
+    assert st.stale_from == 0  # new positions: every cached key is stale
 
 
 def test_state_round_trip_keeps_scheme_hard_prunes_and_moved_prompt() -> None:
