@@ -25,6 +25,9 @@ def state_and_rows(attention: list[float]) -> tuple[SequenceState, torch.Tensor]
 def test_two_member_set_is_judged_and_recorded(mode) -> None:
     config = PruningConfig(rule=RelativeRule(ratio=0.5), layers=[0], mode=mode)
     pruner = Pruner(config)
+    # the votes come from the configured layers only; the prompt's rows never vote, so
+    # the (prompt x prompt per layer and head) rows are not kept
+    assert pruner.recorder.layer_spec == [0] and pruner.recorder.include_prompt is False
     st, row = state_and_rows([0.1, 0.1, 0.6, 0.1, 0.1])  # members 2: 0.6, 3: 0.1 < 0.5*0.6
     pruner.recorder.rows[1] = row
     decisions = pruner.step(st, 1, text=lambda t: f"<{t}>")
