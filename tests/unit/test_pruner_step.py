@@ -27,7 +27,7 @@ def test_two_member_set_is_judged_and_recorded(mode) -> None:
     pruner = Pruner(config)
     # the votes come from the configured layers only; the prompt's rows never vote, so
     # the (prompt x prompt per layer and head) rows are not kept
-    assert pruner.recorder.layer_spec == [0] and pruner.recorder.include_prompt is False
+    assert list(pruner.recorder.layer_spec) == [0] and pruner.recorder.include_prompt is False
     st, row = state_and_rows([0.1, 0.1, 0.6, 0.1, 0.1])  # members 2: 0.6, 3: 0.1 < 0.5*0.6
     pruner.recorder.rows[1] = row
     decisions = pruner.step(st, 1, text=lambda t: f"<{t}>")
