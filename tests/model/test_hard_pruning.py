@@ -140,10 +140,13 @@ def test_pruning_layers_compares_soft_and_hard(tmp_path) -> None:
     assert "lookahead=2 all clean_nll" in summary["hard_vs_soft"]
 
 
+@pytest.mark.parametrize("through_rebuild", [False, True])
 @pytest.mark.parametrize("use_kv_cache", [True, False])
-def test_rebuild_rerecords_the_pruners_votes(pair, use_kv_cache: bool) -> None:
+def test_rebuild_rerecords_the_pruners_votes(pair, use_kv_cache: bool, through_rebuild) -> None:
     """After the rebuild the recorder holds, for every recomputed step, the attention rows
-    of the context without the pruned token (a fresh full forward's pattern)."""
+    of the context without the pruned token (a fresh full forward's pattern), whether the
+    caller brackets the rebuild itself or hands the recorder to ``rebuild(rerecord=)`` as
+    generation does (``None`` entries, rows without a pruner, are skipped)."""
     from tempo_lens.hooks.recorder import AttentionRecorder
 
     _, model = pair
@@ -157,9 +160,12 @@ def test_rebuild_rerecords_the_pruners_votes(pair, use_kv_cache: bool) -> None:
             fwd.run([new], step)
         before = {t: rec.rows[t].clone() for t in (1, 2, 3)}
         st.prune(st.set_indices[0][1], at_step=3, hard=True)
-        rec.begin_rerecord()
-        fwd.rebuild([0], [new])
-        rec.end_rerecord()
+        if through_rebuild:
+            fwd.rebuild([0], [new], rerecord=[None, rec])
+        else:
+            rec.begin_rerecord()
+            fwd.rebuild([0], [new])
+            rec.end_rerecord()
     _, cache = _full_cache(model, st)
     for t in (1, 2, 3):
         q, n_keys = st.set_indices[t], before[t].shape[-1]

@@ -148,6 +148,9 @@ def test_config_round_trip_and_generation() -> None:
     plain = generate(model, [1, 2, 3, 4], cfg, isolate_layers=None, isolate_heads=None)
     probs = [p for s in cached.steps for p in s.probabilities]
     assert probs != [p for s in plain.steps for p in s.probabilities]  # the option acts
+    # and the heads reach the forward: isolating every head of layer 0 differs
+    layer_only = generate(model, [1, 2, 3, 4], cfg, isolate_heads=None)
+    assert probs != [p for s in layer_only.steps for p in s.probabilities]
 
 
 def test_teacher_forced_replay_keeps_the_partial_isolation() -> None:
