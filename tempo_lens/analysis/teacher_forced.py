@@ -55,12 +55,19 @@ class Replay:
         ratio_layers: Layers of the received-attention ratio (default: the last third).
 
     Raises:
-        ValueError: the trace has pruned tokens (teacher forcing would not replay it).
+        ValueError: the trace has pruned tokens (teacher forcing would not replay it), or
+            no generated step (e.g. the model chose end-of-sequence first: nothing to
+            measure).
     """
 
     def __init__(self, model: Any, trace: Trace, ratio_layers: Sequence[int] | None = None) -> None:
         if any(t.pruned_at_step is not None for t in trace.tokens):
             raise ValueError("Replay needs a trace generated without pruning")
+        if not trace.steps:
+            raise ValueError(
+                f"Replay needs a trace with generated steps; this one has none (stopped: "
+                f"{trace.stop_reason!r})"
+            )
         self.model, self.trace = model, trace
         made_by = trace.provenance.get("model")
         if made_by and made_by != model_name(model):

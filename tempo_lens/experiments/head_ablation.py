@@ -67,6 +67,8 @@ class Config(ReplayConfig):
 def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, Any]]]:
     """Replay one prompt's trace with every head ablated (``unit.condition['ablation']``)."""
     trace = tl.generate(model, encode(model, unit.prompt), cfg.tempo_config(prune=None))
+    if not trace.steps:  # end-of-sequence first: nothing generated, nothing to ablate
+        return {"heads": []}
     r = Replay(model, trace)
     z_names = [hook_name(layer, "z") for layer in range(model.cfg.n_layers)]
     mean = None

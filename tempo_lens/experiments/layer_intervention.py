@@ -59,6 +59,8 @@ class Config(ReplayConfig):
 def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, Any]]]:
     """Replay one prompt's trace with each (layer, beta) bias on the parallel members."""
     trace = tl.generate(model, encode(model, unit.prompt), cfg.tempo_config(prune=None))
+    if not trace.steps:  # end-of-sequence first: nothing generated, nothing to intervene on
+        return {"layers": []}
     r = Replay(model, trace)
     keys = [i for i in range(len(r.state)) if r.state.is_parallel(i)]
     if not keys:

@@ -35,3 +35,27 @@ def test_long_text_prompt_is_refused_not_truncated(default_model) -> None:
     n_ctx = default_model.cfg.n_ctx
     with pytest.raises(ValueError, match=f"context is {n_ctx}"):
         generate(default_model, "word " * (n_ctx + 10), max_steps=1)
+
+
+EOS_FIRST = "What is the best way to learn to play the piano as an adult?"  # suite's question_02
+
+
+@pytest.mark.parametrize("name", ["head_ablation", "layer_intervention", "isolation_patching"])
+def test_a_prompt_answered_by_end_of_sequence_gives_no_rows(default_model, name) -> None:
+    """The default model ends this prompt at once (EOS first, no step): the replaying
+    experiments record no rows for it instead of stopping the sweep (found at --limit 48)."""
+    import importlib
+
+    from tempo_lens.analysis.teacher_forced import Replay
+    from tempo_lens.prompts import Prompt
+    from tempo_lens.runner import Unit, encode
+
+    mod = importlib.import_module(f"tempo_lens.experiments.{name}")
+    cfg = mod.Config()
+    unit = Unit(Prompt(id="q", text=EOS_FIRST), {"ablation": "zero"})
+    trace = generate(default_model, encode(default_model, unit.prompt), cfg.tempo_config())
+    assert trace.stop_reason == "eos" and not trace.steps
+    tables = mod.run_unit(cfg, default_model, unit)
+    assert tables and all(rows == [] for rows in tables.values()), tables
+    with pytest.raises(ValueError, match="has none .stopped: 'eos'"):
+        Replay(default_model, trace)
