@@ -122,14 +122,75 @@ def _hf_config(model: Any) -> Any:
 
 def _rotary_embedding(model: Any) -> Any:
     hf = _hf(model)
-    for owner in (getattr(hf, "model", None), hf):
+    for owner in (getattr(hf, "model", None), getattr(hf, "base_model", None), hf):
         rot = getattr(owner, "rotary_emb", None)
         if rot is not None:
             return rot
     raise UnsupportedAttentionError(
-        f"{type(hf).__name__} has no model-level rotary embedding (rotary_emb); the bridge "
-        "backend needs one to re-rotate queries and keys"
+        f"{type(hf).__name__} has no model-level rotary embedding (rotary_emb): its "
+        "attention layers compute RoPE themselves (e.g. GPT-J/CodeGen's embed_positions "
+        "table), so the bridge backend cannot read the frequencies to re-rotate queries "
+        "and keys"
     )
+
+
+def _check_hf_attention(cfg: Any) -> None:
+    """Refuse attention variants (read from the HF config) the TEMPO hooks cannot express."""
+    if getattr(cfg, "kv_lora_rank", None) or getattr(cfg, "qk_rope_head_dim", None):
+        raise UnsupportedAttentionError(
+            "multi-head latent attention (kv_lora_rank / qk_rope_head_dim, DeepSeek V2/V3): "
+            "RoPE acts on decoupled rope dimensions concatenated to the latent keys, which the "
+            "bridge does not expose at hook_rot_q/hook_rot_k"
+        )
+    no_rope = getattr(cfg, "no_rope_layers", None)
+    if no_rope is not None and not all(no_rope):
+        raise UnsupportedAttentionError(
+            "layers without RoPE among rotary ones (no_rope_layers, Llama 4 NoPE): TEMPO's "
+            "positions would have to act on those layers' attention without a rotation"
+        )
+    if getattr(cfg, "attention_chunk_size", None):
+        raise UnsupportedAttentionError(
+            "chunked attention (attention_chunk_size): keys are masked by physical chunk "
+            "boundaries, which have no counterpart in TEMPO's logical positions"
+        )
+
+
+def _probe_rotary_hooks(model: Any) -> None:
+    """A two-token forward: every layer's hook_rot_q and hook_rot_k must fire.
+
+    A bridge whose attention bypasses them (measured: TransformerLens 4.3's joint-QKV
+    attention for Phi-3) would silently ignore TEMPO's positions. The result is remembered
+    on the model.
+    """
+    if getattr(model, "_tempo_lens_rotary_probe", False):
+        return
+    n = int(model.cfg.n_layers)
+    names = [hook_name(layer, short) for layer in range(n) for short in ("rot_q", "rot_k")]
+    if any(model.hook_dict[name].fwd_hooks for name in names):
+        return  # hooks attached (TEMPO's or a user's): a probe forward would run them
+    fired: set[str] = set()
+
+    def seen(t: Tensor, hook: Any) -> Tensor:
+        fired.add(hook.name)
+        return t
+
+    device = next(_hf(model).parameters()).device
+    tokens = torch.zeros(1, 2, dtype=torch.long, device=device)
+    with torch.no_grad():
+        model.run_with_hooks(
+            tokens,
+            fwd_hooks=[(name, seen) for name in names],
+            attention_mask=torch.ones_like(tokens),
+            position_ids=torch.arange(2, device=device)[None],
+        )
+    silent = [name for name in names if name not in fired]
+    if silent:
+        raise UnsupportedAttentionError(
+            f"{silent[0]} (and {len(silent) - 1} more) never fires: this bridge's attention "
+            f"({type(model.blocks[0].attn).__name__}) applies RoPE without the hook, so TEMPO's "
+            "positions would be silently ignored"
+        )
+    model._tempo_lens_rotary_probe = True
 
 
 def check_bridge(model: Any) -> None:
@@ -138,7 +199,10 @@ def check_bridge(model: Any) -> None:
     Raises:
         NotRotaryError: No RoPE, or a RoPE type whose frequencies depend on the length.
         UnsupportedAttentionError: A layer without ``hook_rot_q``/``hook_rot_k``/
-            ``hook_attn_scores`` (attention the bridge does not re-implement).
+            ``hook_attn_scores`` (attention the bridge does not re-implement), rotary hooks
+            that never fire (a two-token probe forward, run once per model), RoPE computed
+            inside the attention layers (GPT-J, CodeGen), latent attention (DeepSeek MLA),
+            layers without RoPE (Llama 4 NoPE) or chunked attention.
     """
     if getattr(model.cfg, "positional_embedding_type", None) != "rotary":
         raise NotRotaryError(
@@ -161,6 +225,8 @@ def check_bridge(model: Any) -> None:
                     f"{name} missing: this bridge does not re-implement the layer's rotary "
                     "attention, so TEMPO cannot act on it"
                 )
+    _check_hf_attention(_hf_config(model))
+    _probe_rotary_hooks(model)
 
 
 def rotary_inv_freqs(model: Any) -> list[Tensor]:

@@ -91,11 +91,11 @@ def decoder_layers(hf_model: Any) -> list[Any]:
     Raises:
         ValueError: no layer list found.
     """
-    base = hf_model.base_model
-    for name in ("layers", "h"):
-        layers = getattr(base, name, None)
-        if layers is not None:
-            return list(layers)
+    for base in (getattr(hf_model, "model", None), hf_model.base_model):
+        for name in ("layers", "h"):
+            layers = getattr(base, name, None)
+            if layers is not None:
+                return list(layers)
     raise ValueError(f"{type(hf_model).__name__}: no decoder layer list (layers / h)")
 
 
