@@ -36,7 +36,15 @@ from tempo_lens.positions import PositionScheme
 from tempo_lens.pruning import PruningConfig, RelativeRule
 from tempo_lens.trace import Trace
 
-__all__ = ["CHECKS", "DEFAULT_TOLERANCE", "CheckResult", "VerifyReport", "verify"]
+__all__ = [
+    "CHECKS",
+    "DEFAULT_TOLERANCE",
+    "CheckResult",
+    "FamilyResult",
+    "VerifyReport",
+    "verify",
+    "verify_family",
+]
 
 DEFAULT_TOLERANCE = 1e-4
 """Largest accepted max |Δp| (probability units) between TEMPO and Hugging Face, float32."""
@@ -285,3 +293,53 @@ def verify(
     for name in names:
         report.results.append(_run_check(model, hf_model, name, rows, int(max_steps), tolerance))
     return report
+
+
+@dataclass
+class FamilyResult:
+    """One row of the architecture matrix (:func:`verify_family`).
+
+    Attributes:
+        family: A key of :data:`tempo_lens.models.zoo.ARCHITECTURES`.
+        description: What the family's tiny model exercises.
+        status: ``"exact"`` (every check within tolerance), ``"mismatch"`` or ``"refused"``.
+        reason: The refusal's message (empty otherwise).
+        report: The :class:`VerifyReport` (``None`` when refused).
+    """
+
+    family: str
+    description: str
+    status: str
+    reason: str = ""
+    report: VerifyReport | None = None
+
+
+def verify_family(
+    family: str, *, tokenizer: Any = None, max_steps: int = 3, tolerance: float = 1e-5
+) -> FamilyResult:
+    """:func:`verify` on the tiny random model of ``family`` behind a ``TransformerBridge``.
+
+    Built with :func:`tempo_lens.models.zoo.tiny_architecture` and loaded with
+    ``load_model(hf_model, tokenizer=tokenizer)``; a tokenizer must know the words
+    ``t0`` .. ``t63`` (prompts are ``"t3 t10 ..."``), without one prompts are token ids.
+
+    Raises:
+        ValueError: an unknown family.
+    """
+    from tempo_lens.backends import NotRotaryError, UnsupportedAttentionError
+    from tempo_lens.models import load_model
+    from tempo_lens.models.zoo import ARCHITECTURES, tiny_architecture
+
+    if family not in ARCHITECTURES:
+        raise ValueError(f"unknown family {family!r}: choose from {sorted(ARCHITECTURES)}")
+    description = ARCHITECTURES[family][0]
+    ids = [[(7 * i + 3) % 64 for i in range(5)], [(11 * i + 5) % 64 for i in range(9)]]
+    prompts: list[Any] = ids
+    if tokenizer is not None:
+        prompts = [" ".join(f"t{t}" for t in row) for row in ids]
+    try:
+        model = load_model(tiny_architecture(family), tokenizer=tokenizer)
+        report = verify(model, prompts=prompts, max_steps=max_steps, tolerance=tolerance)
+    except (NotRotaryError, UnsupportedAttentionError) as exc:
+        return FamilyResult(family, description, "refused", reason=str(exc))
+    return FamilyResult(family, description, "exact" if report.ok else "mismatch", report=report)

@@ -176,13 +176,19 @@ def _probe_rotary_hooks(model: Any) -> None:
 
     device = next(_hf(model).parameters()).device
     tokens = torch.zeros(1, 2, dtype=torch.long, device=device)
-    with torch.no_grad():
-        model.run_with_hooks(
-            tokens,
-            fwd_hooks=[(name, seen) for name in names],
-            attention_mask=torch.ones_like(tokens),
-            position_ids=torch.arange(2, device=device)[None],
-        )
+    try:
+        with torch.no_grad():
+            model.run_with_hooks(
+                tokens,
+                fwd_hooks=[(name, seen) for name in names],
+                attention_mask=torch.ones_like(tokens),
+                position_ids=torch.arange(2, device=device)[None],
+            )
+    except Exception as exc:  # the bridge's own forward is broken for this architecture
+        raise UnsupportedAttentionError(
+            f"the bridge's forward fails on {type(_hf(model)).__name__} "
+            f"({type(exc).__name__}: {exc}); TEMPO cannot act on it"
+        ) from exc
     silent = [name for name in names if name not in fired]
     if silent:
         raise UnsupportedAttentionError(

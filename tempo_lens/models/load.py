@@ -241,7 +241,9 @@ def load_model(
             ``PreTrainedModel``, e.g. from ``AutoModelForCausalLM``): it is wrapped in a
             ``TransformerBridge`` (its modules in place; the model stays where it is).
         tokenizer: For a Hugging Face model: its tokenizer (kept as is: prompts encode
-            exactly as with the model alone). ``None``: prompts are token ids.
+            exactly as with the model alone; one without a pad token is copied and given
+            its EOS, else id 0's token, as pad, since TransformerLens' ``to_tokens``
+            pads). ``None``: prompts are token ids.
         device: Device for the default model.
         dtype: dtype for the default model.
         cache_dir: Where converted weights are cached (default: ``$TEMPO_LENS_CACHE`` or
@@ -311,6 +313,11 @@ def bridge_around(hf_model: Any) -> TempoModel:
 
     from tempo_lens.backends.bridge import boot
 
+    if getattr(tokenizer, "pad_token", None) is None:  # TransformerLens' to_tokens pads
+        import copy
+
+        tokenizer = copy.deepcopy(tokenizer)
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.convert_ids_to_tokens(0)
     n_vocab = int(hf_model.config.vocab_size)
     core = Tokenizer(models.WordLevel({str(i): i for i in range(n_vocab)}, unk_token="0"))
     core.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -345,6 +352,11 @@ def _bridge_of_hf(hf_model: Any, tokenizer: Any) -> TempoModel:
 
     from tempo_lens.backends.bridge import boot
 
+    if getattr(tokenizer, "pad_token", None) is None:  # TransformerLens' to_tokens pads
+        import copy
+
+        tokenizer = copy.deepcopy(tokenizer)
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.convert_ids_to_tokens(0)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
