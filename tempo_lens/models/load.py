@@ -313,11 +313,6 @@ def bridge_around(hf_model: Any) -> TempoModel:
 
     from tempo_lens.backends.bridge import boot
 
-    if getattr(tokenizer, "pad_token", None) is None:  # TransformerLens' to_tokens pads
-        import copy
-
-        tokenizer = copy.deepcopy(tokenizer)
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.convert_ids_to_tokens(0)
     n_vocab = int(hf_model.config.vocab_size)
     core = Tokenizer(models.WordLevel({str(i): i for i in range(n_vocab)}, unk_token="0"))
     core.pre_tokenizer = pre_tokenizers.Whitespace()

@@ -140,6 +140,12 @@ ARCHITECTURES: dict[str, tuple[str, str, str, dict[str, Any]]] = {
              v_head_dim=16, n_routed_experts=4, moe_intermediate_size=32,
              first_k_dense_replace=1, n_group=1, topk_group=1),
     ),  # fmt: skip
+    "gpt2": ("GPT-2 (learned absolute positions; not rotary)", "GPT2Config", "GPT2LMHeadModel",
+             dict(vocab_size=64, n_embd=64, n_layer=2, n_head=4, n_positions=256,
+                  bos_token_id=None, eos_token_id=None)),  # fmt: skip
+    "bloom": ("BLOOM (ALiBi; not rotary)", "BloomConfig", "BloomForCausalLM",
+              dict(vocab_size=64, hidden_size=64, n_layer=2, n_head=4,
+                   bos_token_id=None, eos_token_id=None, pad_token_id=None)),  # fmt: skip
 }
 """Family key -> ``(description, config class, model class, config overrides)``."""
 
@@ -167,7 +173,7 @@ def tiny_architecture(name: str, *, seed: int = 0, init_scale: float = 0.3) -> A
         raise ValueError(
             f"{name}: transformers {transformers.__version__} has no {cfg_name}/{model_name}"
         )
-    base = {} if "n_embd" in overrides else _BASE
+    base = {} if "n_embd" in overrides or "n_layer" in overrides else _BASE
     cfg = cfg_cls(**{**base, **overrides})
     cfg._attn_implementation = "eager"
     cfg.architectures = [model_name]

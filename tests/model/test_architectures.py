@@ -37,6 +37,8 @@ REFUSED = {
     "codegen": "forward fails",  # TL 4.3's CodeGen attention: no embed_positions
     "llama4": "no_rope_layers",
     "deepseek-v3": "latent attention",
+    "gpt2": "rotary",  # NotRotaryError: learned positions
+    "bloom": "rotary",  # NotRotaryError: ALiBi
 }
 EXACT = sorted(set(ARCHITECTURES) - set(REFUSED))
 
