@@ -180,7 +180,8 @@ def reference_distributions(
     Distribution ``s`` is what step ``s`` selected from: step 0 the last prompt row; step
     ``s >= 1`` the readout (``last`` / ``top`` / ``mixture`` weighted by
     ``member_probs[s - 1]``) of set ``s - 1``'s rows, one forward over the tokens up to that
-    set, with the pruning done by step ``s - 1`` applied (:func:`reference_visibility`).
+    set, with the pruning done by step ``s - 1`` applied (:func:`reference_visibility`);
+    without pruning, one forward over the whole sequence serves every step.
 
     Args:
         hf_model: A plain Hugging Face causal LM (eager attention) with the model's weights.
@@ -193,15 +194,20 @@ def reference_distributions(
         ``n_dists`` float64 ``[d_vocab]`` probability vectors.
     """
     out = []
+    # Without pruning every query's mask is the same whatever step is read: one forward
+    # over the whole sequence gives every step's rows (causal: a row sees only its past).
+    shared = None
+    if all(p is None for p in state.pruned_at):
+        shared = reference_logits(hf_model, state, len(state), state.n_steps + 1)
     for s in range(n_dists):
         if s == 0:
             n = state.prompt_length
-            logits = reference_logits(hf_model, state, n, 0)
-            out.append(torch.softmax(logits[-1].to(torch.float64), dim=-1))
+            logits = shared if shared is not None else reference_logits(hf_model, state, n, 0)
+            out.append(torch.softmax(logits[n - 1].to(torch.float64), dim=-1))
             continue
         idx = state.set_indices[s - 1]
         n = idx[-1] + 1
-        logits = reference_logits(hf_model, state, n, s)
+        logits = shared if shared is not None else reference_logits(hf_model, state, n, s)
         rows = logits[idx].to(torch.float64)
         out.append(readout_distribution(rows, member_probs[s - 1], readout).to(torch.float64))
     return out

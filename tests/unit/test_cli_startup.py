@@ -27,6 +27,9 @@ print("HEAVY", heavy, "CODE", code)
         ["generate", "--prompt", "x", "--max-steps", "-3"],
         ["stats", "--help"],
         ["analyze", "--help"],
+        ["verify", "--help"],
+        ["verify", "--checks", "nope"],
+        ["verify", "--arch", "nope"],
     ],  # fmt: skip
 )
 def test_help_and_usage_errors_import_no_model_library(argv) -> None:
