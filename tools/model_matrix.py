@@ -76,6 +76,7 @@ def build_block() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Rewrite the matrix block of ``docs/models.md`` (or print it with ``--print``)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--print", action="store_true", help="print the block, write nothing")
     args = parser.parse_args(argv)

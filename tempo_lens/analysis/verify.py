@@ -201,9 +201,7 @@ def _run_check(
     config = _config(name, max_steps)
     rows = prompts if name == "ragged-batch" else prompts[:1]
     recorders = [_Recorder() for _ in rows]
-    traces: list[Trace] = generate_batch(
-        model, rows, config, observers=[[r] for r in recorders]
-    )
+    traces: list[Trace] = generate_batch(model, rows, config, observers=[[r] for r in recorders])
     worst, steps, parallel, pruned = 0.0, 0, 0, 0
     for trace, rec in zip(traces, recorders, strict=True):
         probs = [s.probabilities for s in trace.steps]

@@ -66,7 +66,9 @@ def _checks(value: str | None) -> list[str] | None:
     names = [v.strip() for v in value.split(",") if v.strip()]
     bad = [v for v in names if v not in CHECK_NAMES]
     if bad or not names:
-        raise UsageError(f"--checks: unknown {bad or value!r}; choose from {', '.join(CHECK_NAMES)}")
+        raise UsageError(
+            f"--checks: unknown {bad or value!r}; choose from {', '.join(CHECK_NAMES)}"
+        )
     return names
 
 

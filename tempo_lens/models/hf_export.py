@@ -45,7 +45,7 @@ def hf_causal_lm(model: TempoModel) -> Any:
         return unwrapped_hf_copy(model)
     from tempo_lens.models.gguf_files import KNOWN_MODELS
 
-    name = getattr(model.cfg, "model_name", None)
+    name = str(getattr(model.cfg, "model_name", ""))
     if name in KNOWN_MODELS and getattr(model, "tempo_lens_weights_sha256", None):
         # an offline model: the cached Hugging Face copy it was converted from
         from tempo_lens.models.gguf_loader import load_hf_model

@@ -76,9 +76,8 @@ def reference_visibility(
             if state.isolate and si >= 0 and si == sj and i != j:
                 continue
             p = state.pruned_at[j]
-            if p is not None and p < read_step and i != j:
-                if j in state.hard_pruned or view > p:
-                    continue
+            if p is not None and p < read_step and i != j and (j in state.hard_pruned or view > p):
+                continue  # pruned before the view (hard: hidden from every query)
             if window is not None and not pos[i] - pos[j] < window:
                 continue
             allowed[i, j] = True

@@ -69,83 +69,178 @@ ARCHITECTURES: dict[str, tuple[str, str, str, dict[str, Any]]] = {
         "LlamaForCausalLM",
         dict(
             rope_parameters=dict(
-                rope_type="yarn", rope_theta=10000.0, factor=4.0,
+                rope_type="yarn",
+                rope_theta=10000.0,
+                factor=4.0,
                 original_max_position_embeddings=64,
             )
         ),
     ),  # fmt: skip
-    "mistral": ("Mistral (sliding window 4)", "MistralConfig", "MistralForCausalLM",
-                dict(sliding_window=4)),  # fmt: skip
+    "mistral": (
+        "Mistral (sliding window 4)",
+        "MistralConfig",
+        "MistralForCausalLM",
+        dict(sliding_window=4),
+    ),  # fmt: skip
     "qwen2": ("Qwen2 (q/k/v biases)", "Qwen2Config", "Qwen2ForCausalLM", {}),
     "qwen3": ("Qwen3 (q/k norm)", "Qwen3Config", "Qwen3ForCausalLM", dict(head_dim=16)),
     "gemma2": (
         "Gemma 2 (sliding window 4, attention and final soft-capping)",
         "Gemma2Config",
         "Gemma2ForCausalLM",
-        dict(head_dim=16, sliding_window=4, query_pre_attn_scalar=16, num_hidden_layers=3,
-             layer_types=_SLIDING),
+        dict(
+            head_dim=16,
+            sliding_window=4,
+            query_pre_attn_scalar=16,
+            num_hidden_layers=3,
+            layer_types=_SLIDING,
+        ),
     ),  # fmt: skip
     "gemma3": (
         "Gemma 3 (sliding window 4, local/global RoPE bases, q/k norm)",
         "Gemma3TextConfig",
         "Gemma3ForCausalLM",
-        dict(head_dim=16, sliding_window=4, query_pre_attn_scalar=16, num_hidden_layers=3,
-             layer_types=_SLIDING),
+        dict(
+            head_dim=16,
+            sliding_window=4,
+            query_pre_attn_scalar=16,
+            num_hidden_layers=3,
+            layer_types=_SLIDING,
+        ),
     ),  # fmt: skip
     "olmo2": ("OLMo 2 (q/k norm over all heads)", "Olmo2Config", "Olmo2ForCausalLM", {}),
-    "phi3": ("Phi-3 (partial rotary 0.5, fused qkv)", "Phi3Config", "Phi3ForCausalLM",
-             dict(partial_rotary_factor=0.5)),  # fmt: skip
-    "phi": ("Phi (partial rotary 0.5, parallel block)", "PhiConfig", "PhiForCausalLM",
-            dict(partial_rotary_factor=0.5)),  # fmt: skip
-    "stablelm": ("StableLM (partial rotary 0.25)", "StableLmConfig", "StableLmForCausalLM",
-                 dict(partial_rotary_factor=0.25)),  # fmt: skip
-    "gpt-neox": ("GPT-NeoX (rotary_pct 0.25)", "GPTNeoXConfig", "GPTNeoXForCausalLM",
-                 dict(rotary_pct=0.25, num_key_value_heads=4)),  # fmt: skip
+    "phi3": (
+        "Phi-3 (partial rotary 0.5, fused qkv)",
+        "Phi3Config",
+        "Phi3ForCausalLM",
+        dict(partial_rotary_factor=0.5),
+    ),  # fmt: skip
+    "phi": (
+        "Phi (partial rotary 0.5, parallel block)",
+        "PhiConfig",
+        "PhiForCausalLM",
+        dict(partial_rotary_factor=0.5),
+    ),  # fmt: skip
+    "stablelm": (
+        "StableLM (partial rotary 0.25)",
+        "StableLmConfig",
+        "StableLmForCausalLM",
+        dict(partial_rotary_factor=0.25),
+    ),  # fmt: skip
+    "gpt-neox": (
+        "GPT-NeoX (rotary_pct 0.25)",
+        "GPTNeoXConfig",
+        "GPTNeoXForCausalLM",
+        dict(rotary_pct=0.25, num_key_value_heads=4),
+    ),  # fmt: skip
     "gpt-j": ("GPT-J (adjacent pairs, rotary_dim 8)", "GPTJConfig", "GPTJForCausalLM", _GPTJ),
-    "codegen": ("CodeGen (adjacent pairs, rotary_dim 8)", "CodeGenConfig", "CodeGenForCausalLM",
-                dict(_GPTJ, n_ctx=256)),  # fmt: skip
-    "cohere": ("Cohere (adjacent pairs, parallel block)", "CohereConfig", "CohereForCausalLM",
-               dict(logit_scale=1.0)),  # fmt: skip
-    "mixtral": ("Mixtral (MoE, 4 experts)", "MixtralConfig", "MixtralForCausalLM",
-                dict(_MOE, num_local_experts=4)),  # fmt: skip
-    "olmoe": ("OLMoE (MoE, q/k norm)", "OlmoeConfig", "OlmoeForCausalLM",
-              dict(_MOE, num_experts=4)),  # fmt: skip
+    "codegen": (
+        "CodeGen (adjacent pairs, rotary_dim 8)",
+        "CodeGenConfig",
+        "CodeGenForCausalLM",
+        dict(_GPTJ, n_ctx=256),
+    ),  # fmt: skip
+    "cohere": (
+        "Cohere (adjacent pairs, parallel block)",
+        "CohereConfig",
+        "CohereForCausalLM",
+        dict(logit_scale=1.0),
+    ),  # fmt: skip
+    "mixtral": (
+        "Mixtral (MoE, 4 experts)",
+        "MixtralConfig",
+        "MixtralForCausalLM",
+        dict(_MOE, num_local_experts=4),
+    ),  # fmt: skip
+    "olmoe": (
+        "OLMoE (MoE, q/k norm)",
+        "OlmoeConfig",
+        "OlmoeForCausalLM",
+        dict(_MOE, num_experts=4),
+    ),  # fmt: skip
     "qwen2-moe": (
         "Qwen2 MoE (shared expert)",
         "Qwen2MoeConfig",
         "Qwen2MoeForCausalLM",
         dict(_MOE, num_experts=4, moe_intermediate_size=32, shared_expert_intermediate_size=32),
     ),
-    "qwen3-moe": ("Qwen3 MoE", "Qwen3MoeConfig", "Qwen3MoeForCausalLM",
-                  dict(_MOE, num_experts=4, moe_intermediate_size=32, head_dim=16)),  # fmt: skip
+    "qwen3-moe": (
+        "Qwen3 MoE",
+        "Qwen3MoeConfig",
+        "Qwen3MoeForCausalLM",
+        dict(_MOE, num_experts=4, moe_intermediate_size=32, head_dim=16),
+    ),  # fmt: skip
     "llama4": (
         "Llama 4 text (NoPE layers, chunked attention, MoE)",
         "Llama4TextConfig",
         "Llama4ForCausalLM",
-        dict(head_dim=16, num_local_experts=2, intermediate_size_mlp=128, num_hidden_layers=4,
-             no_rope_layers=[1, 1, 1, 0], attention_chunk_size=8),
+        dict(
+            head_dim=16,
+            num_local_experts=2,
+            intermediate_size_mlp=128,
+            num_hidden_layers=4,
+            no_rope_layers=[1, 1, 1, 0],
+            attention_chunk_size=8,
+        ),
     ),  # fmt: skip
     "gpt-oss": (
         "GPT-OSS (attention sinks, sliding window 4, MoE)",
         "GptOssConfig",
         "GptOssForCausalLM",
-        dict(_MOE, num_local_experts=4, head_dim=16, sliding_window=4,
-             layer_types=["sliding_attention", "full_attention"]),
+        dict(
+            _MOE,
+            num_local_experts=4,
+            head_dim=16,
+            sliding_window=4,
+            layer_types=["sliding_attention", "full_attention"],
+        ),
     ),  # fmt: skip
     "deepseek-v3": (
         "DeepSeek V3 (latent attention, decoupled RoPE dims)",
         "DeepseekV3Config",
         "DeepseekV3ForCausalLM",
-        dict(_MOE, kv_lora_rank=16, q_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8,
-             v_head_dim=16, n_routed_experts=4, moe_intermediate_size=32,
-             first_k_dense_replace=1, n_group=1, topk_group=1),
+        dict(
+            _MOE,
+            kv_lora_rank=16,
+            q_lora_rank=16,
+            qk_rope_head_dim=8,
+            qk_nope_head_dim=8,
+            v_head_dim=16,
+            n_routed_experts=4,
+            moe_intermediate_size=32,
+            first_k_dense_replace=1,
+            n_group=1,
+            topk_group=1,
+        ),
     ),  # fmt: skip
-    "gpt2": ("GPT-2 (learned absolute positions; not rotary)", "GPT2Config", "GPT2LMHeadModel",
-             dict(vocab_size=64, n_embd=64, n_layer=2, n_head=4, n_positions=256,
-                  bos_token_id=None, eos_token_id=None)),  # fmt: skip
-    "bloom": ("BLOOM (ALiBi; not rotary)", "BloomConfig", "BloomForCausalLM",
-              dict(vocab_size=64, hidden_size=64, n_layer=2, n_head=4,
-                   bos_token_id=None, eos_token_id=None, pad_token_id=None)),  # fmt: skip
+    "gpt2": (
+        "GPT-2 (learned absolute positions; not rotary)",
+        "GPT2Config",
+        "GPT2LMHeadModel",
+        dict(
+            vocab_size=64,
+            n_embd=64,
+            n_layer=2,
+            n_head=4,
+            n_positions=256,
+            bos_token_id=None,
+            eos_token_id=None,
+        ),
+    ),  # fmt: skip
+    "bloom": (
+        "BLOOM (ALiBi; not rotary)",
+        "BloomConfig",
+        "BloomForCausalLM",
+        dict(
+            vocab_size=64,
+            hidden_size=64,
+            n_layer=2,
+            n_head=4,
+            bos_token_id=None,
+            eos_token_id=None,
+            pad_token_id=None,
+        ),
+    ),  # fmt: skip
 }
 """Family key -> ``(description, config class, model class, config overrides)``."""
 

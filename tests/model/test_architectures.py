@@ -60,5 +60,7 @@ def test_family_is_exact_or_refused(family: str) -> None:
 def test_docs_matrix_lists_every_family_with_its_status() -> None:
     text = (pathlib.Path(__file__).parents[2] / "docs" / "models.md").read_text()
     block = text.split("<!-- arch-matrix:begin -->")[1].split("<!-- arch-matrix:end -->")[0]
-    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `([^`]+)` \|[^|]*\| (\w+)", block, re.M)}
+    rows = {
+        m.group(1): m.group(2) for m in re.finditer(r"^\| `([^`]+)` \|[^|]*\| (\w+)", block, re.M)
+    }
     assert rows == {f: ("refused" if f in REFUSED else "exact") for f in ARCHITECTURES}
