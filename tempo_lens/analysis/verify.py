@@ -102,7 +102,7 @@ class VerifyReport:
         reference: What the Hugging Face reference is (class, how it was obtained).
         tolerance: The accepted max |Δp|.
         results: One :class:`CheckResult` per check, in battery order.
-        versions: ``transformer-lens``, ``transformers``, ``torch`` versions.
+        versions: ``torch``, ``transformers``, ``transformer-lens``, ``tempo-lens`` versions.
     """
 
     model: str
@@ -178,18 +178,6 @@ def _default_prompts(model: TempoModel) -> list[Any]:
         return ["The cat sat on the", "Once upon a time, a small robot"]
     vocab = int(model.cfg.d_vocab)
     return [[(7 * i + 3) % vocab for i in range(5)], [(11 * i + 5) % vocab for i in range(9)]]
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata
-
-    out = {}
-    for dist in ("transformer-lens", "transformers", "torch"):
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:  # pragma: no cover
-            out[dist] = "missing"
-    return out
 
 
 def _run_check(
@@ -270,6 +258,8 @@ def verify(
         raise ValueError("ragged-batch needs at least two prompts")
     if not rows:
         raise ValueError("verify needs at least one prompt")
+    from tempo_lens.models.gguf_loader import library_versions
+
     if hf_model is None:
         from tempo_lens.models.hf_export import hf_causal_lm
 
@@ -286,7 +276,7 @@ def verify(
         backend=backend_of(model).name,
         reference=f"Hugging Face {type(hf_model).__name__} ({how})",
         tolerance=float(tolerance),
-        versions=_versions(),
+        versions=library_versions(),
     )
     for name in names:
         report.results.append(_run_check(model, hf_model, name, rows, int(max_steps), tolerance))

@@ -127,3 +127,26 @@ def test_load_hf_model_with_tokenizer_is_one_call() -> None:
     assert trace.texts[:3] == ["t3", " t4", " t5"] or "".join(trace.texts[:3]).split() == [
         "t3", "t4", "t5"
     ]  # fmt: skip
+
+
+def test_bad_arguments_are_refused_before_any_work(tiny_default) -> None:
+    from tempo_lens.cli.verify import CHECK_NAMES
+
+    assert tuple(CHECKS) == CHECK_NAMES  # the CLI's copy (it imports no model library)
+    with pytest.raises(ValueError, match="unknown checks"):
+        tl.verify(tiny_default, checks=["isolated", "nope"])
+    with pytest.raises(ValueError, match="two prompts"):
+        tl.verify(tiny_default, prompts=[[1, 2, 3]])
+    with pytest.raises(ValueError, match="max_steps"):
+        tl.verify(tiny_default, max_steps=0)
+
+
+def test_architecture_refusal_exits_3(monkeypatch, capsys) -> None:
+    from tempo_lens.backends import UnsupportedAttentionError
+
+    def refuse(model):
+        raise UnsupportedAttentionError("chunked attention (test)")
+
+    monkeypatch.setattr("tempo_lens.analysis.verify.check_rotary", refuse)
+    assert main(["verify", "--tiny", "--checks", "isolated"]) == 3
+    assert "refused: chunked attention (test)" in capsys.readouterr().err
