@@ -54,6 +54,8 @@ _EXPORTS: dict[str, str] = {
     "TokenInfo": "tempo_lens.state",
     "Trace": "tempo_lens.trace",
     "UnsupportedAttentionError": "tempo_lens.backends",
+    "verify": "tempo_lens.analysis.verify",
+    "VerifyReport": "tempo_lens.analysis.verify",
 }
 """Public name -> the module that defines it."""
 
@@ -77,6 +79,8 @@ __all__ = [
     "beam_search",
     "generate",
     "generate_batch",
+    "verify",
+    "VerifyReport",
     "greedy",
     "sample",
     "select",

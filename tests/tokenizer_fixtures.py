@@ -52,3 +52,12 @@ def with_tokenizer(model, tokenizer):
     """``model`` with ``tokenizer`` attached as-is (returns the model)."""
     attach_tokenizer(model, tokenizer)
     return model
+
+
+def word_tokenizer(n: int = 64) -> PreTrainedTokenizerFast:
+    """WordLevel over ``t0 .. t{n-1}`` (id = number), whitespace-split, no special tokens
+    added on encode: the tiny architecture matrix's tokenizer (vocabulary 64)."""
+    tok = Tokenizer(models.WordLevel(vocab={f"t{i}": i for i in range(n)}, unk_token="t0"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="t0", eos_token=None)

@@ -33,6 +33,7 @@ from tempo_lens.backends.base import (
     UnsupportedAttentionError,
     hook_name,
 )
+from tempo_lens.backends.refusals import check_hf_attention, probe_rotary_hooks
 
 __all__ = [
     "CACHE_OPS",
@@ -122,13 +123,15 @@ def _hf_config(model: Any) -> Any:
 
 def _rotary_embedding(model: Any) -> Any:
     hf = _hf(model)
-    for owner in (getattr(hf, "model", None), hf):
+    for owner in (getattr(hf, "model", None), getattr(hf, "base_model", None), hf):
         rot = getattr(owner, "rotary_emb", None)
         if rot is not None:
             return rot
     raise UnsupportedAttentionError(
-        f"{type(hf).__name__} has no model-level rotary embedding (rotary_emb); the bridge "
-        "backend needs one to re-rotate queries and keys"
+        f"{type(hf).__name__} has no model-level rotary embedding (rotary_emb): its "
+        "attention layers compute RoPE themselves (e.g. GPT-J/CodeGen's embed_positions "
+        "table), so the bridge backend cannot read the frequencies to re-rotate queries "
+        "and keys"
     )
 
 
@@ -138,7 +141,10 @@ def check_bridge(model: Any) -> None:
     Raises:
         NotRotaryError: No RoPE, or a RoPE type whose frequencies depend on the length.
         UnsupportedAttentionError: A layer without ``hook_rot_q``/``hook_rot_k``/
-            ``hook_attn_scores`` (attention the bridge does not re-implement).
+            ``hook_attn_scores`` (attention the bridge does not re-implement), rotary hooks
+            that never fire (a two-token probe forward, run once per model), RoPE computed
+            inside the attention layers (GPT-J, CodeGen), latent attention (DeepSeek MLA),
+            layers without RoPE (Llama 4 NoPE) or chunked attention.
     """
     if getattr(model.cfg, "positional_embedding_type", None) != "rotary":
         raise NotRotaryError(
@@ -161,6 +167,8 @@ def check_bridge(model: Any) -> None:
                     f"{name} missing: this bridge does not re-implement the layer's rotary "
                     "attention, so TEMPO cannot act on it"
                 )
+    check_hf_attention(_hf_config(model))
+    probe_rotary_hooks(model, _hf(model))
 
 
 def rotary_inv_freqs(model: Any) -> list[Tensor]:

@@ -9,6 +9,9 @@ Subcommands:
 * ``stats`` — statistics over a directory of analysis runs (:mod:`tempo_lens.cli.stats`);
 * ``experiment NAME ...`` — a research experiment of :mod:`tempo_lens.experiments` on the
   runner (:mod:`tempo_lens.cli.experiment`);
+* ``verify`` — TEMPO on a model checked step by step against the model's own Hugging Face
+  forward; exit 1 on a mismatch, 3 when the architecture is refused
+  (:mod:`tempo_lens.cli.verify`);
 * ``findings ...`` — every claim of the research notes re-measured over a prompt suite
   (:mod:`tempo_lens.cli.findings`, the experiment ``findings``).
 
@@ -27,7 +30,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from tempo_lens.cli import analyze, experiment, findings, generate, stats
+from tempo_lens.cli import analyze, experiment, findings, generate, stats, verify
 from tempo_lens.cli._base import run_parser
 from tempo_lens.runner.options import Parser
 
@@ -39,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="tempo-lens", description="TEMPO generation and interpretability.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for command in (generate, analyze, stats, experiment, findings):
+    for command in (generate, analyze, stats, experiment, findings, verify):
         command.register(sub)
     return parser
 

@@ -79,6 +79,16 @@ class StepObserver(Protocol):
 
 # Observers may also define ``abort_step()``: called instead of ``end_step()`` when the
 # step's forward raised (discard the step). The original exception always propagates.
+# And ``distribution(step, dist)``: called with each distribution a step selects from
+# (``dist`` float ``[d_vocab]``; step 0's from the prompt, step ``s + 1``'s after set
+# ``s``'s readout, pruning included) -- what ``tempo_lens.verify`` compares with Hugging Face.
+
+
+def _tell_distribution(observers: Sequence[StepObserver], step: int, dist: Tensor) -> None:
+    for obs in observers:
+        tell = getattr(obs, "distribution", None)
+        if tell is not None:
+            tell(step, dist)
 
 
 def generate(
@@ -173,8 +183,9 @@ def generate_batch(
     _set_weight_layout(model, fast=config.fast_weights)
     with fwd.attached():
         logits = fwd.run([list(range(r.state.prompt_length)) for r in rows], -1)
-        for r, lg in zip(rows, logits, strict=True):
+        for b, (r, lg) in enumerate(zip(rows, logits, strict=True)):
             r.dist = probabilities(lg[-1])
+            _tell_distribution(per_row[b], 0, r.dist)
         hard = config.prune is not None and config.prune.mode == "hard"
         bar = tqdm(range(config.max_steps), disable=not progress, desc="TEMPO", unit="step")
         for step in bar:
@@ -190,12 +201,14 @@ def generate_batch(
             if views and hard:  # the tokens after each pruned one recomputed without it
                 recorders = [p.recorder for b in views if (p := rows[b].pruner) is not None]
                 again = fwd.rebuild(list(views), new, rerecord=recorders)
+                logits = [again[b] if b in views else lg for b, lg in enumerate(logits)]
             elif views:  # readout with the pruned tokens hidden
                 again = fwd.rerun(views, new)
                 logits = [again[b] if b in views else lg for b, lg in enumerate(logits)]
-            for r, ix, lg in zip(rows, new, logits, strict=True):
+            for b, (r, ix, lg) in enumerate(zip(rows, new, logits, strict=True)):
                 if ix:
                     r.finish(lg)
+                    _tell_distribution(per_row[b], step + 1, r.dist)
     return [r.trace() for r in rows]
 
 

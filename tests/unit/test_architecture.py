@@ -49,6 +49,8 @@ WINGS = {
 }
 
 PUBLIC = [
+    "verify",
+    "VerifyReport",
     "AbsoluteRule",
     "AttentionCapture",
     "AttentionData",

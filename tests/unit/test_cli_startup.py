@@ -31,6 +31,9 @@ print("HEAVY", heavy, "CODE", code)
         ["experiment", "isolation_patching", "--limit", "0"],
         ["experiment", "nosuch"],
         ["findings", "--help"],
+        ["verify", "--help"],
+        ["verify", "--checks", "nope"],
+        ["verify", "--arch", "nope"],
     ],  # fmt: skip
 )
 def test_help_and_usage_errors_import_no_model_library(argv) -> None:
