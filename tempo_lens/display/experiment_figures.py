@@ -69,7 +69,8 @@ def layer_curves_figure(
         g = g.sort_values(x)
         ax.plot(g[x], g[y], marker="o", ms=3, label=f"{hue}={value}")
         if ci is not None and set(ci) <= set(g.columns):
-            ax.fill_between(g[x], g[ci[0]], g[ci[1]], alpha=0.2)
+            lo, hi = (g[c].astype(float).where(np.isfinite(g[c].astype(float))) for c in ci)
+            ax.fill_between(g[x], lo, hi, alpha=0.2)  # no band where a CI is unbounded
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     ax.legend(fontsize=8)
