@@ -103,9 +103,9 @@ def budget_quality_figure(
         xerr = [[x - r["tokens_forwarded_lo"]], [r["tokens_forwarded_hi"] - x]]
         yerr = [[y - r["nll_lo"]], [r["nll_hi"] - y]]
         # an undefined or unbounded CI (too few prompts) draws no bar
-        bars = {"nan": 0.0, "posinf": 0.0, "neginf": 0.0}
-        ax.errorbar(x, y, xerr=np.nan_to_num(xerr, **bars), yerr=np.nan_to_num(yerr, **bars),
-                    fmt="o", color=colour, ms=4, lw=0.8)  # fmt: skip
+        xerr = np.nan_to_num(np.asarray(xerr, dtype=float), nan=0.0, posinf=0.0, neginf=0.0)
+        yerr = np.nan_to_num(np.asarray(yerr, dtype=float), nan=0.0, posinf=0.0, neginf=0.0)
+        ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", color=colour, ms=4, lw=0.8)
         ax.annotate(str(r["method"]), (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("tokens forwarded per prompt (log)")
