@@ -100,6 +100,20 @@ def repetition_score(tokens: Sequence[Any], n: int = 3) -> float:
     return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
 
 
+def _finite_sample(values: Sequence[float] | np.ndarray, n_boot: int, level: float) -> np.ndarray:
+    """The finite values of ``values`` (float64, flat), after checking the bootstrap settings.
+
+    Raises:
+        ValueError: ``n_boot`` not an int >= 1, or ``level`` outside (0, 1).
+    """
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise ValueError(f"n_boot must be an int >= 1, got {n_boot!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    x = np.asarray(values, dtype=np.float64).ravel()
+    return x[np.isfinite(x)]
+
+
 def bootstrap_ci(
     values: Sequence[float] | np.ndarray,
     *,
@@ -115,12 +129,7 @@ def bootstrap_ci(
     Raises:
         ValueError: ``n_boot < 1`` or ``level`` outside (0, 1).
     """
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
-        raise ValueError(f"n_boot must be an int >= 1, got {n_boot!r}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    x = np.asarray(values, dtype=np.float64).ravel()
-    x = x[np.isfinite(x)]
+    x = _finite_sample(values, n_boot, level)
     if len(x) < 2:
         return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
@@ -155,12 +164,7 @@ def bootstrap_t_ci(
     Raises:
         ValueError: ``n_boot < 1`` or ``level`` outside (0, 1).
     """
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
-        raise ValueError(f"n_boot must be an int >= 1, got {n_boot!r}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    x = np.asarray(values, dtype=np.float64).ravel()
-    x = x[np.isfinite(x)]
+    x = _finite_sample(values, n_boot, level)
     n = len(x)
     if n < 2:
         return (math.nan, math.nan)

@@ -45,6 +45,10 @@ _GPTJ: dict[str, Any] = dict(
 )  # fmt: skip
 _MOE: dict[str, Any] = dict(num_experts_per_tok=2)
 _SLIDING = ["sliding_attention", "sliding_attention", "full_attention"]
+_GEMMA: dict[str, Any] = dict(  # Gemma 2 and 3: local/global layers, window 4
+    head_dim=16, sliding_window=4, query_pre_attn_scalar=16, num_hidden_layers=3,
+    layer_types=_SLIDING,
+)  # fmt: skip
 
 ARCHITECTURES: dict[str, tuple[str, str, str, dict[str, Any]]] = {
     "llama": ("Llama", "LlamaConfig", "LlamaForCausalLM", {}),
@@ -88,25 +92,13 @@ ARCHITECTURES: dict[str, tuple[str, str, str, dict[str, Any]]] = {
         "Gemma 2 (sliding window 4, attention and final soft-capping)",
         "Gemma2Config",
         "Gemma2ForCausalLM",
-        dict(
-            head_dim=16,
-            sliding_window=4,
-            query_pre_attn_scalar=16,
-            num_hidden_layers=3,
-            layer_types=_SLIDING,
-        ),
+        _GEMMA,
     ),  # fmt: skip
     "gemma3": (
         "Gemma 3 (sliding window 4, local/global RoPE bases, q/k norm)",
         "Gemma3TextConfig",
         "Gemma3ForCausalLM",
-        dict(
-            head_dim=16,
-            sliding_window=4,
-            query_pre_attn_scalar=16,
-            num_hidden_layers=3,
-            layer_types=_SLIDING,
-        ),
+        _GEMMA,
     ),  # fmt: skip
     "olmo2": ("OLMo 2 (q/k norm over all heads)", "Olmo2Config", "Olmo2ForCausalLM", {}),
     "phi3": (
