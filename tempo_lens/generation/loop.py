@@ -198,12 +198,12 @@ def generate_batch(
             for b, (r, ix) in enumerate(zip(rows, new, strict=True)):
                 if ix and r.prune(step):
                     views[b] = (step + 1, ix[0])
-            if views and hard:  # the tokens after each pruned one recomputed without it
-                recorders = [p.recorder for b in views if (p := rows[b].pruner) is not None]
-                again = fwd.rebuild(list(views), new, rerecord=recorders)
-                logits = [again[b] if b in views else lg for b, lg in enumerate(logits)]
-            elif views:  # readout with the pruned tokens hidden
-                again = fwd.rerun(views, new)
+            if views:  # the rows with a prune read their next distribution from again
+                if hard:  # the tokens after each pruned one recomputed without it
+                    recorders = [p.recorder for b in views if (p := rows[b].pruner) is not None]
+                    again = fwd.rebuild(list(views), new, rerecord=recorders)
+                else:  # readout with the pruned tokens hidden
+                    again = fwd.rerun(views, new)
                 logits = [again[b] if b in views else lg for b, lg in enumerate(logits)]
             for b, (r, ix, lg) in enumerate(zip(rows, new, logits, strict=True)):
                 if ix:
