@@ -28,7 +28,7 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,21 +78,26 @@ class Config(RunConfig):
         taus: Thresholds tau; each runs in both isolation modes.
         max_steps: Steps per generation (>= 4).
         max_parallel: Cap on members per set (0 = no cap).
-        readout: Next-step distribution after a set: last | top | mixture.
-        window: Steps after a set used for continuation support and its attention score.
+        readouts: Next-step distributions after a set (last | top | mixture), each an arm
+            of its own; the first is the primary arm (its controls are computed). Issue 23
+            added ``last``, the research notes' setting, next to ``mixture``.
+        window: Steps after a set used for continuation support and its attention score;
+            the held-out outcome of claim 5 uses the ``window`` steps after those.
         degenerate: 3-gram repetition score above which a generation counts as degenerate.
     """
 
     taus: tuple[float, ...] = (0.1, 0.15)
     max_steps: int = 16
     max_parallel: int = 8
-    readout: Readout = "mixture"
+    readouts: tuple[Readout, ...] = ("mixture", "last")
     window: int = 3
     degenerate: float = 0.5
 
     def __post_init__(self) -> None:
         if not self.taus or len(set(self.taus)) != len(self.taus):
             raise ValueError(f"taus must be distinct and non-empty, got {self.taus}")
+        if not self.readouts or len(set(self.readouts)) != len(self.readouts):
+            raise ValueError(f"readouts must be distinct and non-empty, got {self.readouts}")
         if self.max_steps < 4:
             raise ValueError(f"max_steps must be >= 4, got {self.max_steps}")
         if self.window < 1 or self.window >= self.max_steps:
@@ -100,22 +105,39 @@ class Config(RunConfig):
         if not 0 <= self.degenerate <= 1:
             raise ValueError(f"degenerate must be in [0, 1], got {self.degenerate}")
         for tau in self.taus:
-            self.tempo_config(tau, True)  # validates tau, steps, cap, readout
+            for readout in self.readouts:
+                self.tempo_config(tau, True, readout)  # validates tau, steps, cap, readout
 
-    def tempo_config(self, tau: float, isolate: bool) -> TempoConfig:
-        """The generation settings of one condition."""
+    def tempo_config(
+        self, tau: float, isolate: bool, readout: Readout | None = None
+    ) -> TempoConfig:
+        """The generation settings of one condition (``readout`` None: the primary arm's)."""
         return TempoConfig(
             selection_threshold=tau,
             max_steps=self.max_steps,
             max_parallel=self.max_parallel or None,
-            readout=self.readout,
+            readout=readout or self.readouts[0],
             isolate=isolate,
         )
 
 
 def conditions(cfg: Config) -> list[dict[str, Any]]:
-    """Isolation mode x tau (tau-major)."""
-    return [{"mode": m, "tau": float(t)} for t in cfg.taus for m in MODES]
+    """Conditions: tau x readout x isolation mode (tau-major, then readout: the primary arm first).
+
+    A sweep runs condition by condition in this order, so a run stopped early has the
+    first tau's arms complete before the second tau's.
+    """
+    return [
+        {"mode": m, "tau": float(t), "readout": r}
+        for t in cfg.taus
+        for r in cfg.readouts
+        for m in MODES
+    ]
+
+
+def unit_readout(cfg: Config, condition: Mapping[str, Any]) -> Readout:
+    """A unit's readout (units written before issue 23 have none: the primary arm's)."""
+    return condition.get("readout", cfg.readouts[0])  # type: ignore[no-any-return]
 
 
 def _positions_check(model: Any, data: Any) -> dict[str, Any]:
@@ -183,7 +205,11 @@ def _generate(cfg: Config, model: Any, units: list[Unit]) -> list[tuple[Any, Any
     runs = generate_units(
         model,
         units,
-        lambda u: cfg.tempo_config(float(u.condition["tau"]), u.condition["mode"] == "isolated"),
+        lambda u: cfg.tempo_config(
+            float(u.condition["tau"]),
+            u.condition["mode"] == "isolated",
+            unit_readout(cfg, u.condition),
+        ),
         capture=True,
         hook_names=[
             hook_name(0, "k"),
@@ -215,19 +241,24 @@ def _measure(
     rec = received_attention(data)
     rec_sink = received_attention(data, include_sink=True)
     matched = distance_matched(data)
-    # The controls of the primary condition (isolated, first tau): replays, continuation.
-    primary = iso and tau == float(cfg.taus[0])
+    # The controls of the primary condition (isolated, first tau, first readout): replays,
+    # continuation support, the greedy text for the judge.
+    primary = (
+        iso and tau == float(cfg.taus[0]) and unit_readout(cfg, unit.condition) == cfg.readouts[0]
+    )
     nan_layers = np.full(len(data.layers), np.nan)
     m_distinct = distinct_gen = other_ratio = math.nan
     distinct_layers = nan_layers
     members = pd.DataFrame()
+    greedy_text = None
     if primary:
         distinct = replay_attention(model, trace, scheme="distinct")
         md = distance_matched(distinct)
         m_distinct, distinct_layers = md.ratio, md.per_layer
         distinct_gen = received_attention(distinct).ratio_generated
         other_ratio = distance_matched(replay_attention(model, trace, isolate=not iso)).ratio
-        members = continuation_support(model, trace, data, window=cfg.window)
+        members = _members(model, trace, data, cfg.window)
+        greedy_text = _greedy_text(model, unit, cfg.max_steps)
     ent_norm = normalised_entropy(data)
     ent_nats = attention_entropy(data).per_head
     roles = head_specialisation(data, window=LOCAL_WINDOW, exclude_sink=True)
@@ -247,6 +278,7 @@ def _measure(
         "n_parallel": rec.n_parallel,
         "n_generated_singletons": rec.n_non_parallel_generated,
         "repetition": repetition_score(clean, 3),
+        "distinct_2": 1.0 - repetition_score(clean, 2),  # distinct bigrams / bigrams
         "degenerate": bool(repetition_score(clean, 3) > cfg.degenerate),
         "ratio": rec.ratio,
         "ratio_sink": rec_sink.ratio,
@@ -273,6 +305,7 @@ def _measure(
         "stop_reason": trace.stop_reason,
         "batch_rows": rows,
         "clean_text": trace.clean_text(),
+        "greedy_text": greedy_text,
         "bracket_text": trace.bracket_text(),
     }
     depth = relative_depth(n_layers)
@@ -306,6 +339,40 @@ def _measure(
         "sizes": sizes.to_dict(orient="records"),
         "members": members.to_dict(orient="records"),
     }
+
+
+def _members(model: Any, trace: Any, data: Any, window: int) -> pd.DataFrame:
+    """Claim 5's members: continuation support over ``window`` steps, and held out.
+
+    ``heldout_loglik`` is the plain model's ``log p(c_{w+1..2w} | prompt, clean path, member,
+    c_1..c_w)`` (the ``window`` clean steps after those the attention score reads: the
+    difference of the two continuation log-likelihoods); ``heldout_supported`` marks the
+    set's member with the highest one (NaN for a set without ``2 * window`` later steps).
+    Issue 23: the outcome and the attention score then come from disjoint steps.
+    """
+    near = continuation_support(model, trace, data, window=window)
+    if near.empty or trace.state.n_steps <= 2 * window:
+        return near.assign(heldout_loglik=math.nan, heldout_supported=math.nan)
+    far = continuation_support(model, trace, data, window=2 * window)
+    far = far.set_index(["set_step", "index"])["loglik"]
+    key = pd.MultiIndex.from_frame(near[["set_step", "index"]])
+    near["heldout_loglik"] = far.reindex(key).to_numpy() - near["loglik"].to_numpy()
+    best = near.dropna(subset=["heldout_loglik"]).sort_values(
+        ["set_step", "heldout_loglik", "rank"], ascending=[True, False, True]
+    )
+    winners = set(best.groupby("set_step")["index"].first())
+    near["heldout_supported"] = np.where(
+        near["heldout_loglik"].notna(), near["index"].isin(winners), math.nan
+    )
+    return near
+
+
+def _greedy_text(model: Any, unit: Unit, max_steps: int) -> str:
+    """The model's greedy continuation of the unit's prompt (``max_steps`` tokens), as text."""
+    from tempo_lens.generation.baselines import greedy
+    from tempo_lens.runner import encode
+
+    return greedy(model, encode(model, unit.prompt), max_steps=max_steps).clean_text()
 
 
 def _head_ratio(rec: Any) -> np.ndarray:

@@ -32,10 +32,23 @@ from tempo_lens.experiments._claim_rows import row as _row
 __all__ = ["COLUMNS", "SEED", "claims_table", "condition", "member_features", "role_table"]
 
 
-def condition(pp: pd.DataFrame, mode: str, tau: float) -> pd.DataFrame:
+def in_condition(df: pd.DataFrame, mode: str, tau: float, readout: str) -> pd.Series:
+    """Which rows of a unit table belong to one condition (a boolean mask).
+
+    Tables written before issue 23 have no ``readout`` column: their rows are the primary
+    (``mixture``) arm's.
+    """
+    sel = (df["mode"] == mode) & np.isclose(df["tau"].astype(float), tau)
+    if "readout" in df:
+        sel &= df["readout"] == readout
+    elif readout != "mixture":
+        sel &= False
+    return sel
+
+
+def condition(pp: pd.DataFrame, mode: str, tau: float, readout: str = "mixture") -> pd.DataFrame:
     """The per-prompt rows of one condition, indexed by ``prompt_id``."""
-    sel = pp[(pp["mode"] == mode) & np.isclose(pp["tau"].astype(float), tau)]
-    return sel.set_index("prompt_id")
+    return pp[in_condition(pp, mode, tau, readout)].set_index("prompt_id")
 
 
 def role_table(iso: pd.DataFrame) -> pd.DataFrame:
@@ -67,7 +80,8 @@ def claims_table(cfg: Any, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     pp = tables["per_prompt"]
     tau0 = float(cfg.taus[0])
     tau1 = float(cfg.taus[1]) if len(cfg.taus) > 1 else None
-    iso, vis = condition(pp, "isolated", tau0), condition(pp, "visible", tau0)
+    arm = cfg.readouts[0]
+    iso, vis = condition(pp, "isolated", tau0, arm), condition(pp, "visible", tau0, arm)
     seed = cfg.seed
     rows: list[dict[str, Any]] = []
     r = "distance-matched per-token ratio, generated baseline, sink excluded"
@@ -97,7 +111,7 @@ def claims_table(cfg: Any, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
         )
     )
     if tau1 is not None:
-        i15 = condition(pp, "isolated", tau1)
+        i15 = condition(pp, "isolated", tau1, arm)
         rows.append(
             _row(
                 "1.t15",
@@ -269,13 +283,11 @@ def claims_table(cfg: Any, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
         )
     )
     heads = tables["heads"]
-    heads_iso = heads[(heads["mode"] == "isolated") & np.isclose(heads["tau"].astype(float), tau0)]
+    heads_iso = heads[in_condition(heads, "isolated", tau0, arm)]
     rows.append(_head_specialisation(heads_iso, seed))
     members = tables.get("members", pd.DataFrame())
     if not members.empty:
-        members = members[
-            (members["mode"] == "isolated") & np.isclose(members["tau"].astype(float), tau0)
-        ]
+        members = members[in_condition(members, "isolated", tau0, arm)]
     rows.append(_claim5(members, _clean(iso)))
     rows += _exact_rows(pp)
     return pd.DataFrame(rows, columns=COLUMNS)
