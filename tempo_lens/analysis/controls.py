@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from jaxtyping import Float
+from numpy.typing import ArrayLike
 
 from tempo_lens.analysis._util import nanmean, safe_ratio
 from tempo_lens.analysis.patterns import entropy
@@ -134,8 +135,13 @@ def relative_depth(n_layers: int) -> np.ndarray:
 
 def depth_bands(n_layers: int) -> np.ndarray:
     """Band of every layer: ``"early"``, ``"middle"`` or ``"late"`` (see :data:`BANDS`)."""
-    rel = relative_depth(n_layers)
-    return np.where(rel < BANDS[0], "early", np.where(rel < BANDS[1], "middle", "late"))
+    return band_of(relative_depth(n_layers))
+
+
+def band_of(rel: ArrayLike) -> np.ndarray:
+    """The band (``"early"``, ``"middle"``, ``"late"``) of each relative depth (:data:`BANDS`)."""
+    r = np.asarray(rel, dtype=np.float64)
+    return np.where(r < BANDS[0], "early", np.where(r < BANDS[1], "middle", "late"))
 
 
 def normalised_entropy(data: AttentionData) -> Float[np.ndarray, "layer head"]:

@@ -23,6 +23,13 @@ exponential noise from n = 6 on (``benchmarks/stats_calibration.py``; the table 
 * :func:`rank_correlation` — Spearman's rho or Kendall's tau-b with its p-value (scipy).
 * :func:`logistic_regression` — maximum-likelihood logistic regression (statsmodels) with
   cluster-robust (sandwich) standard errors when clusters are given (Cameron & Miller 2015).
+* :func:`conditional_logit` — McFadden's conditional logit stratified by group (statsmodels
+  ``ConditionalLogit``; Chamberlain 1980) with the same cluster-robust sandwich (issue 23:
+  claim 5 within parallel sets).
+
+Size: over the 500-line budget because these are the only statistics primitives (one
+implementation each, shared by every experiment, with their calibration notes); splitting
+the regressions from the intervals would separate :class:`LogisticFit` from its two fits.
 
 Run-level statistics of ``tempo-lens stats`` live in :mod:`tempo_lens.analysis.run_stats`.
 
@@ -55,6 +62,7 @@ __all__ = [
     "bootstrap_ci",
     "bootstrap_t_ci",
     "cohens_kappa",
+    "conditional_logit",
     "estimate",
     "logistic_regression",
     "LogisticFit",
@@ -448,4 +456,109 @@ def logistic_regression(
         n_clusters=n_clusters,
         level=level,
         n_dropped=int((~ok).sum()),
+    )
+
+
+def conditional_logit(
+    y: ArrayLike,
+    x: ArrayLike,
+    *,
+    strata: ArrayLike,
+    clusters: ArrayLike,
+    names: Sequence[str] | None = None,
+    level: float = 0.95,
+) -> LogisticFit:
+    """Conditional (fixed-effects) logistic regression, stratified, with clustered errors.
+
+    McFadden's conditional logit (Chamberlain 1980): within each stratum (e.g. the members
+    of one parallel set) the probability that row ``i`` is the one with ``y = 1`` is
+    ``exp(x_i b) / sum_j exp(x_j b)``, so anything constant within a stratum drops out and
+    no intercept is fitted. Point estimates: statsmodels ``ConditionalLogit``. Its ``fit``
+    ignores ``cov_type``, so the covariance is computed here: the cluster-robust sandwich
+    ``H^-1 (sum_c s_c s_c^T) H^-1`` from statsmodels' per-stratum scores summed per
+    cluster, with the small-sample factor ``G/(G-1) * (N-1)/(N-K)`` (``G`` clusters,
+    ``N`` strata, ``K`` coefficients) that statsmodels applies to ``Logit``; with strata
+    of two rows it equals ``Logit`` on the within-pair differences without an intercept,
+    ``cov_type="cluster"`` (the test of this function).
+
+    Rows with a non-finite value are dropped; strata without variation in ``y`` carry no
+    information and are dropped too (statsmodels does the same).
+
+    Args:
+        y: ``[n]`` 0/1 outcomes.
+        x: ``[n, p]`` (or ``[n]``) predictors (no intercept column).
+        strata: ``[n]`` stratum labels.
+        clusters: ``[n]`` cluster labels, constant within a stratum (e.g. the prompt).
+        names: ``p`` predictor names (default ``x0, x1, ...``).
+        level: Confidence level of the Wald CIs.
+
+    Returns:
+        A :class:`LogisticFit` without ``"const"``; ``n`` = strata used,
+        ``n_clusters`` = clusters, ``n_dropped`` = rows dropped.
+
+    Raises:
+        ValueError: shapes differ, ``y`` is not binary, a stratum spans two clusters,
+            fewer than two clusters remain, or ``level`` is outside (0, 1).
+    """
+    import warnings
+
+    from scipy import stats as st
+    from statsmodels.discrete.conditional_models import ConditionalLogit
+
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    ya = np.asarray(y, dtype=np.float64).ravel()
+    xa = np.asarray(x, dtype=np.float64)
+    xa = xa[:, None] if xa.ndim == 1 else xa
+    sa, ca = np.asarray(strata).ravel(), np.asarray(clusters).ravel()
+    if not xa.shape[0] == len(ya) == len(sa) == len(ca):
+        raise ValueError(
+            f"x, y, strata, clusters have {xa.shape[0]}, {len(ya)}, {len(sa)}, {len(ca)} rows"
+        )
+    labels = [f"x{i}" for i in range(xa.shape[1])] if names is None else list(names)
+    if len(labels) != xa.shape[1]:
+        raise ValueError(f"{len(labels)} names for {xa.shape[1]} predictors")
+    ok = np.isfinite(ya) & np.isfinite(xa).all(1)
+    if not set(np.unique(ya[ok])) <= {0.0, 1.0}:
+        raise ValueError("y must be 0/1")
+    s_codes = np.unique(sa[ok], return_inverse=True)[1]
+    varied = np.zeros(int(s_codes.max()) + 1 if len(s_codes) else 0, dtype=bool)
+    for k in range(len(varied)):
+        yk = ya[ok][s_codes == k]
+        varied[k] = yk.min() != yk.max()
+    keep = np.flatnonzero(ok)[varied[s_codes]]
+    ya, xa, sa, ca = ya[keep], xa[keep], sa[keep], ca[keep]
+    order = list(dict.fromkeys(sa.tolist()))  # statsmodels' stratum order: first appearance
+    pairs = set(zip(sa.tolist(), ca.tolist(), strict=True))
+    if len(pairs) != len(order):
+        raise ValueError("a stratum spans more than one cluster")
+    cluster_of = dict(pairs)
+    g_codes = np.unique([cluster_of[s] for s in order], return_inverse=True)[1]
+    n_clusters = int(g_codes.max() + 1) if len(g_codes) else 0
+    if n_clusters < 2:
+        raise ValueError(f"need strata from >= 2 clusters, got {n_clusters}")
+    model = ConditionalLogit(ya, xa, groups=sa)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = model.fit(method="newton", maxiter=200, disp=False)
+    params = np.asarray(res.params)
+    bread = np.asarray(res.normalized_cov_params)  # inverse of the negative Hessian
+    scores = np.array([model.score_grp(g, params) for g in range(model._n_groups)])
+    per_cluster = np.zeros((n_clusters, len(params)))
+    np.add.at(per_cluster, g_codes, scores)
+    n_strata, k = len(order), len(params)
+    factor = n_clusters / (n_clusters - 1) * (n_strata - 1) / max(n_strata - k, 1)
+    cov = factor * bread @ (per_cluster.T @ per_cluster) @ bread
+    se = np.sqrt(np.diag(cov))
+    z = st.norm.ppf(0.5 + level / 2)
+    return LogisticFit(
+        names=labels,
+        coef=[float(v) for v in params],
+        se=[float(v) for v in se],
+        ci=[(float(b - z * s), float(b + z * s)) for b, s in zip(params, se, strict=True)],
+        p=[float(2 * st.norm.sf(abs(b / s))) for b, s in zip(params, se, strict=True)],
+        n=n_strata,
+        n_clusters=n_clusters,
+        level=level,
+        n_dropped=int(len(np.asarray(y).ravel()) - len(keep)),
     )

@@ -13,7 +13,9 @@ Subcommands:
   forward; exit 1 on a mismatch, 3 when the architecture is refused
   (:mod:`tempo_lens.cli.verify`);
 * ``findings ...`` — every claim of the research notes re-measured over a prompt suite
-  (:mod:`tempo_lens.cli.findings`, the experiment ``findings``).
+  (:mod:`tempo_lens.cli.findings`, the experiment ``findings``); ``findings-judge`` scores a
+  run's texts with an independent model, ``findings-families`` lays several models' claims
+  side by side with the combined verdict.
 
 The generation options are generated from :class:`~tempo_lens.TempoConfig`'s field docs
 (:mod:`tempo_lens.cli.gen_options`). Every bad value gets one line on stderr
@@ -50,6 +52,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 2 bad usage or values)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["findings"]:  # its options go to the experiment's own parser
-        return findings.run(args[1:])
+    if args[:1] and args[0] in findings.COMMANDS:  # options go to the command's own parser
+        return findings.run(args[1:], args[0])
     return run_parser(build_parser(), args)

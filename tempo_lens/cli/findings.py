@@ -1,5 +1,8 @@
 """``tempo-lens findings ...``: every claim of the research notes re-measured.
 
+Also ``tempo-lens findings-judge`` (:mod:`tempo_lens.experiments.findings_judge`) and
+``tempo-lens findings-families`` (:mod:`tempo_lens.experiments.findings_families`).
+
 A thin dispatch to :mod:`tempo_lens.experiments.findings` through
 :func:`tempo_lens.runner.run_cli` (the same as ``tempo-lens experiment findings ...`` and
 ``python -m tempo_lens.experiments.findings ...``). The arguments after ``findings`` are
@@ -13,22 +16,34 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["register", "run"]
+__all__ = ["COMMANDS", "register", "run"]
+
+COMMANDS = {
+    "findings": "re-measure every claim of the research notes (tempo-lens findings --help)",
+    "findings-judge": "score a findings run's texts with an independent judge model",
+    "findings-families": "findings of several models side by side, with the combined verdict",
+}
+"""The findings subcommands; each hands its arguments to its own parser untouched."""
 
 
 def register(subparsers: Any) -> None:
-    """List the ``findings`` subcommand (its options: ``tempo-lens findings --help``)."""
-    p = subparsers.add_parser(
-        "findings",
-        add_help=False,
-        help="re-measure every claim of the research notes (tempo-lens findings --help)",
-    )
-    p.add_argument("args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=lambda args: run(args.args))
+    """List the findings subcommands (their options: ``tempo-lens <command> --help``)."""
+    for name, text in COMMANDS.items():
+        p = subparsers.add_parser(name, add_help=False, help=text)
+        p.add_argument("args", nargs=argparse.REMAINDER)
+        p.set_defaults(func=lambda args, name=name: run(args.args, name))
 
 
-def run(argv: Sequence[str]) -> int:
-    """Run the findings experiment's command line on ``argv``; the exit code."""
+def run(argv: Sequence[str], command: str = "findings") -> int:
+    """Run one findings subcommand's command line on ``argv``; the exit code."""
+    if command in ("findings-judge", "findings-families"):
+        from tempo_lens.experiments import findings_families, findings_judge
+
+        module = findings_judge if command == "findings-judge" else findings_families
+        try:
+            return module.main(list(argv))
+        except SystemExit as e:  # argparse's usage errors (2) and --help (0) as exit codes
+            return e.code if isinstance(e.code, int) else 1
     from tempo_lens.experiments import findings
     from tempo_lens.runner import run_cli
 

@@ -13,14 +13,24 @@ import numpy as np
 import pandas as pd
 
 import tempo_lens.experiments.findings_rules as rules
-from tempo_lens.analysis.stats import auc, estimate, logistic_regression, paired_tests
+from tempo_lens.analysis.stats import (
+    auc,
+    conditional_logit,
+    estimate,
+    logistic_regression,
+    paired_tests,
+)
 
 __all__ = [
     "COLUMNS",
+    "MULTIVERSE",
+    "geometric_row",
+    "holm_column",
     "SEED",
     "STATEMENT",
     "blank",
     "claim5",
+    "claim5_near",
     "direction",
     "head_specialisation",
     "interval",
@@ -46,13 +56,31 @@ COLUMNS = [
     "verdict_filtered",
     "seed_value",
     "detail",
+    "p_holm",
 ]
+MULTIVERSE = (
+    "1",
+    "1.vis",
+    "1.t15",
+    "1.raw",
+    "1.sink",
+    "1.set",
+    "1.log",
+    "1.early",
+    "1.middle",
+    "1.late",
+    "1.last",
+    "1.last.vis",
+)
+"""The claim-1 rows whose p-values are Holm-adjusted together (``p_holm``; issue 23)."""
 
 SEED = {
     "1": "0.482x isolated (1 prompt, tau 0.1, 3B Llama); 12-prompt re-run at tau 0.15: "
     "-12.1% +- 24.1% (more attention, p = 0.156); both on mis-indexed data",
     "1.vis": "0.577x visible (1 prompt, tau 0.1)",
     "1.t15": "-12.1% +- 24.1% less, i.e. ~1.12x (12 prompts, tau 0.15, p = 0.156)",
+    "1.last": "0.482x isolated (1 prompt, tau 0.1, 3B Llama, readout last)",
+    "1.last.vis": "0.577x visible (1 prompt, tau 0.1, 3B Llama, readout last)",
     "2": "~10% difference",
     "3": "early (0-5) mixed, middle (6-15) high, late (16-27) low entropy",
     "3.h": "0.40 - 1.21",
@@ -109,6 +137,55 @@ def row(
     }
 
 
+def geometric_row(
+    claim: str,
+    statement: str,
+    metric: str,
+    log_values: pd.Series,
+    keep: pd.Index,
+    verdict: Callable[[tuple[float, float], int], str],
+    seed: int,
+    detail: str = "",
+) -> dict[str, Any]:
+    """A ratio row on the log scale: ``exp`` of the mean log and of its CI's ends.
+
+    The geometric mean of per-prompt ratios, which (unlike their arithmetic mean) is not
+    biased upward by the ratios' skew (issue 23); the p-value and d_z test log ratio 0.
+    """
+    out = row(claim, statement, metric, log_values, keep, verdict, 0.0, seed, detail)
+    for col in ("estimate", "ci_low", "ci_high", "estimate_filtered", "ci_low_filtered"):
+        out[col] = math.exp(out[col]) if math.isfinite(out[col]) else math.nan
+    hi = out["ci_high_filtered"]
+    out["ci_high_filtered"] = math.exp(hi) if math.isfinite(hi) else math.nan
+    # the verdicts were taken on the log-scale CI: re-take them on the ratio scale
+    out["verdict"] = verdict((out["ci_low"], out["ci_high"]), out["n_prompts"])
+    out["verdict_filtered"] = verdict(
+        (out["ci_low_filtered"], out["ci_high_filtered"]), out["n_prompts_filtered"]
+    )
+    return out
+
+
+def holm_column(rows: list[dict[str, Any]]) -> None:
+    """Fill ``p_holm``: Holm's step-down adjustment over the :data:`MULTIVERSE` rows.
+
+    Holm (1979), via ``statsmodels.stats.multitest.multipletests(method="holm")``; rows
+    outside the multiverse or without a finite p-value get NaN.
+    """
+    from statsmodels.stats.multitest import multipletests
+
+    idx = [
+        i
+        for i, r in enumerate(rows)
+        if r["claim"] in MULTIVERSE and math.isfinite(float(r.get("p_value", math.nan)))
+    ]
+    for r in rows:
+        r["p_holm"] = math.nan
+    if idx:
+        adjusted = multipletests([rows[i]["p_value"] for i in idx], method="holm")[1]
+        for i, p in zip(idx, adjusted, strict=True):
+            rows[i]["p_holm"] = float(p)
+
+
 def interval(a: float, b: float) -> Callable[[tuple[float, float], int], str]:
     """A verdict function: the estimate lies in ``[a, b]`` (:func:`.findings_rules.interval`)."""
     return lambda ci, n: rules.interval(ci, a, b, n)
@@ -145,7 +222,74 @@ def member_features(members: pd.DataFrame) -> pd.DataFrame:
 
 
 def claim5(members: pd.DataFrame, keep: pd.Index) -> dict[str, Any]:
-    """Claim 5: attention predicts pruning beyond selection probability (logistic fit)."""
+    """Claim 5: attention predicts the held-out supported member beyond probability.
+
+    Conditional logit stratified by set (:func:`~tempo_lens.analysis.stats.conditional_logit`)
+    of ``heldout_supported`` on the within-set probability and attention shares, each
+    divided by its pooled SD; cluster-robust by prompt. The outcome comes from the steps
+    after those whose queries give the attention score (issue 23).
+    """
+    statement = "Lower attention -> higher pruning probability (beyond selection probability)"
+    metric = (
+        "conditional logit by set: held-out supported ~ probability share / SD + attention "
+        "share / SD; coefficient of attention share, cluster-robust by prompt (isolated, "
+        "tau 0.1)"
+    )
+    out = blank("5", statement, metric)
+
+    def fit(m: pd.DataFrame) -> tuple[float, tuple[float, float], float, int, int] | None:
+        if "heldout_supported" not in m:
+            return None
+        m = member_features(m.dropna(subset=["heldout_supported"]))
+        if m.empty or m["prompt_id"].nunique() < 2 or m["heldout_supported"].nunique() < 2:
+            return None
+        x = m[["prob_share", "attention_share"]].to_numpy(float)
+        x = x / np.where(x.std(0) > 0, x.std(0), 1.0)
+        strata = m["prompt_id"].astype(str) + "/" + m["set_step"].astype(str)
+        res = conditional_logit(
+            m["heldout_supported"].astype(float),
+            x,
+            strata=strata,
+            clusters=m["prompt_id"],
+            names=["prob", "attention"],
+        )
+        coef, ci, p = res.get("attention")
+        return coef, ci, p, int(m["prompt_id"].nunique()), res.n
+
+    verdict = direction(+1, 0.1)
+    all_fit = fit(members)
+    if all_fit is None:
+        out.update(verdict="insufficient", verdict_filtered="insufficient", n_prompts=0)
+        return out
+    coef, ci, p, n, n_sets = all_fit
+    out.update(
+        estimate=coef,
+        ci_low=ci[0],
+        ci_high=ci[1],
+        p_value=p,
+        effect_size=math.exp(coef),
+        n_prompts=n,
+        verdict=verdict(ci, n),
+        detail=f"{n_sets} sets with a held-out outcome",
+    )
+    filt = fit(members[members["prompt_id"].isin(keep)])
+    if filt is not None:
+        out.update(
+            estimate_filtered=filt[0],
+            ci_low_filtered=filt[1][0],
+            ci_high_filtered=filt[1][1],
+            n_prompts_filtered=filt[3],
+            verdict_filtered=verdict(filt[1], filt[3]),
+        )
+    return out
+
+
+def claim5_near(members: pd.DataFrame, keep: pd.Index) -> dict[str, Any]:
+    """Claim 5.near: the pooled logistic fit on the near outcome (the rule before issue 23).
+
+    The outcome is the member the next ``window`` clean steps support, the steps whose
+    queries give the attention score, fitted as a pooled logit on z-scored shares.
+    """
     statement = "Lower attention -> higher pruning probability (beyond selection probability)"
     metric = (
         "logit(supported) ~ z(probability share) + z(attention share); coefficient of "
@@ -166,7 +310,7 @@ def claim5(members: pd.DataFrame, keep: pd.Index) -> dict[str, Any]:
         return coef, ci, p, int(m["prompt_id"].nunique())
 
     all_fit = fit(members)
-    out = blank("5", statement, metric)
+    out = blank("5.near", statement + " (near outcome, pooled)", metric)
     if all_fit is None:
         out.update(verdict="insufficient", verdict_filtered="insufficient", n_prompts=0)
         return out

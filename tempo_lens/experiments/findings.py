@@ -391,10 +391,24 @@ def _head_ratio(rec: Any) -> np.ndarray:
 
 
 def summarize(cfg: Config, tables: dict[str, pd.DataFrame], out: Path) -> str:
-    """Claims (pre-registered rules), figures and ``findings.md`` from the unit tables."""
+    """Claims (pre-registered rules), figures and ``findings.md`` from the unit tables.
+
+    A unit's ``degenerate`` flag is issue 23's rule
+    (:func:`~tempo_lens.experiments.findings_judge.degenerate`): with ``OUT/judge.csv``
+    (``tempo-lens findings-judge``) it includes the independent judge's incoherence test.
+    """
     from tempo_lens.experiments.findings_claims import claims_table
+    from tempo_lens.experiments.findings_judge import degenerate, read_judge
     from tempo_lens.experiments.findings_report import write_report
 
+    judge = tables.get("judge")
+    if judge is None:
+        judge = read_judge(out)
+    pp = tables["per_prompt"].copy()
+    pp["degenerate"] = degenerate(pp, judge).to_numpy()  # issue 23's rule
+    tables = {**tables, "per_prompt": pp}
+    if judge is not None:
+        tables["judge"] = judge
     claims = claims_table(cfg, tables)
     claims.to_csv(out / "claims.csv", index=False)
     return write_report(cfg, tables, claims, out)

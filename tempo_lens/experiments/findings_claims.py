@@ -15,16 +15,20 @@ import numpy as np
 import pandas as pd
 
 import tempo_lens.experiments.findings_rules as rules
+from tempo_lens.analysis.controls import band_of
 from tempo_lens.analysis.stats import estimate
 from tempo_lens.experiments._claim_rows import (
     COLUMNS,
     SEED,
     STATEMENT,
+    holm_column,
     member_features,
 )
 from tempo_lens.experiments._claim_rows import blank as _blank
 from tempo_lens.experiments._claim_rows import claim5 as _claim5
+from tempo_lens.experiments._claim_rows import claim5_near as _claim5_near
 from tempo_lens.experiments._claim_rows import direction as _direction
+from tempo_lens.experiments._claim_rows import geometric_row as _geometric_row
 from tempo_lens.experiments._claim_rows import head_specialisation as _head_specialisation
 from tempo_lens.experiments._claim_rows import interval as _interval
 from tempo_lens.experiments._claim_rows import row as _row
@@ -162,6 +166,8 @@ def claims_table(cfg: Any, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
             seed,
         )
     )
+    rows += _log_rows(cfg, tables, iso, one, r)
+    rows += _readout_rows(cfg, pp, iso, one, r)
     rows.append(
         _row(
             "1.pos",
@@ -289,8 +295,96 @@ def claims_table(cfg: Any, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     if not members.empty:
         members = members[in_condition(members, "isolated", tau0, arm)]
     rows.append(_claim5(members, _clean(iso)))
+    rows.append(_claim5_near(members, _clean(iso)))
     rows += _exact_rows(pp)
+    holm_column(rows)
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _log_rows(
+    cfg: Any, tables: dict[str, pd.DataFrame], iso: pd.DataFrame, rule: Any, metric: str
+) -> list[dict[str, Any]]:
+    """1.log and the layer bands 1.early / 1.middle / 1.late (geometric means; issue 23)."""
+    tau0, arm, seed = float(cfg.taus[0]), cfg.readouts[0], cfg.seed
+    log = np.log(iso["matched_ratio"].astype(float).where(lambda v: v > 0))
+    out = [
+        _geometric_row(
+            "1.log",
+            STATEMENT + " (geometric mean)",
+            f"exp(mean log {metric}) (isolated, tau {tau0})",
+            log,
+            _clean(iso),
+            rule,
+            seed,
+        )
+    ]
+    layers = tables.get("layers", pd.DataFrame())
+    lay = layers[in_condition(layers, "isolated", tau0, arm)] if not layers.empty else layers
+    for band in ("early", "middle", "late"):
+        if lay.empty:
+            values = pd.Series(dtype=float)
+        else:
+            sel = lay[band_of(lay["relative_depth"]) == band]
+            ratio = sel["matched_ratio"].astype(float)
+            values = np.log(ratio.where(ratio > 0)).groupby(sel["prompt_id"]).mean()
+        out.append(
+            _geometric_row(
+                f"1.{band}",
+                STATEMENT + f" ({band} layers)",
+                f"exp(mean over prompts of the mean over {band} layers of log per-layer "
+                f"distance-matched ratio) (isolated, tau {tau0})",
+                values,
+                _clean(iso),
+                rule,
+                seed,
+            )
+        )
+    return out
+
+
+def _readout_rows(
+    cfg: Any, pp: pd.DataFrame, iso: pd.DataFrame, rule: Any, metric: str
+) -> list[dict[str, Any]]:
+    """1.last, 1.last.vis (the notes' readout) and 1.readout (last - mixture; issue 23)."""
+    if "last" not in cfg.readouts or cfg.readouts[0] == "last":
+        return []
+    tau0, seed = float(cfg.taus[0]), cfg.seed
+    li, lv = condition(pp, "isolated", tau0, "last"), condition(pp, "visible", tau0, "last")
+    both = iso.index.intersection(li.index)
+    diff = li["matched_ratio"].reindex(both) - iso["matched_ratio"].reindex(both)
+    return [
+        _row(
+            "1.last",
+            STATEMENT + " (readout last)",
+            f"{metric} (last, isolated, tau {tau0})",
+            li["matched_ratio"],
+            _clean(li),
+            rule,
+            1.0,
+            seed,
+        ),
+        _row(
+            "1.last.vis",
+            STATEMENT + " (readout last)",
+            f"{metric} (last, visible, tau {tau0})",
+            lv["matched_ratio"],
+            _clean(lv),
+            rule,
+            1.0,
+            seed,
+        ),
+        _row(
+            "1.readout",
+            "The readout does not change claim 1 (|last - mixture| <= 0.1)",
+            f"matched ratio last - mixture, paired by prompt (isolated, tau {tau0}; "
+            "separate generations)",
+            diff,
+            _clean(iso, li),
+            _interval(-0.1, 0.1),
+            0.0,
+            seed,
+        ),
+    ]
 
 
 def _exact_rows(pp: pd.DataFrame) -> list[dict[str, Any]]:

@@ -53,9 +53,15 @@ def claims_markdown(claims: pd.DataFrame) -> str:
         lines.append(
             f"| {r['claim']} | {r['statement']} | {r['seed_value']} | {meas}<br>"
             f"<sub>{r['metric']}{'; ' + r['detail'] if r['detail'] else ''}</sub> | {n} | "
-            f"{_num(r['p_value'], 2)} | **{r['verdict']}** | {filt} |"
+            f"{_num(r['p_value'], 2)}{_holm(r)} | **{r['verdict']}** | {filt} |"
         )
     return "\n".join(lines)
+
+
+def _holm(r: Any) -> str:
+    """`` (Holm p)`` for a row of the claim-1 multiverse, else nothing."""
+    p = _num(r.get("p_holm"), 2)
+    return f"<br><sub>Holm {p}</sub>" if p else ""
 
 
 def _cond(df: pd.DataFrame, mode: str, tau: float, readout: str) -> pd.DataFrame:
@@ -87,9 +93,13 @@ def write_report(cfg: Any, tables: dict[str, pd.DataFrame], claims: pd.DataFrame
     figs.survival_curve(feats, fig_dir / "survival_curve.png")
     pp = tables["per_prompt"]
     n_units, n_prompts = len(pp), pp["prompt_id"].nunique()
-    seconds = sum(
-        float(json.loads(f.read_text(encoding="utf-8")).get("seconds", 0.0))
-        for f in (out / "units").glob("*.json")
+    unit_files = list((out / "units").glob("*.json"))
+    seconds = (
+        sum(
+            float(json.loads(f.read_text(encoding="utf-8")).get("seconds", 0.0)) for f in unit_files
+        )
+        if unit_files
+        else math.nan  # a directory of record: its manifest records the wall time
     )
     keys = [k for k in ("readout", "mode", "tau") if k in pp]
     degenerate = pp.groupby(keys)["degenerate"].mean()
@@ -110,12 +120,13 @@ def write_report(cfg: Any, tables: dict[str, pd.DataFrame], claims: pd.DataFrame
         "",
         claims_markdown(claims),
         "",
+        *_quality_lines(cfg, tables),
         *[f"![{title}](figures/{name}.png)" for name, title in FIGURES.items()],
         "",
     ]
     atomic_write_text(out / "findings.md", "\n".join(parts))
     lines = [
-        f"{r['claim']:>7}: {_num(r['estimate'])} [{_num(r['ci_low'])}, {_num(r['ci_high'])}] "
+        f"{r['claim']:>10}: {_num(r['estimate'])} [{_num(r['ci_low'])}, {_num(r['ci_high'])}] "
         f"n={_num(r['n_prompts'], 6)} -> {r['verdict']}"
         for _, r in claims.iterrows()
     ]
@@ -131,3 +142,35 @@ def _rows_per_forward(pp: pd.DataFrame) -> str:
         f" Generation: {rows.mean():.2g} sequences per forward on average "
         f"(max {rows.max():.0f}; a unit's generation batched with the others of its condition)."
     )
+
+
+def _quality_lines(cfg: Any, tables: dict[str, pd.DataFrame]) -> list[str]:
+    """The independent judge's table (issue 23), or nothing for an unjudged run."""
+    from tempo_lens.experiments.findings_judge import NLL_MARGIN, quality_table
+
+    judge = tables.get("judge")
+    q = quality_table(tables["per_prompt"], judge, cfg.seed)
+    if q.empty:
+        return []
+    name = str(judge["judge"].iloc[0]) if judge is not None and "judge" in judge else "?"
+    pp = tables["per_prompt"]
+    keys = [k for k in ("readout", "mode", "tau") if k in pp]
+    deg = pp.groupby(keys, sort=False)["degenerate"].mean()
+    lines = [
+        f"**Quality by an independent judge** (`{name}`): mean NLL per judge token of the "
+        "clean text given the prompt; TEMPO minus the same model's greedy text, paired by "
+        f"prompt (95% CI). Degenerate: judge NLL > greedy's + {NLL_MARGIN:g} nat, or "
+        "distinct-2 < 0.5, or 3-gram repetition > 0.5.",
+        "",
+        "| condition | n | judge NLL | greedy | TEMPO - greedy [95% CI] | distinct-2 | degenerate |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for _, r in q.iterrows():
+        cond = tuple(r[k] for k in keys)
+        label = " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in cond)
+        lines.append(
+            f"| {label} | {r['n']} | {_num(r['judge_nll'])} | {_num(r['greedy_judge_nll'])} | "
+            f"{_num(r['difference'])} [{_num(r['ci_low'])}, {_num(r['ci_high'])}] | "
+            f"{_num(r['distinct_2'])} | {_num(deg.get(cond, math.nan), 2)} |"
+        )
+    return [*lines, ""]

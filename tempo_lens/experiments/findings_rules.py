@@ -24,6 +24,7 @@ from typing import Literal
 __all__ = [
     "MIN_PROMPTS",
     "Verdict",
+    "combined",
     "composite",
     "direction",
     "exact",
@@ -126,3 +127,36 @@ def specialised(n_special: int, n_heads: int, share: float = 0.05) -> Verdict:
     if n_special == 0:
         return "refuted"
     return "supported" if n_special / n_heads >= share else "inconclusive"
+
+
+def combined(verdicts: dict[str, str]) -> str:
+    """The combined verdict of one claim across model families (issue 23's amendment).
+
+    ``verdicts`` maps a model's name to its verdict. Supported (refuted) on every model ->
+    ``"supported (both families)"`` (``"refuted (...)"``); supported on one and refuted on
+    another -> ``"model-specific"``; decided on some and undecided (inconclusive or
+    insufficient) on the others -> ``"<verdict> on <models> only (not replicated)"``;
+    decided on none -> ``"inconclusive"``. Written before the two-family run.
+
+    Examples:
+        >>> combined({"a": "supported", "b": "supported"})
+        'supported (both families)'
+        >>> combined({"a": "supported", "b": "refuted"})
+        'model-specific'
+        >>> combined({"a": "refuted", "b": "insufficient"})
+        'refuted on a only (not replicated)'
+        >>> combined({"a": "inconclusive", "b": "insufficient"})
+        'inconclusive'
+    """
+    if len(verdicts) < 2:
+        raise ValueError(f"a combined verdict needs >= 2 models, got {sorted(verdicts)}")
+    decided = {m: v for m, v in verdicts.items() if v in ("supported", "refuted")}
+    kinds = set(decided.values())
+    if not decided:
+        return "inconclusive"
+    if len(kinds) > 1:
+        return "model-specific"
+    (kind,) = kinds
+    if len(decided) == len(verdicts):
+        return f"{kind} (both families)" if len(verdicts) == 2 else f"{kind} (all families)"
+    return f"{kind} on {', '.join(decided)} only (not replicated)"

@@ -170,11 +170,25 @@ def plain_text(doc: str) -> str:
     return _LITERAL.sub(lambda m: m[1] or m[2], text)
 
 
-def _tuple_of(elem: type) -> Any:
-    def parse(text: str) -> tuple[Any, ...]:
-        return tuple(elem(x) for x in text.replace(" ", "").split(",") if x)
+def _tuple_of(elem: Any) -> Any:
+    """The argparse ``type`` of a ``tuple[elem, ...]`` field (``elem`` a type or a Literal).
 
-    parse.__name__ = f"comma-separated list of {elem.__name__}"
+    A Literal's items are checked: an item outside its values is an argparse error naming
+    the allowed ones.
+    """
+    choices = typing.get_args(elem) if typing.get_origin(elem) is typing.Literal else None
+    conv = type(choices[0]) if choices else elem
+
+    def parse(text: str) -> tuple[Any, ...]:
+        items = tuple(conv(x) for x in text.replace(" ", "").split(",") if x)
+        bad = [x for x in items if choices is not None and x not in choices]
+        if bad:
+            raise argparse.ArgumentTypeError(
+                f"{bad[0]!r} is not one of {', '.join(map(str, choices or ()))}"
+            )
+        return items
+
+    parse.__name__ = f"comma-separated list of {getattr(conv, '__name__', conv)}"
     return parse
 
 

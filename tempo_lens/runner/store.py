@@ -45,19 +45,24 @@ __all__ = [
     "ManifestMismatchError",
     "RunLock",
     "RunLockedError",
+    "RECORD_SUFFIX",
     "RunResult",
     "check_manifest",
     "collect",
     "manifest",
+    "read_record_tables",
     "read_unit",
     "summarize_only",
     "unit_provenance",
+    "write_record_table",
     "write_results",
 ]
 
 MANIFEST = "manifest.json"
 PROVENANCE = "provenance"
 """The manifest key listing where the finished units came from (:func:`unit_provenance`)."""
+RECORD = "record"
+"""The manifest key of a directory of record: its commit, package version, wall time."""
 LOCK = ".lock"
 EXECUTION_FIELDS = ("device", "max_rows")  # settings that do not change results' meaning
 
@@ -234,7 +239,8 @@ def check_manifest(path: Path, want: dict[str, Any]) -> None:
         return
     have = json.loads(path.read_text(encoding="utf-8"))
     have.pop(PROVENANCE, None)  # where the units came from, not what the sweep is
-    want = {k: v for k, v in want.items() if k != PROVENANCE}
+    have.pop(RECORD, None)  # how a directory of record was made (write time, wall time)
+    want = {k: v for k, v in want.items() if k not in (PROVENANCE, RECORD)}
     if have == want:
         return
     diffs = [k for k in ("experiment", "prompts") if have.get(k) != want[k]]
@@ -317,7 +323,9 @@ def summarize_only(spec: ExperimentSpec, out_dir: str | Path) -> RunResult:
     """Re-write the tables, summary and report of ``out_dir`` from its finished units.
 
     Nothing runs: the config and prompts come from ``OUT/manifest.json``, the rows from
-    ``OUT/units/``. Units not finished (an interrupted or ``--limit`` run) are left out;
+    ``OUT/units/`` -- or, in a directory of record without ``units/`` (committed results,
+    e.g. ``docs/results/findings/smollm2``), from its ``OUT/<table>.csv.gz``
+    (:func:`read_record_tables`; the summary is rewritten, the tables are not). Units not finished (an interrupted or ``--limit`` run) are left out;
     ``n_skipped`` counts the finished ones.
 
     Raises:
@@ -342,9 +350,41 @@ def summarize_only(spec: ExperimentSpec, out_dir: str | Path) -> RunResult:
     prompts = [Prompt(**p) for p in have["prompts"]]
     check_manifest(path, manifest(spec, cfg, prompts))  # the config rebuilt exactly
     units = spec.units(cfg, prompts)
+    if not (out / "units").is_dir() and (record := read_record_tables(out)):
+        # a directory of record: the committed tables stand in for the units
+        report = spec.summarize(cfg, record, out)
+        origin = "".join(f"provenance: {provenance_line(p)}\n" for p in have.get(PROVENANCE, []))
+        atomic_write_text(out / "report.txt", report + "\n" + origin)
+        n = int(record["per_prompt"].shape[0]) if "per_prompt" in record else 0
+        return RunResult(record, report, out, len(units), n)
     with RunLock(out):
         done = sum(read_unit(out / "units" / f"{u.key}.json") is not None for u in units)
         if not done:
             raise ValueError(f"{out}: none of the {len(units)} units has finished")
         tables, report = write_results(spec, cfg, out, units)
     return RunResult(tables, report, out, len(units), done)
+
+
+RECORD_SUFFIX = ".csv.gz"
+"""The tables of a directory of record (committed results): ``OUT/<table>.csv.gz``."""
+
+
+def read_record_tables(out_dir: str | Path) -> dict[str, pd.DataFrame]:
+    """The tables of a directory of record, ``OUT/<table>.csv.gz`` (none: an empty dict).
+
+    Text is read as written (only empty cells are missing values), so a generated text
+    such as ``"NA"`` stays a string.
+    """
+    return {
+        p.name[: -len(RECORD_SUFFIX)]: pd.read_csv(p, keep_default_na=False, na_values=[""])
+        for p in sorted(Path(out_dir).glob(f"*{RECORD_SUFFIX}"))
+    }
+
+
+def write_record_table(df: pd.DataFrame, path: str | Path) -> None:
+    """Write one table of record: gzip-compressed CSV, byte-reproducible (gzip mtime 0).
+
+    Floats are written as Python's shortest round-trip repr, so :func:`read_record_tables`
+    gives back exactly the values written.
+    """
+    df.to_csv(path, index=False, compression={"method": "gzip", "mtime": 0})

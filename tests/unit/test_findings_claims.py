@@ -10,7 +10,13 @@ from tempo_lens.experiments.findings import Config
 from tempo_lens.experiments.findings_claims import claims_table
 
 N = 24
-CONDS = [("isolated", 0.1), ("visible", 0.1), ("isolated", 0.15), ("visible", 0.15)]
+CONDS = [
+    (readout, mode, tau)
+    for tau in (0.1, 0.15)
+    for readout in ("mixture", "last")
+    for mode in ("isolated", "visible")
+]
+LAYERS = 6  # relative depths 1/12 .. 11/12: bands early (0, 1), middle (2, 3), late (4, 5)
 
 
 def synthetic(
@@ -23,17 +29,39 @@ def synthetic(
     special: float = 1.0,
     attention_follows: bool = True,
     sibling: float = 0.0,
+    last: float | None = None,
+    late: float | None = None,
     seed: int = 0,
 ) -> dict[str, pd.DataFrame]:
-    rng = np.random.default_rng(seed)
-    rows, heads, members = [], [], []
+    # the mixture arm draws from the stream the tables had before the last arm and the
+    # layers table existed (other tests rely on its values); those draw from their own
+    base_rng = np.random.default_rng(seed)
+    last_rng, layer_rng = np.random.default_rng(seed + 1), np.random.default_rng(seed + 2)
+    rows, heads, members, layers = [], [], [], []
     for i in range(N):
         pid = f"p{i:02d}"
-        for mode, tau in CONDS:
+        for readout, mode, tau in CONDS:
+            rng = base_rng if readout == "mixture" else last_rng
             base = visible if mode == "visible" else ratio
+            if readout == "last" and last is not None:
+                base = last
+            for layer in range(LAYERS):
+                band_value = late if late is not None and layer >= 4 else base
+                layers.append(
+                    {
+                        "prompt_id": pid,
+                        "readout": readout,
+                        "mode": mode,
+                        "tau": tau,
+                        "layer": layer,
+                        "relative_depth": (layer + 0.5) / LAYERS,
+                        "matched_ratio": band_value * np.exp(layer_rng.normal(0, 0.03)),
+                    }
+                )
             rows.append(
                 {
                     "prompt_id": pid,
+                    "readout": readout,
                     "mode": mode,
                     "tau": tau,
                     "degenerate": i == 0,
@@ -67,6 +95,7 @@ def synthetic(
                     heads.append(
                         {
                             "prompt_id": pid,
+                            "readout": readout,
                             "mode": mode,
                             "tau": tau,
                             "layer": layer,
@@ -74,7 +103,7 @@ def synthetic(
                             "ratio_generated": r * np.exp(rng.normal(0, 0.05)),
                         }
                     )
-            if (mode, tau) != ("isolated", 0.1):
+            if (readout, mode, tau) != ("mixture", "isolated", 0.1):
                 continue
             for s in range(4):
                 att = rng.random(3)
@@ -86,18 +115,21 @@ def synthetic(
                     members.append(
                         {
                             "prompt_id": pid,
+                            "readout": readout,
                             "mode": mode,
                             "tau": tau,
                             "set_step": s,
                             "probability": probs[k],
                             "attention": att[k],
                             "supported": k == win,
+                            "heldout_supported": float(k == win),
                         }
                     )
     return {
         "per_prompt": pd.DataFrame(rows),
         "heads": pd.DataFrame(heads),
         "members": pd.DataFrame(members),
+        "layers": pd.DataFrame(layers),
     }
 
 
@@ -123,6 +155,17 @@ def verdicts(**kw) -> dict[str, str]:
         ({}, "4.par", "refuted"),
         ({}, "5", "supported"),
         ({"attention_follows": False}, "5", "refuted"),
+        ({}, "5.near", "supported"),
+        ({"attention_follows": False}, "5.near", "refuted"),
+        ({}, "1.log", "supported"),
+        ({"ratio": 0.9}, "1.log", "refuted"),
+        ({}, "1.late", "supported"),
+        ({"late": 1.0}, "1.late", "refuted"),
+        ({"late": 1.0}, "1.early", "supported"),
+        ({}, "1.last", "supported"),
+        ({"last": 1.0}, "1.last", "refuted"),
+        ({}, "1.readout", "supported"),
+        ({"last": 1.0}, "1.readout", "refuted"),
         ({}, "6.iso", "supported"),
         ({"sibling": 1e-9}, "6.iso", "refuted"),
     ],
@@ -187,3 +230,33 @@ def test_6pos_judges_only_units_with_a_parallel_set() -> None:
     r = claims_table(Config(), tables).set_index("claim").loc["6.pos"]
     assert r["verdict"] == "refuted"
     assert r["estimate"] == pytest.approx((len(pp) - 11) / (len(pp) - 10))
+
+
+def test_holm_adjusts_the_claim1_multiverse_only() -> None:
+    """p_holm = statsmodels' Holm over the claim-1 rows; NaN elsewhere."""
+    from statsmodels.stats.multitest import multipletests
+
+    from tempo_lens.experiments._claim_rows import MULTIVERSE
+
+    table = claims_table(Config(), synthetic()).set_index("claim")
+    multi = table.loc[[c for c in MULTIVERSE if c in table.index]]
+    multi = multi[np.isfinite(multi["p_value"].astype(float))]
+    assert len(multi) >= 8
+    want = multipletests(multi["p_value"].astype(float), method="holm")[1]
+    np.testing.assert_allclose(multi["p_holm"].astype(float), want)
+    assert (multi["p_holm"] >= multi["p_value"]).all()
+    assert table.loc[["2", "3.ml", "5"], "p_holm"].isna().all()
+
+
+def test_geometric_row_is_exp_of_the_log_scale_estimate() -> None:
+    """1.log = exp(mean log ratio) with exp'd CI ends, not the arithmetic mean of ratios."""
+    from tempo_lens.analysis.stats import estimate
+
+    tables = synthetic()
+    table = claims_table(Config(), tables).set_index("claim")
+    pp = tables["per_prompt"]
+    iso = pp[(pp["readout"] == "mixture") & (pp["mode"] == "isolated") & (pp["tau"] == 0.1)]
+    e = estimate(np.log(iso["matched_ratio"].to_numpy()), seed=0, min_n=1)
+    assert table.loc["1.log", "estimate"] == pytest.approx(np.exp(e.mean))
+    assert table.loc["1.log", "ci_low"] == pytest.approx(np.exp(e.ci[0]))
+    assert table.loc["1.log", "ci_high"] == pytest.approx(np.exp(e.ci[1]))

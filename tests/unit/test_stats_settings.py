@@ -187,8 +187,8 @@ def test_claims_table_filtered_verdicts_differ_from_all_prompts() -> None:
         assert r["verdict"] != "supported", c
     assert table.loc["3", "verdict_filtered"] == "supported"
     assert table.loc["3", "verdict"] != "supported"
-    # claim 5 (a logistic fit per subset): the verdict of each subset's own interval
-    five = table.loc["5"]
+    # claim 5.near (a logistic fit per subset): the verdict of each subset's own interval
+    five = table.loc["5.near"]
     ci = (five["ci_low_filtered"], five["ci_high_filtered"])
     assert five["verdict_filtered"] == rules.direction(
         ci, sign=+1, margin=0.1, n=int(five["n_prompts_filtered"])

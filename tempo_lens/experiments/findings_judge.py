@@ -1,0 +1,208 @@
+"""An independent judge for a findings run: another model scores the generated texts.
+
+Issue 23: scoring a generation's quality with the model that produced it (its own NLL)
+builds "worse than greedy" into the measure, and a 3-gram repetition filter misses the
+failure mode TEMPO's text shows (incoherence, not loops). Here a model of another family
+scores, per unit, the clean continuation text given the prompt text, and per prompt the
+generating model's greedy continuation (``greedy_text`` of the primary unit), both as the
+judge's mean negative log-likelihood per judge token (:func:`tempo_lens.analysis.token_nll`,
+the judge's own tokenizer, prompt with its BOS, continuation without).
+
+``judge.csv`` (one row per unit) then feeds the pre-registered degeneration rule
+(:func:`degenerate`) in ``findings.summarize``.
+
+Example::
+
+    tempo-lens findings --output-dir runs/smollm2                    # the run
+    tempo-lens findings-judge --output-dir runs/smollm2 --judge-model gemma-3-270m
+    tempo-lens findings --summarize-only --output-dir runs/smollm2   # verdicts with the judge
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tempo_lens.io import atomic_write_text
+
+__all__ = [
+    "JUDGE_FILE",
+    "NLL_MARGIN",
+    "degenerate",
+    "judge_run",
+    "judge_text",
+    "main",
+    "quality_table",
+    "read_judge",
+]
+
+JUDGE_FILE = "judge.csv"
+NLL_MARGIN = 1.0
+"""Judge NLL per token (nats) above the prompt's greedy text that makes a unit incoherent."""
+MIN_DISTINCT_2 = 0.5
+"""Distinct-2 below which a unit is looping."""
+MAX_REPETITION_3 = 0.5
+"""3-gram repetition above which a unit is looping (the rule before issue 23)."""
+
+
+def judge_text(judge: Any, prompt: str, continuation: str) -> tuple[float, int]:
+    """``(mean NLL per judge token in nats, judge tokens)`` of ``continuation`` after ``prompt``.
+
+    NaN and 0 when the continuation is empty in the judge's tokens.
+    """
+    from tempo_lens.analysis.quality import token_nll
+
+    head = [int(t) for t in judge.to_tokens(prompt)[0].tolist()]
+    tail = [int(t) for t in judge.tokenizer.encode(continuation, add_special_tokens=False)]
+    if not tail:
+        return math.nan, 0
+    nll = token_nll(judge, head + tail, start=len(head))
+    return float(nll.mean()), len(tail)
+
+
+def judge_run(out_dir: str | Path, judge: Any, judge_name: str, *, progress: bool = True) -> Path:
+    """Score every unit of a findings run with ``judge``; write ``OUT/judge.csv``.
+
+    Columns: the unit's ``prompt_id``, ``readout``, ``mode``, ``tau``; ``judge``;
+    ``judge_nll``, ``judge_tokens`` (its clean text); ``greedy_judge_nll``,
+    ``greedy_judge_tokens`` (its prompt's greedy text, from the primary unit's
+    ``greedy_text``; NaN where no primary unit has finished).
+
+    Raises:
+        FileNotFoundError: ``out_dir`` has no ``per_prompt.csv`` (no summarized run).
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out_dir)
+    path = out / "per_prompt.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{out} has no per_prompt.csv: run or summarize the findings first")
+    pp = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    greedy = pp.dropna(subset=["greedy_text"]).groupby("prompt_id")["greedy_text"].first()
+    prompt_of = pp.groupby("prompt_id")["prompt"].first()
+    scored_greedy = {
+        pid: judge_text(judge, prompt_of[pid], text)
+        for pid, text in tqdm(
+            greedy.items(), total=len(greedy), disable=not progress, desc="greedy"
+        )
+    }
+    rows = []
+    keys = [k for k in ("readout", "mode", "tau") if k in pp]
+    for _, r in tqdm(pp.iterrows(), total=len(pp), disable=not progress, desc="units"):
+        nll, n = judge_text(judge, r["prompt"], r["clean_text"] or "")
+        g_nll, g_n = scored_greedy.get(r["prompt_id"], (math.nan, 0))
+        rows.append(
+            {
+                "prompt_id": r["prompt_id"],
+                **{k: r[k] for k in keys},
+                "judge": judge_name,
+                "judge_nll": nll,
+                "judge_tokens": n,
+                "greedy_judge_nll": g_nll,
+                "greedy_judge_tokens": g_n,
+            }
+        )
+    target = out / JUDGE_FILE
+    atomic_write_text(target, pd.DataFrame(rows).to_csv(index=False))
+    return target
+
+
+def degenerate(pp: pd.DataFrame, judge: pd.DataFrame | None) -> pd.Series:
+    """The pre-registered degeneration rule of issue 23, per row of ``pp``.
+
+    Degenerate when the judge's NLL per token exceeds the prompt's greedy text's by more
+    than :data:`NLL_MARGIN` (incoherent), or distinct-2 < :data:`MIN_DISTINCT_2`, or the
+    3-gram repetition > :data:`MAX_REPETITION_3` (looping). Without a judge table (or for
+    a unit it lacks) only the looping parts apply; per-prompt tables from before issue 23
+    have no ``distinct_2`` and keep their ``degenerate`` column.
+    """
+    if "distinct_2" not in pp:
+        return pp["degenerate"].astype(bool)
+    looping = (pp["distinct_2"].astype(float) < MIN_DISTINCT_2) | (
+        pp["repetition"].astype(float) > MAX_REPETITION_3
+    )
+    if judge is None or judge.empty:
+        return looping
+    keys = [k for k in ("prompt_id", "readout", "mode", "tau") if k in pp and k in judge]
+    j = pp[keys].merge(judge, on=keys, how="left", validate="one_to_one")
+    gap = j["judge_nll"].astype(float) - j["greedy_judge_nll"].astype(float)
+    incoherent = (gap > NLL_MARGIN).to_numpy()
+    return looping | pd.Series(incoherent, index=pp.index)
+
+
+def read_judge(out: Path) -> pd.DataFrame | None:
+    """``OUT/judge.csv`` (or its ``.gz``), or None."""
+    for name in (JUDGE_FILE, JUDGE_FILE + ".gz"):
+        if (out / name).is_file():
+            return pd.read_csv(out / name)
+    return None
+
+
+def quality_table(pp: pd.DataFrame, judge: pd.DataFrame | None, seed: int) -> pd.DataFrame:
+    """Per condition: judge NLL of TEMPO's text minus greedy's (paired by prompt), distinct-2.
+
+    Columns ``readout, mode, tau, n, judge_nll, greedy_judge_nll, difference, ci_low,
+    ci_high, distinct_2`` (means over prompts; the CI is
+    :func:`~tempo_lens.analysis.stats.estimate`'s). Empty without a judge table.
+    """
+    from tempo_lens.analysis.stats import estimate
+
+    if judge is None or judge.empty:
+        return pd.DataFrame()
+    keys = [k for k in ("readout", "mode", "tau") if k in pp and k in judge]
+    j = pp.merge(judge, on=["prompt_id", *keys], how="inner")
+    rows = []
+    for cond, g in j.groupby(keys, sort=False):
+        cond = cond if isinstance(cond, tuple) else (cond,)
+        d = (g["judge_nll"] - g["greedy_judge_nll"]).to_numpy(np.float64)
+        e = estimate(d, seed=seed, min_n=1)
+        rows.append(
+            {
+                **dict(zip(keys, cond, strict=True)),
+                "n": e.n,
+                "judge_nll": float(g["judge_nll"].mean()),
+                "greedy_judge_nll": float(g["greedy_judge_nll"].mean()),
+                "difference": e.mean,
+                "ci_low": e.ci[0],
+                "ci_high": e.ci[1],
+                "distinct_2": float(g["distinct_2"].mean()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``tempo-lens findings-judge``: score a findings run's texts with another model."""
+    from tempo_lens.models import load_model
+
+    p = argparse.ArgumentParser(
+        prog="tempo-lens findings-judge",
+        description="Score a findings run's texts (and its greedy texts) with an independent "
+        "judge model; writes OUT/judge.csv, which --summarize-only then uses for the "
+        "degeneration rule (docs/findings.md, issue-23 amendment).",
+    )
+    p.add_argument("--output-dir", required=True, help="the findings run's output directory")
+    p.add_argument(
+        "--judge-model",
+        required=True,
+        help="the judge (a model name load_model knows, e.g. gemma-3-270m for a SmolLM2 run)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+    out = Path(args.output_dir)
+    if not (out / "per_prompt.csv").is_file():
+        p.error(f"--output-dir {out} has no per_prompt.csv: run or summarize the findings first")
+    judge = load_model(args.judge_model)
+    path = judge_run(out, judge, args.judge_model, progress=not args.quiet)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
