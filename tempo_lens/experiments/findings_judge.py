@@ -79,6 +79,8 @@ def judge_run(out_dir: str | Path, judge: Any, judge_name: str, *, progress: boo
     """
     from tqdm.auto import tqdm
 
+    from tempo_lens.backends.fast import fast_weights
+
     out = Path(out_dir)
     path = out / "per_prompt.csv"
     if not path.is_file():
@@ -86,16 +88,20 @@ def judge_run(out_dir: str | Path, judge: Any, judge_name: str, *, progress: boo
     pp = pd.read_csv(path, keep_default_na=False, na_values=[""])
     greedy = pp.dropna(subset=["greedy_text"]).groupby("prompt_id")["greedy_text"].first()
     prompt_of = pp.groupby("prompt_id")["prompt"].first()
-    scored_greedy = {
-        pid: judge_text(judge, prompt_of[pid], text)
-        for pid, text in tqdm(
-            greedy.items(), total=len(greedy), disable=not progress, desc="greedy"
-        )
-    }
+    with fast_weights(judge):  # TransformerLens copies W_U.T every forward otherwise
+        scored_greedy = {
+            pid: judge_text(judge, prompt_of[pid], text)
+            for pid, text in tqdm(
+                greedy.items(), total=len(greedy), disable=not progress, desc="greedy"
+            )
+        }
+        scored = [
+            judge_text(judge, r["prompt"], r["clean_text"] or "")
+            for _, r in tqdm(pp.iterrows(), total=len(pp), disable=not progress, desc="units")
+        ]
     rows = []
     keys = [k for k in ("readout", "mode", "tau") if k in pp]
-    for _, r in tqdm(pp.iterrows(), total=len(pp), disable=not progress, desc="units"):
-        nll, n = judge_text(judge, r["prompt"], r["clean_text"] or "")
+    for (_, r), (nll, n) in zip(pp.iterrows(), scored, strict=True):
         g_nll, g_n = scored_greedy.get(r["prompt_id"], (math.nan, 0))
         rows.append(
             {

@@ -7,9 +7,10 @@
   ``tempo_lens`` version and git commit, the wall time and load note given, the command;
 * every table every claim is computed from, as byte-reproducible ``<table>.csv.gz``
   (:func:`tempo_lens.runner.store.write_record_table`): ``per_prompt`` (all conditions),
-  ``layers``, ``sizes``, ``members`` (all rows), ``heads`` (the primary condition only:
-  the only one a claim or figure reads; all 8 conditions would be ~8x the size), ``judge``
-  (if the run was judged);
+  ``sizes``, ``members`` (all rows), ``layers`` (the primary readout arm, which the claims
+  and figures read), ``heads`` (the primary condition only: the only one a claim or figure
+  reads; all 8 conditions would be ~8x the size), ``judge`` (if the run was judged); the
+  prompt's text and category only in ``per_prompt`` (the others key on ``prompt_id``);
 * ``claims.csv``, ``findings.md``, ``figures/``, rebuilt from those tables by the same
   ``summarize`` (:func:`tempo_lens.runner.summarize_only`), so that
   ``tempo-lens findings --summarize-only --output-dir DEST`` reproduces them byte for byte
@@ -79,6 +80,10 @@ def write_record(run_dir: str | Path, dest: str | Path, **record: Any) -> Path:
         df = pd.read_csv(src / f"{name}.csv", keep_default_na=False, na_values=[""])
         if name == "heads":
             df = df[in_condition(df, "isolated", tau0, arm)]
+        elif name == "layers" and "readout" in df:
+            df = df[df["readout"] == arm]
+        if name != "per_prompt":  # the prompt's text and category are in per_prompt
+            df = df.drop(columns=[c for c in ("prompt", "category") if c in df])
         write_record_table(df, out / f"{name}.csv.gz")
     judge = read_judge(src)
     if judge is not None:

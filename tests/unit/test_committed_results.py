@@ -47,3 +47,44 @@ def test_pruning_modes_hard_vs_soft_recomputes_from_the_per_prompt_table() -> No
     same = int((pairs["soft"] == pairs["hard"]).sum())
     assert re.search(rf"\b{same} of {len(pairs)}\b", text)
     assert all(g["direction"] == "inconclusive" for g in got.values())  # "no CI excludes 0"
+
+
+# ------------------------------------------------------------------ findings (issue 23)
+FINDINGS = ROOT / "docs" / "results" / "findings"
+FAMILIES = {"SmolLM2-135M-Instruct": FINDINGS / "smollm2", "Gemma 3 270M": FINDINGS / "gemma3"}
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_findings_record_rebuilds_claims_and_report_byte_for_byte(name: str, tmp_path) -> None:
+    """Each family's committed tables (gzip CSV) give its committed claims.csv and
+    findings.md again, byte for byte, through the command's own --summarize-only."""
+    import shutil
+
+    from tempo_lens.cli import main as cli_main
+
+    src = FAMILIES[name]
+    copy = tmp_path / "record"
+    shutil.copytree(src, copy, ignore=shutil.ignore_patterns("figures", "claims.csv", "*.md"))
+    assert cli_main(["findings", "--summarize-only", "-q", "--output-dir", str(copy)]) == 0
+    for f in ("claims.csv", "findings.md"):
+        assert (copy / f).read_bytes() == (src / f).read_bytes(), (name, f)
+    man = json.loads((src / "manifest.json").read_text(encoding="utf-8"))
+    assert man["record"]["wall_seconds"] > 0 and man["record"]["run_commit"]
+    assert all(p["weights_sha256"] for p in man["provenance"])
+    claims = pd.read_csv(src / "claims.csv", dtype={"claim": str}).set_index("claim")
+    assert claims.loc["1", "n_prompts"] >= 48
+
+
+def test_findings_doc_families_table_is_rebuilt_from_the_committed_claims() -> None:
+    """docs/findings.md's side-by-side table is what findings-families makes of the two
+    committed claims.csv files (the combined verdicts included)."""
+    from tempo_lens.experiments.findings_families import (
+        END,
+        START,
+        families_markdown,
+        families_table,
+    )
+
+    doc = (ROOT / "docs" / "findings.md").read_text(encoding="utf-8")
+    block = doc.split(START, 1)[1].split(END, 1)[0].strip()
+    assert block == families_markdown(families_table(FAMILIES))
