@@ -246,12 +246,12 @@ def tree_beam_search(
             last = idx
             logits = fwd.run([idx], step)[0]
             n_forwards += 1
-    tokens, _, stop, extra = rules.outcome(context_bound=False)
+    tokens, probs, stop, extra = rules.outcome(context_bound=False)
     path = _path_of(state, tokens)
     if len(path) < len(tokens):  # the last token was chosen but never needed a forward
         parent = path[-1] if path else len(ids) - 1
         idx = state.append_set([tokens[-1]], parents=[parent])
-        records.append(_record(state.n_steps - 1, "tree_beam", [tokens[-1]], idx))
+        records.append(_record(state.n_steps - 1, "tree_beam", [tokens[-1]], idx, probs[-1:]))
         path += idx
     keep = set(path)
     for i in range(len(ids), len(state)):
@@ -361,9 +361,14 @@ def _checked_draft(drafted: tuple[list[int], list[int]], depth: int) -> tuple[li
     return keep_t, keep_p
 
 
-def _argmax(logits: torch.Tensor) -> int:
-    """Greedy's choice: argmax of the probabilities (ties: lowest id), as ``greedy``."""
-    return int(torch.argmax(probabilities(logits)))
+def _greedy(logits: torch.Tensor) -> tuple[int, float]:
+    """Greedy's choice and its probability, as ``greedy`` takes it.
+
+    The argmax of the probabilities (ties: lowest id); NaN / ``+inf`` logits refused.
+    """
+    probs = probabilities(logits)
+    tok = int(torch.argmax(probs))
+    return tok, float(probs[tok])
 
 
 def tree_speculative(
@@ -428,7 +433,7 @@ def tree_speculative(
     last = len(ids) - 1
     stop = "max_steps"
     with fwd.attached():
-        root = _argmax(fwd.run([list(range(len(ids)))], -1)[0][-1])
+        root, root_p = _greedy(fwd.run([list(range(len(ids)))], -1)[0][-1])
         while len(out) < max_steps:
             if eos is not None and root == eos:
                 stop = "eos"
@@ -439,7 +444,7 @@ def tree_speculative(
                 break
             if len(out) + 1 == max_steps:  # greedy's last token needs no forward
                 idx = state.append_set([root], parents=[last])
-                records.append(_record(state.n_steps - 1, "tree_spec", [root], idx))
+                records.append(_record(state.n_steps - 1, "tree_spec", [root], idx, [root_p]))
                 out.append(root)
                 break
             want = min(depth, max_steps - len(out) - 1)
@@ -455,18 +460,20 @@ def tree_speculative(
             first = len(state)
             idx = state.append_set([root, *tokens], parents=[last] + [first + p for p in parents])
             step = state.n_steps - 1
-            records.append(_record(step, "tree_spec", [root, *tokens], idx))
             logits = fwd.run([idx], step)[0]
+            node_p = torch.softmax(logits.to(torch.float64), dim=-1)  # p(node | its ancestors)
+            probs = [root_p] + [float(node_p[p, t]) for p, t in zip(parents, tokens, strict=True)]
+            records.append(_record(step, "tree_spec", [root, *tokens], idx, probs))
             children = {(p, t): k + 1 for k, (p, t) in enumerate(zip(parents, tokens, strict=True))}
             node, path = 0, [0]
-            nxt = _argmax(logits[0])
+            nxt, nxt_p = _greedy(logits[0])
             while len(out) + len(path) < max_steps and (eos is None or nxt != eos):
                 child = children.get((node, nxt))
                 if child is None:
                     break
                 node = child
                 path.append(node)
-                nxt = _argmax(logits[node])
+                nxt, nxt_p = _greedy(logits[node])
             out += [state.token_ids[idx[k]] for k in path]
             accepted.append(len(path))
             drafted.append(len(tokens))
@@ -474,7 +481,7 @@ def tree_speculative(
             for i in idx:
                 if i not in on_path:
                     state.prune(i, at_step=step)
-            last, root = idx[path[-1]], nxt
+            last, root, root_p = idx[path[-1]], nxt, nxt_p
     config = {
         "max_steps": max_steps,
         "max_ngram": max_ngram,

@@ -14,6 +14,8 @@ Oracles:
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -310,3 +312,33 @@ def test_ngram_draft_and_bad_drafts(pair) -> None:
         tl.tree_speculative(model, PROMPT, max_steps=4, draft=lambda c, d: ([1], [0, 0]))
     with pytest.raises(ValueError, match="depth must be an int >= 1, got 0"):
         tl.tree_speculative(model, PROMPT, max_steps=4, depth=0)
+
+
+def test_tree_traces_render_analyse_and_round_trip(pair) -> None:
+    """The trace view, SVG tree, received attention and JSON work on trees unchanged; the
+    recorded probabilities are greedy's (spec) and the beams' (beam)."""
+    from tempo_lens.analysis.patterns import isolation_check
+    from tempo_lens.analysis.received import received_attention
+    from tempo_lens.display.tree import tree_svg, tree_text
+
+    _, model = pair
+    greedy = tl.greedy(model, PROMPT, max_steps=10, stop_at_eos=False)
+    draft = oracle_drafter(greedy.clean_ids()[1:], len(PROMPT) + 1)
+    for run in (
+        lambda cap: tl.tree_beam_search(model, PROMPT, max_steps=5, num_beams=3, observers=cap),
+        lambda cap: tl.tree_speculative(
+            model, PROMPT, max_steps=10, stop_at_eos=False, draft=draft, observers=cap
+        ),
+    ):
+        cap = AttentionCapture()
+        res = run([cap])
+        trace = res.trace
+        assert "clean:" in tree_text(trace) and "<svg" in tree_svg(trace)
+        data = cap.result(trace)
+        received_attention(data)
+        assert isolation_check(data).max_sibling_attention == 0.0 or trace.method == "tree_spec"
+        again = tl.Trace.from_dict(json.loads(trace.to_json()))
+        assert again.state == trace.state and again.clean_ids() == res.token_ids
+    on_path = [trace.token(i).probability for i in trace.clean_indices()]
+    want = [r.probabilities[0] for r in greedy.steps]
+    assert np.allclose(on_path, want, atol=1e-5)
