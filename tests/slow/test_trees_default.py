@@ -12,6 +12,7 @@ import torch
 
 import tempo_lens as tl
 from tempo_lens import SequenceState, attach, load_model
+from tempo_lens.backends import HAS_HOOKED_TRANSFORMER
 from tests.model.hf_oracle import hf_logits
 
 pytestmark = pytest.mark.slow
@@ -38,9 +39,21 @@ def _tree(model) -> SequenceState:
     return st
 
 
-@pytest.mark.parametrize("backend", ["hooked", "bridge"])
-def test_default_tree_matches_hf_oracle(default_model, hf_default, backend) -> None:
-    model = default_model if backend == "hooked" else _bridge()
+@pytest.fixture(scope="module")
+def bridge_default():
+    pytest.importorskip("transformer_lens.model_bridge")
+    return load_model(backend="bridge")
+
+
+HOOKED = pytest.mark.skipif(not HAS_HOOKED_TRANSFORMER, reason="HookedTransformer needs TL 3.x")
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [pytest.param("hooked", marks=HOOKED), pytest.param("bridge", marks=pytest.mark.bridge)],
+)
+def test_default_tree_matches_hf_oracle(request, hf_default, backend) -> None:
+    model = request.getfixturevalue("default_model" if backend == "hooked" else "bridge_default")
     st = _tree(model)
     with attach(model, st), torch.no_grad():
         ours = model(st.tokens_tensor())
@@ -49,11 +62,29 @@ def test_default_tree_matches_hf_oracle(default_model, hf_default, backend) -> N
     assert diff <= (1e-4 if backend == "hooked" else 5e-5)
 
 
-def _bridge():
-    pytest.importorskip("transformer_lens.model_bridge")
-    return load_model(backend="bridge")
+@pytest.mark.bridge
+def test_default_bridge_tree_decoders(bridge_default, hf_default) -> None:
+    """On the bridge: tree beam search equals HF generate(num_beams=4), tree speculative
+    decoding equals greedy."""
+    prompt = PROMPTS[0]
+    ids = bridge_default.to_tokens(prompt)
+    eos = bridge_default.tokenizer.eos_token_id
+    with torch.no_grad():
+        out = hf_default.generate(
+            ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False,
+            num_beams=4, eos_token_id=eos, pad_token_id=eos,
+        )  # fmt: skip
+    res = tl.tree_beam_search(bridge_default, prompt, max_steps=8, num_beams=4)
+    assert (
+        res.token_ids + ([eos] if res.stop_reason == "eos" else [])
+        == out[0, ids.shape[1] :].tolist()
+    )
+    want = tl.greedy(bridge_default, SPEC_PROMPTS[1], max_steps=20).clean_ids()
+    spec = tl.tree_speculative(bridge_default, SPEC_PROMPTS[1], max_steps=20)
+    assert spec.token_ids == want and spec.accepted_per_forward > 1
 
 
+@HOOKED
 @pytest.mark.parametrize("prompt", PROMPTS)
 def test_default_tree_beam_equals_hf_generate(default_model, hf_default, prompt) -> None:
     ids = default_model.to_tokens(prompt)
@@ -70,6 +101,7 @@ def test_default_tree_beam_equals_hf_generate(default_model, hf_default, prompt)
     )
 
 
+@HOOKED
 @pytest.mark.parametrize("prompt", SPEC_PROMPTS)
 def test_default_tree_speculative_equals_greedy(default_model, prompt) -> None:
     t0 = time.perf_counter()
