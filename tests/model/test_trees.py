@@ -27,7 +27,7 @@ from tempo_lens.hooks.capture import AttentionCapture
 from tempo_lens.models.convert import attach_tokenizer
 
 from .conftest import TINY_VARIANTS
-from .hf_oracle import hf_logits, reference_mask, tiny_llama_pair
+from .hf_oracle import hf_logits, reference_mask, tiny_gemma3_pair, tiny_llama_pair
 from .test_compare_decoders import EOS, PROMPTS, hf_generate, word_tokenizer
 
 PROMPT = [1, 2, 3, 4, 5]
@@ -87,6 +87,18 @@ def test_tree_visibility_by_hand() -> None:
 def test_tree_matches_hf(pair, tree: str) -> None:
     hf, model = pair
     st = TREES[tree]()
+    with attach(model, st), torch.no_grad():
+        ours = model(st.tokens_tensor())
+    delta = (ours - hf_logits(hf, st)).abs().max().item()
+    assert delta <= 1e-4, delta
+
+
+@pytest.mark.parametrize("tree", sorted(TREES))
+def test_tree_matches_hf_gemma3_windows(tree: str) -> None:
+    """Gemma 3 (window 4 on two of three layers): the logical window cuts tree paths too."""
+    hf, model = tiny_gemma3_pair(seed=2)
+    st = TREES[tree]()
+    assert max(st.logical) - st.logical[0] >= 4  # the window bites
     with attach(model, st), torch.no_grad():
         ours = model(st.tokens_tensor())
     delta = (ours - hf_logits(hf, st)).abs().max().item()
