@@ -9,7 +9,8 @@ There are three index spaces (see ``docs/concepts.md``):
 
 ``SequenceState`` maps each physical index to its token id, step (``-1`` for the
 prompt), member rank within its set, logical position, and pruned/alive status with the
-step at which it was pruned. Position hooks, mask hooks, attention capture and every
+step at which it was pruned; in a *token tree* (beam search, a draft tree), also its
+parent (:attr:`SequenceState.parents`: depth is its position, ancestors its context). Position hooks, mask hooks, attention capture and every
 analysis read it; nothing else keeps a copy of indices.
 
 Examples:
@@ -55,6 +56,8 @@ class TokenInfo:
     rank: int
     logical_position: float
     pruned_at_step: int | None
+    parent: int | None = None
+    """Physical index of its tree parent (``None``: not a tree token)."""
 
     @property
     def is_prompt(self) -> bool:
@@ -263,7 +266,7 @@ class SequenceState:
 
     def token(self, index: int) -> TokenInfo:
         """Everything known about the token at a physical index."""
-        at = (self.token_ids, self.steps, self.ranks, self.logical, self.pruned_at)
+        at = (self.token_ids, self.steps, self.ranks, self.logical, self.pruned_at, self.parents)
         return TokenInfo(index, *(values[index] for values in at))  # type: ignore[arg-type]
 
     def tokens(self) -> list[TokenInfo]:

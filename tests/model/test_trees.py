@@ -138,6 +138,7 @@ def test_tree_state_round_trips_and_refuses_bad_parents() -> None:
     again = SequenceState.from_dict(st.to_dict())
     assert again == st and again.parents == st.parents
     assert st.ancestors(len(st) - 1) == [len(st) - 3, 6]
+    assert st.token(len(st) - 1).parent == len(st) - 3 and st.token(0).parent is None
     assert "parents" not in SequenceState.from_sets(PROMPT, [[1, 2]]).to_dict()
     with pytest.raises(ValueError, match="parents must be earlier"):
         SequenceState(PROMPT).append_set([1, 2], parents=[4, 6])
