@@ -248,6 +248,8 @@ def tree_beam_search(
             n_forwards += 1
     tokens, probs, stop, extra = rules.outcome(context_bound=False)
     path = _path_of(state, tokens)
+    if len(path) < len(tokens) - 1:  # every forwarded beam token is in the tree
+        raise AssertionError(f"the best hypothesis is not a path of the tree: {tokens}")
     if len(path) < len(tokens):  # the last token was chosen but never needed a forward
         parent = path[-1] if path else len(ids) - 1
         idx = state.append_set([tokens[-1]], parents=[parent])
