@@ -209,6 +209,8 @@ def test_tree_beam_keeps_one_sequence_and_captures(pair) -> None:
     assert all(
         st.parents[i] in st.set_indices[s - 1] for s in range(1, 6) for i in st.set_indices[s]
     )
+    fed = [i for s in sorted(cap.query_indices) for i in cap.query_indices[s]]
+    assert fed == list(range(len(st) - 1))  # each token fed once, in order; one cache
     data = cap.result(res.trace)
     with attach(model, res.trace.to_state()), torch.no_grad():
         _, cache = model.run_with_cache(st.tokens_tensor())
