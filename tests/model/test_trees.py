@@ -233,6 +233,16 @@ def test_tree_beam_refuses_a_tree_past_the_context() -> None:
 
 
 # ---------------------------------------------------------------- tree speculative decoding
+def chain_drafter(truth: list[int], n_prompt: int):
+    """Drafts the true greedy continuation after the root as one chain (all accepted)."""
+
+    def draft(context: list[int], depth: int) -> tuple[list[int], list[int]]:
+        right = truth[len(context) - n_prompt :][:depth]
+        return right, list(range(len(right)))
+
+    return draft
+
+
 def oracle_drafter(truth: list[int], n_prompt: int):
     """Proposes the true greedy continuation as one branch, next to two wrong branches."""
 
@@ -357,3 +367,17 @@ def test_tree_traces_render_analyse_and_round_trip(pair) -> None:
     on_path = [trace.token(i).probability for i in trace.clean_indices()]
     want = [r.probabilities[0] for r in greedy.steps]
     assert np.allclose(on_path, want, atol=1e-5)
+
+
+def test_tree_speculative_stops_at_the_context_like_greedy() -> None:
+    """Drafts never reach past the context: with a drafter whose nodes are accepted up to
+    the context (and that proposes past it) the output and the stop reason are greedy's."""
+    model = tl.make_tiny_model()
+    prompt = [(7 * i) % 60 + 3 for i in range(model.cfg.n_ctx - 6)]
+    base = tl.greedy(model, prompt, max_steps=20, stop_at_eos=False)
+    assert base.stop_reason == "context"
+    want = base.clean_ids()
+    chain = chain_drafter(want + [0] * 20, len(prompt))  # proposes past the context
+    res = tl.tree_speculative(model, prompt, max_steps=20, stop_at_eos=False, draft=chain, depth=10)
+    assert (res.token_ids, res.stop_reason) == (want, "context")
+    assert max(res.state.logical) < model.cfg.n_ctx and res.accepted_per_forward > 1
