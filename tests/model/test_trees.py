@@ -83,6 +83,44 @@ def test_tree_visibility_by_hand() -> None:
         assert torch.equal(build().visibility(), reference_mask(build()))
 
 
+def random_state(seed: int) -> SequenceState:
+    """A random mix of TEMPO sets and tree sets (whole draft trees in one set), with
+    soft pruning, in isolated or visible mode."""
+    rng = np.random.default_rng(seed)
+    st = SequenceState(PROMPT, isolate=bool(rng.integers(2)))
+    for step in range(int(rng.integers(2, 6))):
+        k = int(rng.integers(1, 5))
+        ids = rng.integers(0, 64, k).tolist()
+        if rng.random() < 0.6:
+            first = len(st)
+            parents = [int(rng.integers(0, first + j)) for j in range(k)]
+            st.append_set(ids, parents=parents)
+        else:
+            st.append_set(ids)
+        for i in range(st.prompt_length, len(st)):
+            if st.pruned_at[i] is None and rng.random() < 0.1:
+                st.prune(i, at_step=step)
+    return st
+
+
+@pytest.mark.parametrize("window", [None, 3])
+def test_tree_visibility_equals_the_loop_reference(window) -> None:
+    """masks.visibility (rule 5, vectorised) equals hf_oracle.reference_mask (loops) on
+    200 random TEMPO/tree mixes with pruning, with and without a logical window."""
+    for seed in range(200):
+        st = random_state(seed)
+        assert torch.equal(st.visibility(window=window), reference_mask(st, window=window)), seed
+
+
+def test_random_trees_match_hf(pair) -> None:
+    hf, model = pair
+    for seed in range(12):
+        st = random_state(seed)
+        with attach(model, st), torch.no_grad():
+            ours = model(st.tokens_tensor())
+        assert (ours - hf_logits(hf, st)).abs().max().item() <= 1e-4, seed
+
+
 @pytest.mark.parametrize("tree", sorted(TREES))
 def test_tree_matches_hf(pair, tree: str) -> None:
     hf, model = pair
