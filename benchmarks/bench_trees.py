@@ -12,9 +12,15 @@ For one prompt of each category of the packaged suite (``tempo_lens/prompts/suit
 The two decoders of a pair run back to back, alternating which goes first, so machine load
 hits both alike. Timings on a shared machine are noisy; only compare numbers from one run.
 
+``--fast`` stores the weights in compute layout for every decoder alike
+(:func:`tempo_lens.enable_fast_path`, bit-identical logits): a stock ``HookedTransformer``
+copies its weights on every forward, a fixed cost per forward that flatters any decoder
+making fewer forwards.
+
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_trees.py --json out.json      # ~4 min on 2 cores
+    OMP_NUM_THREADS=1 python benchmarks/bench_trees.py --fast --json out.json
     OMP_NUM_THREADS=1 python benchmarks/bench_trees.py --tiny               # smoke test
 """
 
@@ -55,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--beam-prompts", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--tiny", action="store_true", help="a tiny random model (smoke test)")
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="weights in compute layout for every decoder (tempo_lens.fast_weights: "
+        "bit-identical, removes the per-forward weight copies of a stock HookedTransformer)",
+    )
     p.add_argument("--json", default=None, help="write the figures to this file")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -64,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         model = tl.load_model()
         prompts = one_per_category()  # type: ignore[assignment]
+    if args.fast:
+        tl.enable_fast_path(model)
     rows = []
     for k, (pid, prompt) in enumerate(prompts):
         runs = {
@@ -111,7 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(summary, indent=2))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"summary": summary, "speculative": rows, "beam": beams}, f, indent=2)
+            json.dump(
+                {"fast_weights": args.fast, "summary": summary, "speculative": rows, "beam": beams},
+                f,
+                indent=2,
+            )
     return 0
 
 

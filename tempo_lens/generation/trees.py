@@ -303,11 +303,18 @@ def ngram_draft(
         ``(token_ids, parents)`` of the draft nodes in trie order; a parent is ``0`` for
         the root and ``k + 1`` for the ``k``-th draft node (parents come first).
 
+    Raises:
+        ValueError: ``context`` is empty, or a count is not an int ``>= 1``.
+
     Examples:
         >>> ngram_draft([5, 6, 7, 5, 6, 8, 5, 6], max_ngram=2, branches=2, depth=2)
         ([8, 5, 7, 5], [0, 1, 0, 3])
     """
+    max_ngram, branches = _count("max_ngram", max_ngram), _count("branches", branches)
+    depth = _count("depth", depth)
     ctx = [int(t) for t in context]
+    if not ctx:
+        raise ValueError("ngram_draft needs a non-empty context (ending with the root)")
     proposals: list[tuple[int, ...]] = []
     for n in range(min(max_ngram, len(ctx) - 1), 0, -1):
         suffix = ctx[-n:]

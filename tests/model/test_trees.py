@@ -368,6 +368,10 @@ def test_ngram_draft_and_bad_drafts(pair) -> None:
         [0, 1, 0, 3],
     )
     assert ngram_draft([1, 2, 3]) == ([], [])
+    with pytest.raises(ValueError, match="branches must be an int >= 1, got 0"):
+        ngram_draft([1, 2, 3], branches=0)
+    with pytest.raises(ValueError, match="non-empty context"):
+        ngram_draft([])
     _, model = pair
     with pytest.raises(ValueError, match="node 1 has parent 1"):
         tl.tree_speculative(model, PROMPT, max_steps=4, draft=lambda c, d: ([1], [1]))
