@@ -24,6 +24,9 @@ one KV cache, every token fed once. So step observers such as
   The output is greedy decoding token for token (:func:`~tempo_lens.greedy`); rejected
   nodes are (soft-)pruned in the record and never seen again.
 
+Size: a little over 500 lines, as one concept: the two decoders share the tree trace, the
+result objects and the drafter's checks, and each is its reference's loop run as a tree.
+
 Examples:
     >>> from tempo_lens import make_tiny_model, tree_beam_search, tree_speculative
     >>> model = make_tiny_model()
