@@ -53,6 +53,10 @@ _EXPORTS: dict[str, str] = {
     "ThresholdSchedule": "tempo_lens.schedules",
     "TokenInfo": "tempo_lens.state",
     "Trace": "tempo_lens.trace",
+    "tree_beam_search": "tempo_lens.generation.trees",
+    "tree_speculative": "tempo_lens.generation.trees",
+    "TreeBeamResult": "tempo_lens.generation.trees",
+    "TreeSpecResult": "tempo_lens.generation.trees",
     "UnsupportedAttentionError": "tempo_lens.backends",
     "verify": "tempo_lens.analysis.verify",
     "VerifyReport": "tempo_lens.analysis.verify",
@@ -77,6 +81,10 @@ __all__ = [
     "ThresholdSchedule",
     "Trace",
     "beam_search",
+    "tree_beam_search",
+    "tree_speculative",
+    "TreeBeamResult",
+    "TreeSpecResult",
     "generate",
     "generate_batch",
     "verify",
@@ -126,6 +134,12 @@ if TYPE_CHECKING:  # static analysers see the eager imports
     from tempo_lens.config import TempoConfig
     from tempo_lens.generation import StepObserver, generate, generate_batch
     from tempo_lens.generation.baselines import beam_search, greedy, sample
+    from tempo_lens.generation.trees import (
+        TreeBeamResult,
+        TreeSpecResult,
+        tree_beam_search,
+        tree_speculative,
+    )
     from tempo_lens.hooks import (
         HookConflictError,
         StateMismatchError,

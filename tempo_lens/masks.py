@@ -13,7 +13,13 @@ A query at physical index ``i`` may attend to a key at physical index ``j`` iff 
 4. **sliding window** (local-attention layers only): ``logical[i] - logical[j] < window``.
    The window is measured in *logical* positions, the distance the model's RoPE sees and
    the one it was trained with (Hugging Face's ``kv_idx > q_idx - sliding_window`` on a
-   plain sequence); see ``docs/concepts.md``.
+   plain sequence); see ``docs/concepts.md``;
+5. **trees** (tree tokens only, ``parents[i] >= 0``): ``j`` is ``i`` itself or in the
+   *reach* of ``i``'s parent, where the reach of a tree token is itself plus its parent's
+   reach, and the reach of any other token (prompt or TEMPO member) is what rules 1-3 let
+   it see. So a tree token under the prompt sees the prompt and its own ancestors only
+   (beam search, a draft tree: EAGLE's ``tree_mask``); rule 2 does not apply to tree
+   queries (a draft tree's levels may share one step), rules 3-4 do.
 
 Prompt tokens have step ``-1``. Alive tokens have ``pruned_at = ALIVE`` (a large
 sentinel), so rule 3 never fires for them.
@@ -52,6 +58,7 @@ def visibility(
     logical: Float[Tensor, " n_keys"] | None = None,
     window: int | float | None = None,
     hard: Bool[Tensor, " n_keys"] | None = None,
+    parents: Int[Tensor, " n_keys"] | None = None,
 ) -> Bool[Tensor, "n_queries n_keys"]:
     """Which keys each query may attend to.
 
@@ -65,6 +72,7 @@ def visibility(
         logical: Logical position of every token; required with ``window``.
         window: Sliding-window size in logical positions (``None``: global attention).
         hard: Hard-pruned tokens (hidden from every query but themselves).
+        parents: Tree parent of every token (``-1``: not a tree token); rule 5.
 
     Returns:
         Boolean ``[n_queries, n_keys]``; ``True`` where attention is allowed.
@@ -77,8 +85,11 @@ def visibility(
     q = query_indices.to(steps.device)
     allowed = keys[None, :] <= q[:, None]
     q_steps = steps[q]
+    tree_q = None if parents is None else parents.to(steps.device)[q] >= 0
     if isolate:
         same_set = (q_steps[:, None] == steps[None, :]) & (q_steps[:, None] >= 0)
+        if tree_q is not None:
+            same_set &= ~tree_q[:, None]
         allowed &= ~same_set | (keys[None, :] == q[:, None])
     if view_step is not None:
         q_steps = torch.clamp(q_steps, min=view_step)
@@ -90,4 +101,38 @@ def visibility(
             raise ValueError(f"window={window!r} needs logical positions and must be > 0")
         pos = logical.to(device=steps.device, dtype=torch.float64)
         allowed &= (pos[q][:, None] - pos[None, :]) < window
+    if parents is not None and tree_q is not None and bool(tree_q.any()):
+        rows = torch.nonzero(tree_q).flatten()
+        allowed[rows] &= _tree_reach(steps, pruned_at, q[rows], parents, isolate=isolate, hard=hard)
     return allowed
+
+
+def _tree_reach(
+    steps: Int[Tensor, " n_keys"],
+    pruned_at: Int[Tensor, " n_keys"],
+    tree_queries: Int[Tensor, " n_queries"],
+    parents: Int[Tensor, " n_keys"],
+    *,
+    isolate: bool,
+    hard: Bool[Tensor, " n_keys"] | None,
+) -> Bool[Tensor, "n_queries n_keys"]:
+    """Rule 5's reach of tree queries.
+
+    Their tree ancestors, themselves, and what the first non-tree ancestor (the root)
+    sees by rules 1-3.
+    """
+    par = parents.tolist()
+    chains, roots = [], []
+    for i in tree_queries.tolist():
+        chain = [i]
+        p = par[i]
+        while par[p] >= 0:
+            chain.append(p)
+            p = par[p]
+        chains.append(chain)
+        roots.append(p)
+    root_idx = torch.tensor(roots, dtype=torch.long, device=steps.device)
+    reach = visibility(steps, pruned_at, root_idx, isolate=isolate, hard=hard)
+    for r, chain in enumerate(chains):
+        reach[r, chain] = True
+    return reach

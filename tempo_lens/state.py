@@ -9,7 +9,8 @@ There are three index spaces (see ``docs/concepts.md``):
 
 ``SequenceState`` maps each physical index to its token id, step (``-1`` for the
 prompt), member rank within its set, logical position, and pruned/alive status with the
-step at which it was pruned. Position hooks, mask hooks, attention capture and every
+step at which it was pruned; in a *token tree* (beam search, a draft tree), also its
+parent (:attr:`SequenceState.parents`: depth is its position, ancestors its context). Position hooks, mask hooks, attention capture and every
 analysis read it; nothing else keeps a copy of indices.
 
 Examples:
@@ -55,6 +56,8 @@ class TokenInfo:
     rank: int
     logical_position: float
     pruned_at_step: int | None
+    parent: int | None = None
+    """Physical index of its tree parent (``None``: not a tree token)."""
 
     @property
     def is_prompt(self) -> bool:
@@ -101,6 +104,10 @@ class SequenceState:
         self.pruned_at: list[int | None] = [None] * len(ids)
         self.hard_pruned: set[int] = set()  # hidden from every other query (prune(hard=))
         self.set_indices: list[list[int]] = []
+        self.parents: list[int | None] = [None] * len(ids)
+        """Per token, the physical index of its tree parent, or ``None`` (prompt and TEMPO
+        tokens). A token with a parent is a *tree token*: it sees its parent, whatever its
+        parent sees, and itself (ancestor-only visibility; see :func:`~tempo_lens.masks.visibility`)."""
         self.version = 0
         self.stale_from: int | None = None
         """Smallest physical index whose mask row changed after later tokens existed
@@ -141,24 +148,49 @@ class SequenceState:
         return len(self.set_indices)
 
     def append_set(
-        self, token_ids: Sequence[int], *, positions: Sequence[float] | None = None
+        self,
+        token_ids: Sequence[int],
+        *,
+        positions: Sequence[float] | None = None,
+        parents: Sequence[int] | None = None,
     ) -> list[int]:
         """Append the members of the next step's parallel set.
 
         Args:
             token_ids: Member token ids, in member order (most probable first).
             positions: Explicit logical positions for the members (any finite floats);
-                defaults to the state's :class:`PositionScheme`.
+                defaults to the state's :class:`PositionScheme`, or for tree members to
+                their parent's logical position + 1 (depth).
+            parents: Make the members *tree tokens*: the physical index of each member's
+                parent, an earlier token (a member of this set appended before it is
+                allowed, so a whole draft tree can be one set). A tree token sees only its
+                ancestors and itself (isolation does not apply to it), see
+                :func:`tempo_lens.masks.visibility`.
 
         Returns:
             The physical indices given to the members.
+
+        Raises:
+            ValueError: No members; ``positions`` or ``parents`` of the wrong length; a
+                non-finite position; a parent that is not an earlier token.
         """
         ids = [int(t) for t in token_ids]
         if not ids:
             raise ValueError("a parallel set needs at least one member")
         step = self.n_steps
         first = len(self.token_ids)
-        if positions is None:
+        tree = None if parents is None else [int(p) for p in parents]
+        if tree is not None:
+            if len(tree) != len(ids):
+                raise ValueError(f"got {len(tree)} parents for {len(ids)} members")
+            bad = [p for k, p in enumerate(tree) if not 0 <= p < first + k]
+            if bad:
+                raise ValueError(f"parents must be earlier physical indices, got {bad[:3]}")
+        if positions is None and tree is not None:
+            pos: list[float] = []
+            for p in tree:
+                pos.append((self.logical[p] if p < first else pos[p - first]) + 1.0)
+        elif positions is None:
             pos = set_positions(
                 self.scheme,
                 prompt_length=self.prompt_length,
@@ -177,6 +209,7 @@ class SequenceState:
         self.ranks += list(range(len(ids)))
         self.logical += pos
         self.pruned_at += [None] * len(ids)
+        self.parents += [None] * len(ids) if tree is None else tree
         self.set_indices.append(indices)
         self.version += 1
         return indices
@@ -233,7 +266,7 @@ class SequenceState:
 
     def token(self, index: int) -> TokenInfo:
         """Everything known about the token at a physical index."""
-        at = (self.token_ids, self.steps, self.ranks, self.logical, self.pruned_at)
+        at = (self.token_ids, self.steps, self.ranks, self.logical, self.pruned_at, self.parents)
         return TokenInfo(index, *(values[index] for values in at))  # type: ignore[arg-type]
 
     def tokens(self) -> list[TokenInfo]:
@@ -251,6 +284,24 @@ class SequenceState:
         """Indices of tokens not pruned (as of ``as_of_step``: pruned at a step ``<`` it)."""
         cut = ALIVE if as_of_step is None else as_of_step
         return [i for i, p in enumerate(self.pruned_at) if p is None or p >= cut]
+
+    @property
+    def is_tree(self) -> bool:
+        """True if some token has a tree parent (see :attr:`parents`)."""
+        return any(p is not None for p in self.parents)
+
+    def ancestors(self, index: int) -> list[int]:
+        """Physical indices of a token's tree ancestors, nearest first (``[]`` if none).
+
+        The chain of :attr:`parents` up to and including the first token that is not a
+        tree token (a prompt or TEMPO token).
+        """
+        out = []
+        p = self.parents[index]
+        while p is not None:
+            out.append(p)
+            p = self.parents[p]
+        return out
 
     def is_parallel(self, index: int) -> bool:
         """True if the token belongs to a set with more than one member."""
@@ -274,6 +325,11 @@ class SequenceState:
         """``logical - physical`` for every token (float64)."""
         deltas = [lp - i for i, lp in enumerate(self.logical)]
         return torch.tensor(deltas, dtype=torch.float64, device=device)
+
+    def parents_tensor(self, device: torch.device | str | None = None) -> Int[Tensor, " pos"]:
+        """Each token's tree parent (``-1`` where it has none)."""
+        vals = [-1 if p is None else p for p in self.parents]
+        return torch.tensor(vals, dtype=torch.long, device=device)
 
     def visibility(
         self,
@@ -311,6 +367,7 @@ class SequenceState:
                 else torch.tensor(self.logical, dtype=torch.float64, device=device)
             ),
             window=window,
+            parents=self.parents_tensor(device) if self.is_tree else None,
         )
 
     # ------------------------------------------------------------------ JSON
@@ -320,7 +377,8 @@ class SequenceState:
         Keys: ``prompt_length``, ``isolate``, ``positions`` (the :class:`PositionScheme`),
         and one list per token, by physical index: ``token_ids``, ``steps`` (``-1`` for
         the prompt), ``logical`` (RoPE positions) and ``pruned_at`` (step or ``None``).
-        Ranks and sets follow from ``steps`` (members of a step are contiguous).
+        Ranks and sets follow from ``steps`` (members of a step are contiguous). A tree
+        state adds ``parents`` (parent index or ``None`` per token).
         """
         return {
             "prompt_length": self.prompt_length,
@@ -331,6 +389,7 @@ class SequenceState:
             "logical": list(self.logical),
             "pruned_at": list(self.pruned_at),
             **({"hard_pruned": sorted(self.hard_pruned)} if self.hard_pruned else {}),
+            **({"parents": list(self.parents)} if self.is_tree else {}),
         }
 
     @classmethod
@@ -354,11 +413,23 @@ class SequenceState:
             isolate=bool(data["isolate"]),
             positions=PositionScheme(**data.get("positions") or {}),
         )
+        parents = data.get("parents") or [None] * len(ids)
+        if len(parents) != len(ids):
+            raise ValueError("sequence state lists have different lengths")
+        if any(x is not None for x in parents[:p]):
+            raise ValueError("prompt tokens cannot have tree parents")
         for step, group in itertools.groupby(range(p, len(ids)), key=lambda i: steps[i]):
             idx = list(group)
             if step != st.n_steps:
                 raise ValueError(f"token {idx[0]} has step {step}, expected {st.n_steps}")
-            st.append_set([ids[i] for i in idx], positions=[logical[i] for i in idx])
+            tree = [parents[i] for i in idx]
+            if any(x is None for x in tree) and any(x is not None for x in tree):
+                raise ValueError(f"step {step} mixes tree and non-tree tokens")
+            st.append_set(
+                [ids[i] for i in idx],
+                positions=[logical[i] for i in idx],
+                parents=None if tree[0] is None else tree,
+            )
         if steps[:p] != [-1] * p:
             raise ValueError("prompt tokens must have step -1")
         if [float(x) for x in logical] != st.logical:  # e.g. a moved prompt
@@ -381,7 +452,7 @@ class SequenceState:
     def copy(self) -> SequenceState:
         """An independent copy (same version number)."""
         new = copy.copy(self)  # scalars and the frozen scheme are shared
-        for name in ("token_ids", "steps", "ranks", "logical", "pruned_at"):
+        for name in ("token_ids", "steps", "ranks", "logical", "pruned_at", "parents"):
             setattr(new, name, list(getattr(self, name)))
         new.set_indices = [list(s) for s in self.set_indices]
         new.hard_pruned = set(self.hard_pruned)

@@ -203,9 +203,14 @@ class Trace:
     def clean_indices(self) -> list[int]:
         """Physical index of the clean path's member of each step.
 
-        The top surviving member (the top member if all were pruned).
+        The top surviving member (the top member if all were pruned). For a token tree
+        (:attr:`SequenceState.is_tree`: tree beam search, tree speculative decoding) the
+        output path: every generated token still alive, in physical order.
         """
         pruned_at = self.state.pruned_at
+        if self.state.is_tree:
+            n = self.state.prompt_length
+            return [i for i in range(n, len(pruned_at)) if pruned_at[i] is None]
         out = []
         for rec in self.steps:
             alive = [i for i in rec.indices if pruned_at[i] is None] or rec.indices

@@ -20,7 +20,9 @@ from tempo_lens.runner.options import UsageError
 
 __all__ = ["BASELINES", "register"]
 
-BASELINES = ("greedy", "sampling", "beam")
+BASELINES = ("greedy", "sampling", "beam", "tree-beam", "tree-spec")
+"""``tree-beam``: beam search as one token tree (4 beams); ``tree-spec``: greedy decoding by
+tree speculative decoding (n-gram drafts); see ``tempo_lens.generation.trees``."""
 
 
 def register(subparsers: Any) -> None:
@@ -29,7 +31,12 @@ def register(subparsers: Any) -> None:
     add_generation_options(p)
     o = p.add_argument_group("output")
     o.add_argument("--json", default=None, help="write the trace JSON here")
-    o.add_argument("--baseline", choices=BASELINES, help="run this baseline instead of TEMPO")
+    o.add_argument(
+        "--baseline",
+        choices=BASELINES,
+        help="run this baseline instead of TEMPO (tree-beam: beam search as one token tree; "
+        "tree-spec: greedy by tree speculative decoding)",
+    )
     o.add_argument("--seed", type=int, default=0, help="seed for --baseline sampling")
     o.add_argument("--color", action=argparse.BooleanOptionalAction, default=None)
     o.add_argument("-q", "--quiet", action="store_true", help="only print the text")
@@ -46,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--prompt must not be empty")
     config = tempo_config_from_args(args)
     # the model libraries only once every value is known to be good (fast usage errors)
-    from tempo_lens.generation import baselines, generate
+    from tempo_lens.generation import baselines, generate, trees
     from tempo_lens.generation.text import prompt_input
 
     model = load_model_from_args(args)
@@ -57,6 +64,10 @@ def run(args: argparse.Namespace) -> int:
         trace = baselines.sample(model, prompt, max_steps=config.max_steps, seed=args.seed)
     elif args.baseline == "beam":
         trace = baselines.beam_search(model, prompt, max_steps=config.max_steps)
+    elif args.baseline == "tree-beam":
+        trace = trees.tree_beam_search(model, prompt, max_steps=config.max_steps).trace
+    elif args.baseline == "tree-spec":
+        trace = trees.tree_speculative(model, prompt, max_steps=config.max_steps).trace
     else:
         trace = generate(model, prompt, config, progress=not args.quiet)
     if args.json:  # the result first: printing comes after, and cannot lose it
@@ -69,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
             f"steps={s['total_steps']} parallel={s['parallel_steps']} "
             f"max_width={s['max_parallel_width']} pruned={s['pruned']} stop={s['stop_reason']}\n"
         )
+        accepted = trace.extra.get("accepted") if trace.method == "tree_spec" else None
+        if accepted:
+            sys.stderr.write(f"accepted per forward={sum(accepted) / len(accepted):.2f}\n")
         if args.json:
             sys.stderr.write(f"trace written to {args.json}\n")
     return 0

@@ -8,6 +8,8 @@
   several sequences per forward);
 * :mod:`~tempo_lens.generation.baselines` — greedy, sampling and beam search in the same
   harness;
+* :mod:`~tempo_lens.generation.trees` — token trees under the same hooks: tree beam search
+  and lossless tree speculative decoding;
 * :mod:`~tempo_lens.generation.text` — prompt encoding and token text.
 """
 

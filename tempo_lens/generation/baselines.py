@@ -247,69 +247,113 @@ def beam_search(
     ids = encode_prompt(model, prompt)
     eos = eos_token_id(model) if stop_at_eos else None
     n_max = min(max_steps, max_context(model) - len(ids))
-    k, lp = num_beams, float(length_penalty)
-    running = [_Beam([], 0.0, [])]
-    finished: list[tuple[float, _Beam, bool]] = []  # (normalised score, beam, ended in EOS)
-    steps: list[dict[str, Any]] = []
-    open_ = True  # HF's is_early_stop_heuristic_unsatisfied
+    rules = BeamRules(num_beams=num_beams, length_penalty=length_penalty, eos=eos, n_max=n_max)
     cache = make_kv_cache(model)
     device = model.cfg.device
     with torch.no_grad():
         new = torch.tensor([ids], device=device)
         logits = forward(model, new, cache=cache)[:, -1]
         for step in range(max(n_max, 0)):
-            check_logits(logits)  # NaN/+inf logits: the error TEMPO raises
-            logp = torch.log_softmax(logits.to(torch.float64), dim=-1).cpu()
-            totals = torch.tensor([b.score for b in running], dtype=torch.float64)[:, None] + logp
-            top = torch.topk(totals.flatten(), k=min(2 * k, totals.numel()))
-            last = step == n_max - 1
-            cands = []
-            for score, flat in zip(top.values.tolist(), top.indices.tolist(), strict=True):
-                b, tok = divmod(flat, totals.shape[1])
-                beam = _Beam(running[b].tokens + [tok], score, [*running[b].probs, 0.0])
-                beam.probs[-1] = float(logp[b, tok].exp())
-                is_eos = eos is not None and tok == eos
-                cands.append((b, beam, is_eos or last, is_eos))
-            if open_:
-                finished += [(c[1].score / (step + 1) ** lp, c[1], c[3]) for c in cands[:k] if c[2]]
-                finished = sorted(finished, key=lambda f: -f[0])[:k]
-            nxt = [c for c in cands if not c[2]][:k]
-            running = [c[1] for c in nxt]
-            if open_ and len(finished) == k and running:
-                open_ = running[0].score / (step + 1) ** lp > finished[-1][0]
-            go_on = bool(running) and open_ and not last
-            steps.append(
-                {
-                    "top_k": [c[1].tokens[-1] for c in cands[:k]],
-                    "tokens": [c[1].tokens[-1] for c in nxt],
-                    "parents": [c[0] for c in nxt],
-                    "forwarded": len(nxt) if go_on else 0,
-                }
-            )
-            if not go_on:
+            parents = rules.advance(step, logits)
+            if parents is None:
                 break
-            reorder_kv_cache(cache, torch.tensor([c[0] for c in nxt], dtype=torch.long))
-            new = torch.tensor([[b.tokens[-1]] for b in running], device=device)
+            reorder_kv_cache(cache, torch.tensor(parents, dtype=torch.long))
+            new = torch.tensor([[b.tokens[-1]] for b in rules.running], device=device)
             logits = forward(model, new, cache=cache)[:, -1]
-    if not finished:  # the prompt already fills the context
+    config = {"max_steps": max_steps, "num_beams": num_beams, "length_penalty": rules.lp}
+    if not rules.finished:  # the prompt already fills the context
         return _single_path_trace(
             model, prompt, ids, [], "beam", {"max_steps": max_steps}, "context", {"steps": []}
         )
-    _, best, best_eos = finished[0]
-    tokens = best.tokens[:-1] if best_eos else best.tokens
-    stop = "eos" if best_eos else ("max_steps" if n_max == max_steps else "context")
-    extra = {
-        "beams": [
-            {
-                "token_ids": b.tokens[:-1] if e else b.tokens,
-                "score": s,
-                "sum_logprob": b.score,
-                "eos": e,
-            }
-            for s, b, e in finished
-        ],
-        "steps": steps,
-    }
-    config = {"max_steps": max_steps, "num_beams": num_beams, "length_penalty": lp}
-    chosen = list(zip(tokens, best.probs[: len(tokens)], strict=True))
+    tokens, probs, stop, extra = rules.outcome(context_bound=n_max != max_steps)
+    chosen = list(zip(tokens, probs, strict=True))
     return _single_path_trace(model, prompt, ids, chosen, "beam", config, stop, extra)
+
+
+class BeamRules:
+    """The bookkeeping of Hugging Face beam search, apart from the model.
+
+    :func:`beam_search` (one KV-cache row per beam) and
+    :func:`tempo_lens.generation.trees.tree_beam_search` (all beams as one token tree)
+    feed it the running beams' next-token logits each step; it keeps the running beams,
+    the finished hypotheses and the per-step record (see :func:`beam_search` for the rules).
+
+    Args:
+        num_beams: ``k``.
+        length_penalty: Exponent of the length normalisation.
+        eos: The EOS token id (``None``: never finish early).
+        n_max: The last step (0-based) is ``n_max - 1``.
+    """
+
+    def __init__(self, *, num_beams: int, length_penalty: float, eos: int | None, n_max: int):
+        self.k, self.lp, self.eos, self.n_max = num_beams, float(length_penalty), eos, n_max
+        self.running = [_Beam([], 0.0, [])]
+        self.finished: list[tuple[float, _Beam, bool]] = []  # (normalised score, beam, EOS)
+        self.steps: list[dict[str, Any]] = []
+        self.open_ = True  # HF's is_early_stop_heuristic_unsatisfied
+
+    def advance(self, step: int, logits: torch.Tensor) -> list[int] | None:
+        """One step from ``logits`` ``[running beams, d_vocab]``.
+
+        Returns:
+            For each new running beam, the index of the running beam it extends (its new
+            token is ``self.running[i].tokens[-1]``); ``None`` once the search stops.
+
+        Raises:
+            ValueError: The logits contain NaN or ``+inf``.
+        """
+        k, lp, eos = self.k, self.lp, self.eos
+        check_logits(logits)  # NaN/+inf logits: the error TEMPO raises
+        logp = torch.log_softmax(logits.to(torch.float64), dim=-1).cpu()
+        totals = torch.tensor([b.score for b in self.running], dtype=torch.float64)[:, None] + logp
+        top = torch.topk(totals.flatten(), k=min(2 * k, totals.numel()))
+        last = step == self.n_max - 1
+        cands = []
+        for score, flat in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+            b, tok = divmod(flat, totals.shape[1])
+            beam = _Beam(self.running[b].tokens + [tok], score, [*self.running[b].probs, 0.0])
+            beam.probs[-1] = float(logp[b, tok].exp())
+            is_eos = eos is not None and tok == eos
+            cands.append((b, beam, is_eos or last, is_eos))
+        if self.open_:
+            self.finished += [
+                (c[1].score / (step + 1) ** lp, c[1], c[3]) for c in cands[:k] if c[2]
+            ]
+            self.finished = sorted(self.finished, key=lambda f: -f[0])[:k]
+        nxt = [c for c in cands if not c[2]][:k]
+        self.running = [c[1] for c in nxt]
+        if self.open_ and len(self.finished) == k and self.running:
+            self.open_ = self.running[0].score / (step + 1) ** lp > self.finished[-1][0]
+        go_on = bool(self.running) and self.open_ and not last
+        self.steps.append(
+            {
+                "top_k": [c[1].tokens[-1] for c in cands[:k]],
+                "tokens": [c[1].tokens[-1] for c in nxt],
+                "parents": [c[0] for c in nxt],
+                "forwarded": len(nxt) if go_on else 0,
+            }
+        )
+        return [c[0] for c in nxt] if go_on else None
+
+    def outcome(self, *, context_bound: bool) -> tuple[list[int], list[float], str, dict]:
+        """``(tokens, probabilities, stop_reason, extra)`` of the best finished hypothesis.
+
+        Tokens exclude a final EOS; ``extra`` holds ``beams`` (finished hypotheses, best
+        first) and ``steps`` (the per-step record). Needs a finished hypothesis.
+        """
+        _, best, best_eos = self.finished[0]
+        tokens = best.tokens[:-1] if best_eos else best.tokens
+        stop = "eos" if best_eos else ("context" if context_bound else "max_steps")
+        extra = {
+            "beams": [
+                {
+                    "token_ids": b.tokens[:-1] if e else b.tokens,
+                    "score": s,
+                    "sum_logprob": b.score,
+                    "eos": e,
+                }
+                for s, b, e in self.finished
+            ],
+            "steps": self.steps,
+        }
+        return tokens, best.probs[: len(tokens)], stop, extra

@@ -224,6 +224,12 @@ def label_texts(trace: Trace, model: TempoModel) -> Trace:
     ids = trace.state.token_ids
     n = trace.prompt_length
     clean = trace.clean_indices()
+    if trace.state.is_tree:  # the output path in context, every other node alone
+        prompt_texts, clean_texts, _ = sequence_texts(model, ids[:n], [ids[i] for i in clean])
+        texts = prompt_texts + [token_text(model, t) for t in ids[n:]]
+        for k, i in enumerate(clean):
+            texts[i] = clean_texts[k]
+        return dataclasses.replace(trace, texts=texts)
     others = [
         [ids[i] for i in rec.indices] + [c.token_id for c in [*rec.candidates, *rec.prefiltered]]
         for rec in trace.steps

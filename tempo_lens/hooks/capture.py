@@ -177,10 +177,16 @@ class AttentionCapture(AttentionRecorder):
 
         Each row was captured when its query was appended, so the state's visibility is
         that of that moment: hard prunes count as soft ones (``state.hard_pruned`` empty).
+        The trace may end with tokens appended after the last forward (the tree decoders'
+        last token, chosen from the previous forward's logits).
+
+        Raises:
+            ValueError: The trace's tokens or sets are not those captured.
         """
         state = trace.to_state()
         state.hard_pruned = set()
-        if self.token_ids and self.token_ids != state.token_ids:
+        seen = state.token_ids[: len(self.token_ids)]  # a last set may need no forward
+        if self.token_ids and self.token_ids != seen:
             raise ValueError("the trace does not match the captured generation (token ids differ)")
         for s, q in self.query_indices.items():
             expected = list(range(state.prompt_length)) if s < 0 else state.set_indices[s]

@@ -119,18 +119,32 @@ def reference_mask(state: SequenceState, window: float | None = None) -> torch.T
     """The visibility rules of DESIGN.md written out as loops, independent of tempo_lens.masks.
 
     ``window``: keep only keys whose logical position is within ``window`` of the query's
-    (``logical[i] - logical[j] < window``; Hugging Face's ``kv > q - window`` on a plain
-    sequence, where logical == physical)."""
+    (``logical[i] - logical[j] < window``; Hugging Face's ``kv_idx > q_idx - sliding_window`` on a
+    plain sequence, where logical == physical).
+
+    Token trees (``state.parents``): a tree token sees itself, its parent, and everything its
+    parent sees (EAGLE's ``tree_mask``: ancestors only), never a sibling; pruning and the
+    window apply to it as to any query."""
     n = len(state)
     pos = reference_positions(state)
+    parents = getattr(state, "parents", [None] * n)
+
+    def plain(i: int, j: int) -> bool:  # rules 1-2 for a non-tree query
+        si, sj = state.steps[i], state.steps[j]
+        return j <= i and not (state.isolate and si >= 0 and si == sj and i != j)
+
+    def reach(i: int) -> set[int]:
+        if parents[i] is None:
+            return {j for j in range(n) if plain(i, j) and _unpruned_for(state, state.steps[i], j)}
+        return {i} | reach(parents[i])
+
     allowed = torch.zeros(n, n, dtype=torch.bool)
     for i in range(n):
+        seen = reach(i) if parents[i] is not None else set(range(i + 1))
         for j in range(i + 1):
-            si, sj = state.steps[i], state.steps[j]
-            if state.isolate and si >= 0 and si == sj and i != j:
-                continue  # isolated siblings
-            p = state.pruned_at[j]
-            if p is not None and si > p:
+            if j not in seen or (parents[i] is None and not plain(i, j)):
+                continue
+            if not _unpruned_for(state, state.steps[i], j):
                 continue  # pruned before query i was appended
             if window is not None and not pos[i] - pos[j] < window:
                 continue  # outside the sliding window, by logical distance
@@ -138,12 +152,22 @@ def reference_mask(state: SequenceState, window: float | None = None) -> torch.T
     return allowed
 
 
+def _unpruned_for(state: SequenceState, query_step: int, j: int) -> bool:
+    p = state.pruned_at[j]
+    return p is None or not query_step > p
+
+
 def reference_positions(state: SequenceState) -> list[float]:
-    """Logical positions written out from the scheme definitions, independent of positions.py."""
-    out = []
+    """Logical positions written out from the scheme definitions, independent of positions.py.
+
+    A tree token sits one past its parent (its depth)."""
+    out: list[float] = []
+    parents = getattr(state, "parents", [None] * len(state))
     for i in range(len(state)):
         s, rank = state.steps[i], state.ranks[i]
-        if s < 0 or state.scheme.kind == "distinct":
+        if parents[i] is not None:
+            out.append(out[parents[i]] + 1.0)
+        elif s < 0 or state.scheme.kind == "distinct":
             out.append(float(i))
         else:
             out.append(state.prompt_length + s + rank * state.scheme.member_offset)

@@ -47,10 +47,21 @@ def test_generate_writes_json_and_prints_brackets(tmp_path, capsys) -> None:
     assert len(t["steps"]) == 3
 
 
-@pytest.mark.parametrize("baseline", ["greedy", "sampling", "beam"])
+@pytest.mark.parametrize("baseline", ["greedy", "sampling", "beam", "tree-beam", "tree-spec"])
 def test_baselines_from_cli(baseline, capsys) -> None:
     assert main([*BASE, "--baseline", baseline]) == 0
     assert capsys.readouterr().out.startswith("<1><2><3>")
+
+
+@pytest.mark.parametrize(("baseline", "method"), [("tree-beam", "beam"), ("tree-spec", "greedy")])
+def test_tree_decoders_from_cli_equal_their_baselines(tmp_path, baseline, method) -> None:
+    from tempo_lens import Trace
+
+    paths = {b: tmp_path / f"{b}.json" for b in (baseline, method)}
+    for b, path in paths.items():
+        assert main([*BASE, "--baseline", b, "--json", str(path), "-q"]) == 0
+    tree, plain = (Trace.load(paths[b]) for b in (baseline, method))
+    assert tree.state.is_tree and tree.clean_ids() == plain.clean_ids()
 
 
 def test_generation_options_are_documented_by_tempo_config(capsys) -> None:
