@@ -153,16 +153,26 @@ def geometric_row(
     biased upward by the ratios' skew (issue 23); the p-value and d_z test log ratio 0.
     """
     out = row(claim, statement, metric, log_values, keep, verdict, 0.0, seed, detail)
-    for col in ("estimate", "ci_low", "ci_high", "estimate_filtered", "ci_low_filtered"):
-        out[col] = math.exp(out[col]) if math.isfinite(out[col]) else math.nan
-    hi = out["ci_high_filtered"]
-    out["ci_high_filtered"] = math.exp(hi) if math.isfinite(hi) else math.nan
+    for col in ("estimate", "ci_low", "ci_high"):
+        out[col] = _exp(out[col])
+        out[f"{col}_filtered"] = _exp(out[f"{col}_filtered"])
     # the verdicts were taken on the log-scale CI: re-take them on the ratio scale
     out["verdict"] = verdict((out["ci_low"], out["ci_high"]), out["n_prompts"])
     out["verdict_filtered"] = verdict(
         (out["ci_low_filtered"], out["ci_high_filtered"]), out["n_prompts_filtered"]
     )
     return out
+
+
+def _exp(x: float) -> float:
+    """``exp(x)``, saturating: ``inf`` above the float range, ``0`` for ``-inf``, NaN for NaN.
+
+    A small sample's log-scale bootstrap-t bound can be ~1e15 (a ``--quick`` run).
+    """
+    x = float(x)
+    if math.isnan(x):
+        return math.nan
+    return math.exp(x) if x < 709.0 else math.inf
 
 
 def holm_column(rows: list[dict[str, Any]]) -> None:

@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,6 +29,8 @@ from tempo_lens.io import atomic_write_text
 __all__ = ["END", "START", "families_markdown", "families_table", "main", "update_doc"]
 
 START, END = "<!-- families:start -->", "<!-- families:end -->"
+SETTINGS_OF_THE_MODEL = ("model", "tiny", "device", "max_rows")
+"""Config fields that may differ between the runs compared (everything else must match)."""
 
 
 def _num(x: object, digits: int = 3) -> str:
@@ -44,17 +47,35 @@ def families_table(runs: Mapping[str, str | Path]) -> pd.DataFrame:
     Claims are in the first model's order; a claim a model lacks is ``"not run"`` there.
 
     Raises:
-        ValueError: fewer than two runs.
+        ValueError: fewer than two runs, two names for one directory, or two runs whose
+            manifests differ in a setting other than the model's
+            (:data:`SETTINGS_OF_THE_MODEL`).
         FileNotFoundError: a run has no ``claims.csv``.
     """
     if len(runs) < 2:
         raise ValueError(f"need >= 2 runs, got {list(runs)}")
-    claims = {}
+    dirs = [Path(d).resolve() for d in runs.values()]
+    if len(set(dirs)) < len(dirs):
+        raise ValueError(f"the runs must be different directories, got {list(runs.values())}")
+    claims, configs = {}, {}
     for name, d in runs.items():
         path = Path(d) / "claims.csv"
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist (model {name!r})")
         claims[name] = pd.read_csv(path, dtype={"claim": str}).set_index("claim")
+        man = Path(d) / "manifest.json"
+        if man.is_file():
+            cfg = json.loads(man.read_text(encoding="utf-8")).get("config", {})
+            configs[name] = {k: v for k, v in cfg.items() if k not in SETTINGS_OF_THE_MODEL}
+    if len(configs) > 1:
+        first, *rest = configs.items()
+        for name, cfg in rest:
+            diff = sorted(k for k in set(cfg) | set(first[1]) if cfg.get(k) != first[1].get(k))
+            if diff:
+                raise ValueError(
+                    f"runs {first[0]!r} and {name!r} differ in {', '.join(diff)}: their claims "
+                    "measure different things"
+                )
     order = list(dict.fromkeys(c for df in claims.values() for c in df.index))
     rows = []
     for claim in order:
@@ -129,6 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         name, sep, d = item.partition("=")
         if not sep or not name or not d:
             p.error(f"--run must be NAME=DIR, got {item!r}")
+        if name in runs:
+            p.error(f"--run names must differ, got {name!r} twice")
+        if "|" in name:
+            p.error(f"--run NAME must not contain '|' (a Markdown table cell), got {name!r}")
         runs[name] = d
     try:
         md = families_markdown(families_table(runs))

@@ -75,16 +75,15 @@ def judge_run(out_dir: str | Path, judge: Any, judge_name: str, *, progress: boo
     ``greedy_text``; NaN where no primary unit has finished).
 
     Raises:
-        FileNotFoundError: ``out_dir`` has no ``per_prompt.csv`` (no summarized run).
+        FileNotFoundError: ``out_dir`` has no ``per_prompt.csv`` (a summarized run) or
+            ``per_prompt.csv.gz`` (a directory of record).
     """
     from tqdm.auto import tqdm
 
     from tempo_lens.backends.fast import fast_weights
 
     out = Path(out_dir)
-    path = out / "per_prompt.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"{out} has no per_prompt.csv: run or summarize the findings first")
+    path = _per_prompt(out)
     pp = pd.read_csv(path, keep_default_na=False, na_values=[""])
     greedy = pp.dropna(subset=["greedy_text"]).groupby("prompt_id")["greedy_text"].first()
     prompt_of = pp.groupby("prompt_id")["prompt"].first()
@@ -117,6 +116,20 @@ def judge_run(out_dir: str | Path, judge: Any, judge_name: str, *, progress: boo
     target = out / JUDGE_FILE
     atomic_write_text(target, pd.DataFrame(rows).to_csv(index=False))
     return target
+
+
+def _per_prompt(out: Path) -> Path:
+    """``OUT/per_prompt.csv`` (a run) or ``OUT/per_prompt.csv.gz`` (a directory of record).
+
+    Raises:
+        FileNotFoundError: neither exists.
+    """
+    for name in ("per_prompt.csv", "per_prompt.csv.gz"):
+        if (out / name).is_file():
+            return out / name
+    raise FileNotFoundError(
+        f"{out} has no per_prompt.csv(.gz): run or summarize the findings first"
+    )
 
 
 def degenerate(pp: pd.DataFrame, judge: pd.DataFrame | None) -> pd.Series:
@@ -202,9 +215,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     out = Path(args.output_dir)
-    if not (out / "per_prompt.csv").is_file():
-        p.error(f"--output-dir {out} has no per_prompt.csv: run or summarize the findings first")
-    judge = load_model(args.judge_model)
+    try:
+        _per_prompt(out)
+        judge = load_model(args.judge_model)
+    except (FileNotFoundError, ValueError) as e:
+        p.error(str(e))
     path = judge_run(out, judge, args.judge_model, progress=not args.quiet)
     print(f"wrote {path}")
     return 0

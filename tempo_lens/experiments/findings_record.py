@@ -4,7 +4,8 @@
 
 * ``manifest.json``: the run's manifest (config, prompts, each model's ``provenance``:
   name, weights SHA-256, backend, TransformerLens version) plus ``record``: the
-  ``tempo_lens`` version and git commit, the wall time and load note given, the command;
+  ``tempo_lens`` version and git commit, the wall time and load note given, the command,
+  and ``tables`` (each table file's SHA-256, checked before every summary);
 * every table every claim is computed from, as byte-reproducible ``<table>.csv.gz``
   (:func:`tempo_lens.runner.store.write_record_table`): ``per_prompt`` (all conditions),
   ``sizes``, ``members`` (all rows), ``layers`` (the primary readout arm, which the claims
@@ -29,7 +30,13 @@ import pandas as pd
 from tempo_lens.experiments.findings_claims import in_condition
 from tempo_lens.experiments.findings_judge import read_judge
 from tempo_lens.io import atomic_write_json
-from tempo_lens.runner.store import MANIFEST, RECORD, summarize_only, write_record_table
+from tempo_lens.runner.store import (
+    MANIFEST,
+    RECORD,
+    summarize_only,
+    table_hashes,
+    write_record_table,
+)
 
 __all__ = ["TABLES", "write_record"]
 
@@ -64,11 +71,14 @@ def write_record(run_dir: str | Path, dest: str | Path, **record: Any) -> Path:
 
     Raises:
         FileNotFoundError: ``run_dir`` has no manifest or no ``per_prompt.csv``.
+        ValueError: ``dest`` is ``run_dir``.
     """
     from tempo_lens import __version__
     from tempo_lens.experiments.findings import SPEC
 
     src, out = Path(run_dir), Path(dest)
+    if out.resolve() == src.resolve():
+        raise ValueError(f"dest must differ from run_dir, got {src} for both")
     man = json.loads((src / MANIFEST).read_text(encoding="utf-8"))
     if not (src / "per_prompt.csv").is_file():
         raise FileNotFoundError(f"{src} has no per_prompt.csv: not a summarized findings run")
@@ -88,7 +98,12 @@ def write_record(run_dir: str | Path, dest: str | Path, **record: Any) -> Path:
     judge = read_judge(src)
     if judge is not None:
         write_record_table(judge, out / "judge.csv.gz")
-    man[RECORD] = {"tempo_lens": __version__, "commit": _commit(), **record}
+    man[RECORD] = {
+        "tempo_lens": __version__,
+        "commit": _commit(),
+        **record,
+        "tables": table_hashes(out),
+    }
     atomic_write_json(out / MANIFEST, man)
     summarize_only(SPEC, out)
     return out

@@ -402,7 +402,10 @@ def tree_speculative(
     under the tree mask (each node at logical position = its depth after the accepted
     text, seeing only its ancestors), and the longest branch agreeing with greedy is
     accepted (see the module docstring). Rejected nodes stay in the one KV cache,
-    invisible to everything after them, and are soft-pruned in the record.
+    invisible to everything after them, and are soft-pruned in the record. They keep their
+    sequence slots, so near the end of the context the generation can stop
+    (``stop_reason == "context"``) before greedy's would: its tokens are then a prefix of
+    greedy's.
 
     Args:
         model: A rotary ``HookedTransformer`` or ``TransformerBridge`` (with a tokenizer

@@ -18,6 +18,7 @@ when no live run can own them.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -53,6 +54,7 @@ __all__ = [
     "read_record_tables",
     "read_unit",
     "summarize_only",
+    "table_hashes",
     "unit_provenance",
     "write_record_table",
     "write_results",
@@ -350,7 +352,7 @@ def summarize_only(spec: ExperimentSpec, out_dir: str | Path) -> RunResult:
     prompts = [Prompt(**p) for p in have["prompts"]]
     check_manifest(path, manifest(spec, cfg, prompts))  # the config rebuilt exactly
     units = spec.units(cfg, prompts)
-    if not (out / "units").is_dir() and (record := read_record_tables(out)):
+    if not (out / "units").is_dir() and (record := read_record_tables(out, have.get(RECORD))):
         # a directory of record: the committed tables stand in for the units
         report = spec.summarize(cfg, record, out)
         origin = "".join(f"provenance: {provenance_line(p)}\n" for p in have.get(PROVENANCE, []))
@@ -369,14 +371,42 @@ RECORD_SUFFIX = ".csv.gz"
 """The tables of a directory of record (committed results): ``OUT/<table>.csv.gz``."""
 
 
-def read_record_tables(out_dir: str | Path) -> dict[str, pd.DataFrame]:
+def read_record_tables(
+    out_dir: str | Path, record: dict[str, Any] | None = None
+) -> dict[str, pd.DataFrame]:
     """The tables of a directory of record, ``OUT/<table>.csv.gz`` (none: an empty dict).
 
-    Text is read as written (only empty cells are missing values), so a generated text
-    such as ``"NA"`` stays a string.
+    With the manifest's ``record`` entry, every table it lists (``tables``: file name ->
+    SHA-256, :func:`table_hashes`) must be present with those bytes, so a summary is never
+    made from a missing, truncated or edited table. Text is read as written (only empty
+    cells are missing values), so a generated text such as ``"NA"`` stays a string.
+
+    Raises:
+        ValueError: a listed table is missing or its SHA-256 differs, or a table cannot be
+            read (the file is named); nothing has been written.
     """
+    out = Path(out_dir)
+    for name, digest in ((record or {}).get("tables") or {}).items():
+        path = out / name
+        if not path.is_file():
+            raise ValueError(f"{path} is missing: the record's manifest lists it")
+        if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            raise ValueError(f"{path} differs from the SHA-256 in the record's manifest")
+    tables = {}
+    for p in sorted(out.glob(f"*{RECORD_SUFFIX}")):
+        try:
+            tables[p.name[: -len(RECORD_SUFFIX)]] = pd.read_csv(
+                p, keep_default_na=False, na_values=[""]
+            )
+        except (OSError, EOFError, ValueError, pd.errors.ParserError) as e:
+            raise ValueError(f"{p} cannot be read as a gzip CSV table: {e}") from e
+    return tables
+
+
+def table_hashes(out_dir: str | Path) -> dict[str, str]:
+    """``file name -> SHA-256`` of every ``OUT/<table>.csv.gz`` (a record's ``tables``)."""
     return {
-        p.name[: -len(RECORD_SUFFIX)]: pd.read_csv(p, keep_default_na=False, na_values=[""])
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(Path(out_dir).glob(f"*{RECORD_SUFFIX}"))
     }
 

@@ -88,3 +88,32 @@ def test_findings_doc_families_table_is_rebuilt_from_the_committed_claims() -> N
     doc = (ROOT / "docs" / "findings.md").read_text(encoding="utf-8")
     block = doc.split(START, 1)[1].split(END, 1)[0].strip()
     assert block == families_markdown(families_table(FAMILIES))
+
+
+@pytest.mark.parametrize("damage", ["missing", "edited", "truncated"])
+def test_findings_record_refuses_a_damaged_table_before_writing(damage: str, tmp_path) -> None:
+    """A record whose manifest lists a table that is missing, edited or truncated is not
+    summarized: one error naming the file, and claims.csv / findings.md untouched."""
+    import shutil
+
+    from tempo_lens.experiments import findings
+    from tempo_lens.runner import summarize_only
+
+    copy = tmp_path / "record"
+    shutil.copytree(
+        FAMILIES["SmolLM2-135M-Instruct"], copy, ignore=shutil.ignore_patterns("figures")
+    )
+    table = copy / "members.csv.gz"
+    if damage == "missing":
+        table.unlink()
+    elif damage == "edited":
+        import gzip
+
+        text = gzip.decompress(table.read_bytes()).replace(b"mixture", b"mixturE", 1)
+        table.write_bytes(gzip.compress(text, mtime=0))
+    else:
+        table.write_bytes(table.read_bytes()[:100])
+    before = {f: (copy / f).read_bytes() for f in ("claims.csv", "findings.md")}
+    with pytest.raises(ValueError, match="members.csv.gz"):
+        summarize_only(findings.SPEC, copy)
+    assert {f: (copy / f).read_bytes() for f in before} == before

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -260,3 +262,14 @@ def test_geometric_row_is_exp_of_the_log_scale_estimate() -> None:
     assert table.loc["1.log", "estimate"] == pytest.approx(np.exp(e.mean))
     assert table.loc["1.log", "ci_low"] == pytest.approx(np.exp(e.ci[0]))
     assert table.loc["1.log", "ci_high"] == pytest.approx(np.exp(e.ci[1]))
+
+
+def test_geometric_row_saturates_on_a_tiny_sample() -> None:
+    """Three prompts: the log-scale bootstrap-t bound is astronomically wide; exp of it is
+    inf (not an OverflowError), and the row says insufficient (a user's --quick run)."""
+    from tempo_lens.experiments._claim_rows import geometric_row, interval
+
+    values = pd.Series([0.903, 0.094, -0.743], index=["a", "b", "c"])  # log bound ~5e15
+    r = geometric_row("1.log", "", "", values, values.index, interval(0.4, 0.6), 0)
+    assert r["verdict"] == "insufficient" and r["ci_high"] == math.inf
+    assert r["estimate"] == pytest.approx(np.exp(values.mean()))

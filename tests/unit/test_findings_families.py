@@ -90,5 +90,31 @@ def test_cli_refuses_bad_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     with pytest.raises(SystemExit):
         main(["--run", f"A={a}", "--run", f"B={tmp_path / 'missing'}"])
     assert "missing" in capsys.readouterr().err
-    assert main(["--run", f"A={a}", "--run", f"B={a}"]) == 0
+    b = _claims(tmp_path / "b", [("1", 0.8, "refuted")])
+    assert main(["--run", f"A={a}", "--run", f"B={b}"]) == 0
     assert "refuted (both families)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--run", f"A={a}", "--run", f"A={b}"])
+    assert "names must differ" in capsys.readouterr().err
+
+
+def test_runs_must_be_distinct_and_measure_the_same_thing(tmp_path: Path) -> None:
+    """One directory under two names, or two runs whose manifests differ in anything but
+    the model (taus, readouts, steps ...), are refused: their rows would not be comparable."""
+    import json
+
+    a = _claims(tmp_path / "a", [("1", 0.9, "refuted")])
+    b = _claims(tmp_path / "b", [("1", 0.8, "refuted")])
+    with pytest.raises(ValueError, match="different directories"):
+        families_table({"A": a, "B": tmp_path / "a" / ".." / "a"})
+    base = {"model": "x", "taus": [0.1, 0.15], "readouts": ["mixture", "last"], "max_steps": 16}
+    (a / "manifest.json").write_text(json.dumps({"config": base}), encoding="utf-8")
+    (b / "manifest.json").write_text(
+        json.dumps({"config": {**base, "model": "y"}}), encoding="utf-8"
+    )
+    assert len(families_table({"A": a, "B": b})) == 1  # only the model differs
+    (b / "manifest.json").write_text(
+        json.dumps({"config": {**base, "model": "y", "taus": [0.2]}}), encoding="utf-8"
+    )
+    with pytest.raises(ValueError, match="differ in taus"):
+        families_table({"A": a, "B": b})
