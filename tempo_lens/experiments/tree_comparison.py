@@ -190,6 +190,27 @@ def kl_clean(logits_tempo: torch.Tensor, logits_tree: torch.Tensor, state: Seque
     return float((lp.exp() * (lp - lq)).sum(-1).mean())
 
 
+def compare_layouts(model: Any, state: SequenceState, tree: SequenceState) -> dict[str, float]:
+    """The attention and KL measures of a TEMPO sequence and its relayout ``tree``.
+
+    One forward each (:func:`layout_forward`); the ``*_diff`` columns are TEMPO − tree.
+    """
+    pat_tempo, log_tempo = layout_forward(model, state)
+    pat_tree, log_tree = layout_forward(model, tree)
+    n = state.prompt_length
+    share = (context_share(pat_tempo, n), context_share(pat_tree, n))
+    received = (sibling_received(pat_tempo, state), sibling_received(pat_tree, state))
+    return {
+        "context_share_tempo": share[0],
+        "context_share_tree": share[1],
+        "context_share_diff": share[0] - share[1],
+        "sibling_received_tempo": received[0],
+        "sibling_received_tree": received[1],
+        "sibling_received_diff": received[0] - received[1],
+        "kl_clean": kl_clean(log_tempo, log_tree, state),
+    }
+
+
 def _timed(model: Any, fn: Any) -> tuple[Any, int, float]:
     counter = ForwardCounter(model.embed)
     with counter.counting():
@@ -218,12 +239,6 @@ def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, An
         model, lambda: tl.generate(model, ids, cfg.tempo_config(isolate=True))
     )
     state = trace.state
-    tree = tree_relayout(state)
-    pat_tempo, log_tempo = layout_forward(model, state)
-    pat_tree, log_tree = layout_forward(model, tree)
-    n = state.prompt_length
-    share = (context_share(pat_tempo, n), context_share(pat_tree, n))
-    received = (sibling_received(pat_tempo, state), sibling_received(pat_tree, state))
     greedy, f_greedy, s_greedy = _timed(model, lambda: tl.greedy(model, ids, max_steps=steps))
     spec, f_spec, s_spec = _timed(model, lambda: tl.tree_speculative(model, ids, max_steps=steps))
     beam, f_beam, s_beam = _timed(
@@ -234,14 +249,8 @@ def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, An
         "steps": len(widths),
         "parallel_steps": sum(w > 1 for w in widths),
         "mean_width": float(np.mean(widths)) if widths else math.nan,
-        "generated": len(state) - n,
-        "context_share_tempo": share[0],
-        "context_share_tree": share[1],
-        "context_share_diff": share[0] - share[1],
-        "sibling_received_tempo": received[0],
-        "sibling_received_tree": received[1],
-        "sibling_received_diff": received[0] - received[1],
-        "kl_clean": kl_clean(log_tempo, log_tree, state),
+        "generated": len(state) - state.prompt_length,
+        **compare_layouts(model, state, tree_relayout(state)),
         "spec_forward_ratio": f_spec / f_greedy if f_greedy else math.nan,
         "spec_exact": spec.token_ids == greedy.clean_ids(),
         "spec_accepted_per_forward": spec.accepted_per_forward,
@@ -249,7 +258,7 @@ def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, An
         **_efficiency("tree_spec", spec.token_ids, f_spec, s_spec),
         **_efficiency("tempo", trace.clean_ids(), f_tempo, s_tempo),
         **_efficiency("tree_beam", beam.token_ids, f_beam, s_beam),
-        "tempo_all_tokens": len(state) - n,
+        "tempo_all_tokens": len(state) - state.prompt_length,
         "stop_reason": trace.stop_reason,
         "clean_text": trace.clean_text(),
     }
