@@ -117,3 +117,37 @@ def test_findings_record_refuses_a_damaged_table_before_writing(damage: str, tmp
     with pytest.raises(ValueError, match="members.csv.gz"):
         summarize_only(findings.SPEC, copy)
     assert {f: (copy / f).read_bytes() for f in before} == before
+
+
+# ------------------------------------------------------------------ tree_comparison (issue 25)
+TREES = ROOT / "docs" / "results" / "tree_comparison"
+
+
+@pytest.mark.parametrize(
+    ("folder", "marker"),
+    [(TREES, "**Result on the default model**"), (TREES / "gemma3", "**Result on Gemma 3 270M**")],
+)
+def test_tree_comparison_summary_recomputes_from_the_per_prompt_table(folder, marker) -> None:
+    """summary.json's estimates, CIs and verdicts come from per_prompt.csv with the
+    manifest's config, and docs/experiments.md quotes them."""
+    from tempo_lens.experiments import tree_comparison
+
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    cfg = tree_comparison.Config(**manifest["config"])
+    table = pd.read_csv(folder / "per_prompt.csv")
+    got = tree_comparison.summary_of(cfg, table)
+    want = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    assert got["n_prompts"] == want["n_prompts"] == len(table) >= 48
+    assert got["spec_exact"] == want["spec_exact"] == len(table)
+    for m in tree_comparison.PRIMARY:
+        g, w = got["primary"][m], want["primary"][m]
+        assert g["verdict"] == w["verdict"] and g["n"] == w["n"], m
+        assert g["mean"] == pytest.approx(w["mean"], abs=1e-12), m
+        assert g["ci"] == pytest.approx(w["ci"], abs=1e-12), m
+    doc = (ROOT / "docs" / "experiments.md").read_text(encoding="utf-8")
+    text = doc.split(marker, 1)[1].split("**Result on", 1)[0].split("###", 1)[0]
+    for m in tree_comparison.PRIMARY:
+        p = got["primary"][m]
+        assert f"`{m}`" in text and p["verdict"] in text, m
+        cell = f"{p['mean']:.3g} [{p['ci'][0]:.3g}, {p['ci'][1]:.3g}]"
+        assert cell in text, (m, cell)
