@@ -498,7 +498,9 @@ def conditional_logit(
 
     Raises:
         ValueError: shapes differ, ``y`` is not binary, a stratum spans two clusters,
-            fewer than two clusters remain, or ``level`` is outside (0, 1).
+            fewer than two clusters remain, ``level`` is outside (0, 1), or the model is
+            not estimable (a singular information matrix: perfect separation, collinear
+            predictors).
     """
     import warnings
 
@@ -538,11 +540,20 @@ def conditional_logit(
     if n_clusters < 2:
         raise ValueError(f"need strata from >= 2 clusters, got {n_clusters}")
     model = ConditionalLogit(ya, xa, groups=sa)
+    not_estimable = ValueError(
+        "the conditional logit is not estimable on these data (singular information "
+        "matrix or no finite maximum: perfect separation or collinear predictors)"
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = model.fit(method="newton", maxiter=200, disp=False)
+        try:
+            res = model.fit(method="newton", maxiter=200, disp=False)
+        except np.linalg.LinAlgError as e:
+            raise not_estimable from e
     params = np.asarray(res.params)
     bread = np.asarray(res.normalized_cov_params)  # inverse of the negative Hessian
+    if not (np.isfinite(params).all() and np.isfinite(bread).all()):
+        raise not_estimable
     scores = np.array([model.score_grp(g, params) for g in range(model._n_groups)])
     per_cluster = np.zeros((n_clusters, len(params)))
     np.add.at(per_cluster, g_codes, scores)

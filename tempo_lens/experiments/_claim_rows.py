@@ -256,13 +256,16 @@ def claim5(members: pd.DataFrame, keep: pd.Index) -> dict[str, Any]:
         x = m[["prob_share", "attention_share"]].to_numpy(float)
         x = x / np.where(x.std(0) > 0, x.std(0), 1.0)
         strata = m["prompt_id"].astype(str) + "/" + m["set_step"].astype(str)
-        res = conditional_logit(
-            m["heldout_supported"].astype(float),
-            x,
-            strata=strata,
-            clusters=m["prompt_id"],
-            names=["prob", "attention"],
-        )
+        try:
+            res = conditional_logit(
+                m["heldout_supported"].astype(float),
+                x,
+                strata=strata,
+                clusters=m["prompt_id"],
+                names=["prob", "attention"],
+            )
+        except ValueError:  # not estimable (a few tiny sets: separation): no verdict
+            return None
         coef, ci, p = res.get("attention")
         return coef, ci, p, int(m["prompt_id"].nunique()), res.n
 

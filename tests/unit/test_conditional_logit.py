@@ -71,3 +71,31 @@ def test_strata_without_variation_are_dropped_and_bad_input_refused() -> None:
         conditional_logit(a[:, 2] * 2, a[:, 3:], strata=a[:, 0], clusters=a[:, 1])
     with pytest.raises(ValueError, match=">= 2 clusters"):
         conditional_logit(a[:, 2], a[:, 3:], strata=a[:, 0], clusters=np.zeros(len(a)))
+
+
+def test_perfect_separation_is_refused_and_claim5_gives_no_verdict() -> None:
+    """The event is always the row with the larger x: no finite maximum. A clear error
+    (not numpy's LinAlgError from deep inside statsmodels), and claim 5 on such members
+    says insufficient instead of crashing the summary (a --tiny run hit this in CI)."""
+    import pandas as pd
+
+    from tempo_lens.experiments._claim_rows import claim5
+
+    rows = []
+    for s in range(12):
+        for i, x in enumerate((0.2 + s / 100, 0.8)):
+            rows.append((s, s // 3, float(i == 1), x))
+    a = np.array(rows)
+    with pytest.raises(ValueError, match="not estimable"):
+        conditional_logit(a[:, 2], a[:, 3:], strata=a[:, 0], clusters=a[:, 1])
+    members = pd.DataFrame(
+        {
+            "prompt_id": [f"p{int(r[1])}" for r in rows],
+            "set_step": [int(r[0]) for r in rows],
+            "probability": [0.5] * len(rows),
+            "attention": [r[3] for r in rows],
+            "heldout_supported": [r[2] for r in rows],
+        }
+    )
+    out = claim5(members, pd.Index(members["prompt_id"].unique()))
+    assert out["verdict"] == "insufficient"
