@@ -396,6 +396,28 @@ class LogisticFit:
         return self.coef[i], self.ci[i], self.p[i]
 
 
+def _binary_design(
+    y: ArrayLike, x: ArrayLike, names: Sequence[str] | None
+) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+    """``(y, x [n, p], names, finite-row mask)`` of a binary regression, validated.
+
+    Raises:
+        ValueError: ``x`` and ``y`` differ in rows, ``names`` in length, or ``y`` is not 0/1.
+    """
+    ya = np.asarray(y, dtype=np.float64).ravel()
+    xa = np.asarray(x, dtype=np.float64)
+    xa = xa[:, None] if xa.ndim == 1 else xa
+    if xa.shape[0] != len(ya):
+        raise ValueError(f"x has {xa.shape[0]} rows for {len(ya)} outcomes")
+    labels = [f"x{i}" for i in range(xa.shape[1])] if names is None else list(names)
+    if len(labels) != xa.shape[1]:
+        raise ValueError(f"{len(labels)} names for {xa.shape[1]} predictors")
+    ok = np.isfinite(ya) & np.isfinite(xa).all(1)
+    if not set(np.unique(ya[ok])) <= {0.0, 1.0}:
+        raise ValueError("y must be 0/1")
+    return ya, xa, labels, ok
+
+
 def logistic_regression(
     y: ArrayLike,
     x: ArrayLike,
@@ -424,17 +446,7 @@ def logistic_regression(
 
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    ya = np.asarray(y, dtype=np.float64).ravel()
-    xa = np.asarray(x, dtype=np.float64)
-    xa = xa[:, None] if xa.ndim == 1 else xa
-    if xa.shape[0] != len(ya):
-        raise ValueError(f"x has {xa.shape[0]} rows for {len(ya)} outcomes")
-    labels = [f"x{i}" for i in range(xa.shape[1])] if names is None else list(names)
-    if len(labels) != xa.shape[1]:
-        raise ValueError(f"{len(labels)} names for {xa.shape[1]} predictors")
-    ok = np.isfinite(ya) & np.isfinite(xa).all(1)
-    if not set(np.unique(ya[ok])) <= {0.0, 1.0}:
-        raise ValueError("y must be 0/1")
+    ya, xa, labels, ok = _binary_design(y, x, names)
     ya, xa = ya[ok], xa[ok]
     model = sm.Logit(ya, sm.add_constant(xa, has_constant="add"))
     if groups is not None:
@@ -509,20 +521,10 @@ def conditional_logit(
 
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    ya = np.asarray(y, dtype=np.float64).ravel()
-    xa = np.asarray(x, dtype=np.float64)
-    xa = xa[:, None] if xa.ndim == 1 else xa
+    ya, xa, labels, ok = _binary_design(y, x, names)
     sa, ca = np.asarray(strata).ravel(), np.asarray(clusters).ravel()
-    if not xa.shape[0] == len(ya) == len(sa) == len(ca):
-        raise ValueError(
-            f"x, y, strata, clusters have {xa.shape[0]}, {len(ya)}, {len(sa)}, {len(ca)} rows"
-        )
-    labels = [f"x{i}" for i in range(xa.shape[1])] if names is None else list(names)
-    if len(labels) != xa.shape[1]:
-        raise ValueError(f"{len(labels)} names for {xa.shape[1]} predictors")
-    ok = np.isfinite(ya) & np.isfinite(xa).all(1)
-    if not set(np.unique(ya[ok])) <= {0.0, 1.0}:
-        raise ValueError("y must be 0/1")
+    if not len(ya) == len(sa) == len(ca):
+        raise ValueError(f"y, strata, clusters have {len(ya)}, {len(sa)}, {len(ca)} rows")
     s_codes = np.unique(sa[ok], return_inverse=True)[1]
     varied = np.zeros(int(s_codes.max()) + 1 if len(s_codes) else 0, dtype=bool)
     for k in range(len(varied)):

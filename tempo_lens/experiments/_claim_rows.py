@@ -269,12 +269,30 @@ def claim5(members: pd.DataFrame, keep: pd.Index) -> dict[str, Any]:
         coef, ci, p = res.get("attention")
         return coef, ci, p, int(m["prompt_id"].nunique()), res.n
 
+    all_fit = _fill_coefficient_row(out, fit, members, keep)
+    if all_fit is not None:
+        out["detail"] = f"{all_fit[4]} sets with a held-out outcome"
+    return out
+
+
+def _fill_coefficient_row(
+    out: dict[str, Any],
+    fit: Callable[[pd.DataFrame], tuple[Any, ...] | None],
+    members: pd.DataFrame,
+    keep: pd.Index,
+) -> tuple[Any, ...] | None:
+    """Fill a claim-5 row from ``fit(members)`` (all prompts) and ``fit`` on ``keep``.
+
+    ``fit`` returns ``(coef, ci, p, n_prompts, ...)`` or None (no fit: insufficient). The
+    verdict is direction(+, 0.1) on the coefficient; the effect size its odds ratio.
+    Returns the all-prompts fit.
+    """
     verdict = direction(+1, 0.1)
     all_fit = fit(members)
     if all_fit is None:
         out.update(verdict="insufficient", verdict_filtered="insufficient", n_prompts=0)
-        return out
-    coef, ci, p, n, n_sets = all_fit
+        return None
+    coef, ci, p, n = all_fit[:4]
     out.update(
         estimate=coef,
         ci_low=ci[0],
@@ -283,7 +301,6 @@ def claim5(members: pd.DataFrame, keep: pd.Index) -> dict[str, Any]:
         effect_size=math.exp(coef),
         n_prompts=n,
         verdict=verdict(ci, n),
-        detail=f"{n_sets} sets with a held-out outcome",
     )
     filt = fit(members[members["prompt_id"].isin(keep)])
     if filt is not None:
@@ -294,7 +311,7 @@ def claim5(members: pd.DataFrame, keep: pd.Index) -> dict[str, Any]:
             n_prompts_filtered=filt[3],
             verdict_filtered=verdict(filt[1], filt[3]),
         )
-    return out
+    return all_fit
 
 
 def claim5_near(members: pd.DataFrame, keep: pd.Index) -> dict[str, Any]:
@@ -322,31 +339,9 @@ def claim5_near(members: pd.DataFrame, keep: pd.Index) -> dict[str, Any]:
         coef, ci, p = res.get("attention")
         return coef, ci, p, int(m["prompt_id"].nunique())
 
-    all_fit = fit(members)
     out = blank("5.near", statement + " (near outcome, pooled)", metric)
-    if all_fit is None:
-        out.update(verdict="insufficient", verdict_filtered="insufficient", n_prompts=0)
+    if _fill_coefficient_row(out, fit, members, keep) is None:
         return out
-    coef, ci, p, n = all_fit
-    verdict = direction(+1, 0.1)
-    out.update(
-        estimate=coef,
-        ci_low=ci[0],
-        ci_high=ci[1],
-        p_value=p,
-        effect_size=math.exp(coef),
-        n_prompts=n,
-        verdict=verdict(ci, n),
-    )
-    filt = fit(members[members["prompt_id"].isin(keep)])
-    if filt is not None:
-        out.update(
-            estimate_filtered=filt[0],
-            ci_low_filtered=filt[1][0],
-            ci_high_filtered=filt[1][1],
-            n_prompts_filtered=filt[3],
-            verdict_filtered=verdict(filt[1], filt[3]),
-        )
     feats = member_features(members)
     sup = feats["supported"].astype(bool)
     out["detail"] = (
