@@ -21,44 +21,24 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from tempo_lens.experiments.findings_claims import in_condition
-from tempo_lens.experiments.findings_judge import read_judge
-from tempo_lens.io import atomic_write_json
-from tempo_lens.runner.store import (
-    MANIFEST,
-    RECORD,
-    summarize_only,
-    table_hashes,
-    write_record_table,
-)
+from tempo_lens.runner.store import MANIFEST
+from tempo_lens.runner.store import write_record as _write_record
 
 __all__ = ["TABLES", "write_record"]
 
-TABLES = ("per_prompt", "layers", "sizes", "members", "heads")
-
-
-def _commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).parent,
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+TABLES = ("per_prompt", "layers", "sizes", "members", "heads", "judge")
 
 
 def write_record(run_dir: str | Path, dest: str | Path, **record: Any) -> Path:
     """Copy the findings run ``run_dir`` into the directory of record ``dest``; summarize.
+
+    :func:`tempo_lens.runner.store.write_record` with the findings' tables and cuts.
 
     Args:
         run_dir: A findings output directory with its tables written (``OUT/*.csv``).
@@ -73,37 +53,22 @@ def write_record(run_dir: str | Path, dest: str | Path, **record: Any) -> Path:
         FileNotFoundError: ``run_dir`` has no manifest or no ``per_prompt.csv``.
         ValueError: ``dest`` is ``run_dir``.
     """
-    from tempo_lens import __version__
     from tempo_lens.experiments.findings import SPEC
 
-    src, out = Path(run_dir), Path(dest)
-    if out.resolve() == src.resolve():
-        raise ValueError(f"dest must differ from run_dir, got {src} for both")
-    man = json.loads((src / MANIFEST).read_text(encoding="utf-8"))
-    if not (src / "per_prompt.csv").is_file():
+    src = Path(run_dir)
+    if not (src / MANIFEST).is_file() or not (src / "per_prompt.csv").is_file():
         raise FileNotFoundError(f"{src} has no per_prompt.csv: not a summarized findings run")
+    man = json.loads((src / MANIFEST).read_text(encoding="utf-8"))
     tau0, arm = float(man["config"]["taus"][0]), man["config"]["readouts"][0]
-    (out / "figures").mkdir(parents=True, exist_ok=True)
-    for name in TABLES:
-        if not (src / f"{name}.csv").is_file():
-            continue
-        df = pd.read_csv(src / f"{name}.csv", keep_default_na=False, na_values=[""])
+
+    def cut(name: str, df: pd.DataFrame) -> pd.DataFrame:
         if name == "heads":
             df = df[in_condition(df, "isolated", tau0, arm)]
         elif name == "layers" and "readout" in df:
             df = df[df["readout"] == arm]
         if name != "per_prompt":  # the prompt's text and category are in per_prompt
             df = df.drop(columns=[c for c in ("prompt", "category") if c in df])
-        write_record_table(df, out / f"{name}.csv.gz")
-    judge = read_judge(src)
-    if judge is not None:
-        write_record_table(judge, out / "judge.csv.gz")
-    man[RECORD] = {
-        "tempo_lens": __version__,
-        "commit": _commit(),
-        **record,
-        "tables": table_hashes(out),
-    }
-    atomic_write_json(out / MANIFEST, man)
-    summarize_only(SPEC, out)
-    return out
+        return df
+
+    tables = [t for t in TABLES if (src / f"{t}.csv").is_file()]
+    return _write_record(SPEC, src, dest, tables=tables, transform=cut, **record)

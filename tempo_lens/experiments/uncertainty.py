@@ -70,6 +70,8 @@ class Config(GenerationConfig):
 def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, Any]]]:
     """One prompt: step rows, per-head rank correlations, sibling pairs, top keys."""
     trace = tl.generate(model, encode(model, unit.prompt), cfg.tempo_config(prune=None))
+    if trace.state.n_steps == 0:  # EOS at once: no step to correlate (the prompt gives no rho)
+        return {"steps": [], "correlations": [], "pairs": [], "top_keys": []}
     u = step_uncertainty(model, trace, top_k=cfg.top_k)
     ent = u.head_entropy_norm  # step layer head
     n_l, n_h = ent.shape[1], ent.shape[2]

@@ -23,15 +23,16 @@ import json
 import logging
 import os
 import socket
+import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from tempo_lens.io import atomic_write_text, jsonable
+from tempo_lens.io import atomic_write_json, atomic_write_text, jsonable
 from tempo_lens.prompts import Prompt
 from tempo_lens.trace import provenance_line
 
@@ -52,10 +53,12 @@ __all__ = [
     "collect",
     "manifest",
     "read_record_tables",
+    "record_table_names",
     "read_unit",
     "summarize_only",
     "table_hashes",
     "unit_provenance",
+    "write_record",
     "write_record_table",
     "write_results",
 ]
@@ -418,3 +421,110 @@ def write_record_table(df: pd.DataFrame, path: str | Path) -> None:
     gives back exactly the values written.
     """
     df.to_csv(path, index=False, compression={"method": "gzip", "mtime": 0})
+
+
+def _git_commit() -> str:
+    """The short git commit of the checkout ``tempo_lens`` runs from ("unknown" outside git)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def record_table_names(run_dir: str | Path) -> list[str]:
+    """The tables a run's units wrote (``OUT/units/*.json``), plus ``judge`` if judged.
+
+    Summary files (``claims.csv``, ``cells.csv`` ...) are outputs, not tables: they are
+    rebuilt in a directory of record, never copied.
+    """
+    src = Path(run_dir)
+    names: set[str] = set()
+    for path in sorted((src / "units").glob("*.json")):
+        rec = read_unit(path)
+        if rec is not None:
+            names.update(rec["tables"])
+    if (src / "judge.csv").is_file():
+        names.add("judge")
+    return sorted(names)
+
+
+def write_record(
+    spec: ExperimentSpec,
+    run_dir: str | Path,
+    dest: str | Path,
+    *,
+    tables: Sequence[str] | None = None,
+    transform: Callable[[str, pd.DataFrame], pd.DataFrame | None] | None = None,
+    **record: Any,
+) -> Path:
+    """Copy a summarized run into a *directory of record* ``dest`` and summarize it there.
+
+    A directory of record is the committed, auditable form of a run (``docs/results/...``):
+    every table as a byte-reproducible ``<table>.csv.gz`` (:func:`write_record_table`), the
+    run's manifest plus ``record`` (the ``tempo_lens`` version and git commit, the facts
+    given as ``record`` -- ``wall_seconds``, ``load``, ``command`` ... -- and ``tables``:
+    each file's SHA-256, checked before every summary), and the summary, report and
+    figures rebuilt from those tables by ``spec.summarize`` (:func:`summarize_only`), so
+    ``--summarize-only --output-dir DEST`` reproduces them without the units.
+
+    Args:
+        spec: The run's experiment (its ``summarize`` rebuilds the summary).
+        run_dir: A summarized run: ``OUT/manifest.json`` and ``OUT/<table>.csv``.
+        dest: The directory of record (created; tables and summary are replaced).
+        tables: The tables to keep (default: the tables the units wrote, plus ``judge``
+            when ``OUT/judge.csv`` exists, :func:`record_table_names`).
+        transform: ``(name, table) -> table`` applied before writing (drop rows or columns
+            no summary reads); returning None leaves the table out.
+        record: Facts for the manifest's ``record`` entry (``wall_seconds``, ``load``,
+            ``command`` ...).
+
+    Returns:
+        ``dest``.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` has no manifest, or a named table is missing.
+        ManifestMismatchError: ``run_dir`` holds a run of another experiment.
+        ValueError: ``dest`` is ``run_dir``.
+    """
+    from tempo_lens import __version__
+
+    src, out = Path(run_dir), Path(dest)
+    if out.resolve() == src.resolve():
+        raise ValueError(f"dest must differ from run_dir, got {src} for both")
+    if not (src / MANIFEST).is_file():
+        raise FileNotFoundError(f"{src} has no {MANIFEST}: not the output directory of a run")
+    man = json.loads((src / MANIFEST).read_text(encoding="utf-8"))
+    if man.get("experiment") != spec.name:
+        raise ManifestMismatchError(
+            f"{src} holds a run of {man.get('experiment')!r}, not {spec.name!r}"
+        )
+    names = list(tables) if tables is not None else record_table_names(src)
+    missing = [n for n in names if not (src / f"{n}.csv").is_file()]
+    if missing or not names:
+        raise FileNotFoundError(f"{src} has no table {missing or '*.csv'}: not a summarized run")
+    frames = {
+        n: pd.read_csv(src / f"{n}.csv", keep_default_na=False, na_values=[""]) for n in names
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    for p in out.glob(f"*{RECORD_SUFFIX}"):
+        p.unlink()  # a table left from an earlier record would enter the summary
+    for name, df in frames.items():
+        kept = transform(name, df) if transform is not None else df
+        if kept is not None:
+            write_record_table(kept, out / f"{name}{RECORD_SUFFIX}")
+    man[RECORD] = {
+        "tempo_lens": __version__,
+        "commit": _git_commit(),
+        **record,
+        "tables": table_hashes(out),
+    }
+    atomic_write_json(out / MANIFEST, man)
+    summarize_only(spec, out)
+    return out

@@ -160,3 +160,21 @@ def test_replay_alternatives_against_a_plain_forward(model, trace) -> None:
                 nll.append(-float(lp.max()))
         assert r.continuation == " ".join(f"<{t}>" for t in seq[-2:])
         assert r.path_nll == pytest.approx(np.mean(nll), rel=1e-5)
+
+
+def test_a_prompt_answered_with_eos_at_once_gives_no_rows(monkeypatch) -> None:
+    """A prompt whose first selected token is EOS has no step: no rows, no crash.
+
+    (Regression: the 48-prompt run stopped at such a prompt, "need a state with steps".)
+    """
+    from tempo_lens.generation import loop
+    from tempo_lens.prompts import Prompt
+    from tempo_lens.runner import Unit
+
+    tiny = tl.make_tiny_model()
+    prompt = [3, 14, 15, 9]
+    first = int(tiny(torch.tensor([prompt]))[0, -1].argmax())
+    monkeypatch.setattr(loop, "eos_token_id", lambda model: first)
+    cfg = uncertainty.Config(tiny=True)
+    got = uncertainty.run_unit(cfg, tiny, Unit(Prompt(id="p", text="3 14 15 9"), {}))
+    assert got == {"steps": [], "correlations": [], "pairs": [], "top_keys": []}
