@@ -15,7 +15,10 @@ Subcommands:
 * ``findings ...`` — every claim of the research notes re-measured over a prompt suite
   (:mod:`tempo_lens.cli.findings`, the experiment ``findings``); ``findings-judge`` scores a
   run's texts with an independent model, ``findings-families`` lays several models' claims
-  side by side with the combined verdict.
+  side by side with the combined verdict;
+* ``research`` — ``docs/research.md``, every question of the research notes answered from
+  the committed tables; ``record`` makes a run a directory of record
+  (:mod:`tempo_lens.cli.research`).
 
 The generation options are generated from :class:`~tempo_lens.TempoConfig`'s field docs
 (:mod:`tempo_lens.cli.gen_options`). Every bad value gets one line on stderr
@@ -32,7 +35,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from tempo_lens.cli import analyze, experiment, findings, generate, stats, verify
+from tempo_lens.cli import analyze, experiment, findings, generate, research, stats, verify
 from tempo_lens.cli._base import run_parser
 from tempo_lens.runner.options import Parser
 
@@ -44,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="tempo-lens", description="TEMPO generation and interpretability.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for command in (generate, analyze, stats, experiment, findings, verify):
+    for command in (generate, analyze, stats, experiment, findings, research, verify):
         command.register(sub)
     return parser
 
@@ -54,4 +57,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] and args[0] in findings.COMMANDS:  # options go to the command's own parser
         return findings.run(args[1:], args[0])
+    if args[:1] and args[0] in research.COMMANDS:
+        return research.run(args[1:], args[0])
     return run_parser(build_parser(), args)

@@ -1,0 +1,476 @@
+"""The research record: every question of the research notes, answered from committed tables.
+
+``tempo-lens research`` writes ``docs/research.md`` — one row per question of
+``research_questions.md`` (1.1 … 10.3, the notes' numbering): the question, the experiment
+and command, the rule (pre-registered in ``docs/preregistration.md`` or
+``docs/findings.md``, or marked *post hoc*), n (prompts) and models, each estimate with its
+CI and verdict, and the committed table it comes from — then one paragraph per section.
+Every number is computed here from the committed results under ``docs/results/`` (the
+pre-registered rules of :mod:`tempo_lens.experiments.research_rules` from per-prompt
+tables, or a directory of record's summary that a test rebuilds from its tables), so the
+record cannot drift from its data: ``tempo-lens research --check`` exits 1 when the file
+differs from what the tables give (a test runs it).
+
+Example::
+
+    tempo-lens research                   # rewrite docs/research.md from docs/results/
+    tempo-lens research --check           # exit 1 if docs/research.md is out of date
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from tempo_lens.experiments import research_rules as rules
+from tempo_lens.experiments.research_rules import Answer
+from tempo_lens.io import atomic_write_text
+
+__all__ = ["QUESTIONS", "Question", "build", "main", "status"]
+
+MIN_PROMPTS = 48
+"""The sample size issue 24 asks of an answer (prompts)."""
+
+Source = Callable[[Path], list[Answer]]
+
+
+@dataclass(frozen=True)
+class Question:
+    """One question of the research notes.
+
+    Attributes:
+        id: The notes' number (``"1.1"``).
+        title: The notes' heading.
+        question: The notes' question, shortened.
+        experiment: The experiment(s) and command that answer it.
+        sources: Functions ``results_dir -> [Answer]`` computing the answers.
+        kind: ``"hypothesis"`` (a test with a verdict), ``"capability"`` (what the tool
+            makes possible, shown by exactness checks) or ``"method"`` (a workflow).
+    """
+
+    id: str
+    title: str
+    question: str
+    experiment: str
+    sources: tuple[Source, ...] = field(default=())
+    kind: str = "hypothesis"
+
+    def answers(self, results: Path) -> list[Answer]:
+        """Every answer of the question, from the committed tables under ``results``."""
+        return [
+            replace(a, sample=rules.sample_of(results, a.source) or a.n)
+            for src in self.sources
+            for a in src(results)
+        ]
+
+
+def status(q: Question, answers: Sequence[Answer]) -> str:
+    """The question's status from its answers (pre-registration, n, families)."""
+    if q.kind != "hypothesis":
+        return {"capability": "capability shown", "method": "method, worked example"}[q.kind]
+    if not answers:
+        return "open: not yet measured"
+    pre = [a for a in answers if a.prereg]
+    big = [a for a in pre if a.sample >= MIN_PROMPTS]
+    if big:
+        families = {a.model for a in big}
+        return f"answered: pre-registered, n ≥ {MIN_PROMPTS}, " + (
+            "two families" if len(families) > 1 else "one family"
+        )
+    if pre:
+        return f"first answer: pre-registered, n < {MIN_PROMPTS}"
+    return "first answer: post hoc (exploratory)"
+
+
+SECTIONS = {
+    "1": "Positional encoding and attention",
+    "2": "Attention isolation and context",
+    "3": "Retroactive pruning mechanisms",
+    "4": "Parallel path exploration",
+    "5": "Dynamic thresholding",
+    "6": "Attention head specialization",
+    "7": "Comparison to alternative approaches",
+    "8": "Novel architectural questions",
+    "9": "Practical interpretability questions",
+    "10": "Theoretical questions",
+}
+
+F, P = "SmolLM2", "Gemma 3"
+C = rules.claim
+
+
+QUESTIONS: tuple[Question, ...] = (
+    Question(
+        "1.1",
+        "RoPE position sharing effects",
+        "What happens when several tokens share one RoPE position; does it scale with n?",
+        "`tempo-lens findings` (claims 1, 1.n); `position_sharing` (R1)",
+        (
+            C(F, "1", "parallel : non-parallel received attention"),
+            C(P, "1", "parallel : non-parallel received attention"),
+            C(F, "1.n", "rho(set size, per-member ratio)"),
+            C(P, "1.n", "rho(set size, per-member ratio)"),
+            rules.sharing_scaling(F),
+            rules.sharing_scaling(P),
+        ),
+    ),
+    Question(
+        "1.2",
+        "Attention bias from positional similarity",
+        "Is there a critical member offset δ at which attention becomes normal?",
+        "`position_sharing --deltas 0,0.001,0.01,0.1,0.5,1` (R1)",
+        (rules.critical_offset(F), rules.critical_offset(P)),
+    ),
+    Question(
+        "1.3",
+        "Layer-wise position processing",
+        "Which layers are most affected by position sharing?",
+        "`tempo-lens findings` (claims 1.early / 1.middle / 1.late)",
+        tuple(
+            C(m, f"1.{b}", f"matched ratio, {b} layers") for b in ("early", "late") for m in (F, P)
+        ),
+    ),
+    Question(
+        "2.1",
+        "Intra-step vs cross-step attention",
+        "Does blocking attention between parallel tokens change attention and quality?",
+        "`tempo-lens findings` (claim 2); findings judge tables (R3)",
+        (
+            C(F, "2", "isolated − visible matched ratio"),
+            C(P, "2", "isolated − visible matched ratio"),
+            rules.isolation_quality(F),
+            rules.isolation_quality(P),
+        ),
+    ),
+    Question(
+        "2.2",
+        "Context integration patterns",
+        "Do similar alternatives attend to similar context?",
+        "`uncertainty` (R4)",
+        (
+            rules.uncertainty(F, "sibling_rho", "rho(cos similarity, attention JSD)"),
+            rules.uncertainty(P, "sibling_rho", "rho(cos similarity, attention JSD)"),
+        ),
+    ),
+    Question(
+        "2.3",
+        "Attention entropy and uncertainty",
+        "Does attention entropy follow set width; is there a funnel over layers?",
+        "`uncertainty` (R4); `tempo-lens findings` (claim 3)",
+        (
+            rules.uncertainty(F, "width", "rho(set width, attention entropy)"),
+            rules.uncertainty(P, "width", "rho(set width, attention entropy)"),
+            C(F, "3.ml", "entropy middle − late"),
+            C(P, "3.ml", "entropy middle − late"),
+        ),
+    ),
+    Question(
+        "3.1",
+        "Attention-based pruning signals",
+        "What attention patterns predict successful vs failed parallel tokens?",
+        "`tempo-lens findings` (claim 5); `pruning_signals` (R2)",
+        (
+            C(F, "5", "attention coefficient, conditional logit"),
+            C(P, "5", "attention coefficient, conditional logit"),
+            rules.pruning_signal(F, "all", 1),
+        ),
+    ),
+    Question(
+        "3.2",
+        "Multi-layer pruning signals",
+        "Do different layers contribute differently to pruning decisions?",
+        "`pruning_signals` (R2)",
+        tuple(rules.pruning_signal(F, b, 1) for b in ("early", "middle", "late"))
+        + (rules.pruning_band_difference(F),),
+    ),
+    Question(
+        "3.3",
+        "Temporal dynamics of pruning",
+        "How does the look-ahead window change how well attention picks the member?",
+        "`pruning_signals --windows 1,3,5` (R2)",
+        (rules.pruning_window(F, 3), rules.pruning_window(F, 5)),
+    ),
+    Question(
+        "4.1",
+        "Semantic space coverage",
+        "Do parallel tokens explore different semantic regions than beam search?",
+        "`compare_decoders` (24 prompts)",
+        (
+            rules.compare(
+                F,
+                ("matched_budget", "tempo/isolated/tau=0.1/none", "cos_distance_minus_beam"),
+                "cos distance − beam k=2 (matched budget)",
+            ),
+            rules.compare(
+                F,
+                ("coverage", "tempo/isolated/tau=0.1/none", "beam/k=4"),
+                "share of beam k=4 departures through a TEMPO member",
+            ),
+        ),
+    ),
+    Question(
+        "4.2",
+        "Path convergence and divergence",
+        "When do parallel paths converge?",
+        "`compare_decoders` (24 prompts)",
+        (
+            rules.compare(
+                F,
+                ("trees", "tempo/isolated/tau=0.1/none", "converged_share"),
+                "sets whose members' continuations converge in 3 tokens",
+            ),
+        ),
+    ),
+    Question(
+        "4.3",
+        "Error correction through parallelism",
+        "Can parallel paths recover from early mistakes?",
+        "`compare_decoders` (24 prompts)",
+        (
+            rules.compare(
+                F,
+                ("error_correction", "tempo/isolated/tau=0.1/none", "follows_minus_chance"),
+                "readout follows the best member, minus chance",
+            ),
+            rules.compare(
+                F,
+                ("error_correction", "tempo/isolated/tau=0.1/none", "kept_minus_chance"),
+                "kept member is the best, minus chance",
+            ),
+        ),
+    ),
+    Question(
+        "5.1",
+        "Threshold and exploration trade-off",
+        "How does the threshold trade exploration against quality?",
+        "`threshold_sweep` + `tempo-lens judge` (R5)",
+        (
+            rules.threshold_trend(F, "mean_width", "rho(tau0, mean width)"),
+            rules.threshold_trend(F, "cost", "rho(tau0, judged cost)"),
+        ),
+    ),
+    Question(
+        "5.2",
+        "Threshold schedules",
+        "What is the optimal threshold schedule?",
+        "`threshold_sweep` + `tempo-lens judge` (R5)",
+        tuple(
+            rules.schedule_vs_constant(F, k) for k in ("linear", "exponential", "relu", "bezier")
+        ),
+    ),
+    Question(
+        "6.1",
+        "Head-specific roles in parallel processing",
+        "Do heads specialise for parallel vs non-parallel tokens?",
+        "`tempo-lens findings` (claim 4.par); `head_ablation` (6 prompts)",
+        (
+            C(F, "4.par", "share of heads with a parallel-specific ratio"),
+            C(P, "4.par", "share of heads with a parallel-specific ratio"),
+        ),
+    ),
+    Question(
+        "6.2",
+        "Cross-head communication",
+        "How do heads coordinate when processing parallel tokens?",
+        "`isolation_patching` (3 prompts)",
+        (rules.patching_recovery(F),),
+    ),
+    Question(
+        "7.1",
+        "TEMPO vs beam search",
+        "How do attention patterns differ between TEMPO and beam search?",
+        "`tree_comparison` (pre-registered in docs/experiments.md)",
+        tuple(
+            rules.tree(m, k)
+            for k in ("context_share_diff", "sibling_received_diff")
+            for m in (F, P)
+        ),
+    ),
+    Question(
+        "7.2",
+        "TEMPO vs sampling",
+        "Does TEMPO explore different spaces than sampling?",
+        "`compare_decoders` (24 prompts)",
+        (
+            rules.compare(
+                F, ("nll_minus_greedy", "tempo/isolated/tau=0.1/none"), "TEMPO NLL − greedy"
+            ),
+            rules.compare(F, ("nll_minus_greedy", "sampling/top_p=0.9"), "top-p 0.9 NLL − greedy"),
+        ),
+    ),
+    Question(
+        "7.3",
+        "TEMPO vs speculative decoding",
+        "Attention, error propagation and efficiency against speculative decoding?",
+        "`tree_comparison` (pre-registered in docs/experiments.md)",
+        tuple(rules.tree(m, k) for k in ("kl_clean", "spec_forward_ratio") for m in (F, P)),
+    ),
+    Question(
+        "8.1",
+        "Modified RoPE as a general technique",
+        "Can RoPE modification enable other capabilities (hierarchical positions)?",
+        "token trees: `tl.tree_beam_search`, `tl.tree_speculative` (depth = position)",
+        (rules.tree_exact(F), rules.tree_exact(P)),
+        kind="capability",
+    ),
+    Question(
+        "8.2",
+        "Attention isolation mechanisms",
+        "What are optimal isolation strategies (per layer)?",
+        "`partial_isolation` + `tempo-lens judge` (R3)",
+        tuple(rules.partial_isolation(F, s) for s in ("none", "early", "middle", "late")),
+    ),
+    Question(
+        "8.3",
+        "Hybrid architectures",
+        "Can TEMPO be combined with other techniques?",
+        "none yet",
+        (),
+    ),
+    Question(
+        "9.1",
+        "Debugging generation failures",
+        "Why did a generation produce poor output?",
+        "`docs/notebooks/` walkthrough; `analysis.steps.poorest_step`, token-tree display",
+        (),
+        kind="method",
+    ),
+    Question(
+        "9.2",
+        "Quality prediction",
+        "Can attention patterns predict output quality?",
+        "`tempo-lens quality-prediction` on the findings records (R7)",
+        (rules.quality_prediction(F), rules.quality_prediction(P)),
+    ),
+    Question(
+        "9.3",
+        "Controllable generation",
+        "Can we steer generation by manipulating attention?",
+        "`layer_intervention` (6 prompts)",
+        (rules.layer_control(F),),
+    ),
+    Question(
+        "10.1",
+        "Attention as uncertainty quantification",
+        "Does attention entropy reflect the model's uncertainty?",
+        "`uncertainty` (R4)",
+        (
+            rules.uncertainty(F, "next_entropy", "rho(next-token entropy, attention entropy)"),
+            rules.uncertainty(P, "next_entropy", "rho(next-token entropy, attention entropy)"),
+        ),
+    ),
+    Question(
+        "10.2",
+        "Emergent behaviour from position sharing",
+        "What else emerges from RoPE sharing (sinks, position effects)?",
+        "`tempo-lens findings` (claims 1.sink, 1.pos)",
+        (
+            C(F, "1.sink", "ratio with the attention sink"),
+            C(P, "1.sink", "ratio with the attention sink"),
+            C(F, "1.pos", "shared − distinct positions"),
+            C(P, "1.pos", "shared − distinct positions"),
+        ),
+    ),
+    Question(
+        "10.3",
+        "Information bottlenecks",
+        "Where do alternatives merge in the residual stream?",
+        "`bottleneck` (R6)",
+        (rules.bottleneck(F), rules.bottleneck(P)),
+    ),
+)
+
+
+def _num(x: float) -> str:
+    if x is None or not math.isfinite(x):
+        return "–"
+    return f"{x:.3g}"
+
+
+def _answer_cell(a: Answer) -> str:
+    ci = f" [{_num(a.ci[0])}, {_num(a.ci[1])}]" if a.ci is not None else ""
+    pre = "" if a.prereg else ", post hoc"
+    n = f"n {a.n} of {a.sample}" if a.sample and a.sample != a.n else f"n {a.n}"
+    return (
+        f"{a.model}: {a.measure} = {_num(a.estimate)}{ci} ({n}{pre}) → **{a.verdict}** "
+        f"([table]({a.source}))"
+    )
+
+
+def build(results: str | Path) -> str:
+    """The text of ``docs/research.md`` computed from the committed tables under ``results``.
+
+    Raises:
+        FileNotFoundError / ValueError: a committed table is missing or damaged (named).
+    """
+    res = Path(results)
+    rows: list[str] = []
+    counts: dict[str, int] = {}
+    for q in QUESTIONS:
+        answers = q.answers(res)
+        st = status(q, answers)
+        counts[st] = counts.get(st, 0) + 1
+        cells = "<br>".join(_answer_cell(a) for a in answers) or "–"
+        rows.append(f"| {q.id} | {q.title}: {q.question} | {q.experiment} | {st} | {cells} |")
+    summary = "\n".join(f"* {k}: {v}" for k, v in sorted(counts.items()))
+    head = HEADER.format(n=len(QUESTIONS), summary=summary)
+    table = "| RQ | question | experiment | status | answers (estimate [95% CI], n prompts with the measure of the sample, verdict) |\n"
+    table += "|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    body = "\n".join(f"### {k}. {SECTIONS[k]}\n\n{SECTION_TEXT[k]}\n" for k in SECTIONS)
+    return f"{head}\n{table}\n## In plain words, section by section\n\n{body}"
+
+
+HEADER = """\
+# Research record: the notes' questions, answered
+
+<!-- generated by `tempo-lens research` from docs/results/; do not edit by hand -->
+
+One row per question of the research notes ({n} questions, their numbering). Every answer
+is computed by `tempo-lens research` from a committed table under `docs/results/` (linked),
+under a rule committed before its numbers: [docs/preregistration.md](preregistration.md)
+(R1–R7, issue 24), [docs/findings.md](findings.md) (the findings claims) or the
+experiment's own section of [docs/experiments.md](experiments.md); answers marked
+*post hoc* come from exploratory runs without such a rule and are shown as such. CIs are
+bootstrap-t intervals over prompts (the unit of replication; coverage checked by
+simulation, [Statistics](analysis.md#calibrated-verdicts)); "SmolLM2" is
+SmolLM2-135M-Instruct and "Gemma 3" Gemma 3 270M (both from their GGUF weights, float32).
+A test rebuilds this file from the tables and fails on any difference.
+
+Status of the {n} questions:
+
+{summary}
+
+"""
+
+SECTION_TEXT: dict[str, str] = {k: "To be written with the results." for k in SECTIONS}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``tempo-lens research [--results-dir D] [--output F] [--check]``; the exit code."""
+    p = argparse.ArgumentParser(prog="tempo-lens research", description=__doc__.splitlines()[0])
+    p.add_argument("--results-dir", default="docs/results", help="committed results (docs/results)")
+    p.add_argument("--output", default="docs/research.md", help="the record to write")
+    p.add_argument("--check", action="store_true", help="exit 1 if --output differs; write nothing")
+    args = p.parse_args(argv)
+    results = Path(args.results_dir)
+    if not results.is_dir():
+        p.error(f"--results-dir {results} is not a directory")
+    try:
+        text = build(results)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"tempo-lens research: error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.output)
+    if args.check:
+        have = out.read_text(encoding="utf-8") if out.is_file() else None
+        if have != text:
+            print(f"{out} is out of date: run `tempo-lens research`", file=sys.stderr)
+            return 1
+        return 0
+    atomic_write_text(out, text)
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,648 @@
+"""The pre-registered rules of the research record, computed from committed tables.
+
+Each function returns a *source*: ``results_dir -> [Answer]``, read by
+:mod:`tempo_lens.experiments.research`. The rules R1–R7 are those of
+``docs/preregistration.md`` (committed before their runs); the others quote a rule
+committed elsewhere (``docs/findings.md``, ``docs/experiments.md``) or are marked post hoc.
+A source whose results directory does not exist yet gives no answer (the question stays
+open); a directory that exists but lacks a table, or whose table differs from its
+manifest's SHA-256, raises (:func:`tempo_lens.runner.store.read_record_tables`).
+
+Layout of the committed results (``docs/results/``): ``findings/<model>/`` (directories of
+record), ``research/<experiment>/<model>/`` (the issue-24 runs, directories of record),
+``tree_comparison/`` (SmolLM2) and ``tree_comparison/gemma3/``, and the exploratory
+first results ``compare_decoders/``, ``isolation_patching/``, ``layer_intervention/``.
+``<model>`` is ``smollm2`` or ``gemma3``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tempo_lens.analysis.stats import Estimate, estimate, rank_correlation
+from tempo_lens.runner.store import MANIFEST, RECORD, read_record_tables
+
+__all__ = ["Answer", "MODEL_DIRS", "claim", "sample_of"]
+
+MODEL_DIRS = {"SmolLM2": "smollm2", "Gemma 3": "gemma3"}
+"""The record's model names -> result directory names."""
+
+EQUIVALENCE = math.log(1.1)
+"""R1's margin: within 10 % of the distinct-positions control (log scale)."""
+QUALITY_MARGIN = 0.1
+"""R3's equivalence margin for judged NLL differences, nats per token."""
+
+PRE = "preregistration.md"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One estimate answering a question.
+
+    Attributes:
+        model: ``"SmolLM2"`` or ``"Gemma 3"``.
+        measure: What was estimated (units in the words).
+        estimate: The estimate (NaN when none).
+        ci: Its CI, or None for a count or a capability.
+        n: Prompts that entered.
+        verdict: The rule's verdict.
+        source: The committed table, relative to ``docs/``.
+        prereg: Whether the rule was committed before the numbers.
+        sample: Prompts the run had (``n`` counts those with the measured object).
+    """
+
+    model: str
+    measure: str
+    estimate: float
+    ci: tuple[float, float] | None
+    n: int
+    verdict: str
+    source: str
+    prereg: bool = True
+    sample: int = 0
+
+
+Source = Callable[[Path], list[Answer]]
+
+
+def _record(results: Path, *parts: str) -> dict[str, pd.DataFrame] | None:
+    """The tables of a directory of record, hash-checked; None if it does not exist."""
+    d = results.joinpath(*parts)
+    if not (d / MANIFEST).is_file():
+        return None
+    return _read_record(str(d.resolve()), (d / MANIFEST).stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _read_record(d: str, mtime_ns: int) -> dict[str, pd.DataFrame]:
+    """:func:`read_record_tables` once per directory and manifest version (callers copy)."""
+    man = json.loads((Path(d) / MANIFEST).read_text(encoding="utf-8"))
+    return read_record_tables(d, man.get(RECORD))
+
+
+def sample_of(results: Path, source: str) -> int:
+    """The prompts the run behind a source table had (0: unknown).
+
+    In a directory of record: the prompts of all its tables; else those of its per-prompt
+    table (``per_prompt.csv``). Not the manifest's list: a run cut by ``--limit`` lists
+    the whole prompt file there.
+    """
+    d = results / Path(source).relative_to("results").parent
+    rec = _record(results, *d.relative_to(results).parts)
+    if rec is not None and RECORD in json.loads((d / MANIFEST).read_text(encoding="utf-8")):
+        return len(set().union(*(set(t["prompt_id"]) for t in rec.values() if "prompt_id" in t)))
+    if (d / "per_prompt.csv").is_file():
+        return int(pd.read_csv(d / "per_prompt.csv", usecols=["prompt_id"])["prompt_id"].nunique())
+    return 0
+
+
+def _json(results: Path, *parts: str) -> dict | None:
+    p = results.joinpath(*parts)
+    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
+
+
+def _from_estimate(model: str, measure: str, e: Estimate, verdict: str, source: str) -> Answer:
+    return Answer(model, measure, e.mean, e.ci, e.n, verdict, source)
+
+
+def _dict_answer(
+    model: str, measure: str, d: dict, verdict: str, source: str, prereg: bool
+) -> Answer:
+    ci = d.get("ci") or [math.nan, math.nan]
+    lo, hi = (math.nan if v is None else float(v) for v in ci)
+    mean = math.nan if d.get("mean") is None else float(d["mean"])
+    return Answer(model, measure, mean, (lo, hi), int(d.get("n", 0)), verdict, source, prereg)
+
+
+# --------------------------------------------------------------------------- findings
+
+
+def claim(model: str, claim_id: str, measure: str) -> Source:
+    """A findings claim's row (``findings/<model>/claims.csv``).
+
+    The claims are rebuilt from the record's tables by ``tests/unit/test_committed_results.py``;
+    the rule is ``docs/findings.md``'s.
+    """
+
+    def source(results: Path) -> list[Answer]:
+        rel = f"findings/{MODEL_DIRS[model]}/claims.csv"
+        path = results / rel
+        if not path.is_file():
+            return []
+        rows = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        r = rows[rows["claim"].astype(str) == claim_id]
+        if r.empty:
+            raise ValueError(f"{path} has no claim {claim_id!r}")
+        r = r.iloc[0]
+        ci = (float(r["ci_low"]), float(r["ci_high"])) if pd.notna(r["ci_low"]) else None
+        return [
+            Answer(
+                model,
+                f"claim {claim_id}: {measure}",
+                float(r["estimate"]),
+                ci,
+                int(r["n_prompts"]),
+                str(r["verdict"]),
+                f"results/{rel}",
+            )
+        ]
+
+    return source
+
+
+def isolation_quality(model: str) -> Source:
+    """R3 / RQ 2.1: judged NLL, isolated − visible, primary arm (mixture, τ = 0.1)."""
+
+    def source(results: Path) -> list[Answer]:
+        rec = _record(results, "findings", MODEL_DIRS[model])
+        if rec is None or "judge" not in rec:
+            return []
+        j = rec["judge"]
+        j = j[(j["readout"] == "mixture") & np.isclose(j["tau"].astype(float), 0.1)]
+        w = j.pivot_table(index="prompt_id", columns="mode", values="judge_nll")
+        e = estimate((w["isolated"] - w["visible"]).to_numpy())
+        lo, hi = e.ci
+        if e.direction == "insufficient":
+            verdict = "insufficient"
+        elif lo > -QUALITY_MARGIN and hi < QUALITY_MARGIN:
+            verdict = "no effect (CI within ±0.1)"
+        else:
+            verdict = e.verdict("isolation harms", "isolation improves")
+        rel = f"results/findings/{MODEL_DIRS[model]}/judge.csv.gz"
+        return [
+            _from_estimate(model, "judged NLL isolated − visible (nats/token)", e, verdict, rel)
+        ]
+
+    return source
+
+
+# --------------------------------------------------------------------------- R1
+
+
+def _sharing(results: Path, model: str) -> tuple[pd.DataFrame, str] | None:
+    """Per (prompt, n, scheme, delta): T = the set's attention, mean over layers."""
+    rec = _record(results, "research", "position_sharing", MODEL_DIRS[model])
+    if rec is None:
+        return None
+    a = rec["attention"]
+    a = a.assign(delta=a["delta"].astype(float).fillna(-1.0))
+    t = a.groupby(["prompt_id", "n", "scheme", "delta"], as_index=False)[
+        "attention_set_total"
+    ].mean()
+    return t, f"results/research/position_sharing/{MODEL_DIRS[model]}/attention.csv.gz"
+
+
+def _log_gap(t: pd.DataFrame, scheme: str, delta: float) -> pd.DataFrame:
+    """Per (prompt, n >= 2): log T(scheme, delta) − log T(distinct)."""
+    t = t[t["n"] >= 2]
+    dist = t[t["scheme"] == "distinct"].set_index(["prompt_id", "n"])["attention_set_total"]
+    sel = t[(t["scheme"] == scheme) & np.isclose(t["delta"], delta)]
+    sel = sel.set_index(["prompt_id", "n"])["attention_set_total"]
+    return (np.log(sel) - np.log(dist.reindex(sel.index))).rename("gap").reset_index()
+
+
+def sharing_scaling(model: str) -> Source:
+    """R1 / RQ 1.1: per-prompt rho(n, log T_shared(n) − log T_distinct(n)), n >= 2."""
+
+    def source(results: Path) -> list[Answer]:
+        got = _sharing(results, model)
+        if got is None:
+            return []
+        t, rel = got
+        g = _log_gap(t, "shared", 0.0)
+        rhos = [
+            rank_correlation(d["n"].to_numpy(float), d["gap"].to_numpy())[0]
+            for _, d in g.groupby("prompt_id")
+        ]
+        e = estimate(rhos)
+        verdict = e.verdict("refuted (penalty shrinks with n)", "supported (penalty grows with n)")
+        return [_from_estimate(model, "rho(n, log shared/distinct)", e, verdict, rel)]
+
+    return source
+
+
+def critical_offset(model: str) -> Source:
+    """R1 / RQ 1.2: the smallest δ whose mean log gap to the control is within ±log 1.1."""
+
+    def source(results: Path) -> list[Answer]:
+        got = _sharing(results, model)
+        if got is None:
+            return []
+        t, rel = got
+        deltas = sorted(float(d) for d in t.loc[t["scheme"] == "offset", "delta"].unique())
+        ests = {}
+        for d in [0.0, *[d for d in deltas if d > 0]]:
+            g = _log_gap(t, "shared" if d == 0 else "offset", d)
+            ests[d] = estimate(g.groupby("prompt_id")["gap"].mean().to_numpy())
+        ok = {
+            d: e.direction != "insufficient" and e.ci[0] > -EQUIVALENCE and e.ci[1] < EQUIVALENCE
+            for d, e in ests.items()
+        }
+        order = sorted(ests)
+        crit = next((d for i, d in enumerate(order) if all(ok[x] for x in order[i:])), None)
+        e0 = ests[0.0]
+        out = [
+            _from_estimate(
+                model,
+                "log T shared − log T distinct (δ = 0)",
+                e0,
+                "within ±10 %" if ok[0.0] else e0.verdict("above control", "below control"),
+                rel,
+            )
+        ]
+        if crit is None:
+            out.append(Answer(model, "critical δ", math.nan, None, e0.n, "none up to δ = 1", rel))
+        elif crit == 0.0:
+            out.append(
+                Answer(model, "critical δ", 0.0, None, e0.n, "no down-weighting to recover", rel)
+            )
+        else:
+            ec = ests[crit]
+            out.append(
+                Answer(
+                    model,
+                    f"critical δ (gap at δ = {crit:g})",
+                    ec.mean,
+                    ec.ci,
+                    ec.n,
+                    f"recovers at δ = {crit:g}",
+                    rel,
+                )
+            )
+        return out
+
+    return source
+
+
+# --------------------------------------------------------------------------- R2
+
+
+def _signals(results: Path, model: str) -> tuple[pd.DataFrame, str] | None:
+    rec = _record(results, "research", "pruning_signals", MODEL_DIRS[model])
+    if rec is None:
+        return None
+    return rec[
+        "per_prompt"
+    ], f"results/research/pruning_signals/{MODEL_DIRS[model]}/per_prompt.csv.gz"
+
+
+def _auc(pp: pd.DataFrame, band: str, window: int) -> pd.Series:
+    s = pp[(pp["band"] == band) & (pp["window"].astype(int) == window)]
+    return s.set_index("prompt_id")["auc"]
+
+
+def pruning_signal(model: str, band: str, window: int) -> Source:
+    """R2 / RQ 3.1-3.2: within-set AUC of the band's vote for the supported member."""
+    level = 0.95 if band == "all" else 1 - 0.05 / 3
+
+    def source(results: Path) -> list[Answer]:
+        got = _signals(results, model)
+        if got is None:
+            return []
+        pp, rel = got
+        e = estimate(_auc(pp, band, window).to_numpy(float), null=0.5, level=level)
+        return [
+            _from_estimate(
+                model,
+                f"AUC, {band} layers, window {window}",
+                e,
+                e.verdict("predicts", "anti-predicts"),
+                rel,
+            )
+        ]
+
+    return source
+
+
+def pruning_band_difference(model: str) -> Source:
+    """R2 / RQ 3.2: late − early AUC at window 1 (notes: late layers most predictive)."""
+
+    def source(results: Path) -> list[Answer]:
+        got = _signals(results, model)
+        if got is None:
+            return []
+        pp, rel = got
+        d = _auc(pp, "late", 1) - _auc(pp, "early", 1)
+        e = estimate(d.to_numpy(float))
+        return [
+            _from_estimate(model, "AUC late − early", e, e.verdict("supported", "refuted"), rel)
+        ]
+
+    return source
+
+
+def pruning_window(model: str, window: int) -> Source:
+    """R2 / RQ 3.3: all-layer AUC at ``window`` minus window 1 (97.5 % CI)."""
+
+    def source(results: Path) -> list[Answer]:
+        got = _signals(results, model)
+        if got is None:
+            return []
+        pp, rel = got
+        d = _auc(pp, "all", window) - _auc(pp, "all", 1)
+        e = estimate(d.to_numpy(float), level=1 - 0.05 / 2)
+        return [
+            _from_estimate(
+                model,
+                f"AUC window {window} − window 1",
+                e,
+                e.verdict("longer window helps", "longer window hurts"),
+                rel,
+            )
+        ]
+
+    return source
+
+
+# --------------------------------------------------------------------------- R3, R5 (judged runs)
+
+
+def _judged(
+    results: Path, experiment: str, model: str, keys: list[str]
+) -> tuple[pd.DataFrame, str] | None:
+    rec = _record(results, "research", experiment, MODEL_DIRS[model])
+    if rec is None or "judge" not in rec:
+        return None
+    runs = rec["runs"].drop(columns=[c for c in ("judge_nll",) if c in rec["runs"]])
+    j = rec["judge"][["prompt_id", *keys, "judge_nll"]]
+    merged = runs.merge(j, on=["prompt_id", *keys], how="left", validate="one_to_one")
+    return merged, f"results/research/{experiment}/{MODEL_DIRS[model]}/judge.csv.gz"
+
+
+def partial_isolation(model: str, layer_set: str) -> Source:
+    """R3 / RQ 8.2: judged NLL of ``layer_set`` − full isolation (98.75 % CI)."""
+
+    def source(results: Path) -> list[Answer]:
+        got = _judged(results, "partial_isolation", model, ["layers"])
+        if got is None:
+            return []
+        df, rel = got
+        w = df.pivot_table(index="prompt_id", columns="layers", values="judge_nll")
+        e = estimate((w[layer_set] - w["all"]).to_numpy(), level=1 - 0.05 / 4)
+        return [
+            _from_estimate(
+                model,
+                f"judged NLL, isolate {layer_set} − all",
+                e,
+                e.verdict("worse than full isolation", "better than full isolation"),
+                rel,
+            )
+        ]
+
+    return source
+
+
+def _sweep(results: Path, model: str) -> tuple[pd.DataFrame, str] | None:
+    got = _judged(results, "threshold_sweep", model, ["schedule", "threshold"])
+    if got is None:
+        return None
+    df, rel = got
+    greedy = df[df["schedule"] == "greedy"].set_index("prompt_id")["judge_nll"]
+    df = df[df["schedule"] != "greedy"].copy()
+    df["cost"] = df["judge_nll"] - greedy.reindex(df["prompt_id"]).to_numpy()
+    df["threshold"] = df["threshold"].astype(float)
+    return df, rel
+
+
+def threshold_trend(model: str, metric: str, measure: str) -> Source:
+    """R5 / RQ 5.1: per-prompt rho(τ0, ``metric``), constant schedule."""
+
+    def source(results: Path) -> list[Answer]:
+        got = _sweep(results, model)
+        if got is None:
+            return []
+        df, rel = got
+        c = df[df["schedule"] == "constant"]
+        rhos = [
+            rank_correlation(d["threshold"].to_numpy(), d[metric].to_numpy(float))[0]
+            for _, d in c.groupby("prompt_id")
+        ]
+        e = estimate(rhos)
+        return [_from_estimate(model, measure, e, e.verdict("rises with τ0", "falls with τ0"), rel)]
+
+    return source
+
+
+def schedule_vs_constant(model: str, kind: str) -> Source:
+    """R5 / RQ 5.2: judged NLL of schedule ``kind`` − constant at τ0 = 0.1 (98.75 % CI)."""
+
+    def source(results: Path) -> list[Answer]:
+        got = _sweep(results, model)
+        if got is None:
+            return []
+        df, rel = got
+        d = df[np.isclose(df["threshold"], 0.1)]
+        w = d.pivot_table(index="prompt_id", columns="schedule", values="judge_nll")
+        e = estimate((w[kind] - w["constant"]).to_numpy(), level=1 - 0.05 / 4)
+        return [
+            _from_estimate(
+                model,
+                f"judged NLL {kind} − constant (τ0 0.1)",
+                e,
+                e.verdict("worse than constant", "better than constant"),
+                rel,
+            )
+        ]
+
+    return source
+
+
+# --------------------------------------------------------------------------- R4, R6, R7 (summaries of record)
+
+
+def uncertainty(model: str, key: str, measure: str) -> Source:
+    """R4 / RQ 10.1, 2.3, 2.2: the uncertainty run's model-level rho (summary of record)."""
+    words = {
+        "sibling_rho": ("refuted", "supported"),
+        "next_entropy": ("tracks", "anti-tracks"),
+        "width": ("tracks", "anti-tracks"),
+    }[key]
+
+    def source(results: Path) -> list[Answer]:
+        d = MODEL_DIRS[model]
+        if _record(results, "research", "uncertainty", d) is None:  # hash-checked tables
+            return []
+        s = _json(results, "research", "uncertainty", d, "summary.json")
+        if s is None:
+            raise FileNotFoundError(f"research/uncertainty/{d} has no summary.json")
+        est = s[key] if key == "sibling_rho" else s[key]["model_rho"]
+        verdict = {"above": words[0], "below": words[1]}.get(est["direction"], est["direction"])
+        return [
+            _dict_answer(
+                model, measure, est, verdict, f"results/research/uncertainty/{d}/summary.json", True
+            )
+        ]
+
+    return source
+
+
+def bottleneck(model: str) -> Source:
+    """R6 / RQ 10.3: per-prompt rho(layer, members' distinguishability)."""
+
+    def source(results: Path) -> list[Answer]:
+        rec = _record(results, "research", "bottleneck", MODEL_DIRS[model])
+        if rec is None:
+            return []
+        pp = rec["per_prompt"]
+        rel = f"results/research/bottleneck/{MODEL_DIRS[model]}/per_prompt.csv.gz"
+        e = estimate(pp["rho"].to_numpy(float))
+        m = estimate(pp["fraction_merged"].to_numpy(float))
+        return [
+            _from_estimate(
+                model, "rho(layer, distinguishability)", e, e.verdict("diverge", "converge"), rel
+            ),
+            _from_estimate(
+                model, "fraction of sets merged by the last layer", m, "descriptive", rel
+            ),
+        ]
+
+    return source
+
+
+def quality_prediction(model: str) -> Source:
+    """R7 / RQ 9.2: out-of-fold log-loss, baseline − attention model, per prompt."""
+
+    def source(results: Path) -> list[Answer]:
+        d = MODEL_DIRS[model]
+        rec = _record(results, "quality_prediction", d)
+        if rec is None:
+            return []
+        pp = rec["per_prompt"]
+        e = estimate(pp["logloss_diff"].to_numpy(float))
+        return [
+            _from_estimate(
+                model,
+                "log-loss baseline − attention model",
+                e,
+                e.verdict("attention predicts beyond selection", "attention worse"),
+                f"results/quality_prediction/{d}/per_prompt.csv.gz",
+            )
+        ]
+
+    return source
+
+
+# --------------------------------------------------------------------------- others
+
+
+def tree(model: str, key: str) -> Source:
+    """``tree_comparison``'s pre-registered primary measures (summary; a test recomputes it)."""
+
+    def source(results: Path) -> list[Answer]:
+        parts = ("tree_comparison",) if model == "SmolLM2" else ("tree_comparison", "gemma3")
+        s = _json(results, *parts, "summary.json")
+        if s is None:
+            return []
+        p = s["primary"][key]
+        rel = "results/" + "/".join(parts) + "/per_prompt.csv"
+        return [_dict_answer(model, f"{key} ({p['claim']})", p, p["verdict"], rel, True)]
+
+    return source
+
+
+def tree_exact(model: str) -> Source:
+    """RQ 8.1: tree speculative decoding returned greedy's tokens (prompts of 48)."""
+
+    def source(results: Path) -> list[Answer]:
+        parts = ("tree_comparison",) if model == "SmolLM2" else ("tree_comparison", "gemma3")
+        s = _json(results, *parts, "summary.json")
+        if s is None:
+            return []
+        rel = "results/" + "/".join(parts) + "/per_prompt.csv"
+        n = int(s["n_prompts"])
+        return [
+            Answer(
+                model,
+                "prompts where depth-as-position tree decoding equals greedy",
+                float(s["spec_exact"]),
+                None,
+                n,
+                f"{s['spec_exact']} of {n} exact",
+                rel,
+            )
+        ]
+
+    return source
+
+
+def compare(model: str, path: tuple[str, ...], measure: str) -> Source:
+    """An exploratory ``compare_decoders`` estimate (24 prompts, post hoc)."""
+
+    def source(results: Path) -> list[Answer]:
+        s = _json(results, "compare_decoders", "summary.json")
+        if s is None:
+            return []
+        d = s
+        for k in path:
+            d = d[k]
+        return [
+            _dict_answer(
+                model, measure, d, d["direction"], "results/compare_decoders/summary.json", False
+            )
+        ]
+
+    return source
+
+
+def patching_recovery(model: str) -> Source:
+    """RQ 6.2 (exploratory): the largest single-head recovery in ``isolation_patching``."""
+
+    def source(results: Path) -> list[Answer]:
+        p = results / "isolation_patching" / "recovery.csv"
+        if not p.is_file():
+            return []
+        r = pd.read_csv(p)
+        h = r[r["kind"] == "z"].sort_values("recovery", ascending=False).iloc[0]
+        e = Estimate(
+            float(h["recovery"]),
+            (float(h["ci_low"]), float(h["ci_high"])),
+            int(h["n_prompts"]),
+            0.0,
+            "insufficient",
+        )
+        return [
+            Answer(
+                model,
+                f"largest one-head recovery (L{int(h['layer'])}H{int(h['head'])})",
+                e.mean,
+                e.ci,
+                e.n,
+                "insufficient",
+                "results/isolation_patching/recovery.csv",
+                False,
+            )
+        ]
+
+    return source
+
+
+def layer_control(model: str) -> Source:
+    """RQ 9.3 (exploratory): the largest mean KL an attention bias causes at parallel steps."""
+
+    def source(results: Path) -> list[Answer]:
+        p = results / "layer_intervention" / "layer_effects.csv"
+        if not p.is_file():
+            return []
+        r = pd.read_csv(p).sort_values("kl_parallel", ascending=False).iloc[0]
+        return [
+            Answer(
+                model,
+                f"largest KL at parallel steps (β {r['beta']:+g}, layer {int(r['layer'])}), nats",
+                float(r["kl_parallel"]),
+                (float(r["kl_parallel_ci_low"]), float(r["kl_parallel_ci_high"])),
+                int(r["n_prompts"]),
+                "insufficient",
+                "results/layer_intervention/layer_effects.csv",
+                False,
+            )
+        ]
+
+    return source
