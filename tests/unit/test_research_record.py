@@ -171,3 +171,21 @@ def test_status_counts_the_sample_and_the_preregistration() -> None:
     post = rules.Answer("SmolLM2", "m", 1.0, None, 96, "x", "results/x", False, 96)
     assert research.status(q, [post]) == "first answer: post hoc (exploratory)"
     assert research.status(q, []) == "open: not yet measured"
+
+
+RECORDS = sorted(p.parent for p in (RESULTS / "research").glob("*/*/manifest.json"))
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_each_research_record_rebuilds_its_summary_from_its_tables(record: Path, tmp_path) -> None:
+    """``--summarize-only`` in a copy of the directory of record gives the committed summary."""
+    from tempo_lens.experiments import spec
+    from tempo_lens.runner import summarize_only
+
+    copy = tmp_path / record.name
+    shutil.copytree(record, copy)
+    name = json.loads((record / "manifest.json").read_text())["experiment"]
+    summarize_only(spec(name), copy)
+    for out in ("summary.json", "report.txt"):
+        if (record / out).is_file():
+            assert (copy / out).read_text() == (record / out).read_text(), out
