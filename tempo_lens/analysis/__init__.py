@@ -47,6 +47,7 @@ from tempo_lens.analysis.stats import (
     paired_tests,
     rank_correlation,
     repetition_score,
+    within_group_auc,
 )
 from tempo_lens.analysis.steps import (
     PruningAnalysis,
@@ -95,4 +96,5 @@ __all__ = [
     "sibling_attention",
     "sibling_divergence",
     "top_context",
+    "within_group_auc",
 ]

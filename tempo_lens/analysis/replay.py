@@ -7,7 +7,11 @@
 * :func:`continuation_support` — for each parallel set followed by ``window`` further
   steps, the plain model's log-likelihood of the clean continuation after each member
   (which alternative the continuation actually supports), next to the attention score the
-  retroactive pruner would give that member (:func:`tempo_lens.pruning.score_members`).
+  retroactive pruner would give that member (:func:`received_votes`);
+* :func:`heldout_support` — the same with the held-out outcome of the findings' claim 5:
+  the log-likelihood of the ``window`` clean steps after those (``c_{w+1..2w}``);
+* :func:`received_votes` — the attention each member of a set receives from the queries of
+  the ``window`` steps after it, mean over chosen layers, heads and those queries.
 * :func:`recomputed_widths` — every step's set size recomputed from the captured final
   residual stream (the backend's ``final_residual_hook``): unembedding, readout, threshold.
 
@@ -17,12 +21,14 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
+from jaxtyping import Float
 
 from tempo_lens.backends import (
     TempoModel,
@@ -39,7 +45,14 @@ from tempo_lens.pruning import score_members
 from tempo_lens.state import SequenceState
 from tempo_lens.trace import Trace
 
-__all__ = ["continuation_support", "recomputed_widths", "replay_attention", "replay_state"]
+__all__ = [
+    "continuation_support",
+    "heldout_support",
+    "received_votes",
+    "recomputed_widths",
+    "replay_attention",
+    "replay_state",
+]
 
 
 def replay_state(
@@ -136,6 +149,52 @@ def _log_probs(model: TempoModel, resid: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(logits.to(torch.float64), dim=-1)
 
 
+def received_votes(
+    data: AttentionData, step: int, window: int, layers: Sequence[int] | None = None
+) -> Float[torch.Tensor, " member"]:
+    """Attention each member of set ``step`` receives from the next ``window`` steps' queries.
+
+    The pruner's attention score (:func:`tempo_lens.pruning.score_members` with mean over
+    ``(layer, head)`` and over queries): for member ``m``, the mean of ``pattern[l, h, q,
+    m]`` over the ``layers``, every captured head and every query ``q`` of steps ``step +
+    1 .. step + window`` (all members of those sets).
+
+    Args:
+        data: Attention of the sequence (captured, or a teacher-forced replay).
+        step: The set's step (``0 <= step``, ``step + window < data.state.n_steps``).
+        window: Steps after the set whose queries vote (``>= 1``).
+        layers: Model layer ids to average over (captured ones); ``None`` = all captured.
+
+    Returns:
+        ``[member]`` float64 scores in member-rank order (attention weights, in ``[0, 1]``).
+
+    Raises:
+        ValueError: ``window < 1``, a step outside the sequence, fewer than ``window``
+            later steps, or a layer that was not captured (or an empty ``layers``).
+        KeyError: a needed step was not captured.
+    """
+    st = data.state
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    if not 0 <= step < st.n_steps or step + window >= st.n_steps:
+        raise ValueError(
+            f"set {step} needs {window} later steps; the sequence has {st.n_steps} steps"
+        )
+    li: slice | list[int] = slice(None)
+    if layers is not None:
+        missing = [la for la in layers if la not in data.layers]
+        if missing or not len(layers):
+            raise ValueError(f"layers {list(layers)} must be captured ones: {data.layers}")
+        li = [data.layers.index(la) for la in layers]
+    n0 = st.set_indices[step + 1][0]  # keys before the first later step: the set and before
+    rows = np.concatenate(
+        [data.rows(t)[li, :, :, :n0] for t in range(step + 1, step + window + 1)], axis=2
+    )
+    return score_members(
+        torch.from_numpy(rows), st.set_indices[step], head_agg="mean", query_agg="mean"
+    )
+
+
 def continuation_support(
     model: TempoModel, trace: Trace, data: AttentionData, *, window: int = 3
 ) -> pd.DataFrame:
@@ -159,11 +218,7 @@ def continuation_support(
     for s, members in enumerate(st.set_indices):
         if len(members) < 2 or s + window >= st.n_steps:
             continue
-        n0 = st.set_indices[s + 1][0]
-        rows = np.concatenate(
-            [data.rows(t)[..., :n0] for t in range(s + 1, s + window + 1)], axis=2
-        )
-        att = score_members(torch.from_numpy(rows), members, head_agg="mean", query_agg="mean")
+        att = received_votes(data, s, window)
         probs = trace.steps[s].probabilities
         after = clean[s + 1 : s + 1 + window]
         jobs.append((len(prompt) + s, [[st.token_ids[i], *after] for i in members]))
@@ -184,6 +239,43 @@ def continuation_support(
     winners = set(best.groupby("set_step")["index"].first())
     df["supported"] = df["index"].isin(winners)
     return df
+
+
+def heldout_support(
+    model: TempoModel, trace: Trace, data: AttentionData, *, window: int = 3
+) -> pd.DataFrame:
+    """:func:`continuation_support` plus the held-out outcome (the findings' claim 5).
+
+    ``heldout_loglik`` is the plain model's ``log p(c_{w+1..2w} | prompt, clean path before
+    s, member, c_1..c_w)`` in nats (``w = window``; ``c`` = the clean path's members of the
+    steps after the set: the ``window`` steps after those the attention score reads, as the
+    difference of the two continuation log-likelihoods); ``heldout_supported`` marks the
+    set's member with the highest one (ties to the lower rank; NaN for a set without
+    ``2 * window`` later steps). Issue 23: the outcome and the attention score come from
+    disjoint steps.
+
+    Returns:
+        :func:`continuation_support`'s rows plus ``heldout_loglik`` (float) and
+        ``heldout_supported`` (1.0 / 0.0, NaN without an outcome).
+
+    Raises:
+        ValueError: ``window < 1``.
+    """
+    near = continuation_support(model, trace, data, window=window)
+    if near.empty or trace.state.n_steps <= 2 * window:
+        return near.assign(heldout_loglik=math.nan, heldout_supported=math.nan)
+    far = continuation_support(model, trace, data, window=2 * window)
+    far = far.set_index(["set_step", "index"])["loglik"]
+    key = pd.MultiIndex.from_frame(near[["set_step", "index"]])
+    near["heldout_loglik"] = far.reindex(key).to_numpy() - near["loglik"].to_numpy()
+    best = near.dropna(subset=["heldout_loglik"]).sort_values(
+        ["set_step", "heldout_loglik", "rank"], ascending=[True, False, True]
+    )
+    winners = set(best.groupby("set_step")["index"].first())
+    near["heldout_supported"] = np.where(
+        near["heldout_loglik"].notna(), near["index"].isin(winners), math.nan
+    )
+    return near
 
 
 def recomputed_widths(

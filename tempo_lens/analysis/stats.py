@@ -19,6 +19,8 @@ exponential noise from n = 6 on (``benchmarks/stats_calibration.py``; the table 
   Cohen's ``d_z = mean(d) / sd(d)`` and the matched-pairs rank-biserial correlation.
 * :func:`auc` — ROC AUC as the Mann–Whitney probability ``P(score+ > score-)``, ties 1/2
   (Hanley & McNeil 1982).
+* :func:`within_group_auc` — the same over (positive, negative) pairs of one group only
+  (e.g. the supported member against its siblings), pooled over the groups' pairs.
 * :func:`cohens_kappa` — agreement of two label sequences beyond chance (Cohen 1960).
 * :func:`rank_correlation` — Spearman's rho or Kendall's tau-b with its p-value (scipy).
 * :func:`logistic_regression` — maximum-likelihood logistic regression (statsmodels) with
@@ -70,6 +72,7 @@ __all__ = [
     "paired_tests",
     "rank_correlation",
     "repetition_score",
+    "within_group_auc",
 ]
 
 
@@ -327,6 +330,44 @@ def auc(scores: ArrayLike, labels: ArrayLike) -> float:
         return math.nan
     u = sps.mannwhitneyu(pos, neg, alternative="two-sided").statistic
     return float(u / (len(pos) * len(neg)))
+
+
+def within_group_auc(scores: ArrayLike, labels: ArrayLike, groups: ArrayLike) -> tuple[float, int]:
+    """AUC over the (positive, negative) pairs *within* each group, pooled over all pairs.
+
+    The fraction of pairs of one group in which the positive scores higher, ties 1/2:
+    ``sum_g U_g / sum_g n+_g n-_g`` with ``U_g = auc_g * n+_g * n-_g`` (:func:`auc` per
+    group, so each group's pairs weigh one each). Non-finite scores are dropped; a group
+    without both classes contributes no pair.
+
+    Args:
+        scores: ``[n]`` scores.
+        labels: ``[n]`` truthy = positive.
+        groups: ``[n]`` group keys (any hashable, e.g. a parallel set's step).
+
+    Returns:
+        ``(auc, n_pairs)``; the AUC is NaN when no group has a pair.
+
+    Raises:
+        ValueError: the three arrays differ in shape.
+
+    >>> within_group_auc([3, 1, 2, 0, 5], [1, 0, 0, 1, 0], ["a", "a", "a", "b", "b"])
+    (0.6666666666666666, 3)
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels).astype(bool)
+    g = np.asarray(groups)
+    if not s.shape == y.shape == g.shape:
+        raise ValueError(f"scores, labels, groups differ in shape: {s.shape}, {y.shape}, {g.shape}")
+    ok = np.isfinite(s)
+    wins, pairs = 0.0, 0
+    for key in dict.fromkeys(g.tolist()):  # first-seen order; a plain loop, groups are few
+        sel = g == key
+        n = int((ok & sel & y).sum()) * int((ok & sel & ~y).sum())
+        if n:
+            wins += auc(s[sel], y[sel]) * n
+            pairs += n
+    return (wins / pairs if pairs else math.nan), pairs
 
 
 def cohens_kappa(a: ArrayLike, b: ArrayLike) -> float:

@@ -27,6 +27,7 @@ __all__ = [
     "GenerationConfig",
     "ReplayConfig",
     "StatsConfig",
+    "UnprunedConfig",
     "fmt",
     "fmt_ci",
     "fmt_estimate",
@@ -102,12 +103,26 @@ class GenerationConfig(StatsConfig):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ReplayConfig(GenerationConfig):
+class UnprunedConfig(GenerationConfig):
     """Generation settings of an experiment that replays its trace teacher-forced.
 
     A pruned trace cannot be replayed token for token (:class:`~tempo_lens.analysis.
     teacher_forced.Replay`), so these experiments generate without pruning and refuse a
     ``prune`` other than ``none`` instead of ignoring it.
+    """
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if parse_rule(self.prune) is not None:
+            raise ValueError(
+                f"prune must be none: this experiment replays its trace teacher-forced, "
+                f"which needs it unpruned (got {self.prune!r})"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplayConfig(UnprunedConfig):
+    """:class:`UnprunedConfig` of an experiment that batches interventions on the replay.
 
     Attributes:
         max_rows: Most interventions per batched forward (each is one batch row: a copy of
@@ -119,11 +134,6 @@ class ReplayConfig(GenerationConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if parse_rule(self.prune) is not None:
-            raise ValueError(
-                f"prune must be none: this experiment replays its trace teacher-forced, "
-                f"which needs it unpruned (got {self.prune!r})"
-            )
         if self.max_rows < 1:
             raise ValueError(f"max_rows must be >= 1, got {self.max_rows}")
 

@@ -54,7 +54,7 @@ from tempo_lens.analysis.controls import (
 )
 from tempo_lens.analysis.patterns import attention_entropy
 from tempo_lens.analysis.replay import (
-    continuation_support,
+    heldout_support,
     recomputed_widths,
     replay_attention,
 )
@@ -257,7 +257,7 @@ def _measure(
         m_distinct, distinct_layers = md.ratio, md.per_layer
         distinct_gen = received_attention(distinct).ratio_generated
         other_ratio = distance_matched(replay_attention(model, trace, isolate=not iso)).ratio
-        members = _members(model, trace, data, cfg.window)
+        members = heldout_support(model, trace, data, window=cfg.window)  # claim 5
         greedy_text = _greedy_text(model, unit, cfg.max_steps)
     ent_norm = normalised_entropy(data)
     ent_nats = attention_entropy(data).per_head
@@ -339,32 +339,6 @@ def _measure(
         "sizes": sizes.to_dict(orient="records"),
         "members": members.to_dict(orient="records"),
     }
-
-
-def _members(model: Any, trace: Any, data: Any, window: int) -> pd.DataFrame:
-    """Claim 5's members: continuation support over ``window`` steps, and held out.
-
-    ``heldout_loglik`` is the plain model's ``log p(c_{w+1..2w} | prompt, clean path, member,
-    c_1..c_w)`` (the ``window`` clean steps after those the attention score reads: the
-    difference of the two continuation log-likelihoods); ``heldout_supported`` marks the
-    set's member with the highest one (NaN for a set without ``2 * window`` later steps).
-    Issue 23: the outcome and the attention score then come from disjoint steps.
-    """
-    near = continuation_support(model, trace, data, window=window)
-    if near.empty or trace.state.n_steps <= 2 * window:
-        return near.assign(heldout_loglik=math.nan, heldout_supported=math.nan)
-    far = continuation_support(model, trace, data, window=2 * window)
-    far = far.set_index(["set_step", "index"])["loglik"]
-    key = pd.MultiIndex.from_frame(near[["set_step", "index"]])
-    near["heldout_loglik"] = far.reindex(key).to_numpy() - near["loglik"].to_numpy()
-    best = near.dropna(subset=["heldout_loglik"]).sort_values(
-        ["set_step", "heldout_loglik", "rank"], ascending=[True, False, True]
-    )
-    winners = set(best.groupby("set_step")["index"].first())
-    near["heldout_supported"] = np.where(
-        near["heldout_loglik"].notna(), near["index"].isin(winners), math.nan
-    )
-    return near
 
 
 def _greedy_text(model: Any, unit: Unit, max_steps: int) -> str:

@@ -149,6 +149,7 @@ def test_heldout_support_equals_direct_scoring() -> None:
     c_1..c_3), recomputed here by one plain forward per member (``token_nll``)."""
     import tempo_lens as tl
     from tempo_lens.analysis.quality import token_nll
+    from tempo_lens.analysis.replay import heldout_support
     from tempo_lens.prompts import prompts_from_texts
 
     spec = findings.SPEC
@@ -161,7 +162,7 @@ def test_heldout_support_equals_direct_scoring() -> None:
     ]
     checked = 0
     for trace, data, _ in findings._generate(cfg, model, units):
-        members = findings._members(model, trace, data, cfg.window)
+        members = heldout_support(model, trace, data, window=cfg.window)
         st, clean = trace.state, trace.clean_ids()
         prompt = st.token_ids[: st.prompt_length]
         for _, m in members.dropna(subset=["heldout_loglik"]).iterrows():
