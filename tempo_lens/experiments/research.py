@@ -176,7 +176,8 @@ QUESTIONS: tuple[Question, ...] = (
         (
             C(F, "5", "attention coefficient, conditional logit"),
             C(P, "5", "attention coefficient, conditional logit"),
-            rules.pruning_signal(F, "all", 1),
+            rules.pruning_signals(F, "3.1", "AUC of attention (all layers, window 1)"),
+            rules.pruning_signals(F, "3.1.vs_probability", "AUC attention − AUC probability"),
         ),
     ),
     Question(
@@ -184,15 +185,21 @@ QUESTIONS: tuple[Question, ...] = (
         "Multi-layer pruning signals",
         "Do different layers contribute differently to pruning decisions?",
         "`pruning_signals` (R2)",
-        tuple(rules.pruning_signal(F, b, 1) for b in ("early", "middle", "late"))
-        + (rules.pruning_band_difference(F),),
+        tuple(
+            rules.pruning_signals(F, f"3.2.{b}", f"AUC, {b} layers (98.3 % CI)")
+            for b in ("early", "middle", "late")
+        )
+        + (rules.pruning_signals(F, "3.2.late_minus_early", "AUC late − early (98.3 % CI)"),),
     ),
     Question(
         "3.3",
         "Temporal dynamics of pruning",
         "How does the look-ahead window change how well attention picks the member?",
         "`pruning_signals --windows 1,3,5` (R2)",
-        (rules.pruning_window(F, 3), rules.pruning_window(F, 5)),
+        tuple(
+            rules.pruning_signals(F, f"3.3.w{w}", f"AUC window {w} − window 1 (97.5 % CI)")
+            for w in (3, 5)
+        ),
     ),
     Question(
         "4.1",

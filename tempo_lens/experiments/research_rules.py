@@ -285,79 +285,25 @@ def critical_offset(model: str) -> Source:
 # --------------------------------------------------------------------------- R2
 
 
-def _signals(results: Path, model: str) -> tuple[pd.DataFrame, str] | None:
-    rec = _record(results, "research", "pruning_signals", MODEL_DIRS[model])
-    if rec is None:
-        return None
-    return rec[
-        "per_prompt"
-    ], f"results/research/pruning_signals/{MODEL_DIRS[model]}/per_prompt.csv.gz"
+def pruning_signals(model: str, row: str, measure: str) -> Source:
+    """R2 / RQ 3.1-3.3: one verdict row of the ``pruning_signals`` summary of record.
 
-
-def _auc(pp: pd.DataFrame, band: str, window: int) -> pd.Series:
-    s = pp[(pp["band"] == band) & (pp["window"].astype(int) == window)]
-    return s.set_index("prompt_id")["auc"]
-
-
-def pruning_signal(model: str, band: str, window: int) -> Source:
-    """R2 / RQ 3.1-3.2: within-set AUC of the band's vote for the supported member."""
-    level = 0.95 if band == "all" else 1 - 0.05 / 3
+    The rule is implemented once, in :func:`tempo_lens.experiments.pruning_signals.verdicts`;
+    the summary is rebuilt from the record's tables by a test.
+    """
 
     def source(results: Path) -> list[Answer]:
-        got = _signals(results, model)
-        if got is None:
+        d = MODEL_DIRS[model]
+        if _record(results, "research", "pruning_signals", d) is None:  # hash-checked
             return []
-        pp, rel = got
-        e = estimate(_auc(pp, band, window).to_numpy(float), null=0.5, level=level)
-        return [
-            _from_estimate(
-                model,
-                f"AUC, {band} layers, window {window}",
-                e,
-                e.verdict("predicts", "anti-predicts"),
-                rel,
-            )
-        ]
-
-    return source
-
-
-def pruning_band_difference(model: str) -> Source:
-    """R2 / RQ 3.2: late − early AUC at window 1 (notes: late layers most predictive)."""
-
-    def source(results: Path) -> list[Answer]:
-        got = _signals(results, model)
-        if got is None:
-            return []
-        pp, rel = got
-        d = _auc(pp, "late", 1) - _auc(pp, "early", 1)
-        e = estimate(d.to_numpy(float))
-        return [
-            _from_estimate(model, "AUC late − early", e, e.verdict("supported", "refuted"), rel)
-        ]
-
-    return source
-
-
-def pruning_window(model: str, window: int) -> Source:
-    """R2 / RQ 3.3: all-layer AUC at ``window`` minus window 1 (97.5 % CI)."""
-
-    def source(results: Path) -> list[Answer]:
-        got = _signals(results, model)
-        if got is None:
-            return []
-        pp, rel = got
-        d = _auc(pp, "all", window) - _auc(pp, "all", 1)
-        e = estimate(d.to_numpy(float), level=1 - 0.05 / 2)
-        return [
-            _from_estimate(
-                model,
-                f"AUC window {window} − window 1",
-                e,
-                e.verdict("longer window helps", "longer window hurts"),
-                rel,
-            )
-        ]
+        s = _json(results, "research", "pruning_signals", d, "summary.json")
+        if s is None:
+            raise FileNotFoundError(f"research/pruning_signals/{d} has no summary.json")
+        r = next((v for v in s["verdicts"] if v["id"] == row), None)
+        if r is None:
+            raise ValueError(f"research/pruning_signals/{d}/summary.json has no row {row!r}")
+        rel = f"results/research/pruning_signals/{d}/per_prompt.csv.gz"
+        return [_dict_answer(model, measure, r, r["verdict"], rel, True)]
 
     return source
 
