@@ -342,7 +342,7 @@ QUESTIONS: tuple[Question, ...] = (
         "9.1",
         "Debugging generation failures",
         "Why did a generation produce poor output?",
-        "`docs/notebooks/` walkthrough; `analysis.steps.poorest_step`, token-tree display",
+        "`docs/notebooks/debugging.ipynb`: `analysis.steps.poorest_step`, alternatives, attention, pruning",
         (),
         kind="method",
     ),
