@@ -15,7 +15,12 @@ Subcommands:
 * ``findings ...`` — every claim of the research notes re-measured over a prompt suite
   (:mod:`tempo_lens.cli.findings`, the experiment ``findings``); ``findings-judge`` scores a
   run's texts with an independent model, ``findings-families`` lays several models' claims
-  side by side with the combined verdict.
+  side by side with the combined verdict;
+* ``judge`` — an independent model scores every row's text of any run table: ``judge.csv``
+  (:mod:`tempo_lens.cli.judge`, the scoring ``findings-judge`` uses);
+* ``quality-prediction`` — the pre-registered RQ 9.2 analysis of a findings directory of
+  record: do attention features predict quality beyond the selection features
+  (:mod:`tempo_lens.cli.quality_prediction`).
 
 The generation options are generated from :class:`~tempo_lens.TempoConfig`'s field docs
 (:mod:`tempo_lens.cli.gen_options`). Every bad value gets one line on stderr
@@ -32,7 +37,16 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from tempo_lens.cli import analyze, experiment, findings, generate, stats, verify
+from tempo_lens.cli import (
+    analyze,
+    experiment,
+    findings,
+    generate,
+    judge,
+    quality_prediction,
+    stats,
+    verify,
+)
 from tempo_lens.cli._base import run_parser
 from tempo_lens.runner.options import Parser
 
@@ -44,7 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="tempo-lens", description="TEMPO generation and interpretability.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for command in (generate, analyze, stats, experiment, findings, verify):
+    for command in (
+        generate,
+        analyze,
+        stats,
+        experiment,
+        findings,
+        judge,
+        quality_prediction,
+        verify,
+    ):
         command.register(sub)
     return parser
 
