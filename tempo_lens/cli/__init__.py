@@ -16,6 +16,11 @@ Subcommands:
   (:mod:`tempo_lens.cli.findings`, the experiment ``findings``); ``findings-judge`` scores a
   run's texts with an independent model, ``findings-families`` lays several models' claims
   side by side with the combined verdict;
+* ``judge`` — an independent model scores every row's text of any run table: ``judge.csv``
+  (:mod:`tempo_lens.cli.judge`, the scoring ``findings-judge`` uses);
+* ``quality-prediction`` — the pre-registered RQ 9.2 analysis of a findings directory of
+  record: do attention features predict quality beyond the selection features
+  (:mod:`tempo_lens.cli.quality_prediction`);
 * ``research`` — ``docs/research.md``, every question of the research notes answered from
   the committed tables; ``record`` makes a run a directory of record
   (:mod:`tempo_lens.cli.research`).
@@ -35,7 +40,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from tempo_lens.cli import analyze, experiment, findings, generate, research, stats, verify
+from tempo_lens.cli import (
+    analyze,
+    experiment,
+    findings,
+    generate,
+    judge,
+    quality_prediction,
+    research,
+    stats,
+    verify,
+)
 from tempo_lens.cli._base import run_parser
 from tempo_lens.runner.options import Parser
 
@@ -47,7 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="tempo-lens", description="TEMPO generation and interpretability.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for command in (generate, analyze, stats, experiment, findings, research, verify):
+    for command in (
+        generate,
+        analyze,
+        stats,
+        experiment,
+        findings,
+        judge,
+        quality_prediction,
+        research,
+        verify,
+    ):
         command.register(sub)
     return parser
 

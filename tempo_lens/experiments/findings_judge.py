@@ -3,10 +3,13 @@
 Issue 23: scoring a generation's quality with the model that produced it (its own NLL)
 builds "worse than greedy" into the measure, and a 3-gram repetition filter misses the
 failure mode TEMPO's text shows (incoherence, not loops). Here a model of another family
-scores, per unit, the clean continuation text given the prompt text, and per prompt the
-generating model's greedy continuation (``greedy_text`` of the primary unit), both as the
-judge's mean negative log-likelihood per judge token (:func:`tempo_lens.analysis.token_nll`,
-the judge's own tokenizer, prompt with its BOS, continuation without).
+scores, per unit, the clean text given the prompt text, and per prompt the generating
+model's greedy text (``greedy_text`` of the primary unit), both as the judge's mean
+negative log-likelihood per judge token (:func:`tempo_lens.analysis.token_nll`, the judge's
+own tokenizer, prompt with its BOS, text without). Both texts are scored as the table holds
+them, the prompt followed by the generated tokens (:meth:`tempo_lens.trace.Trace.clean_text`),
+so the judge reads the prompt twice. The scoring is :mod:`tempo_lens.experiments.judge`'s,
+shared with ``tempo-lens judge``.
 
 ``judge.csv`` (one row per unit) then feeds the pre-registered degeneration rule
 (:func:`degenerate`) in ``findings.summarize``.
@@ -29,6 +32,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tempo_lens.experiments.judge import (
+    JUDGE_FILE,
+    judge_table,
+    judge_text,
+    judge_texts,
+    read_table,
+)
 from tempo_lens.io import atomic_write_text
 
 __all__ = [
@@ -42,7 +52,6 @@ __all__ = [
     "read_judge",
 ]
 
-JUDGE_FILE = "judge.csv"
 NLL_MARGIN = 1.0
 """Judge NLL per token (nats) above the prompt's greedy text that makes a unit incoherent."""
 MIN_DISTINCT_2 = 0.5
@@ -51,70 +60,44 @@ MAX_REPETITION_3 = 0.5
 """3-gram repetition above which a unit is looping (the rule before issue 23)."""
 
 
-def judge_text(judge: Any, prompt: str, continuation: str) -> tuple[float, int]:
-    """``(mean NLL per judge token in nats, judge tokens)`` of ``continuation`` after ``prompt``.
-
-    NaN and 0 when the continuation is empty in the judge's tokens.
-    """
-    from tempo_lens.analysis.quality import token_nll
-
-    head = [int(t) for t in judge.to_tokens(prompt)[0].tolist()]
-    tail = [int(t) for t in judge.tokenizer.encode(continuation, add_special_tokens=False)]
-    if not tail:
-        return math.nan, 0
-    nll = token_nll(judge, head + tail, start=len(head))
-    return float(nll.mean()), len(tail)
-
-
 def judge_run(out_dir: str | Path, judge: Any, judge_name: str, *, progress: bool = True) -> Path:
     """Score every unit of a findings run with ``judge``; write ``OUT/judge.csv``.
 
     Columns: the unit's ``prompt_id``, ``readout``, ``mode``, ``tau``; ``judge``;
     ``judge_nll``, ``judge_tokens`` (its clean text); ``greedy_judge_nll``,
     ``greedy_judge_tokens`` (its prompt's greedy text, from the primary unit's
-    ``greedy_text``; NaN where no primary unit has finished).
+    ``greedy_text``; NaN where no primary unit has finished). The units are scored by
+    :func:`tempo_lens.experiments.judge.judge_table` (the implementation of
+    ``tempo-lens judge``), the greedy texts by its :func:`~tempo_lens.experiments.judge.judge_texts`.
 
     Raises:
         FileNotFoundError: ``out_dir`` has no ``per_prompt.csv`` (a summarized run) or
             ``per_prompt.csv.gz`` (a directory of record).
     """
-    from tqdm.auto import tqdm
-
-    from tempo_lens.backends.fast import fast_weights
-
     out = Path(out_dir)
-    path = _per_prompt(out)
-    pp = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    pp = read_table(_per_prompt(out))
     greedy = pp.dropna(subset=["greedy_text"]).groupby("prompt_id")["greedy_text"].first()
     prompt_of = pp.groupby("prompt_id")["prompt"].first()
-    with fast_weights(judge):  # TransformerLens copies W_U.T every forward otherwise
-        scored_greedy = {
-            pid: judge_text(judge, prompt_of[pid], text)
-            for pid, text in tqdm(
-                greedy.items(), total=len(greedy), disable=not progress, desc="greedy"
-            )
-        }
-        scored = [
-            judge_text(judge, r["prompt"], r["clean_text"] or "")
-            for _, r in tqdm(pp.iterrows(), total=len(pp), disable=not progress, desc="units")
-        ]
-    rows = []
-    keys = [k for k in ("readout", "mode", "tau") if k in pp]
-    for (_, r), (nll, n) in zip(pp.iterrows(), scored, strict=True):
-        g_nll, g_n = scored_greedy.get(r["prompt_id"], (math.nan, 0))
-        rows.append(
-            {
-                "prompt_id": r["prompt_id"],
-                **{k: r[k] for k in keys},
-                "judge": judge_name,
-                "judge_nll": nll,
-                "judge_tokens": n,
-                "greedy_judge_nll": g_nll,
-                "greedy_judge_tokens": g_n,
-            }
+    scored_greedy = dict(
+        zip(
+            greedy.index,
+            judge_texts(
+                judge,
+                ((prompt_of[pid], text) for pid, text in greedy.items()),
+                total=len(greedy),
+                progress=progress,
+                desc="greedy",
+            ),
+            strict=True,
         )
+    )
+    keys = [k for k in ("readout", "mode", "tau") if k in pp]
+    rows = judge_table(pp, judge, judge_name, keys, progress=progress, desc="units")
+    g = [scored_greedy.get(pid, (math.nan, 0)) for pid in rows["prompt_id"]]
+    rows["greedy_judge_nll"] = [nll for nll, _ in g]
+    rows["greedy_judge_tokens"] = [n for _, n in g]
     target = out / JUDGE_FILE
-    atomic_write_text(target, pd.DataFrame(rows).to_csv(index=False))
+    atomic_write_text(target, rows.to_csv(index=False))
     return target
 
 

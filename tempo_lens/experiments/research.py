@@ -351,7 +351,7 @@ QUESTIONS: tuple[Question, ...] = (
         "Quality prediction",
         "Can attention patterns predict output quality?",
         "`tempo-lens quality-prediction` on the findings records (R7)",
-        (rules.quality_prediction(F), rules.quality_prediction(P)),
+        tuple(rules.quality_prediction(m, o) for o in ("degenerate", "cost") for m in (F, P)),
     ),
     Question(
         "9.3",

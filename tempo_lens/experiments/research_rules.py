@@ -453,23 +453,29 @@ def bottleneck(model: str) -> Source:
     return source
 
 
-def quality_prediction(model: str) -> Source:
-    """R7 / RQ 9.2: out-of-fold log-loss, baseline − attention model, per prompt."""
+def quality_prediction(model: str, outcome: str = "degenerate") -> Source:
+    """R7 / RQ 9.2: out-of-fold loss, baseline − attention model (``quality_prediction``).
+
+    The rule is implemented once, in :mod:`tempo_lens.experiments.quality_prediction`; its
+    committed summary is recomputed from the findings records by its test.
+    """
 
     def source(results: Path) -> list[Answer]:
         d = MODEL_DIRS[model]
-        rec = _record(results, "quality_prediction", d)
-        if rec is None:
+        s = _json(results, "quality_prediction", d, "summary.json")
+        if s is None:
             return []
-        pp = rec["per_prompt"]
-        e = estimate(pp["logloss_diff"].to_numpy(float))
+        p = s[outcome]["primary"]
+        words = {"degenerate": "log-loss", "cost": "squared error"}[outcome]
+        measure = f"out-of-fold {words} of {outcome}, baseline − attention (97.5 % CI)"
         return [
-            _from_estimate(
+            _dict_answer(
                 model,
-                "log-loss baseline − attention model",
-                e,
-                e.verdict("attention predicts beyond selection", "attention worse"),
-                f"results/quality_prediction/{d}/per_prompt.csv.gz",
+                measure,
+                p,
+                p["verdict"],
+                f"results/quality_prediction/{d}/per_prompt.csv",
+                True,
             )
         ]
 
