@@ -5,10 +5,12 @@ and ``tempo-lens findings-judge`` (a findings run, with its greedy texts:
 :func:`tempo_lens.experiments.findings_judge.judge_run`). Per row, the judge's mean
 negative log-likelihood per judge token (nats) of the row's ``clean_text`` given its
 ``prompt`` (:func:`judge_text`: :func:`tempo_lens.analysis.quality.token_nll`, the judge's
-own tokenizer, prompt with its BOS, text without). The text is scored as the table holds
-it: a runner table's ``clean_text`` is the prompt followed by the generated tokens
-(:meth:`tempo_lens.trace.Trace.clean_text`), so the judge reads the prompt, then that
-whole text (the issue-23 judge of the committed findings records does the same).
+own tokenizer, prompt with its BOS, text without). Only the *generated continuation* is
+scored (:func:`continuation_of`): a runner table's ``clean_text`` is the prompt followed by
+the generated tokens (:meth:`tempo_lens.trace.Trace.clean_text`), and that prompt prefix
+is removed first. (The issue-23 judge of the committed findings records scored the whole
+``clean_text`` after the prompt, i.e. the prompt twice; found in issue 24's review, see
+``docs/preregistration.md``.)
 
 Example::
 
@@ -31,6 +33,7 @@ from tempo_lens.io import atomic_write_text
 __all__ = [
     "JUDGE_FILE",
     "TEXT_COLUMNS",
+    "continuation_of",
     "judge_file",
     "judge_table",
     "judge_text",
@@ -63,6 +66,17 @@ def judge_text(judge: Any, prompt: str, continuation: str) -> tuple[float, int]:
     return float(nll.mean()), len(tail)
 
 
+def continuation_of(prompt: str, text: str) -> str:
+    """The generated part of ``text``: without its leading ``prompt`` when it starts so.
+
+    >>> continuation_of("The cat", "The cat sat.")
+    ' sat.'
+    >>> continuation_of("The cat", " sat.")
+    ' sat.'
+    """
+    return text[len(prompt) :] if prompt and text.startswith(prompt) else text
+
+
 def judge_texts(
     judge: Any,
     pairs: Iterable[tuple[str, Any]],
@@ -73,7 +87,8 @@ def judge_texts(
 ) -> list[tuple[float, int]]:
     """:func:`judge_text` of every ``(prompt, text)`` pair, in order, on the fast path.
 
-    A missing text (not a string: NaN, None) is scored as the empty text (NaN, 0).
+    Each text is scored without its leading prompt (:func:`continuation_of`). A missing
+    text (not a string: NaN, None) is scored as the empty text (NaN, 0).
     """
     from tqdm.auto import tqdm
 
@@ -81,7 +96,9 @@ def judge_texts(
 
     with fast_weights(judge):  # TransformerLens copies W_U.T every forward otherwise
         return [
-            judge_text(judge, prompt, text if isinstance(text, str) else "")
+            judge_text(
+                judge, prompt, continuation_of(prompt, text) if isinstance(text, str) else ""
+            )
             for prompt, text in tqdm(pairs, total=total, disable=not progress, desc=desc)
         ]
 
