@@ -380,6 +380,19 @@ class HookedBackend(BackendBase):
             logits = cap * torch.tanh(logits / cap)
         return logits
 
+    def logit_lens(self, resid: Tensor) -> Tensor:
+        """``ln_final`` (if the model has a final norm), ``model.unembed``, soft-capping.
+
+        The same three steps as the end of ``HookedTransformer.forward``.
+        """
+        if self.model.cfg.normalization_type is not None:
+            resid = self.model.ln_final(resid)
+        logits = self.model.unembed(resid)
+        cap = getattr(self.model.cfg, "output_logits_soft_cap", None)
+        if cap is not None and cap > 0:
+            logits = cap * torch.tanh(logits / cap)
+        return logits
+
     def logits_from_layer(
         self, tokens: Tensor, resid_pre: Tensor, start_layer: int, positions: Sequence[int]
     ) -> Tensor:
