@@ -400,4 +400,4 @@ class HookedBackend(BackendBase):
         del tokens  # the earlier blocks are skipped: their output is resid_pre
         n_l = self.model.cfg.n_layers
         resid = self.model(resid_pre, start_at_layer=start_layer, stop_at_layer=n_l)
-        return self.unembed(self.model.ln_final(resid[:, list(positions)]))
+        return self.logit_lens(resid[:, list(positions)])  # ln_final once, then W_U

@@ -209,3 +209,19 @@ def test_bottleneck_refuses_pruning(tmp_path, capsys) -> None:
     args = ["--tiny", "--prune", "relative:0.5", "--output-dir", str(tmp_path)]
     assert bottleneck.main(args) == 2
     assert "prune must be none" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["hooked", "bridge"])
+def test_logits_from_layer_applies_the_final_norm_once(backend) -> None:
+    """Replay's forward from a layer gives the model's logits with a final-norm weight != 1.
+
+    (Gemma 3 keeps its norms unfolded on the HookedTransformer; the tiny model's are ones.)
+    """
+    model = _tiny(backend)
+    tokens = torch.tensor([[3, 14, 15, 9, 2]])
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(tokens)
+        got = backend_of(model).logits_from_layer(
+            tokens, cache["blocks.1.hook_resid_pre"], 1, [0, 2, 4]
+        )
+    torch.testing.assert_close(got, logits[:, [0, 2, 4]], rtol=1e-5, atol=1e-5)
