@@ -162,6 +162,19 @@ class Backend(Protocol):
         (final-logit soft-capping included, e.g. Gemma 2).
         """
 
+    def logit_lens(self, resid: Tensor) -> Tensor:
+        """Logits ``[..., d_vocab]`` of the final norm and unembedding of residual vectors.
+
+        ``resid`` is ``[..., d_model]``, a residual stream read anywhere (e.g. a block's
+        ``hook_resid_post``); it goes through the model's own final norm (``ln_final``),
+        unembedding and final-logit soft-capping, so for the last block's
+        ``hook_resid_post`` the result is the model's logits (the logit lens).
+
+        Raises:
+            ValueError: the model has no final-norm component this backend can apply (the
+                message names the backend).
+        """
+
     def logits_from_layer(
         self, tokens: Tensor, resid_pre: Tensor, start_layer: int, positions: Sequence[int]
     ) -> Tensor:

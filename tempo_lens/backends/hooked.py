@@ -380,6 +380,19 @@ class HookedBackend(BackendBase):
             logits = cap * torch.tanh(logits / cap)
         return logits
 
+    def logit_lens(self, resid: Tensor) -> Tensor:
+        """``ln_final`` (if the model has a final norm), ``model.unembed``, soft-capping.
+
+        The same three steps as the end of ``HookedTransformer.forward``.
+        """
+        if self.model.cfg.normalization_type is not None:
+            resid = self.model.ln_final(resid)
+        logits = self.model.unembed(resid)
+        cap = getattr(self.model.cfg, "output_logits_soft_cap", None)
+        if cap is not None and cap > 0:
+            logits = cap * torch.tanh(logits / cap)
+        return logits
+
     def logits_from_layer(
         self, tokens: Tensor, resid_pre: Tensor, start_layer: int, positions: Sequence[int]
     ) -> Tensor:
@@ -387,4 +400,4 @@ class HookedBackend(BackendBase):
         del tokens  # the earlier blocks are skipped: their output is resid_pre
         n_l = self.model.cfg.n_layers
         resid = self.model(resid_pre, start_at_layer=start_layer, stop_at_layer=n_l)
-        return self.unembed(self.model.ln_final(resid[:, list(positions)]))
+        return self.logit_lens(resid[:, list(positions)])  # ln_final once, then W_U

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from tempo_lens.display.figures import save_png
+from tempo_lens.display.figures import literal, save_png
 
-__all__ = ["layer_curves_figure", "layer_head_heatmaps_figure"]
+__all__ = ["layer_bands_figure", "layer_curves_figure", "layer_head_heatmaps_figure"]
 
 
 def layer_head_heatmaps_figure(
@@ -74,6 +74,45 @@ def layer_curves_figure(
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     ax.legend(fontsize=8)
+    if path is not None:
+        save_png(fig, Path(path))
+    return fig
+
+
+def layer_bands_figure(
+    table: pd.DataFrame,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    facet: str = "measure",
+    x: str = "layer",
+    y: str = "mean",
+    ci: tuple[str, str] = ("ci_low", "ci_high"),
+    ylabel: str = "mean over prompts, 95% CI",
+) -> Figure:
+    """One panel per ``facet`` value: ``y`` against ``x`` with its CI band.
+
+    Args:
+        table: Long table with ``facet``, ``x``, ``y`` and the two ``ci`` columns (e.g. a
+            mean over prompts per measure and layer). Non-finite CI bounds leave a gap in
+            the band.
+        path: Write a PNG there when given.
+        facet: Column splitting the rows into panels (panel titles: its values).
+        x: Horizontal axis column.
+        y: Vertical axis column.
+        ci: ``(low, high)`` columns of the band.
+        ylabel: Vertical axis label (literal text).
+    """
+    facets = list(dict.fromkeys(table[facet]))
+    fig = Figure(figsize=(4.2 * max(1, len(facets)), 3.6), layout="constrained")
+    axes = fig.subplots(1, max(1, len(facets)), squeeze=False)[0]
+    for ax, value in zip(axes, facets, strict=False):
+        g = table[table[facet] == value].sort_values(x)
+        ax.plot(g[x], g[y], marker="o", ms=3)
+        lo, hi = (g[c].astype(float).where(np.isfinite(g[c].astype(float))) for c in ci)
+        ax.fill_between(g[x], lo, hi, alpha=0.25)
+        ax.set_title(literal(value), fontsize=10)
+        ax.set_xlabel(literal(x))
+        ax.set_ylabel(literal(ylabel))
     if path is not None:
         save_png(fig, Path(path))
     return fig
