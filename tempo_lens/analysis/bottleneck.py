@@ -6,9 +6,13 @@ isolation included) caches ``hook_resid_post`` of every layer. For every set wit
 least two members and every layer ``l``:
 
 * **distinguishability**: each member's ``resid_post`` minus the mean ``resid_post`` over
-  the whole forwarded sequence at ``l`` (every token: prompt and generated), then the mean
-  over member pairs of the cosine distance ``1 - cos`` of the centred vectors (float64;
-  0 = identical directions, 2 = opposite);
+  positions 1 … end of the forwarded sequence at ``l`` (prompt and generated; position 0
+  is left out: it carries a *massive activation* in the middle layers, orders of magnitude
+  above the other positions -- Sun et al. 2024, "Massive activations in large language
+  models" -- so a mean over it is that one vector), then the mean over member pairs of the
+  cosine distance ``1 - cos`` of the centred vectors (float64; 0 = identical directions,
+  2 = opposite). ``distinguishability_all`` centres by the mean over every position (the
+  first pre-registered version, kept for comparison: ``docs/preregistration.md``);
 * **logit-lens agreement**: the fraction of member pairs whose top-1 next token under the
   model's final norm and unembedding applied to ``resid_post`` at ``l``
   (:meth:`~tempo_lens.backends.base.Backend.logit_lens`) coincides. At the last layer this
@@ -24,7 +28,7 @@ Examples:
     >>> trace = tl.generate(model, [3, 14, 15], selection_threshold=0.1, max_steps=3)
     >>> b = set_bottleneck(model, trace)
     >>> list(b.sets_layers.columns)
-    ['step', 'layer', 'n_members', 'distinguishability', 'agreement']
+    ['step', 'layer', 'n_members', 'distinguishability', 'distinguishability_all', 'agreement']
     >>> merge_layer([0.0, 1.0, 0.5, 1.0, 1.0])
     3.0
 """
@@ -57,6 +61,8 @@ class SetBottleneck:
         sets_layers: One row per multi-member set and layer: ``step`` (the set's step),
             ``layer`` (0-based block index), ``n_members``, ``distinguishability`` (mean
             pairwise cosine distance of the centred ``resid_post``, in [0, 2]),
+            ``distinguishability_all`` (the same, centred by the mean over every
+            position, position 0 included),
             ``agreement`` (fraction of member pairs with the same logit-lens top-1, in
             [0, 1]).
         sets: One row per multi-member set: ``step``, ``n_members``, ``merge_layer``
@@ -64,6 +70,7 @@ class SetBottleneck:
             ``final_mismatches`` (members whose last-layer logit-lens top-1 differs from
             the top-1 of the forward's own logits; 0 unless the lens is broken).
         distinguishability: ``[set, layer]`` the same values as ``sets_layers``.
+        distinguishability_all: ``[set, layer]``, centred over every position.
         agreement: ``[set, layer]``.
         top1: Per set, ``[layer, member]`` logit-lens top-1 token ids.
         logits_top1: Per set, ``[member]`` top-1 of the forward's own logits.
@@ -74,6 +81,7 @@ class SetBottleneck:
     sets_layers: pd.DataFrame
     sets: pd.DataFrame
     distinguishability: Float[np.ndarray, "set layer"]
+    distinguishability_all: Float[np.ndarray, "set layer"]
     agreement: Float[np.ndarray, "set layer"]
     top1: list[Int[np.ndarray, "layer _member"]]
     logits_top1: list[Int[np.ndarray, " _member"]]
@@ -144,6 +152,7 @@ def set_bottleneck(model: Any, trace: Trace) -> SetBottleneck:
     sets = [list(s) for s in st.set_indices if len(s) > 1]
     steps = [k for k, s in enumerate(st.set_indices) if len(s) > 1]
     dist = np.zeros((len(sets), n_l))
+    dist_all = np.zeros((len(sets), n_l))
     agree = np.zeros((len(sets), n_l))
     top1s: list[np.ndarray] = []
     logit_top1s: list[np.ndarray] = []
@@ -159,7 +168,10 @@ def set_bottleneck(model: Any, trace: Trace) -> SetBottleneck:
             )
         flat = [i for s in sets for i in s]
         resid = torch.stack([cache[n][0] for n in names])  # layer pos d_model
-        centred = resid[:, flat].double() - resid.double().mean(1, keepdim=True)
+        members = resid[:, flat].double()
+        start = 1 if resid.shape[1] > 1 else 0  # position 0 left out of the mean
+        centred = members - resid[:, start:].double().mean(1, keepdim=True)
+        centred_all = members - resid.double().mean(1, keepdim=True)
         with torch.no_grad():  # one layer at a time: [member, d_vocab] logits each
             lens = torch.stack(
                 [backend.logit_lens(resid[la, flat]).argmax(-1) for la in range(n_l)]
@@ -170,6 +182,7 @@ def set_bottleneck(model: Any, trace: Trace) -> SetBottleneck:
         for k, s in enumerate(sets):
             span = slice(at, at + len(s))
             dist[k] = _distinguishability(centred[:, span])
+            dist_all[k] = _distinguishability(centred_all[:, span])
             top1s.append(lens_np[:, span])
             logit_top1s.append(own[span])
             agree[k] = _agreement(lens_np[:, span])
@@ -180,12 +193,20 @@ def set_bottleneck(model: Any, trace: Trace) -> SetBottleneck:
             "layer": la,
             "n_members": len(s),
             "distinguishability": float(dist[k, la]),
+            "distinguishability_all": float(dist_all[k, la]),
             "agreement": float(agree[k, la]),
         }
         for k, s in enumerate(sets)
         for la in range(n_l)
     ]
-    cols = ["step", "layer", "n_members", "distinguishability", "agreement"]
+    cols = [
+        "step",
+        "layer",
+        "n_members",
+        "distinguishability",
+        "distinguishability_all",
+        "agreement",
+    ]
     merges = [merge_layer(agree[k]) for k in range(len(sets))]
     per_set = pd.DataFrame(
         {
@@ -202,6 +223,7 @@ def set_bottleneck(model: Any, trace: Trace) -> SetBottleneck:
         sets_layers=pd.DataFrame(rows, columns=cols),
         sets=per_set,
         distinguishability=dist,
+        distinguishability_all=dist_all,
         agreement=agree,
         top1=top1s,
         logits_top1=logit_top1s,

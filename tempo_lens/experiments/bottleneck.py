@@ -57,6 +57,7 @@ PER_PROMPT = [
     "steps",
     "rho",
     "rho_p",
+    "rho_all",
     "merged_fraction",
     "merge_depth",
     "final_mismatches",
@@ -102,10 +103,11 @@ def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, An
     trace = tl.generate(model, encode(model, unit.prompt), cfg.tempo_config(prune=None))
     b = set_bottleneck(model, trace)
     n_l = b.n_layers
-    rho = rho_p = depth = frac = math.nan
+    rho = rho_p = rho_all = depth = frac = math.nan
     if len(b.members):
         curve = b.distinguishability.mean(0)  # layer: mean over the prompt's sets
         rho, rho_p = rank_correlation(np.arange(n_l), curve)
+        rho_all = rank_correlation(np.arange(n_l), b.distinguishability_all.mean(0))[0]
         frac = float(b.sets["merged"].mean())
         merged = b.sets["merge_layer"].dropna().to_numpy(float)
         depth = float(np.mean(merged / n_l)) if len(merged) else math.nan
@@ -115,6 +117,7 @@ def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, An
         "steps": len(trace.steps),
         "rho": rho,
         "rho_p": rho_p,
+        "rho_all": rho_all,
         "merged_fraction": frac,
         "merge_depth": depth,
         "final_mismatches": int(b.sets["final_mismatches"].sum()) if len(b.sets) else 0,
@@ -155,7 +158,8 @@ def summarize(cfg: Config, tables: dict[str, pd.DataFrame], out: Path) -> str:
     sl = tables.get("sets_layers", pd.DataFrame(columns=["prompt_id", "step", "layer", *MEASURES]))
     est = {
         k: estimate(pp[k].to_numpy(float), min_n=cfg.min_prompts, seed=cfg.seed)
-        for k in ("rho", "merged_fraction", "merge_depth")
+        for k in ("rho", "rho_all", "merged_fraction", "merge_depth")
+        if k in pp
     }
     verdict = est["rho"].verdict("diverge", "converge")
     curves = _layer_curves(cfg, sl)
@@ -172,6 +176,7 @@ def summarize(cfg: Config, tables: dict[str, pd.DataFrame], out: Path) -> str:
         "n_sets": int(pp["n_sets"].sum()) if n_prompts else 0,
         "rho": asdict(est["rho"]),
         "verdict": verdict,
+        "rho_all": asdict(est["rho_all"]) if "rho_all" in est else None,
         "merged_fraction": asdict(est["merged_fraction"]),
         "merge_depth": asdict(est["merge_depth"]),
         "final_layer_lens_mismatches": mismatches,
@@ -181,6 +186,8 @@ def summarize(cfg: Config, tables: dict[str, pd.DataFrame], out: Path) -> str:
         f"prompts: {n_prompts}, with a multi-member set: {with_sets}, sets: {summary['n_sets']}",
         f"rho(layer, set-mean distinguishability): {fmt_estimate(est['rho'])}",
         f"members with depth (R6): {verdict}",
+        "rho with every position in the centring mean (the first registered version): "
+        + (fmt_estimate(est["rho_all"]) if "rho_all" in est else "not recorded"),
         f"fraction of sets merged by the last layer: {fmt_estimate(est['merged_fraction'])}"
         " (descriptive)",
         f"merge layer / n_layers of merged sets: {fmt_estimate(est['merge_depth'])} (descriptive)",

@@ -81,15 +81,18 @@ def test_distinguishability_and_agreement_match_a_plain_forward(runs) -> None:
         for j, (step, members) in enumerate(sets):
             for la in range(N_LAYERS):
                 r = resid[la].double().numpy()
-                centred = r[members] - r.mean(0)
                 pairs = list(itertools.combinations(range(len(members)), 2))
+                centred = r[members] - r[1:].mean(0)  # position 0 left out (amended R6)
                 want_d = np.mean([cosine(centred[a], centred[c]) for a, c in pairs])
+                every = r[members] - r.mean(0)  # the first registered version
+                want_all = np.mean([cosine(every[a], every[c]) for a, c in pairs])
                 top = _reference_lens(model, resid[la][members]).argmax(-1).numpy()
                 want_a = np.mean([top[a] == top[c] for a, c in pairs])
                 row = b.sets_layers[
                     (b.sets_layers["step"] == step) & (b.sets_layers["layer"] == la)
                 ]
                 assert row["distinguishability"].item() == pytest.approx(want_d, rel=1e-6)
+                assert row["distinguishability_all"].item() == pytest.approx(want_all, rel=1e-6)
                 assert row["agreement"].item() == want_a
                 assert row["n_members"].item() == len(members)
                 n_agree += want_a > 0
