@@ -24,6 +24,7 @@ Example::
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,20 +88,45 @@ def _next_logits(model: Any, ids: list[int]) -> torch.Tensor:
     return model(tokens, attention_mask=torch.ones_like(tokens), return_type="logits")[0, -1]
 
 
+_PREFIXES: dict[tuple[int, tuple[int, ...], int], tuple[Any, list[int], list[int]]] = {}
+"""Per (model, prompt, continuation length): the ranked next tokens and the continuation."""
+
+
+def _ranked_and_continuation(
+    model: Any, prompt: list[int], continuation: int
+) -> tuple[list[int], list[int]]:
+    """The plain model's next tokens by rank (EOS excluded) and its greedy continuation.
+
+    The same for every (n, scheme, delta) unit of a prompt, so computed once per prompt
+    (the last few are kept, checked by a weak reference to the model; a unit's result does
+    not depend on the cache).
+    """
+    key = (id(model), tuple(prompt), continuation)
+    hit = _PREFIXES.get(key)
+    if hit is None or hit[0]() is not model:
+        logits = _next_logits(model, prompt).clone()
+        if (eos := eos_token_id(model)) is not None:
+            logits[eos] = -math.inf
+        ranked = torch.argsort(logits, descending=True, stable=True).tolist()
+        cont: list[int] = []
+        for _ in range(continuation):
+            cont.append(int(torch.argmax(_next_logits(model, prompt + ranked[:1] + cont))))
+        if len(_PREFIXES) >= 8:
+            _PREFIXES.clear()
+        _PREFIXES[key] = (weakref.ref(model), ranked, cont)
+    _, ranked, cont = _PREFIXES[key]
+    return ranked, list(cont)
+
+
 def _sequence(model: Any, prompt: list[int], cfg: Config, unit: Unit) -> tl.SequenceState:
     """The unit's sequence: prompt, one set of the top-n next tokens, greedy continuation.
 
     The set holds the top-n next tokens (EOS excluded), the continuation is greedy after
     the top-1 member, both under the plain model, at the unit's positions.
     """
-    logits = _next_logits(model, prompt).clone()
-    if (eos := eos_token_id(model)) is not None:
-        logits[eos] = -math.inf
     n, delta = unit.condition["n"], unit.condition["delta"]
-    top = torch.argsort(logits, descending=True, stable=True)[:n].tolist()
-    cont: list[int] = []
-    for _ in range(cfg.continuation):
-        cont.append(int(torch.argmax(_next_logits(model, prompt + top[:1] + cont))))
+    ranked, cont = _ranked_and_continuation(model, prompt, cfg.continuation)
+    top = ranked[:n]
     if len(prompt) + max(cfg.n_values) + len(cont) > model.cfg.n_ctx:
         raise ValueError(f"prompt {unit.prompt.id} is too long for the model context")
     positions = tl.PositionScheme(kind="distinct") if delta is None else None
