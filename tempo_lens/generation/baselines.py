@@ -33,6 +33,7 @@ from tempo_lens.backends import (
 )
 from tempo_lens.generation.text import encode_prompt, eos_token_id, label_texts
 from tempo_lens.prompts import PromptLike
+from tempo_lens.schedules import check_threshold
 from tempo_lens.selection import check_logits, probabilities
 from tempo_lens.state import SequenceState
 from tempo_lens.trace import Candidate, StepRecord, Trace
@@ -217,6 +218,7 @@ def beam_search(
     num_beams: IntLike = 4,
     length_penalty: RealLike = 1.0,
     stop_at_eos: BoolLike = True,
+    candidate_threshold: RealLike | None = None,
 ) -> Trace:
     """Beam search exactly as Hugging Face ``generate(num_beams=k, do_sample=False)`` runs it.
 
@@ -238,16 +240,29 @@ def beam_search(
     tokens of the ``k`` best continuations (``top_k``), the new token and parent of every
     running beam, and how many beams were forwarded after it.
 
+    ``candidate_threshold=τ`` makes it *threshold beam search* (see :class:`BeamRules`):
+    per running beam only the tokens with ``p >= τ`` (and always its top-1) are
+    candidates, instead of the top ``2k``; fewer than ``k`` beams may then run. ``None``
+    (the default) is Hugging Face's rule, unchanged.
+
     Raises:
-        ValueError: ``max_steps`` or ``num_beams`` < 1; the model's logits contain NaN or
-            ``+inf`` (:func:`tempo_lens.selection.check_logits`, as for every decoder).
+        ValueError: ``max_steps`` or ``num_beams`` < 1; ``candidate_threshold`` not in
+            ``(0, 1]``; the model's logits contain NaN or ``+inf``
+            (:func:`tempo_lens.selection.check_logits`, as for every decoder).
     """
     max_steps, num_beams = _count("max_steps", max_steps), _count("num_beams", num_beams)
     length_penalty = _real("length_penalty", length_penalty, -math.inf, math.inf)
+    tau = candidate_threshold_value(candidate_threshold)
     ids = encode_prompt(model, prompt)
     eos = eos_token_id(model) if stop_at_eos else None
     n_max = min(max_steps, max_context(model) - len(ids))
-    rules = BeamRules(num_beams=num_beams, length_penalty=length_penalty, eos=eos, n_max=n_max)
+    rules = BeamRules(
+        num_beams=num_beams,
+        length_penalty=length_penalty,
+        eos=eos,
+        n_max=n_max,
+        candidate_threshold=tau,
+    )
     cache = make_kv_cache(model)
     device = model.cfg.device
     with torch.no_grad():
@@ -260,7 +275,13 @@ def beam_search(
             reorder_kv_cache(cache, torch.tensor(parents, dtype=torch.long))
             new = torch.tensor([[b.tokens[-1]] for b in rules.running], device=device)
             logits = forward(model, new, cache=cache)[:, -1]
-    config = {"max_steps": max_steps, "num_beams": num_beams, "length_penalty": rules.lp}
+    config: dict[str, Any] = {
+        "max_steps": max_steps,
+        "num_beams": num_beams,
+        "length_penalty": rules.lp,
+    }
+    if tau is not None:
+        config["candidate_threshold"] = tau
     if not rules.finished:  # the prompt already fills the context
         return _single_path_trace(
             model, prompt, ids, [], "beam", {"max_steps": max_steps}, "context", {"steps": []}
@@ -268,6 +289,18 @@ def beam_search(
     tokens, probs, stop, extra = rules.outcome(context_bound=n_max != max_steps)
     chosen = list(zip(tokens, probs, strict=True))
     return _single_path_trace(model, prompt, ids, chosen, "beam", config, stop, extra)
+
+
+def candidate_threshold_value(value: RealLike | None) -> float | None:
+    """``candidate_threshold`` checked: ``None``, or a real number in ``(0, 1]`` as a float.
+
+    Raises:
+        ValueError: Anything else (the message names the value).
+    """
+    if value is None:
+        return None
+    check_threshold(value, "candidate_threshold")
+    return float(as_real(value))
 
 
 class BeamRules:
@@ -283,10 +316,29 @@ class BeamRules:
         length_penalty: Exponent of the length normalisation.
         eos: The EOS token id (``None``: never finish early).
         n_max: The last step (0-based) is ``n_max - 1``.
+        candidate_threshold: ``None``: Hugging Face's candidates, the ``2k`` best
+            continuations of all running beams. ``τ`` in ``(0, 1]``: *threshold beam
+            search* — the candidates are, per running beam, only the tokens TEMPO would
+            select there: ``p >= τ`` (``p`` the float64 softmax TEMPO thresholds,
+            :func:`tempo_lens.selection.probabilities`), and always the beam's top-1
+            (ties: lowest id). Everything else (finishing among the first ``k``, the ``k``
+            best unfinished run on, the stopping rule) is unchanged; fewer than ``k``
+            beams run when fewer candidates exist. Only the ``2k`` best candidates are
+            ranked: at most one per beam (its EOS) can finish, so the ``k`` beams that run
+            on are always among them.
     """
 
-    def __init__(self, *, num_beams: int, length_penalty: float, eos: int | None, n_max: int):
+    def __init__(
+        self,
+        *,
+        num_beams: int,
+        length_penalty: float,
+        eos: int | None,
+        n_max: int,
+        candidate_threshold: float | None = None,
+    ):
         self.k, self.lp, self.eos, self.n_max = num_beams, float(length_penalty), eos, n_max
+        self.tau = candidate_threshold_value(candidate_threshold)
         self.running = [_Beam([], 0.0, [])]
         self.finished: list[tuple[float, _Beam, bool]] = []  # (normalised score, beam, EOS)
         self.steps: list[dict[str, Any]] = []
@@ -306,7 +358,14 @@ class BeamRules:
         check_logits(logits)  # NaN/+inf logits: the error TEMPO raises
         logp = torch.log_softmax(logits.to(torch.float64), dim=-1).cpu()
         totals = torch.tensor([b.score for b in self.running], dtype=torch.float64)[:, None] + logp
-        top = torch.topk(totals.flatten(), k=min(2 * k, totals.numel()))
+        if self.tau is None:  # Hugging Face: the 2k best continuations
+            top = torch.topk(totals.flatten(), k=min(2 * k, totals.numel()))
+        else:  # threshold beam search: per beam, p >= tau, and always the top-1
+            p = probabilities(logits).cpu()
+            allowed = p >= self.tau
+            allowed[torch.arange(p.shape[0]), torch.argmax(p, dim=-1)] = True
+            totals = totals.masked_fill(~allowed, -math.inf)
+            top = torch.topk(totals.flatten(), k=min(2 * k, int(allowed.sum())))
         last = step == self.n_max - 1
         cands = []
         for score, flat in zip(top.values.tolist(), top.indices.tolist(), strict=True):

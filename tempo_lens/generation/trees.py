@@ -48,7 +48,12 @@ import torch
 
 from tempo_lens._numbers import BoolLike, IntLike, RealLike
 from tempo_lens.backends import TempoModel, check_rotary, max_context, model_name, provenance
-from tempo_lens.generation.baselines import BeamRules, _count, _real
+from tempo_lens.generation.baselines import (
+    BeamRules,
+    _count,
+    _real,
+    candidate_threshold_value,
+)
 from tempo_lens.generation.batch_forward import BatchForward
 from tempo_lens.generation.loop import StepObserver
 from tempo_lens.generation.text import encode_prompt, eos_token_id, label_texts
@@ -83,6 +88,11 @@ class TreeBeamResult:
             the best hypothesis pruned at the last step, so ``trace.clean_ids()`` is the
             output. Pass it to ``AttentionCapture.result``.
         n_forwards: Model forwards (the prompt's included).
+        tokens_forwarded: Token positions fed through the model, the prompt's included:
+            ``len(prompt)`` plus, per step, the running beams' new tokens (``k``, or fewer
+            under ``candidate_threshold``); the best hypothesis' last token, never fed,
+            is not counted. What a :class:`~tempo_lens.analysis.budget.ForwardCounter` on
+            the token embedding counts.
     """
 
     token_ids: list[int]
@@ -90,11 +100,17 @@ class TreeBeamResult:
     beams: list[dict[str, Any]]
     trace: Trace
     n_forwards: int
+    tokens_forwarded: int = 0
 
     @property
     def state(self) -> SequenceState:
         """The tree's :class:`~tempo_lens.SequenceState` (``trace.state``)."""
         return self.trace.state
+
+    @property
+    def forwarded_per_token(self) -> float:
+        """``tokens_forwarded / len(token_ids)``: the compute measure of RQ 8.3 (NaN if empty)."""
+        return self.tokens_forwarded / len(self.token_ids) if self.token_ids else float("nan")
 
 
 @dataclass
@@ -179,6 +195,7 @@ def tree_beam_search(
     length_penalty: RealLike = 1.0,
     stop_at_eos: BoolLike = True,
     observers: Sequence[StepObserver] = (),
+    candidate_threshold: RealLike | None = None,
 ) -> TreeBeamResult:
     """Beam search with all beams in one sequence and one KV cache (a token tree).
 
@@ -200,18 +217,29 @@ def tree_beam_search(
         stop_at_eos: Let hypotheses finish at EOS.
         observers: Step observers (e.g. :class:`~tempo_lens.AttentionCapture`); each
             forward of step ``s`` is recorded as step ``s`` with its ``k`` queries.
+        candidate_threshold: ``τ`` in ``(0, 1]``: *threshold beam search* (TEMPO's sets as
+            beam search's candidate pool): per running beam only the tokens with
+            ``p >= τ`` — the set TEMPO would select there, always at least the top-1 —
+            are candidates, instead of the top ``2k`` of all beams; the rest of the rules
+            is unchanged (:class:`~tempo_lens.generation.baselines.BeamRules`). Fewer
+            than ``k`` beams run when fewer candidates exist, so fewer tokens are
+            forwarded (``tokens_forwarded``). ``τ → 0`` is beam search; ``k = 1`` is
+            greedy. ``None`` (default): plain beam search.
 
     Returns:
-        A :class:`TreeBeamResult` (output, hypotheses, the tree as a trace).
+        A :class:`TreeBeamResult` (output, hypotheses, the tree as a trace, forwards and
+        tokens forwarded).
 
     Raises:
-        ValueError: ``max_steps`` or ``num_beams`` < 1; a bad prompt; the tree would not
-            fit the model's context (``prompt + num_beams * max_steps`` tokens, all
-            physically in one sequence); NaN or ``+inf`` logits.
+        ValueError: ``max_steps`` or ``num_beams`` < 1; ``candidate_threshold`` not in
+            ``(0, 1]``; a bad prompt; the tree would not fit the model's context
+            (``prompt + num_beams * max_steps`` tokens, all physically in one sequence);
+            NaN or ``+inf`` logits.
     """
     check_rotary(model)
     max_steps, num_beams = _count("max_steps", max_steps), _count("num_beams", num_beams)
     lp = _real("length_penalty", length_penalty, -float("inf"), float("inf"))
+    tau = candidate_threshold_value(candidate_threshold)
     ids = encode_prompt(model, prompt)
     n_ctx = max_context(model)
     if len(ids) + num_beams * max_steps > n_ctx:
@@ -221,12 +249,14 @@ def tree_beam_search(
             f"context of {n_ctx}"
         )
     eos = eos_token_id(model) if stop_at_eos else None
-    rules = BeamRules(num_beams=num_beams, length_penalty=lp, eos=eos, n_max=max_steps)
+    rules = BeamRules(
+        num_beams=num_beams, length_penalty=lp, eos=eos, n_max=max_steps, candidate_threshold=tau
+    )
     state = SequenceState(ids, isolate=True)
     fwd = BatchForward(model, [state], use_kv_cache=True, observers=_observers(observers))
     records: list[StepRecord] = []
     last = [len(ids) - 1]  # physical index of each running beam's last token
-    n_forwards = 1
+    n_forwards, n_tokens = 1, len(ids)
     with fwd.attached():
         logits = fwd.run([list(range(len(ids)))], -1)[0][-1:]
         for step in range(max_steps):
@@ -248,7 +278,7 @@ def tree_beam_search(
             )
             last = idx
             logits = fwd.run([idx], step)[0]
-            n_forwards += 1
+            n_forwards, n_tokens = n_forwards + 1, n_tokens + len(idx)
     tokens, probs, stop, extra = rules.outcome(context_bound=False)
     path = _path_of(state, tokens)
     if len(path) < len(tokens) - 1:  # every forwarded beam token is in the tree
@@ -262,9 +292,11 @@ def tree_beam_search(
     for i in range(len(ids), len(state)):
         if i not in keep:
             state.prune(i, at_step=state.n_steps - 1)
-    config = {"max_steps": max_steps, "num_beams": num_beams, "length_penalty": lp}
+    config: dict[str, Any] = {"max_steps": max_steps, "num_beams": num_beams, "length_penalty": lp}
+    if tau is not None:
+        config["candidate_threshold"] = tau
     trace = _tree_trace(model, prompt, state, records, "tree_beam", config, stop, extra)
-    return TreeBeamResult(list(tokens), stop, extra["beams"], trace, n_forwards)
+    return TreeBeamResult(list(tokens), stop, extra["beams"], trace, n_forwards, n_tokens)
 
 
 def _path_of(state: SequenceState, tokens: Sequence[int]) -> list[int]:
