@@ -8,7 +8,10 @@ each decoder for ``max_steps`` steps (default 16, EOS stops):
   ``mixture`` readout, no pruning; its text is the clean path;
 * ``tree_beam``: :func:`tempo_lens.tree_beam_search`, ``k = num_beams`` (4);
 * ``threshold_beam`` (the hybrid): the same with ``candidate_threshold`` (τ = 0.1): per
-  running beam only the tokens with ``p >= τ`` (at least the top-1) are candidates.
+  running beam only the tokens with ``p >= τ`` (at least the top-1) are candidates;
+* ``tree_beam_matched``: tree beam search with ``k = matched_beams`` (2), the width whose
+  forwarded tokens per step match TEMPO's at τ = 0.1 (issue 25's quality at matched
+  compute, added to R8 before the run).
 
 Table ``runs`` (one row per prompt × method): ``method``, ``clean_text`` (the generated
 continuation only, the text the judge scores), ``generated_tokens``, ``tokens_forwarded``
@@ -63,10 +66,11 @@ from tempo_lens.runner.cli import run_cli
 from tempo_lens.schedules import check_threshold
 from tempo_lens.trace import Trace
 
-METHODS = ("greedy", "tempo", "tree_beam", "threshold_beam")
-"""The four decoders of R8, in row order."""
+METHODS = ("greedy", "tempo", "tree_beam", "threshold_beam", "tree_beam_matched")
+"""The decoders of R8, in row order."""
 
 HYBRID, BEAM, TEMPO, GREEDY = "threshold_beam", "tree_beam", "tempo", "greedy"
+MATCHED = "tree_beam_matched"
 
 LEVEL = 1 - 0.05 / 3
 """98.3 %: three comparisons (R8)."""
@@ -82,6 +86,8 @@ QUESTIONS = {
     "8.3.compute_vs_beam": "tokens forwarded per generated token, threshold beam / beam search",
     "8.3.quality_vs_tempo": "judged NLL (vs greedy), threshold beam − TEMPO",
     "8.3.pays_off": "the hybrid pays off: (a) matches beam or better, and (b) cheaper",
+    "25.quality_matched": "judged NLL (vs greedy), TEMPO − tree beam search at matched width",
+    "25.compute_matched": "tokens forwarded per generated token, TEMPO / matched tree beam",
 }
 
 
@@ -92,15 +98,19 @@ class Config(UnprunedConfig):
     Attributes:
         num_beams: ``k`` of both beam searches (``>= 1``).
         candidate_threshold: τ of the threshold beam search, in ``(0, 1]``.
+        matched_beams: ``k`` of the tree beam search at TEMPO's width (``>= 1``).
     """
 
     num_beams: int = 4
     candidate_threshold: float = 0.1
+    matched_beams: int = 2
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.num_beams < 1:
             raise ValueError(f"num_beams must be >= 1, got {self.num_beams}")
+        if self.matched_beams < 1:
+            raise ValueError(f"matched_beams must be >= 1, got {self.matched_beams}")
         check_threshold(self.candidate_threshold, "candidate_threshold")
 
 
@@ -154,13 +164,17 @@ def run_unit(cfg: Config, model: Any, unit: Unit) -> dict[str, list[dict[str, An
     b = trace_budget(t)
     rows.append(_row(TEMPO, t, b.forwards, b.tokens_forwarded, c, s))
 
-    def beams(tau: float | None) -> Callable[[], tl.TreeBeamResult]:
+    def beams(tau: float | None, width: int) -> Callable[[], tl.TreeBeamResult]:
         return lambda: tl.tree_beam_search(
-            model, ids, max_steps=n, num_beams=k, candidate_threshold=tau
+            model, ids, max_steps=n, num_beams=width, candidate_threshold=tau
         )
 
-    for method, tau in ((BEAM, None), (HYBRID, cfg.candidate_threshold)):
-        r, c, s = _measured(model, beams(tau))
+    for method, tau, width in (
+        (BEAM, None, k),
+        (HYBRID, cfg.candidate_threshold, k),
+        (MATCHED, None, cfg.matched_beams),
+    ):
+        r, c, s = _measured(model, beams(tau, width))
         rows.append(_row(method, r.trace, r.n_forwards, r.tokens_forwarded, c, s))
     return {"runs": rows}
 
@@ -222,6 +236,12 @@ def verdicts(cfg: Config, runs: pd.DataFrame, judge: pd.DataFrame | None) -> lis
     ratio = cost[HYBRID] / cost[BEAM] if {HYBRID, BEAM} <= set(cost) else pd.Series(dtype=float)
     e_b = estimate(ratio.to_numpy(float), null=1.0, **est)
     b = compute_verdict(e_b)
+    at95 = {**est, "level": 0.95}
+    matched = (
+        cost[TEMPO] / cost[MATCHED] if {TEMPO, MATCHED} <= set(cost) else pd.Series(dtype=float)
+    )
+    e_m = estimate(matched.to_numpy(float), null=1.0, **at95)
+    compute_matched = _estimate_row("25.compute_matched", e_m, e_m.verdict("more", "less"))
     if judge is None or judge.empty:
         wait = "awaits the judge"
         return [
@@ -229,17 +249,26 @@ def verdicts(cfg: Config, runs: pd.DataFrame, judge: pd.DataFrame | None) -> lis
             _estimate_row("8.3.compute_vs_beam", e_b, b),
             _estimate_row("8.3.quality_vs_tempo", None, wait),
             _estimate_row("8.3.pays_off", None, pays_off(None, b)),
+            _estimate_row("25.quality_matched", None, wait),
+            compute_matched,
         ]
     nll = _wide(judge, "judge_nll")
     vs_greedy = nll.sub(nll[GREEDY], axis=0)  # quality: judged NLL minus greedy's
     e_a = estimate((vs_greedy[HYBRID] - vs_greedy[BEAM]).to_numpy(float), **est)
     e_c = estimate((vs_greedy[HYBRID] - vs_greedy[TEMPO]).to_numpy(float), **est)
     a = quality_verdict(e_a)
+    if MATCHED in vs_greedy:
+        e_q = estimate((vs_greedy[TEMPO] - vs_greedy[MATCHED]).to_numpy(float), **at95)
+        q = e_q.verdict("TEMPO worse at matched compute", "TEMPO better at matched compute")
+    else:
+        e_q, q = None, "not run"
     return [
         _estimate_row("8.3.quality_vs_beam", e_a, a),
         _estimate_row("8.3.compute_vs_beam", e_b, b),
         _estimate_row("8.3.quality_vs_tempo", e_c, tempo_verdict(e_c)),
         _estimate_row("8.3.pays_off", None, pays_off(a, b)),
+        _estimate_row("25.quality_matched", e_q, q),
+        compute_matched,
     ]
 
 
@@ -304,7 +333,7 @@ def summarize(cfg: Config, tables: dict[str, pd.DataFrame], out: Path) -> str:
                 **{k: r[k] for k in Estimate.__dataclass_fields__} | {"ci": tuple(r["ci"])}
             )
             lines.append(
-                f"{r['id']}: {r['question']}: {fmt_estimate(e)} at {100 * LEVEL:.1f}% "
+                f"{r['id']}: {r['question']}: {fmt_estimate(e)} at {100 * e.level:.1f}% "
                 f"-> {r['verdict']}"
             )
         else:

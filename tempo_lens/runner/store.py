@@ -13,6 +13,13 @@ and run again. One run at a time per output directory: :class:`RunLock` holds
 :class:`RunLockedError` while the first is alive, and a lock whose process is gone (same
 host) is taken over. Temporary files of a killed run are removed only under the lock,
 when no live run can own them.
+
+Directories of record (:func:`write_record`, :func:`read_record_tables`): the committed
+form of a run, whose tables stand in for the units in :func:`summarize_only`.
+
+Size: the run directory and the directory of record share the manifest, its check and
+the summary step, so they stay in one module past 500 lines (a separate module would
+import this one and be imported by it).
 """
 
 from __future__ import annotations

@@ -243,6 +243,8 @@ def test_hybrid_experiment_runs_and_summarizes(tiny, tmp_path) -> None:
         "8.3.compute_vs_beam",
         "8.3.quality_vs_tempo",
         "8.3.pays_off",
+        "25.quality_matched",
+        "25.compute_matched",
     ]
     assert summ["judged"] is False
     assert "awaits the judge" in (tmp_path / "run" / "report.txt").read_text()
@@ -264,10 +266,15 @@ def test_hybrid_rules_with_a_judge_table(tiny, tmp_path) -> None:
                     "method": m,
                     "generated_tokens": 4,
                     "tokens_forwarded": {"threshold_beam": 6, "tree_beam": 16}.get(m, 4),
-                    "forwarded_per_token": {"threshold_beam": 1.5, "tree_beam": 4.0}.get(m, 1.0),
+                    "forwarded_per_token": {
+                        "threshold_beam": 1.5,
+                        "tree_beam": 4.0,
+                        "tree_beam_matched": 2.0,
+                    }.get(m, 1.0),
                 }
             )
-            nll = {"greedy": 3.0, "tempo": 3.0, "tree_beam": 2.5, "threshold_beam": 2.5}[m]
+            nll = {"greedy": 3.0, "tempo": 3.0, "tree_beam": 2.5, "threshold_beam": 2.5,
+                   "tree_beam_matched": 2.8}[m]  # fmt: skip
             judge.append(
                 {
                     "prompt_id": pid,
@@ -286,5 +293,7 @@ def test_hybrid_rules_with_a_judge_table(tiny, tmp_path) -> None:
         "8.3.compute_vs_beam": "cheaper",
         "8.3.quality_vs_tempo": "better than TEMPO",
         "8.3.pays_off": "pays off",
+        "25.quality_matched": "TEMPO worse at matched compute",  # 3.0 vs 2.8
+        "25.compute_matched": "less",  # 1.0 / 2.0
     }
     assert summ["judged"] is True
