@@ -13,6 +13,9 @@ record), ``research/<experiment>/<model>/`` (the issue-24 runs, directories of r
 ``tree_comparison/`` (SmolLM2) and ``tree_comparison/gemma3/``, and the exploratory
 first results ``compare_decoders/``, ``isolation_patching/``, ``layer_intervention/``.
 ``<model>`` is ``smollm2`` or ``gemma3``.
+
+Size: one short source per rule of the record, kept in one module so that every rule the
+record applies can be read (and audited against ``docs/preregistration.md``) in one place.
 """
 
 from __future__ import annotations
