@@ -94,14 +94,15 @@ def _read_record(d: str, mtime_ns: int) -> dict[str, pd.DataFrame]:
 def sample_of(results: Path, source: str) -> int:
     """The prompts the run behind a source table had (0: unknown).
 
-    In a directory of record: the prompts of all its tables; else those of its per-prompt
-    table (``per_prompt.csv``). Not the manifest's list: a run cut by ``--limit`` lists
-    the whole prompt file there.
+    A directory of record: its manifest's prompts (the runs of record have no ``--limit``;
+    prompts without the measured object, e.g. answered with EOS at once, still count).
+    Else the prompts of its per-prompt table (``per_prompt.csv``): the manifest of a run cut
+    by ``--limit`` lists the whole prompt file.
     """
     d = results / Path(source).relative_to("results").parent
-    rec = _record(results, *d.relative_to(results).parts)
-    if rec is not None and RECORD in json.loads((d / MANIFEST).read_text(encoding="utf-8")):
-        return len(set().union(*(set(t["prompt_id"]) for t in rec.values() if "prompt_id" in t)))
+    man = json.loads((d / MANIFEST).read_text(encoding="utf-8")) if (d / MANIFEST).is_file() else {}
+    if RECORD in man:
+        return len(man["prompts"])
     if (d / "per_prompt.csv").is_file():
         return int(pd.read_csv(d / "per_prompt.csv", usecols=["prompt_id"])["prompt_id"].nunique())
     return 0
