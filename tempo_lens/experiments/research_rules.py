@@ -316,22 +316,26 @@ def pruning_signals(model: str, row: str, measure: str) -> Source:
 
 
 def _judged(
-    results: Path, experiment: str, model: str, keys: list[str]
+    results: Path, experiment: str, directory: str, keys: list[str]
 ) -> tuple[pd.DataFrame, str] | None:
-    rec = _record(results, "research", experiment, MODEL_DIRS[model])
+    """A judged record's ``runs`` with the judge's ``judge_nll`` merged in by ``keys``.
+
+    None when the record does not exist yet; a record without ``judge`` is not judged yet.
+    """
+    rec = _record(results, "research", experiment, directory)
     if rec is None or "judge" not in rec:
         return None
     runs = rec["runs"].drop(columns=[c for c in ("judge_nll",) if c in rec["runs"]])
     j = rec["judge"][["prompt_id", *keys, "judge_nll"]]
     merged = runs.merge(j, on=["prompt_id", *keys], how="left", validate="one_to_one")
-    return merged, f"results/research/{experiment}/{MODEL_DIRS[model]}/judge.csv.gz"
+    return merged, f"results/research/{experiment}/{directory}/judge.csv.gz"
 
 
 def partial_isolation(model: str, layer_set: str) -> Source:
     """R3 / RQ 8.2: judged NLL of ``layer_set`` − full isolation (98.75 % CI)."""
 
     def source(results: Path) -> list[Answer]:
-        got = _judged(results, "partial_isolation", model, ["layers"])
+        got = _judged(results, "partial_isolation", MODEL_DIRS[model], ["layers"])
         if got is None:
             return []
         df, rel = got
@@ -350,15 +354,24 @@ def partial_isolation(model: str, layer_set: str) -> Source:
     return source
 
 
-def _sweep(results: Path, model: str) -> tuple[pd.DataFrame, str] | None:
-    got = _judged(results, "threshold_sweep", model, ["schedule", "threshold"])
+def _sweep(results: Path, model: str, part: str) -> tuple[pd.DataFrame, str] | None:
+    """The judged ``threshold_sweep`` record ``<model>-<part>``, non-greedy rows.
+
+    ``part`` is ``constant`` or ``schedules``; ``cost`` = judged NLL − the prompt's greedy
+    text's (from the constant run, which has the greedy baseline).
+    """
+    keys = ["schedule", "threshold"]
+    got = _judged(results, "threshold_sweep", f"{MODEL_DIRS[model]}-{part}", keys)
     if got is None:
         return None
     df, rel = got
-    greedy = df[df["schedule"] == "greedy"].set_index("prompt_id")["judge_nll"]
     df = df[df["schedule"] != "greedy"].copy()
-    df["cost"] = df["judge_nll"] - greedy.reindex(df["prompt_id"]).to_numpy()
     df["threshold"] = df["threshold"].astype(float)
+    base = _judged(results, "threshold_sweep", f"{MODEL_DIRS[model]}-constant", keys)
+    if base is not None:
+        g = base[0]
+        greedy = g[g["schedule"] == "greedy"].set_index("prompt_id")["judge_nll"]
+        df["cost"] = df["judge_nll"] - greedy.reindex(df["prompt_id"]).to_numpy()
     return df, rel
 
 
@@ -366,7 +379,7 @@ def threshold_trend(model: str, metric: str, measure: str) -> Source:
     """R5 / RQ 5.1: per-prompt rho(τ0, ``metric``), constant schedule."""
 
     def source(results: Path) -> list[Answer]:
-        got = _sweep(results, model)
+        got = _sweep(results, model, "constant")
         if got is None:
             return []
         df, rel = got
@@ -385,11 +398,12 @@ def schedule_vs_constant(model: str, kind: str) -> Source:
     """R5 / RQ 5.2: judged NLL of schedule ``kind`` − constant at τ0 = 0.1 (98.75 % CI)."""
 
     def source(results: Path) -> list[Answer]:
-        got = _sweep(results, model)
-        if got is None:
+        got, const = _sweep(results, model, "schedules"), _sweep(results, model, "constant")
+        if got is None or const is None:
             return []
         df, rel = got
-        d = df[np.isclose(df["threshold"], 0.1)]
+        d = pd.concat([df, const[0]], ignore_index=True)
+        d = d[np.isclose(d["threshold"], 0.1)]
         w = d.pivot_table(index="prompt_id", columns="schedule", values="judge_nll")
         e = estimate((w[kind] - w["constant"]).to_numpy(), level=1 - 0.05 / 4)
         return [
