@@ -449,24 +449,46 @@ def uncertainty(model: str, key: str, measure: str) -> Source:
 
 
 def bottleneck(model: str) -> Source:
-    """R6 / RQ 10.3: per-prompt rho(layer, members' distinguishability)."""
+    """R6 / RQ 10.3: rho(layer, members' distinguishability), from the bottleneck summary.
+
+    The rule is implemented once, in :func:`tempo_lens.experiments.bottleneck.summarize`;
+    its summary is rebuilt from the record's tables by a test.
+    """
 
     def source(results: Path) -> list[Answer]:
-        rec = _record(results, "research", "bottleneck", MODEL_DIRS[model])
-        if rec is None:
+        d = MODEL_DIRS[model]
+        if _record(results, "research", "bottleneck", d) is None:  # hash-checked tables
             return []
-        pp = rec["per_prompt"]
-        rel = f"results/research/bottleneck/{MODEL_DIRS[model]}/per_prompt.csv.gz"
-        e = estimate(pp["rho"].to_numpy(float))
-        m = estimate(pp["fraction_merged"].to_numpy(float))
-        return [
-            _from_estimate(
-                model, "rho(layer, distinguishability)", e, e.verdict("diverge", "converge"), rel
-            ),
-            _from_estimate(
-                model, "fraction of sets merged by the last layer", m, "descriptive", rel
-            ),
+        s = _json(results, "research", "bottleneck", d, "summary.json")
+        if s is None:
+            raise FileNotFoundError(f"research/bottleneck/{d} has no summary.json")
+        rel = f"results/research/bottleneck/{d}/per_prompt.csv.gz"
+        out = [
+            _dict_answer(model, "rho(layer, distinguishability)", s["rho"], s["verdict"], rel, True)
         ]
+        if s.get("rho_all"):
+            e = s["rho_all"]
+            out.append(
+                _dict_answer(
+                    model,
+                    "the same, centred over every position (first version)",
+                    e,
+                    {"above": "diverge", "below": "converge"}.get(e["direction"], e["direction"]),
+                    rel,
+                    True,
+                )
+            )
+        out.append(
+            _dict_answer(
+                model,
+                "fraction of sets merged by the last layer",
+                s["merged_fraction"],
+                "descriptive",
+                rel,
+                True,
+            )
+        )
+        return out
 
     return source
 
