@@ -453,7 +453,66 @@ Status of the {n} questions:
 
 """
 
-SECTION_TEXT: dict[str, str] = {k: "To be written with the results." for k in SECTIONS}
+SECTION_TEXT: dict[str, str] = {
+    "1": (
+        "Sharing a position costs a parallel set some attention, far less than the notes' "
+        "40-60 %: claim 1 is refuted on both families, in every layer band. Whether the "
+        "cost grows with the set size and whether a small offset restores it are R1's "
+        "questions (1.1 scaling, 1.2 critical offset)."
+    ),
+    "2": (
+        "Isolation barely moves attention (claim 2 supported on both families) and shows no "
+        "measurable effect on judged quality (2.1: inconclusive on both; the findings "
+        "judge read the prompt twice, see the pre-registration's amendment). Similar "
+        "alternatives do attend to similar context on both families (2.2), though in "
+        "isolated mode that is close to mechanical. Attention entropy does not follow the "
+        "set width (2.3, inconclusive on both), while the layer funnel (middle above late) "
+        "holds on both."
+    ),
+    "3": (
+        "Attention is not a usable pruning signal here: the conditional logit of claim 5 "
+        "is inconclusive on both families, and on SmolLM2 no layer band (3.2) and no "
+        "look-ahead window (3.3) predicts the member the continuation supports better than "
+        "chance; the notes' 'late layers are most predictive' is not supported. These are "
+        "null results at n = 48, not evidence of no effect: the CIs still allow AUCs up "
+        "to about 0.6."
+    ),
+    "4": (
+        "Only exploratory, post-hoc answers at n = 22 so far (compare_decoders): TEMPO's "
+        "alternatives are less spread than beam search's at a matched budget, members' "
+        "continuations rarely converge within 3 tokens, and the readout follows the best "
+        "member more often than chance while the kept member is not better than chance. "
+        "They need a confirmatory run on fresh prompts before they count as answers."
+    ),
+    "5": "The threshold-sweep answers (R5) are pending.",
+    "6": (
+        "A minority of heads treat parallel tokens differently from matched non-parallel "
+        "ones on both families (4.par supported), but no head is singled out by ablation "
+        "(6 prompts, exploratory) and cross-head communication (6.2) has only a 3-prompt "
+        "patching run: both need larger runs."
+    ),
+    "7": (
+        "Against beam search as a token tree (7.1) and tree speculative decoding (7.3), "
+        "pre-registered at n = 48 on both families: superposition shifts attention from "
+        "the context to the alternatives, alternatives propagate into later distributions, "
+        "and n-gram tree speculation saves forwards while returning greedy's tokens on "
+        "every prompt. TEMPO against sampling (7.2) is exploratory only."
+    ),
+    "8": "Isolation strategies (8.2) and the hybrid (8.3) are pending.",
+    "9": (
+        "Debugging a generation (9.1) is a workflow, shown in the debugging notebook. "
+        "Attention features do not predict a generation's quality beyond the selection "
+        "statistics on either family (9.2, inconclusive; both models predict degeneration "
+        "well, AUC about 0.84, from the selection features alone). Steering by an attention "
+        "bias (9.3) has only a 6-prompt exploratory run."
+    ),
+    "10": (
+        "Attention entropy tracks next-token uncertainty on SmolLM2 but not on Gemma 3 "
+        "(10.1): the relation is model-specific. Of the emergent effects, the attention "
+        "sink dominates the parallel : non-parallel ratio on SmolLM2 only. In the residual "
+        "stream the members of a set become less distinguishable with depth (10.3)."
+    ),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
