@@ -13,8 +13,9 @@ each decoder for ``max_steps`` steps (default 16, EOS stops):
   forwarded tokens per step match TEMPO's at τ = 0.1 (issue 25's quality at matched
   compute, added to R8 before the run).
 
-Table ``runs`` (one row per prompt × method): ``method``, ``clean_text`` (the generated
-continuation only, the text the judge scores), ``generated_tokens``, ``tokens_forwarded``
+Table ``runs`` (one row per prompt × method): ``method``, ``clean_text`` (the prompt
+followed by the generated text, :meth:`~tempo_lens.trace.Trace.clean_text`, as in every
+runner table; the judge scores the part after the prompt), ``generated_tokens``, ``tokens_forwarded``
 and ``forwards`` as the decoders count them (the prompt's forward included:
 :func:`~tempo_lens.analysis.budget.trace_budget` for greedy and TEMPO,
 :attr:`~tempo_lens.generation.trees.TreeBeamResult.tokens_forwarded` for the trees),
@@ -114,11 +115,6 @@ class Config(UnprunedConfig):
         check_threshold(self.candidate_threshold, "candidate_threshold")
 
 
-def _continuation(trace: Trace) -> str:
-    """The generated text only: the clean path's tokens, decoded in context."""
-    return "".join(trace.texts[i] for i in trace.clean_indices())
-
-
 def _measured(model: Any, fn: Callable[[], Any]) -> tuple[Any, ForwardCounter, float]:
     counter = ForwardCounter(model.embed)
     with counter.counting():
@@ -139,7 +135,7 @@ def _row(
     n = len(trace.clean_ids())
     return {
         "method": method,
-        "clean_text": _continuation(trace),
+        "clean_text": trace.clean_text(),
         "generated_tokens": n,
         "tokens_forwarded": tokens,
         "forwards": forwards,
