@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -66,15 +67,35 @@ def judge_text(judge: Any, prompt: str, continuation: str) -> tuple[float, int]:
     return float(nll.mean()), len(tail)
 
 
+_SPECIAL_PREFIX = re.compile(r"(?:<[^<>\s]+>)*")
+"""Special-token text a decoded sequence may begin with (``<bos>``, ``<s>`` ...)."""
+
+
 def continuation_of(prompt: str, text: str) -> str:
-    """The generated part of ``text``: without its leading ``prompt`` when it starts so.
+    """The generated part of ``text``, the whole clean text of a generation.
+
+    A runner table's ``clean_text`` is the decoded sequence, prompt first
+    (:meth:`tempo_lens.trace.Trace.clean_text`), possibly after special-token text such as
+    Gemma's ``<bos>``; both are removed. The generated part itself is kept whole, even when
+    it repeats the prompt.
 
     >>> continuation_of("The cat", "The cat sat.")
     ' sat.'
-    >>> continuation_of("The cat", " sat.")
-    ' sat.'
+    >>> continuation_of("The cat", "<bos>The cat The cat sat.")
+    ' The cat sat.'
+
+    Raises:
+        ValueError: ``text`` does not begin with ``prompt`` (a table holding only the
+            generated text, or another prompt's text); the message shows both.
     """
-    return text[len(prompt) :] if prompt and text.startswith(prompt) else text
+    head = _SPECIAL_PREFIX.match(text)
+    start = head.end() if head else 0
+    if not text.startswith(prompt, start):
+        raise ValueError(
+            f"the text does not begin with its prompt (clean_text must be the whole text, "
+            f"prompt first): prompt {prompt[:40]!r}, text {text[:60]!r}"
+        )
+    return text[start + len(prompt) :]
 
 
 def judge_texts(
@@ -159,8 +180,9 @@ def validate_table(table: pd.DataFrame, keys: Sequence[str], name: str = "the ta
     """Check that ``table`` can be judged and its rows told apart by ``prompt_id`` + ``keys``.
 
     Raises:
-        ValueError: a text column or a key column is missing (named), or two rows share
-            ``prompt_id`` and every key (the first such row is named).
+        ValueError: a text column or a key column is missing (named), two rows share
+            ``prompt_id`` and every key (the first such row is named), or a text does not
+            begin with its prompt (:func:`continuation_of`; the row is named).
     """
     for col in TEXT_COLUMNS:
         if col not in table:
@@ -173,11 +195,18 @@ def validate_table(table: pd.DataFrame, keys: Sequence[str], name: str = "the ta
     ids = table[["prompt_id", *keys]]
     dup = ids.duplicated(keep=False)
     if dup.any():
-        first = ids[dup].iloc[0].to_dict()
+        first = ids[dup].iloc[0]
+        times = int((ids == first).all(axis=1).sum())
         raise ValueError(
             f"prompt_id and keys {list(keys)} do not identify the rows of {name}: "
-            f"{first} appears {int(dup.sum())} times (add a key column)"
+            f"{first.to_dict()} appears {times} times (add a key column)"
         )
+    for i, (prompt, text) in enumerate(zip(table["prompt"], table["clean_text"], strict=True)):
+        if isinstance(text, str):
+            try:
+                continuation_of(str(prompt), text)
+            except ValueError as e:
+                raise ValueError(f"{name}, row {i} ({table['prompt_id'].iloc[i]}): {e}") from None
 
 
 def read_table(path: str | Path) -> pd.DataFrame:

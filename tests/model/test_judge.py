@@ -112,3 +112,38 @@ def test_findings_judge_units_are_the_generic_judge(judge, tmp_path) -> None:
     pd.testing.assert_frame_equal(findings[list(generic.columns)], generic)
     assert list(findings.columns) == [*generic.columns, "greedy_judge_nll", "greedy_judge_tokens"]
     assert findings["greedy_judge_nll"].nunique() == 1
+
+
+def test_only_the_generated_part_is_scored_even_when_it_repeats_the_prompt(judge) -> None:
+    """clean_text is the whole text (prompt first, maybe after ``<bos>``); only what follows
+    the prompt is scored, whole -- also when it repeats the prompt (a new user's case)."""
+    from tempo_lens.analysis.quality import token_nll
+    from tempo_lens.experiments.judge import continuation_of, judge_table
+
+    assert continuation_of("The cat", "The cat The cat sat") == " The cat sat"
+    assert continuation_of("The cat", "<bos>The cat sat") == " sat"
+    table = pd.DataFrame(
+        {
+            "prompt_id": ["p0", "p0"],
+            "method": ["a", "b"],
+            "prompt": ["The cat"] * 2,
+            "clean_text": ["The cat The cat sat", "<bos>The cat sat"],
+        }
+    )
+    got = judge_table(table, judge, "tiny", ["method"], progress=False)
+    head = judge.to_tokens("The cat")[0].tolist()
+    for text, (_, row) in zip([" The cat sat", " sat"], got.iterrows(), strict=True):
+        tail = judge.tokenizer.encode(text, add_special_tokens=False)
+        assert row["judge_tokens"] == len(tail)
+        want = float(token_nll(judge, head + tail, start=len(head)).mean())
+        assert row["judge_nll"] == pytest.approx(want, rel=1e-12)
+
+
+def test_a_table_of_continuations_without_their_prompt_is_refused_up_front(judge) -> None:
+    from tempo_lens.experiments.judge import judge_table
+
+    table = pd.DataFrame(
+        {"prompt_id": ["p0"], "prompt": ["The cat"], "clean_text": [" sat on the mat"]}
+    )
+    with pytest.raises(ValueError, match=r"row 0 \(p0\).*does not begin with its prompt"):
+        judge_table(table, judge, "tiny", [], progress=False)
