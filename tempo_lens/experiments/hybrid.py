@@ -269,10 +269,30 @@ def verdicts(cfg: Config, runs: pd.DataFrame, judge: pd.DataFrame | None) -> lis
 
 
 def _judge(tables: dict[str, pd.DataFrame], out: Path) -> pd.DataFrame | None:
+    """The judge's table: a record's ``judge`` table, or a run's ``OUT/judge.csv``.
+
+    A directory of record (no ``units/``) reads only its hash-checked tables.
+
+    Raises:
+        ValueError: the table lacks a column or the greedy rows, or has a (prompt, method)
+            twice (named).
+    """
     if "judge" in tables:
-        return tables["judge"]
-    path = out / JUDGE_FILE
-    return pd.read_csv(path) if path.is_file() else None
+        judge = tables["judge"]
+    elif (out / "units").is_dir() and (out / JUDGE_FILE).is_file():
+        judge = pd.read_csv(out / JUDGE_FILE)
+    else:
+        return None
+    missing = [c for c in ("prompt_id", "method", "judge_nll") if c not in judge]
+    if missing:
+        raise ValueError(f"the judge table has no column {missing[0]!r}")
+    if GREEDY not in set(judge["method"]):
+        raise ValueError("the judge table has no greedy rows: quality is judged NLL minus greedy's")
+    dup = judge.duplicated(["prompt_id", "method"])
+    if dup.any():
+        r = judge[dup].iloc[0]
+        raise ValueError(f"the judge table has ({r['prompt_id']}, {r['method']}) twice")
+    return judge
 
 
 def summarize(cfg: Config, tables: dict[str, pd.DataFrame], out: Path) -> str:

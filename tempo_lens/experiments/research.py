@@ -290,11 +290,15 @@ QUESTIONS: tuple[Question, ...] = (
         "7.1",
         "TEMPO vs beam search",
         "How do attention patterns differ between TEMPO and beam search?",
-        "`tree_comparison` (pre-registered in docs/experiments.md)",
+        "`tree_comparison` (pre-registered in docs/experiments.md); `hybrid` (R8, matched width)",
         tuple(
             rules.tree(m, k)
             for k in ("context_share_diff", "sibling_received_diff")
             for m in (F, P)
+        )
+        + (
+            rules.hybrid(F, "25.quality_matched", "judged NLL TEMPO − tree beam k=2 (matched)"),
+            rules.hybrid(F, "25.compute_matched", "forwarded per token, TEMPO / tree beam k=2"),
         ),
     ),
     Question(
@@ -335,8 +339,13 @@ QUESTIONS: tuple[Question, ...] = (
         "8.3",
         "Hybrid architectures",
         "Can TEMPO be combined with other techniques?",
-        "none yet",
-        (),
+        "`hybrid` (threshold beam search) + `tempo-lens judge` (R8)",
+        (
+            rules.hybrid(F, "8.3.quality_vs_beam", "judged NLL threshold beam − beam k=4"),
+            rules.hybrid(F, "8.3.compute_vs_beam", "forwarded per token, threshold beam / beam"),
+            rules.hybrid(F, "8.3.quality_vs_tempo", "judged NLL threshold beam − TEMPO"),
+            rules.hybrid(F, "8.3.pays_off", "the hybrid pays off (R8's combined rule)"),
+        ),
     ),
     Question(
         "9.1",
@@ -378,8 +387,8 @@ QUESTIONS: tuple[Question, ...] = (
         (
             C(F, "1.sink", "ratio with the attention sink"),
             C(P, "1.sink", "ratio with the attention sink"),
-            C(F, "1.pos", "shared − distinct positions"),
-            C(P, "1.pos", "shared − distinct positions"),
+            C(F, "1.pos", "shared − distinct positions (rule: ±0.05 margin)"),
+            C(P, "1.pos", "shared − distinct positions (rule: ±0.05 margin)"),
         ),
     ),
     Question(
@@ -439,7 +448,7 @@ HEADER = """\
 One row per question of the research notes ({n} questions, their numbering). Every answer
 is computed by `tempo-lens research` from a committed table under `docs/results/` (linked),
 under a rule committed before its numbers: [docs/preregistration.md](preregistration.md)
-(R1–R7, issue 24), [docs/findings.md](findings.md) (the findings claims) or the
+(R1–R8, issue 24), [docs/findings.md](findings.md) (the findings claims) or the
 experiment's own section of [docs/experiments.md](experiments.md); answers marked
 *post hoc* come from exploratory runs without such a rule and are shown as such. CIs are
 bootstrap-t intervals over prompts (the unit of replication; coverage checked by

@@ -37,6 +37,8 @@ __all__ = ["Answer", "MODEL_DIRS", "claim", "sample_of"]
 
 MODEL_DIRS = {"SmolLM2": "smollm2", "Gemma 3": "gemma3"}
 """The record's model names -> result directory names."""
+MODEL_NAMES = {"smollm2": "SmolLM2-135M-Instruct", "gemma3": "gemma-3-270m"}
+"""Result directory names -> the model a run there must have used (``--model``)."""
 
 EQUIVALENCE = math.log(1.1)
 """R1's margin: within 10 % of the distinct-positions control (log scale)."""
@@ -44,6 +46,8 @@ QUALITY_MARGIN = 0.1
 """R3's equivalence margin for judged NLL differences, nats per token."""
 
 PRE = "preregistration.md"
+DESCRIPTIVE = {"3.1.vs_probability"}
+"""Rows reported without verdict words (the R2 amendment); shown as descriptive."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,16 @@ def _record(results: Path, *parts: str) -> dict[str, pd.DataFrame] | None:
     d = results.joinpath(*parts)
     if not (d / MANIFEST).is_file():
         return None
+    man = json.loads((d / MANIFEST).read_text(encoding="utf-8"))
+    want = MODEL_NAMES[parts[-1].split("-")[0]]
+    cfg = man.get("config", {})
+    if cfg.get("tiny") or cfg.get("model") != want:
+        raise ValueError(
+            f"{d} is a run of model {cfg.get('model')!r}{' (tiny)' if cfg.get('tiny') else ''}, "
+            f"not {want!r}: the record reads only runs of the model its directory names"
+        )
+    if RECORD not in man:
+        raise ValueError(f"{d} is not a directory of record (make it with `tempo-lens record`)")
     return _read_record(str(d.resolve()), (d / MANIFEST).stat().st_mtime_ns)
 
 
@@ -139,7 +153,7 @@ def claim(model: str, claim_id: str, measure: str) -> Source:
     def source(results: Path) -> list[Answer]:
         rel = f"findings/{MODEL_DIRS[model]}/claims.csv"
         path = results / rel
-        if not path.is_file():
+        if not path.is_file() or _record(results, "findings", MODEL_DIRS[model]) is None:
             return []
         rows = pd.read_csv(path, keep_default_na=False, na_values=[""])
         r = rows[rows["claim"].astype(str) == claim_id]
@@ -262,8 +276,13 @@ def critical_offset(model: str) -> Source:
                 rel,
             )
         ]
-        if crit is None:
-            out.append(Answer(model, "critical δ", math.nan, None, e0.n, "none up to δ = 1", rel))
+        if e0.direction == "insufficient":
+            out.append(Answer(model, "critical δ", math.nan, None, e0.n, "insufficient", rel))
+        elif crit is None:
+            top = max(order)
+            out.append(
+                Answer(model, "critical δ", math.nan, None, e0.n, f"none up to δ = {top:g}", rel)
+            )
         elif crit == 0.0:
             out.append(
                 Answer(model, "critical δ", 0.0, None, e0.n, "no down-weighting to recover", rel)
@@ -307,7 +326,8 @@ def pruning_signals(model: str, row: str, measure: str) -> Source:
         if r is None:
             raise ValueError(f"research/pruning_signals/{d}/summary.json has no row {row!r}")
         rel = f"results/research/pruning_signals/{d}/per_prompt.csv.gz"
-        return [_dict_answer(model, measure, r, r["verdict"], rel, True)]
+        verdict = r["verdict"] if row not in DESCRIPTIVE else f"descriptive ({r['verdict']})"
+        return [_dict_answer(model, measure, r, verdict, rel, True)]
 
     return source
 
@@ -518,6 +538,32 @@ def quality_prediction(model: str, outcome: str = "degenerate") -> Source:
                 True,
             )
         ]
+
+    return source
+
+
+def hybrid(model: str, row: str, measure: str) -> Source:
+    """R8 / RQ 8.3 (and issue 25's matched compute): one verdict row of the hybrid summary.
+
+    The rule is implemented once, in :func:`tempo_lens.experiments.hybrid.verdicts`; the
+    summary is rebuilt from the record's tables (runs and judge) by a test.
+    """
+
+    def source(results: Path) -> list[Answer]:
+        d = MODEL_DIRS[model]
+        rec = _record(results, "research", "hybrid", d)
+        if rec is None or "judge" not in rec:
+            return []
+        s = _json(results, "research", "hybrid", d, "summary.json")
+        if s is None:
+            raise FileNotFoundError(f"research/hybrid/{d} has no summary.json")
+        r = next((v for v in s["verdicts"] if v["id"] == row), None)
+        if r is None:
+            raise ValueError(f"research/hybrid/{d}/summary.json has no row {row!r}")
+        rel = f"results/research/hybrid/{d}/judge.csv.gz"
+        if row == "8.3.pays_off":
+            return [Answer(model, measure, math.nan, None, s["n_prompts"], r["verdict"], rel)]
+        return [_dict_answer(model, measure, r, r["verdict"], rel, True)]
 
     return source
 

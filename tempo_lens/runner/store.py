@@ -392,11 +392,20 @@ def read_record_tables(
     cells are missing values), so a generated text such as ``"NA"`` stays a string.
 
     Raises:
-        ValueError: a listed table is missing or its SHA-256 differs, or a table cannot be
-            read (the file is named); nothing has been written.
+        ValueError: a listed table is missing or its SHA-256 differs, a table is not listed
+            (or the list is empty), or a table cannot be read (the file is named); nothing
+            has been written.
     """
     out = Path(out_dir)
-    for name, digest in ((record or {}).get("tables") or {}).items():
+    listed = (record or {}).get("tables")
+    if listed is not None:
+        extra = sorted(p.name for p in out.glob(f"*{RECORD_SUFFIX}") if p.name not in listed)
+        if extra or not listed:
+            raise ValueError(
+                f"{out}: {extra or 'no table'} not listed in the record's manifest "
+                "(a directory of record holds exactly the tables its manifest lists)"
+            )
+    for name, digest in (listed or {}).items():
         path = out / name
         if not path.is_file():
             raise ValueError(f"{path} is missing: the record's manifest lists it")
@@ -498,7 +507,9 @@ def write_record(
     Raises:
         FileNotFoundError: ``run_dir`` has no manifest, or a named table is missing.
         ManifestMismatchError: ``run_dir`` holds a run of another experiment.
-        ValueError: ``dest`` is ``run_dir``.
+        ValueError: ``dest`` is ``run_dir``, ``dest`` holds another experiment's record,
+            or a unit of the run is not finished (a record holds a whole run; the tables
+            are collected from the units, not from CSVs an earlier summary left).
     """
     from tempo_lens import __version__
 
@@ -512,13 +523,36 @@ def write_record(
         raise ManifestMismatchError(
             f"{src} holds a run of {man.get('experiment')!r}, not {spec.name!r}"
         )
+    if (out / MANIFEST).is_file():
+        there = json.loads((out / MANIFEST).read_text(encoding="utf-8")).get("experiment")
+        if there != spec.name:
+            raise ValueError(
+                f"{out} holds a record of {there!r}, not {spec.name!r}: choose another dest"
+            )
+    cfg = spec.config(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in man["config"].items()}
+    )
+    units = spec.units(cfg, [Prompt(**p) for p in man["prompts"]])
+    collected: dict[str, pd.DataFrame] = {}
+    if (src / "units").is_dir():
+        todo = [u.key for u in units if read_unit(src / "units" / f"{u.key}.json") is None]
+        if todo:
+            raise ValueError(
+                f"{src}: {len(todo)} of {len(units)} units are not finished (e.g. {todo[0]}): "
+                "a directory of record holds a whole run (resume it first)"
+            )
+        collected = collect(src, units)  # the units, not CSVs an earlier summary left
     names = list(tables) if tables is not None else record_table_names(src)
-    missing = [n for n in names if not (src / f"{n}.csv").is_file()]
-    if missing or not names:
-        raise FileNotFoundError(f"{src} has no table {missing or '*.csv'}: not a summarized run")
-    frames = {
-        n: pd.read_csv(src / f"{n}.csv", keep_default_na=False, na_values=[""]) for n in names
-    }
+    frames: dict[str, pd.DataFrame] = {}
+    for n in names:
+        if n in collected:
+            frames[n] = collected[n]
+        elif (src / f"{n}.csv").is_file():  # judge.csv, or a run without its units
+            frames[n] = pd.read_csv(src / f"{n}.csv", keep_default_na=False, na_values=[""])
+        elif tables is not None:
+            raise FileNotFoundError(f"{src} has no table {n!r}: not a summarized run")
+    if not frames:
+        raise FileNotFoundError(f"{src} has no table: not a summarized run")
     out.mkdir(parents=True, exist_ok=True)
     for p in out.glob(f"*{RECORD_SUFFIX}"):
         p.unlink()  # a table left from an earlier record would enter the summary

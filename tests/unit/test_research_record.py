@@ -125,7 +125,14 @@ def _write_sharing(tmp_path: Path, table: pd.DataFrame, model: str = "smollm2") 
     write_record_table(table, d / "attention.csv.gz")
     digest = hashlib.sha256((d / "attention.csv.gz").read_bytes()).hexdigest()
     (d / "manifest.json").write_text(
-        json.dumps({"prompts": [], "record": {"tables": {"attention.csv.gz": digest}}})
+        json.dumps(
+            {
+                "experiment": "position_sharing",
+                "config": {"model": "SmolLM2-135M-Instruct", "tiny": False},
+                "prompts": [],
+                "record": {"tables": {"attention.csv.gz": digest}},
+            }
+        )
     )
     return res
 
