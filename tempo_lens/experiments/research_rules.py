@@ -409,6 +409,8 @@ def threshold_trend(model: str, metric: str, measure: str) -> Source:
             for _, d in c.groupby("prompt_id")
         ]
         e = estimate(rhos)
+        if metric != "cost":  # the width comes from the run's table, not the judge's
+            rel = rel.replace("judge.csv.gz", "runs.csv.gz")
         return [_from_estimate(model, measure, e, e.verdict("rises with τ0", "falls with τ0"), rel)]
 
     return source

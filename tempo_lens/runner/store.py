@@ -220,6 +220,19 @@ def manifest(spec: ExperimentSpec, cfg: Any, prompts: Sequence[Prompt]) -> dict[
     )
 
 
+def config_from_manifest(spec: ExperimentSpec, conf: dict[str, Any]) -> Any:
+    """The experiment's config rebuilt from a manifest's ``config`` (lists back to tuples).
+
+    Only the config's ``__init__`` fields are passed: a derived field (``init=False``, e.g.
+    ``threshold_sweep``'s ``selection_threshold``) is recorded in the manifest but set by
+    the config itself; the manifest check then compares it.
+    """
+    init = {f.name for f in dataclasses.fields(spec.config) if f.init}
+    return spec.config(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in conf.items() if k in init}
+    )
+
+
 def unit_provenance(out_dir: str | Path, units: Sequence[Unit]) -> list[dict[str, Any]]:
     """The distinct provenance records of the finished units, in unit order.
 
@@ -356,9 +369,7 @@ def summarize_only(spec: ExperimentSpec, out_dir: str | Path) -> RunResult:
         raise ManifestMismatchError(
             f"{out} holds a run of {have.get('experiment')!r}, not {spec.name!r}"
         )
-    cfg = spec.config(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in have["config"].items()}
-    )
+    cfg = config_from_manifest(spec, have["config"])
     prompts = [Prompt(**p) for p in have["prompts"]]
     check_manifest(path, manifest(spec, cfg, prompts))  # the config rebuilt exactly
     units = spec.units(cfg, prompts)
@@ -529,9 +540,7 @@ def write_record(
             raise ValueError(
                 f"{out} holds a record of {there!r}, not {spec.name!r}: choose another dest"
             )
-    cfg = spec.config(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in man["config"].items()}
-    )
+    cfg = config_from_manifest(spec, man["config"])
     units = spec.units(cfg, [Prompt(**p) for p in man["prompts"]])
     collected: dict[str, pd.DataFrame] = {}
     if (src / "units").is_dir():
