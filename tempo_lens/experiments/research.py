@@ -15,6 +15,9 @@ Example::
 
     tempo-lens research                   # rewrite docs/research.md from docs/results/
     tempo-lens research --check           # exit 1 if docs/research.md is out of date
+
+Size: most of the module is data -- the 28 questions with their sources and the record's
+section prose -- kept next to the builder that renders them.
 """
 
 from __future__ import annotations
