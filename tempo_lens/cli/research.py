@@ -76,7 +76,7 @@ def _record(argv: Sequence[str]) -> int:
             from tempo_lens.runner.store import write_record
 
             out = write_record(spec(name), args.run, args.dest, **facts)
-    except (FileNotFoundError, ValueError) as e:
+    except (OSError, ValueError) as e:  # a missing table, a file where dest should be ...
         print(f"tempo-lens record: error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {out}")

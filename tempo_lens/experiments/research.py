@@ -562,9 +562,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tempo-lens research: error: {e}", file=sys.stderr)
         return 2
     out = Path(args.output)
+    if out.is_dir():
+        p.error(f"--output {out} is a directory: give the record's file name")
     if args.check:
-        have = out.read_text(encoding="utf-8") if out.is_file() else None
-        if have != text:
+        if not out.is_file():
+            print(f"{out} is missing: run `tempo-lens research`", file=sys.stderr)
+            return 1
+        if out.read_text(encoding="utf-8") != text:
             print(f"{out} is out of date: run `tempo-lens research`", file=sys.stderr)
             return 1
         return 0
