@@ -23,6 +23,7 @@ section prose -- kept next to the builder that renders them.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -440,7 +441,36 @@ def build(results: str | Path) -> str:
     table = "| RQ | question | experiment | status | answers (estimate [95% CI], n prompts with the measure of the sample, verdict) |\n"
     table += "|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
     body = "\n".join(f"### {k}. {SECTIONS[k]}\n\n{SECTION_TEXT[k]}\n" for k in SECTIONS)
-    return f"{head}\n{table}\n## In plain words, section by section\n\n{body}"
+    return f"{head}\n{table}\n## In plain words, section by section\n\n{body}\n{runs_table(res)}"
+
+
+def runs_table(results: Path) -> str:
+    """The runs of record behind the issue-24 answers: command, wall time, load; the total.
+
+    Read from each directory of record's manifest under ``results/research/`` (the facts
+    ``tempo-lens record`` kept).
+    """
+    rows, total = [], 0.0
+    for man_path in sorted((results / "research").glob("*/*/manifest.json")):
+        rec = json.loads(man_path.read_text(encoding="utf-8")).get("record", {})
+        wall = rec.get("wall_seconds")
+        total += float(wall or 0.0)
+        where = man_path.parent.relative_to(results).as_posix()
+        minutes = f"{float(wall) / 60:.1f}" if wall is not None else "–"
+        command = str(rec.get("command", "–")).replace("|", "\\|")
+        rows.append(
+            f"| [{where}](results/{where}/) | `{command}` | {minutes} | {rec.get('load', '–')} |"
+        )
+    return (
+        "## The runs\n\n"
+        "Each run of record below ran single-threaded (`OMP_NUM_THREADS=1`), up to four at a "
+        "time, on a shared 2-core CPU; wall times include the judge where there is one. "
+        "None needed the Ray executor (`--executor ray`), which runs the same units on more "
+        "cores or machines.\n\n"
+        "| record | command | wall (min) | load |\n|---|---|---|---|\n"
+        + "\n".join(rows)
+        + f"\n\nTotal wall time of these runs: {total / 60:.1f} min (they overlapped).\n"
+    )
 
 
 HEADER = """\
