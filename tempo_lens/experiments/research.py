@@ -459,7 +459,7 @@ def runs_table(results: Path) -> str:
         minutes = f"{float(wall) / 60:.1f}" if wall is not None else "–"
         command = str(rec.get("command", "–")).replace("|", "\\|")
         rows.append(
-            f"| [{where}](results/{where}/) | `{command}` | {minutes} | {rec.get('load', '–')} |"
+            f"| [{where}](results/{where}/manifest.json) | `{command}` | {minutes} | {rec.get('load', '–')} |"
         )
     return (
         "## The runs\n\n"
