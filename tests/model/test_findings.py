@@ -233,8 +233,10 @@ def test_judge_scores_every_unit_and_feeds_the_degeneration_rule(tmp_path) -> No
                     "readout": "mixture",
                     "mode": mode,
                     "tau": 0.1,
-                    "clean_text": " " + clean,
-                    "greedy_text": " " + greedy if greedy and mode == "isolated" else "",
+                    # the whole clean text, prompt first (Trace.clean_text): the judge
+                    # scores only the part after the prompt
+                    "clean_text": "The cat " + clean,
+                    "greedy_text": "The cat " + greedy if greedy and mode == "isolated" else "",
                 }
             )
     run = tmp_path / "run"
