@@ -267,36 +267,26 @@ def critical_offset(model: str) -> Source:
         order = sorted(ests)
         crit = next((d for i, d in enumerate(order) if all(ok[x] for x in order[i:])), None)
         e0 = ests[0.0]
-        out = [
-            _from_estimate(
-                model,
-                "log T shared − log T distinct (δ = 0)",
-                e0,
-                "within ±10 %" if ok[0.0] else e0.verdict("above control", "below control"),
-                rel,
-            )
-        ]
+        shared = "within ±10 %" if ok[0.0] else e0.verdict("above control", "below control")
+        out = [_from_estimate(model, "log T shared − log T distinct (δ = 0)", e0, shared, rel)]
         if e0.direction == "insufficient":
-            out.append(Answer(model, "critical δ", math.nan, None, e0.n, "insufficient", rel))
+            verdict, value, ci = "insufficient", math.nan, None
+        elif ok[0.0]:  # the rule's first case: nothing to recover
+            verdict, value, ci = "no down-weighting to recover", 0.0, None
         elif crit is None:
-            top = max(order)
-            out.append(
-                Answer(model, "critical δ", math.nan, None, e0.n, f"none up to δ = {top:g}", rel)
-            )
-        elif crit == 0.0:
-            out.append(
-                Answer(model, "critical δ", 0.0, None, e0.n, "no down-weighting to recover", rel)
-            )
+            verdict, value, ci = f"none up to δ = {max(order):g}", math.nan, None
         else:
-            ec = ests[crit]
+            verdict, value, ci = f"recovers at δ = {crit:g}", crit, None
+        out.append(Answer(model, "critical δ", value, ci, e0.n, verdict, rel))
+        for d in order[1:]:  # every offset, descriptive
+            e = ests[d]
+            word = "within ±10 %" if ok[d] else e.verdict("above control", "below control")
             out.append(
-                Answer(
+                _from_estimate(
                     model,
-                    f"critical δ (gap at δ = {crit:g})",
-                    ec.mean,
-                    ec.ci,
-                    ec.n,
-                    f"recovers at δ = {crit:g}",
+                    f"log T offset − log T distinct (δ = {d:g})",
+                    e,
+                    f"descriptive ({word})",
                     rel,
                 )
             )

@@ -145,7 +145,16 @@ def test_r1_critical_offset_is_the_smallest_delta_that_stays_within_ten_percent(
     answers = rules.critical_offset("SmolLM2")(res)
     assert answers[0].verdict == "below control"
     assert answers[1].verdict == "recovers at δ = 0.1"
-    assert abs(answers[1].estimate) < 0.02
+    assert answers[1].estimate == 0.1
+    by_delta = {a.measure: a for a in answers[2:]}  # every offset, descriptive
+    assert abs(by_delta["log T offset − log T distinct (δ = 0.1)"].estimate) < 0.02
+    assert (
+        by_delta["log T offset − log T distinct (δ = 0.01)"].verdict
+        == "descriptive (below control)"
+    )
+    # shared already within 10 %: nothing to recover, whatever larger offsets do
+    res3 = _write_sharing(tmp_path / "c", _sharing_table({0.0: 0.01, 0.1: -0.3}))
+    assert rules.critical_offset("SmolLM2")(res3)[1].verdict == "no down-weighting to recover"
     # a larger delta that falls out again moves the critical offset past it
     res2 = _write_sharing(
         tmp_path / "b", _sharing_table({0.0: -0.1, 0.1: 0.0, 0.5: -0.3, 1.0: 0.0})
