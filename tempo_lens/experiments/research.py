@@ -498,9 +498,14 @@ Status of the {n} questions:
 SECTION_TEXT: dict[str, str] = {
     "1": (
         "Sharing a position costs a parallel set some attention, far less than the notes' "
-        "40-60 %: claim 1 is refuted on both families, in every layer band. Whether the "
-        "cost grows with the set size and whether a small offset restores it are R1's "
-        "questions (1.1 scaling, 1.2 critical offset)."
+        "40-60 %: claim 1 is refuted on both families, in every layer band (1.3). In the "
+        "controlled sequences of R1 a shared set even receives slightly more attention "
+        "than the same tokens at distinct positions, on both families, so there is no "
+        "down-weighting for an offset to recover (1.2); offsets of 0.1 and more raise it "
+        "further. On SmolLM2 the notes' hypothesis that the penalty grows with the set "
+        "size is refuted (the shared/distinct ratio rises with n); on Gemma 3 the two set "
+        "sizes run (for time) cannot give a rank correlation, so 1.1's scaling there rests "
+        "on claim 1.n (inconclusive)."
     ),
     "2": (
         "Isolation barely moves attention (claim 2 supported on both families) and shows no "
