@@ -44,9 +44,8 @@ from tempo_lens.analysis import estimate, rank_correlation
 from tempo_lens.analysis.bottleneck import set_bottleneck
 from tempo_lens.backends import backend_of
 from tempo_lens.display.experiment_figures import layer_bands_figure
-from tempo_lens.experiments._common import GenerationConfig, fmt_estimate
+from tempo_lens.experiments._common import UnprunedConfig, fmt_estimate
 from tempo_lens.io import atomic_write_json, atomic_write_text
-from tempo_lens.pruning import parse_rule
 from tempo_lens.runner import ExperimentSpec, Unit, encode
 from tempo_lens.runner.cli import run_cli
 
@@ -67,20 +66,12 @@ PER_PROMPT = [
 
 
 @dataclass(frozen=True, kw_only=True)
-class Config(GenerationConfig):
+class Config(UnprunedConfig):
     """Bottleneck settings: the generation settings of the analysed trace.
 
-    ``prune`` must stay ``none``: the teacher-forced forward reproduces an unpruned
-    generation only.
+    ``prune`` must stay ``none`` (:class:`~tempo_lens.experiments._common.UnprunedConfig`):
+    the teacher-forced forward reproduces an unpruned generation only.
     """
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if parse_rule(self.prune) is not None:
-            raise ValueError(
-                f"prune must be none: the bottleneck forward replays the trace "
-                f"teacher-forced, which needs it unpruned (got {self.prune!r})"
-            )
 
 
 def check_model(cfg: Config, model: Any) -> None:

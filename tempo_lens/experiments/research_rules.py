@@ -127,6 +127,32 @@ def _json(results: Path, *parts: str) -> dict | None:
     return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
 
 
+def _summary(results: Path, experiment: str, d: str, need: str | None = None) -> dict | None:
+    """The ``summary.json`` of the research record ``experiment/d``; None if not there yet.
+
+    The record's tables are hash-checked first (:func:`_record`); a record without the
+    table ``need`` (e.g. not judged yet) counts as not there.
+
+    Raises:
+        FileNotFoundError: the record has no ``summary.json``.
+    """
+    rec = _record(results, "research", experiment, d)
+    if rec is None or (need is not None and need not in rec):
+        return None
+    s = _json(results, "research", experiment, d, "summary.json")
+    if s is None:
+        raise FileNotFoundError(f"research/{experiment}/{d} has no summary.json")
+    return s
+
+
+def _verdict_row(s: dict, where: str, row: str) -> dict:
+    """The row ``row`` of a summary's ``verdicts`` list (``where`` names it in the error)."""
+    r = next((v for v in s["verdicts"] if v["id"] == row), None)
+    if r is None:
+        raise ValueError(f"{where}/summary.json has no row {row!r}")
+    return r
+
+
 def _from_estimate(model: str, measure: str, e: Estimate, verdict: str, source: str) -> Answer:
     return Answer(model, measure, e.mean, e.ci, e.n, verdict, source)
 
@@ -307,14 +333,10 @@ def pruning_signals(model: str, row: str, measure: str) -> Source:
 
     def source(results: Path) -> list[Answer]:
         d = MODEL_DIRS[model]
-        if _record(results, "research", "pruning_signals", d) is None:  # hash-checked
-            return []
-        s = _json(results, "research", "pruning_signals", d, "summary.json")
+        s = _summary(results, "pruning_signals", d)
         if s is None:
-            raise FileNotFoundError(f"research/pruning_signals/{d} has no summary.json")
-        r = next((v for v in s["verdicts"] if v["id"] == row), None)
-        if r is None:
-            raise ValueError(f"research/pruning_signals/{d}/summary.json has no row {row!r}")
+            return []
+        r = _verdict_row(s, f"research/pruning_signals/{d}", row)
         rel = f"results/research/pruning_signals/{d}/per_prompt.csv.gz"
         verdict = r["verdict"] if row not in DESCRIPTIVE else f"descriptive ({r['verdict']})"
         return [_dict_answer(model, measure, r, verdict, rel, True)]
@@ -444,11 +466,9 @@ def uncertainty(model: str, key: str, measure: str) -> Source:
 
     def source(results: Path) -> list[Answer]:
         d = MODEL_DIRS[model]
-        if _record(results, "research", "uncertainty", d) is None:  # hash-checked tables
-            return []
-        s = _json(results, "research", "uncertainty", d, "summary.json")
+        s = _summary(results, "uncertainty", d)
         if s is None:
-            raise FileNotFoundError(f"research/uncertainty/{d} has no summary.json")
+            return []
         est = s[key] if key == "sibling_rho" else s[key]["model_rho"]
         verdict = {"above": words[0], "below": words[1]}.get(est["direction"], est["direction"])
         return [
@@ -469,11 +489,9 @@ def bottleneck(model: str) -> Source:
 
     def source(results: Path) -> list[Answer]:
         d = MODEL_DIRS[model]
-        if _record(results, "research", "bottleneck", d) is None:  # hash-checked tables
-            return []
-        s = _json(results, "research", "bottleneck", d, "summary.json")
+        s = _summary(results, "bottleneck", d)
         if s is None:
-            raise FileNotFoundError(f"research/bottleneck/{d} has no summary.json")
+            return []
         rel = f"results/research/bottleneck/{d}/per_prompt.csv.gz"
         out = [
             _dict_answer(model, "rho(layer, distinguishability)", s["rho"], s["verdict"], rel, True)
@@ -543,15 +561,10 @@ def hybrid(model: str, row: str, measure: str) -> Source:
 
     def source(results: Path) -> list[Answer]:
         d = MODEL_DIRS[model]
-        rec = _record(results, "research", "hybrid", d)
-        if rec is None or "judge" not in rec:
-            return []
-        s = _json(results, "research", "hybrid", d, "summary.json")
+        s = _summary(results, "hybrid", d, need="judge")
         if s is None:
-            raise FileNotFoundError(f"research/hybrid/{d} has no summary.json")
-        r = next((v for v in s["verdicts"] if v["id"] == row), None)
-        if r is None:
-            raise ValueError(f"research/hybrid/{d}/summary.json has no row {row!r}")
+            return []
+        r = _verdict_row(s, f"research/hybrid/{d}", row)
         rel = f"results/research/hybrid/{d}/judge.csv.gz"
         if row == "8.3.pays_off":
             return [Answer(model, measure, math.nan, None, s["n_prompts"], r["verdict"], rel)]
