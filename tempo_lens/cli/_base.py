@@ -15,7 +15,7 @@ from tempo_lens.runner.options import (
     safe_output_streams,
 )
 
-__all__ = ["Command", "fmt", "run_parser", "script_parser"]
+__all__ = ["Command", "fmt", "register_passthrough", "run_parser", "script_parser"]
 
 
 def script_parser(
@@ -26,6 +26,20 @@ def script_parser(
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     build(parser)
     return parser
+
+
+def register_passthrough(
+    subparsers: Any, commands: dict[str, str], run: Callable[[Sequence[str], str], int]
+) -> None:
+    """List ``commands`` (name -> help) whose arguments go to their own parser untouched.
+
+    :func:`tempo_lens.cli.main` calls ``run(argv, name)`` before the top-level parser sees
+    the arguments; the entries here only show them in ``tempo-lens --help``.
+    """
+    for name, text in commands.items():
+        p = subparsers.add_parser(name, add_help=False, help=text)
+        p.add_argument("args", nargs=argparse.REMAINDER)
+        p.set_defaults(func=lambda args, name=name: run(args.args, name))
 
 
 def run_parser(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:

@@ -12,9 +12,10 @@ top-level parser sees them; :func:`register` only lists the subcommand in ``--he
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from typing import Any
+
+from tempo_lens.cli._base import register_passthrough
 
 __all__ = ["COMMANDS", "register", "run"]
 
@@ -28,10 +29,7 @@ COMMANDS = {
 
 def register(subparsers: Any) -> None:
     """List the findings subcommands (their options: ``tempo-lens <command> --help``)."""
-    for name, text in COMMANDS.items():
-        p = subparsers.add_parser(name, add_help=False, help=text)
-        p.add_argument("args", nargs=argparse.REMAINDER)
-        p.set_defaults(func=lambda args, name=name: run(args.args, name))
+    register_passthrough(subparsers, COMMANDS, run)
 
 
 def run(argv: Sequence[str], command: str = "findings") -> int:

@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tempo_lens.cli._base import register_passthrough
+
 __all__ = ["COMMANDS", "register", "run"]
 
 COMMANDS = {
@@ -35,10 +37,7 @@ COMMANDS = {
 
 def register(subparsers: Any) -> None:
     """List the subcommands (their options: ``tempo-lens <command> --help``)."""
-    for name, text in COMMANDS.items():
-        p = subparsers.add_parser(name, add_help=False, help=text)
-        p.add_argument("args", nargs=argparse.REMAINDER)
-        p.set_defaults(func=lambda args, name=name: run(args.args, name))
+    register_passthrough(subparsers, COMMANDS, run)
 
 
 def _record(argv: Sequence[str]) -> int:
