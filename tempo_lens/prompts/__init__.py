@@ -115,6 +115,8 @@ def packaged_prompts(name: str) -> list[Prompt]:
 
     ``"suite.csv"`` is the project's 96-prompt suite in 12 categories (also at
     ``experiments/prompts/suite.csv`` in the repository), the default of ``findings``.
+    ``"research_48.csv"`` is its first four prompts per category and ``"confirm_48.csv"``
+    prompts 5–8 per category: the two pre-registered samples of ``docs/preregistration.md``.
 
     Raises:
         FileNotFoundError: No such file is shipped.
