@@ -365,7 +365,11 @@ def cross_fitted_best(
         values: ``(n_units, n_cells)``; non-finite entries are missing (left out of the
             means, and a unit missing at its chosen cell is dropped and counted).
         folds: ``(n_units,)`` fold label per unit, at least two distinct labels.
-        null, min_n, level, n_boot, seed: as :func:`estimate`.
+        null: The value the direction is judged against (as :func:`estimate`).
+        min_n: Fewest held-out values before a direction is claimed.
+        level: Confidence level of the CI.
+        n_boot: Bootstrap resamples of the CI.
+        seed: Seed of the bootstrap.
 
     Returns:
         :class:`CrossFitted`. Ties between cells go to the lowest column index.

@@ -117,6 +117,25 @@ def summarize(cfg: Any, tables: dict[str, pd.DataFrame], out: Path) -> str:
         lines.append(f"    {_line('NLL', d['nll_minus_beam'])}")
         lines.append(f"    {_line('cos distance', d['cos_distance_minus_beam'])}")
 
+    samplers = [m for m in methods if family[m] == "sampling"]
+    vs_sampling = {
+        m: {
+            smp: {
+                col: _paired(_per_prompt(runs, m, col), _per_prompt(runs, smp, col), cfg)
+                for col in ("cos_distance", "nll")
+            }
+            for smp in samplers
+        }
+        for m in tempo
+    }
+    if samplers:
+        lines.append("TEMPO - sampling (paired over prompts):")
+    for m, d in vs_sampling.items():
+        for smp, e in d.items():
+            lines.append(f"  {m} vs {smp}")
+            lines.append(f"    {_line('cos distance', e['cos_distance'])}")
+            lines.append(f"    {_line('NLL', e['nll'])}")
+
     sets, cov, steps = tables.get("sets"), tables.get("coverage"), tables["steps"]
     correction: dict[str, Any] = {}
     coverage: dict[str, Any] = {}
@@ -186,6 +205,7 @@ def summarize(cfg: Any, tables: dict[str, pd.DataFrame], out: Path) -> str:
         "methods": per_method,
         "nll_minus_greedy": vs_greedy,
         "matched_budget": matched,
+        "tempo_minus_sampling": vs_sampling,
         "error_correction": correction,
         "trees": trees,
         "coverage": coverage,

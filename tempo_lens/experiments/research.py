@@ -209,50 +209,22 @@ QUESTIONS: tuple[Question, ...] = (
         "4.1",
         "Semantic space coverage",
         "Do parallel tokens explore different semantic regions than beam search?",
-        "`compare_decoders` (24 prompts)",
-        (
-            rules.compare(
-                F,
-                ("matched_budget", "tempo/isolated/tau=0.1/none", "cos_distance_minus_beam"),
-                "cos distance − beam k=2 (matched budget)",
-            ),
-            rules.compare(
-                F,
-                ("coverage", "tempo/isolated/tau=0.1/none", "beam/k=4"),
-                "share of beam k=4 departures through a TEMPO member",
-            ),
-        ),
+        "`compare_decoders` on `confirm_48.csv` (R9)",
+        (rules.decoders(F, "4.1"),),
     ),
     Question(
         "4.2",
         "Path convergence and divergence",
         "When do parallel paths converge?",
-        "`compare_decoders` (24 prompts)",
-        (
-            rules.compare(
-                F,
-                ("trees", "tempo/isolated/tau=0.1/none", "converged_share"),
-                "sets whose members' continuations converge in 3 tokens",
-            ),
-        ),
+        "`compare_decoders` on `confirm_48.csv` (R9)",
+        (rules.decoders(F, "4.2"),),
     ),
     Question(
         "4.3",
         "Error correction through parallelism",
         "Can parallel paths recover from early mistakes?",
-        "`compare_decoders` (24 prompts)",
-        (
-            rules.compare(
-                F,
-                ("error_correction", "tempo/isolated/tau=0.1/none", "follows_minus_chance"),
-                "readout follows the best member, minus chance",
-            ),
-            rules.compare(
-                F,
-                ("error_correction", "tempo/isolated/tau=0.1/none", "kept_minus_chance"),
-                "kept member is the best, minus chance",
-            ),
-        ),
+        "`compare_decoders` on `confirm_48.csv` (R9)",
+        (rules.decoders(F, "4.3"),),
     ),
     Question(
         "5.1",
@@ -287,8 +259,8 @@ QUESTIONS: tuple[Question, ...] = (
         "6.2",
         "Cross-head communication",
         "How do heads coordinate when processing parallel tokens?",
-        "`isolation_patching` (3 prompts)",
-        (rules.patching_recovery(F),),
+        "`isolation_patching` on `confirm_48.csv` (R10)",
+        (rules.head_concentration(F), rules.head_concentration(P)),
     ),
     Question(
         "7.1",
@@ -309,13 +281,8 @@ QUESTIONS: tuple[Question, ...] = (
         "7.2",
         "TEMPO vs sampling",
         "Does TEMPO explore different spaces than sampling?",
-        "`compare_decoders` (24 prompts)",
-        (
-            rules.compare(
-                F, ("nll_minus_greedy", "tempo/isolated/tau=0.1/none"), "TEMPO NLL − greedy"
-            ),
-            rules.compare(F, ("nll_minus_greedy", "sampling/top_p=0.9"), "top-p 0.9 NLL − greedy"),
-        ),
+        "`compare_decoders` on `confirm_48.csv` (R9)",
+        (rules.decoders(F, "7.2"),),
     ),
     Question(
         "7.3",
@@ -370,8 +337,8 @@ QUESTIONS: tuple[Question, ...] = (
         "9.3",
         "Controllable generation",
         "Can we steer generation by manipulating attention?",
-        "`layer_intervention` (6 prompts)",
-        (rules.layer_control(F),),
+        "`layer_intervention` on `confirm_48.csv` (R11)",
+        (rules.steering(F), rules.steering(P)),
     ),
     Question(
         "10.1",

@@ -1,7 +1,7 @@
 """The pre-registered rules of the research record, computed from committed tables.
 
 Each function returns a *source*: ``results_dir -> [Answer]``, read by
-:mod:`tempo_lens.experiments.research`. The rules R1–R7 are those of
+:mod:`tempo_lens.experiments.research`. The rules R1–R11 are those of
 ``docs/preregistration.md`` (committed before their runs); the others quote a rule
 committed elsewhere (``docs/findings.md``, ``docs/experiments.md``) or are marked post hoc.
 A source whose results directory does not exist yet gives no answer (the question stays
@@ -10,9 +10,9 @@ manifest's SHA-256, raises (:func:`tempo_lens.runner.store.read_record_tables`).
 
 Layout of the committed results (``docs/results/``): ``findings/<model>/`` (directories of
 record), ``research/<experiment>/<model>/`` (the issue-24 runs, directories of record),
-``tree_comparison/`` (SmolLM2) and ``tree_comparison/gemma3/``, and the exploratory
-first results ``compare_decoders/``, ``isolation_patching/``, ``layer_intervention/``.
-``<model>`` is ``smollm2`` or ``gemma3``.
+``tree_comparison/`` (SmolLM2) and ``tree_comparison/gemma3/``. ``<model>`` is ``smollm2``
+or ``gemma3``. (The exploratory first results ``compare_decoders/``, ``isolation_patching/``
+and ``layer_intervention/`` are no longer read: R9–R11 re-ran them on unseen prompts.)
 
 Size: one short source per rule of the record, kept in one module so that every rule the
 record applies can be read (and audited against ``docs/preregistration.md``) in one place.
@@ -30,7 +30,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tempo_lens.analysis.stats import Estimate, estimate, rank_correlation
+from tempo_lens.analysis.stats import (
+    CrossFitted,
+    Estimate,
+    cross_fitted_best,
+    estimate,
+    rank_correlation,
+)
 from tempo_lens.runner.store import MANIFEST, RECORD, read_record_tables
 
 __all__ = ["Answer", "MODEL_DIRS", "claim", "sample_of"]
@@ -616,76 +622,231 @@ def tree_exact(model: str) -> Source:
     return source
 
 
-def compare(model: str, path: tuple[str, ...], measure: str) -> Source:
-    """An exploratory ``compare_decoders`` estimate (24 prompts, post hoc)."""
+# --------------------------------------------------------------------------- R9-R11
+
+TEMPO_ARM = "tempo/isolated/tau=0.1/none"
+"""R9's TEMPO arm in ``compare_decoders`` (τ 0.1, isolated, no pruning)."""
+HEAD_SHARE = 0.10
+"""R10's margin: a head carrying at least 10 % of the sibling information."""
+STEERING_KL = 0.05
+"""R11's margin: KL at parallel steps (nats) that counts as steering."""
+
+
+def _margin_verdict(e: Estimate, margin: float, above: str, below: str) -> str:
+    """Above ``margin`` when the CI's low end is, below when its high end is, else inconclusive."""
+    if e.direction == "insufficient":
+        return "insufficient"
+    if e.ci[0] > margin:
+        return above
+    if e.ci[1] < margin:
+        return below
+    return "inconclusive"
+
+
+def _ci_estimate(d: dict, null: float = 0.0) -> Estimate:
+    """An :class:`Estimate` from a summary's ``{mean, ci, n, direction}`` against ``null``."""
+    lo, hi = (math.nan if v is None else float(v) for v in d["ci"])
+    mean = math.nan if d.get("mean") is None else float(d["mean"])
+    if d["direction"] == "insufficient":
+        direction = "insufficient"
+    else:
+        direction = "above" if lo > null else "below" if hi < null else "inconclusive"
+    return Estimate(mean, (lo, hi), int(d["n"]), null, direction)  # type: ignore[arg-type]
+
+
+def decoders(model: str, question: str) -> Source:
+    """R9 / RQ 4.1, 4.2, 4.3, 7.2: the confirmatory ``compare_decoders`` run (summary of record)."""
 
     def source(results: Path) -> list[Answer]:
-        s = _json(results, "compare_decoders", "summary.json")
+        d = MODEL_DIRS[model]
+        s = _summary(results, "compare_decoders", d)
         if s is None:
             return []
-        d = s
-        for k in path:
-            d = d[k]
-        return [
-            _dict_answer(
-                model, measure, d, d["direction"], "results/compare_decoders/summary.json", False
+        rel = f"results/research/compare_decoders/{d}/runs.csv.gz"
+        srel = f"results/research/compare_decoders/{d}/sets.csv.gz"
+        if question == "4.1":
+            m = s["matched_budget"][TEMPO_ARM]
+            e = _ci_estimate(m["cos_distance_minus_beam"])
+            cov = s["coverage"][TEMPO_ARM]["beam/k=4"]
+            return [
+                _from_estimate(
+                    model,
+                    f"cos distance TEMPO − {m['beam']} (matched budget, tokens ratio "
+                    f"{m['tokens_forwarded_ratio']:.2f})",
+                    e,
+                    e.verdict("TEMPO more spread", "TEMPO less spread"),
+                    rel,
+                ),
+                _dict_answer(
+                    model,
+                    "share of beam k=4 departures through a TEMPO member",
+                    cov,
+                    "descriptive",
+                    f"results/research/compare_decoders/{d}/coverage.csv.gz",
+                    True,
+                ),
+            ]
+        if question == "4.2":
+            e = _ci_estimate(s["trees"][TEMPO_ARM]["converged_share"], null=0.5)
+            verdict = e.verdict("most paths converge", "most paths stay apart")
+            measure = "share of sets whose members' continuations converge in 3 tokens"
+            return [_from_estimate(model, measure, e, verdict, srel)]
+        if question == "4.3":
+            c = s["error_correction"][TEMPO_ARM]
+            e = _ci_estimate(c["follows_minus_chance"])
+            verdict = e.verdict("readout corrects toward the better path", "worse than chance")
+            return [
+                _from_estimate(
+                    model, "readout follows the best member, minus chance", e, verdict, srel
+                ),
+                _dict_answer(
+                    model,
+                    "kept member is the best, minus chance",
+                    c["kept_minus_chance"],
+                    "descriptive",
+                    srel,
+                    True,
+                ),
+            ]
+        if question == "7.2":
+            v = s["tempo_minus_sampling"][TEMPO_ARM]["sampling/top_p=0.9"]
+            e = _ci_estimate(v["cos_distance"])
+            verdict = e.verdict(
+                "TEMPO more spread than sampling", "TEMPO explores a narrower space"
             )
-        ]
+            g = s["nll_minus_greedy"]
+            return [
+                _from_estimate(model, "cos distance TEMPO − top-p 0.9 sampling", e, verdict, rel),
+                _dict_answer(
+                    model, "NLL TEMPO − top-p 0.9 (own model)", v["nll"], "descriptive", rel, True
+                ),
+                _dict_answer(model, "TEMPO NLL − greedy", g[TEMPO_ARM], "descriptive", rel, True),
+                _dict_answer(
+                    model,
+                    "top-p 0.9 NLL − greedy",
+                    g["sampling/top_p=0.9"],
+                    "descriptive",
+                    rel,
+                    True,
+                ),
+            ]
+        raise ValueError(f"R9 answers 4.1, 4.2, 4.3 and 7.2, not {question!r}")
 
     return source
 
 
-def patching_recovery(model: str) -> Source:
-    """RQ 6.2 (exploratory): the largest single-head recovery in ``isolation_patching``."""
+def _folds(results: Path, experiment: str, d: str) -> dict[str, int]:
+    """R10/R11's folds: per category, the first half of the record's prompts (5–6) -> 0, else 1."""
+    man = json.loads((results / "research" / experiment / d / MANIFEST).read_text(encoding="utf-8"))
+    cats = pd.DataFrame(man["prompts"])
+    rank = cats.groupby("category").cumcount()
+    size = cats.groupby("category")["id"].transform("size")
+    return dict(zip(cats["id"], (rank >= size / 2).astype(int), strict=True))
+
+
+def _cross_fit(
+    table: pd.DataFrame, cells: list[str], value: str, folds: dict[str, int]
+) -> tuple[CrossFitted, pd.DataFrame, list[tuple]]:
+    """Prompts x cells of ``value`` -> :func:`cross_fitted_best`, the matrix and cell labels."""
+    w = table.pivot_table(index="prompt_id", columns=cells, values=value, dropna=False)
+    w = w.reindex(sorted(w.index))
+    labels = [c if isinstance(c, tuple) else (c,) for c in w.columns]
+    r = cross_fitted_best(w.to_numpy(float), [folds[p] for p in w.index])
+    return r, w, labels
+
+
+def _held_out(w: pd.DataFrame, r: CrossFitted, folds: dict[str, int]) -> np.ndarray:
+    """Each prompt's value of ``w`` at the cell its fold was assigned (R11's descriptives)."""
+    m = w.to_numpy(float)
+    return np.array([m[i, r.chosen[folds[p]]] for i, p in enumerate(w.index)])
+
+
+def head_concentration(model: str) -> Source:
+    """R10 / RQ 6.2: cross-fitted recovery of the best single head (``isolation_patching``)."""
 
     def source(results: Path) -> list[Answer]:
-        p = results / "isolation_patching" / "recovery.csv"
-        if not p.is_file():
+        d = MODEL_DIRS[model]
+        rec = _record(results, "research", "isolation_patching", d)
+        if rec is None:
             return []
-        r = pd.read_csv(p)
-        h = r[r["kind"] == "z"].sort_values("recovery", ascending=False).iloc[0]
-        e = Estimate(
-            float(h["recovery"]),
-            (float(h["ci_low"]), float(h["ci_high"])),
-            int(h["n_prompts"]),
-            0.0,
-            "insufficient",
+        rel = f"results/research/isolation_patching/{d}/patching.csv.gz"
+        p = rec["patching"]
+        folds = _folds(results, "isolation_patching", d)
+        r, _, labels = _cross_fit(p[p["kind"] == "z"], ["layer", "head"], "recovery", folds)
+        heads = [f"L{labels[j][0]}H{labels[j][1]}" for j in r.chosen.values()]
+        e = r.estimate
+        verdict = _margin_verdict(
+            e,
+            HEAD_SHARE,
+            "one head carries ≥ 10 % (concentrated)",
+            "no head carries 10 % (spread over heads)",
         )
+        resid = p[p["kind"] == "resid_pre"].groupby("layer")["recovery"].mean()
+        half = resid[resid >= 0.5]
+        first = float(half.index.min()) if len(half) else math.nan
         return [
+            _from_estimate(
+                model,
+                f"held-out recovery of the best head (folds chose {' / '.join(heads)}; "
+                f"in-sample max {r.in_sample_max:.3f})",
+                e,
+                verdict,
+                rel,
+            ),
             Answer(
                 model,
-                f"largest one-head recovery (L{int(h['layer'])}H{int(h['head'])})",
-                e.mean,
-                e.ci,
+                "first layer whose resid_pre patch recovers half (mean ≥ 0.5)",
+                first,
+                None,
                 e.n,
-                "insufficient",
-                "results/isolation_patching/recovery.csv",
-                False,
-            )
+                "descriptive",
+                rel,
+            ),
         ]
 
     return source
 
 
-def layer_control(model: str) -> Source:
-    """RQ 9.3 (exploratory): the largest mean KL an attention bias causes at parallel steps."""
+def steering(model: str) -> Source:
+    """R11 / RQ 9.3: cross-fitted KL at parallel steps of the best (layer, β) bias."""
 
     def source(results: Path) -> list[Answer]:
-        p = results / "layer_intervention" / "layer_effects.csv"
-        if not p.is_file():
+        d = MODEL_DIRS[model]
+        rec = _record(results, "research", "layer_intervention", d)
+        if rec is None:
             return []
-        r = pd.read_csv(p).sort_values("kl_parallel", ascending=False).iloc[0]
-        return [
-            Answer(
+        rel = f"results/research/layer_intervention/{d}/layers.csv.gz"
+        t = rec["layers"]
+        folds = _folds(results, "layer_intervention", d)
+        r, _, labels = _cross_fit(t, ["layer", "beta"], "kl_parallel", folds)
+        cells = [
+            f"layer {int(labels[j][0])}, β {float(labels[j][1]):+g}" for j in r.chosen.values()
+        ]
+        e = r.estimate
+        verdict = _margin_verdict(
+            e, STEERING_KL, "one layer's bias steers", "no usable steering from one layer"
+        )
+        t = t.assign(specificity=t["kl_parallel"] - t["kl_nonparallel"])
+        out = [
+            _from_estimate(
                 model,
-                f"largest KL at parallel steps (β {r['beta']:+g}, layer {int(r['layer'])}), nats",
-                float(r["kl_parallel"]),
-                (float(r["kl_parallel_ci_low"]), float(r["kl_parallel_ci_high"])),
-                int(r["n_prompts"]),
-                "insufficient",
-                "results/layer_intervention/layer_effects.csv",
-                False,
+                f"held-out KL at parallel steps, nats (folds chose {' / '.join(cells)}; "
+                f"in-sample max {r.in_sample_max:.3f})",
+                e,
+                verdict,
+                rel,
             )
         ]
+        for col, words in (
+            ("specificity", "KL parallel − non-parallel steps at the same cells"),
+            ("dwidth_parallel", "change in set width at the same cells"),
+        ):
+            w = t.pivot_table(
+                index="prompt_id", columns=["layer", "beta"], values=col, dropna=False
+            )
+            w = w.reindex(sorted(w.index))
+            x = estimate(_held_out(w, r, folds))
+            out.append(_from_estimate(model, words, x, f"descriptive ({x.direction})", rel))
+        return out
 
     return source

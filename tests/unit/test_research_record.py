@@ -205,3 +205,91 @@ def test_each_research_record_rebuilds_its_summary_from_its_tables(record: Path,
     for out in ("summary.json", "report.txt"):
         if (record / out).is_file():
             assert (copy / out).read_text() == (record / out).read_text(), out
+
+
+def _write_record(res: Path, experiment: str, name: str, table: pd.DataFrame) -> None:
+    """A minimal SmolLM2 directory of record with one table (prompts from the table)."""
+    d = res / "research" / experiment / "smollm2"
+    d.mkdir(parents=True)
+    write_record_table(table, d / name)
+    digest = hashlib.sha256((d / name).read_bytes()).hexdigest()
+    prompts = table[["prompt_id", "category"]].drop_duplicates()
+    (d / "manifest.json").write_text(
+        json.dumps(
+            {
+                "experiment": experiment,
+                "config": {"model": "SmolLM2-135M-Instruct", "tiny": False},
+                "prompts": [
+                    {"id": p, "text": p, "category": c}
+                    for p, c in zip(prompts["prompt_id"], prompts["category"], strict=True)
+                ],
+                "record": {"tables": {name: digest}},
+            }
+        )
+    )
+
+
+def _prompts48() -> list[tuple[str, str, int]]:
+    """(id, category, fold): 12 categories x prompts 05-08, folds 05-06 -> 0 and 07-08 -> 1."""
+    return [(f"c{c:02d}_{k:02d}", f"c{c:02d}", int(k >= 7)) for c in range(12) for k in range(5, 9)]
+
+
+def _patching(best: dict[int, tuple[int, int]], size: float, seed: int = 0) -> pd.DataFrame:
+    """z recoveries: noise ~0.01 everywhere, ``size`` more at fold f's head ``best[f]``."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for pid, cat, fold in _prompts48():
+        for layer in range(4):
+            rows.append(dict(prompt_id=pid, category=cat, kind="resid_pre", layer=layer, head=-1,
+                             recovery=layer / 3))  # fmt: skip
+            for head in range(3):
+                rec = 0.01 * rng.standard_normal() + (size if best[fold] == (layer, head) else 0.0)
+                rows.append(dict(prompt_id=pid, category=cat, kind="z", layer=layer, head=head,
+                                 recovery=rec))  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_r10_measures_each_fold_at_the_head_the_other_fold_chose(tmp_path) -> None:
+    res = tmp_path / "results"
+    # the same head is best in both folds: found, measured, concentrated
+    t = _patching({0: (2, 1), 1: (2, 1)}, size=0.3)
+    _write_record(res, "isolation_patching", "patching.csv.gz", t)
+    main, half = rules.head_concentration("SmolLM2")(res)
+    assert "folds chose L2H1 / L2H1" in main.measure
+    want = t[(t["kind"] == "z") & (t["layer"] == 2) & (t["head"] == 1)]["recovery"].mean()
+    assert main.estimate == pytest.approx(want) and main.n == 48
+    assert main.verdict == "one head carries ≥ 10 % (concentrated)"
+    assert half.estimate == 2  # resid_pre recovery layer/3 first reaches 0.5 at layer 2
+    # a different best head per fold: each fold is measured at the other's head -> ~0
+    shutil.rmtree(res)
+    t = _patching({0: (1, 0), 1: (3, 2)}, size=0.3)
+    _write_record(res, "isolation_patching", "patching.csv.gz", t)
+    main, _ = rules.head_concentration("SmolLM2")(res)
+    assert "folds chose L3H2 / L1H0" in main.measure
+    assert abs(main.estimate) < 0.01
+    assert main.verdict == "no head carries 10 % (spread over heads)"
+
+
+def test_r11_steering_is_cross_fitted_with_its_descriptives_at_the_same_cells(tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    rows = []
+    for pid, cat, _ in _prompts48():
+        for layer in range(3):
+            for beta in (-3.0, 3.0):
+                hit = (layer, beta) == (1, 3.0)
+                rows.append(
+                    dict(prompt_id=pid, category=cat, layer=layer, beta=beta,
+                         kl_parallel=(0.2 if hit else 0.0) + 0.005 * rng.random(),
+                         kl_nonparallel=0.05 if hit else 0.0,
+                         dwidth_parallel=-0.5 if hit else 0.0)
+                )  # fmt: skip
+    t = pd.DataFrame(rows)
+    res = tmp_path / "results"
+    _write_record(res, "layer_intervention", "layers.csv.gz", t)
+    main, spec_, width = rules.steering("SmolLM2")(res)
+    assert "layer 1, β +3 / layer 1, β +3" in main.measure
+    hit = t[(t["layer"] == 1) & (t["beta"] == 3.0)]
+    assert main.estimate == pytest.approx(hit["kl_parallel"].mean())
+    assert main.verdict == "one layer's bias steers"
+    assert spec_.estimate == pytest.approx((hit["kl_parallel"] - hit["kl_nonparallel"]).mean())
+    assert width.estimate == pytest.approx(-0.5)
