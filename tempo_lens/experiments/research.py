@@ -119,7 +119,7 @@ QUESTIONS: tuple[Question, ...] = (
             C(F, "1.n", "rho(set size, per-member ratio)"),
             C(P, "1.n", "rho(set size, per-member ratio)"),
             rules.sharing_scaling(F),
-            rules.sharing_scaling(P),
+            rules.sharing_scaling(P, "scaling"),
         ),
     ),
     Question(
@@ -448,7 +448,7 @@ HEADER = """\
 One row per question of the research notes ({n} questions, their numbering). Every answer
 is computed by `tempo-lens research` from a committed table under `docs/results/` (linked),
 under a rule committed before its numbers: [docs/preregistration.md](preregistration.md)
-(R1–R8, issue 24), [docs/findings.md](findings.md) (the findings claims) or the
+(R1–R11, issue 24), [docs/findings.md](findings.md) (the findings claims) or the
 experiment's own section of [docs/experiments.md](experiments.md); answers marked
 *post hoc* come from exploratory runs without such a rule and are shown as such. CIs are
 bootstrap-t intervals over prompts (the unit of replication; coverage checked by

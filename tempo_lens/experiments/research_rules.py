@@ -237,9 +237,13 @@ def isolation_quality(model: str) -> Source:
 # --------------------------------------------------------------------------- R1
 
 
-def _sharing(results: Path, model: str) -> tuple[pd.DataFrame, str] | None:
-    """Per (prompt, n, scheme, delta): T = the set's attention, mean over layers."""
-    rec = _record(results, "research", "position_sharing", MODEL_DIRS[model])
+def _sharing(results: Path, model: str, run: str = "") -> tuple[pd.DataFrame, str] | None:
+    """Per (prompt, n, scheme, delta): T = the set's attention, mean over layers.
+
+    ``run`` names a second record of the model (``gemma3-scaling``: R1's amendment).
+    """
+    d = MODEL_DIRS[model] + (f"-{run}" if run else "")
+    rec = _record(results, "research", "position_sharing", d)
     if rec is None:
         return None
     a = rec["attention"]
@@ -247,7 +251,7 @@ def _sharing(results: Path, model: str) -> tuple[pd.DataFrame, str] | None:
     t = a.groupby(["prompt_id", "n", "scheme", "delta"], as_index=False)[
         "attention_set_total"
     ].mean()
-    return t, f"results/research/position_sharing/{MODEL_DIRS[model]}/attention.csv.gz"
+    return t, f"results/research/position_sharing/{d}/attention.csv.gz"
 
 
 def _log_gap(t: pd.DataFrame, scheme: str, delta: float) -> pd.DataFrame:
@@ -259,11 +263,14 @@ def _log_gap(t: pd.DataFrame, scheme: str, delta: float) -> pd.DataFrame:
     return (np.log(sel) - np.log(dist.reindex(sel.index))).rename("gap").reset_index()
 
 
-def sharing_scaling(model: str) -> Source:
-    """R1 / RQ 1.1: per-prompt rho(n, log T_shared(n) − log T_distinct(n)), n >= 2."""
+def sharing_scaling(model: str, run: str = "") -> Source:
+    """R1 / RQ 1.1: per-prompt rho(n, log T_shared(n) − log T_distinct(n)), n >= 2.
+
+    ``run``: read the model's record ``<model>-<run>`` (Gemma 3: ``scaling``, R1's amendment).
+    """
 
     def source(results: Path) -> list[Answer]:
-        got = _sharing(results, model)
+        got = _sharing(results, model, run)
         if got is None:
             return []
         t, rel = got
