@@ -213,3 +213,17 @@ def test_cli_refuses_a_missing_or_edited_record(tmp_path, capsys) -> None:
     assert cli_main([*argv, str(copy)]) == 2
     assert "judge.csv.gz differs from the SHA-256" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_refuses_to_write_into_a_directory_of_record(tmp_path, capsys) -> None:
+    import shutil
+
+    from tempo_lens.cli import main as cli_main
+
+    copy = tmp_path / "rec"
+    shutil.copytree(RECORDS["smollm2"], copy, ignore=shutil.ignore_patterns("figures"))
+    before = sorted(p.name for p in copy.iterdir())
+    argv = ["quality-prediction", "--record", str(copy), "--output-dir", str(copy)]
+    assert cli_main(argv) == 2
+    assert f"--output-dir {copy} is a directory of record" in capsys.readouterr().err
+    assert sorted(p.name for p in copy.iterdir()) == before
