@@ -10,7 +10,7 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, overload
 
 from tempo_lens.analysis.quality import clean_text_nll, trace_diversity
 from tempo_lens.analysis.stats import repetition_score
@@ -111,13 +111,15 @@ class UnprunedConfig(GenerationConfig):
     ``prune`` other than ``none`` instead of ignoring it.
     """
 
+    UNPRUNED_BECAUSE: ClassVar[str] = (
+        "this experiment replays its trace teacher-forced, which needs it unpruned"
+    )
+    """Why ``prune`` must be none (the error's words; a subclass may state its own reason)."""
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if parse_rule(self.prune) is not None:
-            raise ValueError(
-                f"prune must be none: this experiment replays its trace teacher-forced, "
-                f"which needs it unpruned (got {self.prune!r})"
-            )
+            raise ValueError(f"prune must be none: {self.UNPRUNED_BECAUSE} (got {self.prune!r})")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -38,7 +38,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -48,10 +48,9 @@ import tempo_lens as tl
 from tempo_lens.analysis import estimate
 from tempo_lens.analysis.budget import ForwardCounter
 from tempo_lens.backends import hook_name
-from tempo_lens.experiments._common import PROMPTS, GenerationConfig, fmt, fmt_ci
+from tempo_lens.experiments._common import PROMPTS, UnprunedConfig, fmt, fmt_ci
 from tempo_lens.experiments.findings_rules import Verdict, interval
 from tempo_lens.io import atomic_write_json, atomic_write_text, jsonable
-from tempo_lens.pruning import parse_rule
 from tempo_lens.runner import ExperimentSpec, Unit, encode
 from tempo_lens.runner.cli import run_cli
 from tempo_lens.state import SequenceState
@@ -70,22 +69,19 @@ KL_FLOOR = 0.01
 
 
 @dataclass(frozen=True, kw_only=True)
-class Config(GenerationConfig):
+class Config(UnprunedConfig):
     """Tree-comparison settings (the TEMPO settings; always isolated, never pruned).
 
     Attributes:
         num_beams: Beams of the tree beam search (``>= 1``).
     """
 
+    UNPRUNED_BECAUSE: ClassVar[str] = "the tree relayout re-lays every generated token"
+
     num_beams: int = 2
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if parse_rule(self.prune) is not None:
-            raise ValueError(
-                f"prune must be none: the tree relayout re-lays every generated token "
-                f"(got {self.prune!r})"
-            )
         if self.num_beams < 1:
             raise ValueError(f"num_beams must be >= 1, got {self.num_beams}")
 

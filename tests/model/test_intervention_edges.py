@@ -52,6 +52,14 @@ def test_replaying_experiments_refuse_pruning(name, tmp_path, capsys) -> None:
     assert not (tmp_path / "x").exists()
 
 
+def test_tree_comparison_refuses_pruning_with_its_own_reason(tmp_path, capsys) -> None:
+    out = tmp_path / "x"
+    argv = ["experiment", "tree_comparison", "--tiny", "--prune", "relative:0.5"]
+    assert main([*argv, "--output-dir", str(out)]) == 2
+    assert "prune must be none: the tree relayout re-lays" in capsys.readouterr().err
+    assert not out.exists()
+
+
 @pytest.fixture(scope="module")
 def replay():
     model = tl.make_tiny_model(n_layers=2)
