@@ -293,3 +293,25 @@ def test_r11_steering_is_cross_fitted_with_its_descriptives_at_the_same_cells(tm
     assert main.verdict == "one layer's bias steers"
     assert spec_.estimate == pytest.approx((hit["kl_parallel"] - hit["kl_nonparallel"]).mean())
     assert width.estimate == pytest.approx(-0.5)
+
+
+def test_r9_rows_are_the_paired_differences_of_the_committed_runs_table() -> None:
+    """4.1 / 7.2 recomputed with pandas from ``runs``; 4.2 against 0.5 from ``sets``."""
+    d = RESULTS / "research" / "compare_decoders" / "smollm2"
+    runs = pd.read_csv(d / "runs.csv.gz")
+    pp = runs.groupby(["method", "prompt_id"])["cos_distance"].mean().unstack("method")
+    tempo = "tempo/isolated/tau=0.1/none"
+    a41 = rules.decoders("SmolLM2", "4.1")(RESULTS)[0]
+    beam = a41.measure.split("TEMPO − ")[1].split(" ")[0]
+    diff = (pp[tempo] - pp[beam]).dropna()
+    assert (a41.estimate, a41.n) == (pytest.approx(diff.mean()), len(diff))
+    a72 = rules.decoders("SmolLM2", "7.2")(RESULTS)[0]
+    diff = (pp[tempo] - pp["sampling/top_p=0.9"]).dropna()
+    assert (a72.estimate, a72.n) == (pytest.approx(diff.mean()), len(diff))
+    assert a72.ci[1] < 0 and a72.verdict == "TEMPO explores a narrower space"
+    sets = pd.read_csv(d / "sets.csv.gz")
+    conv = sets[sets["method"] == tempo].groupby("prompt_id")["converged"].mean()
+    a42 = rules.decoders("SmolLM2", "4.2")(RESULTS)[0]
+    assert (a42.estimate, a42.n) == (pytest.approx(conv.mean()), len(conv))
+    hi = a42.ci[1]
+    assert (a42.verdict == "most paths stay apart") == (hi < 0.5)
