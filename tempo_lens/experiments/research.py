@@ -499,8 +499,8 @@ SECTION_TEXT: dict[str, str] = {
         "alternatives are about as spread as beam search's (4.1, inconclusive; the post-hoc "
         "run had them less spread), and the readout follows the best member no more often "
         "than chance within the CI (4.3, inconclusive; post hoc it did). What holds is 4.2: "
-        "the members' continuations converge within 3 tokens in only about one set in six, "
-        "so parallel paths mostly stay apart. About half of beam search's departures pass "
+        "the members' continuations converge within 3 tokens in only about one set in seven "
+        "(one in six within 6 tokens), so parallel paths mostly stay apart. About half of beam search's departures pass "
         "through a TEMPO member (descriptive)."
     ),
     "5": (
@@ -514,14 +514,14 @@ SECTION_TEXT: dict[str, str] = {
     ),
     "6": (
         "A minority of heads treat parallel tokens differently from matched non-parallel "
-        "ones on both families (4.par supported). The sibling information is not carried by "
-        "one head (6.2, R10, confirmatory): patching the best single head, chosen on half "
-        "the prompts and measured on the other half, recovers about 5 % of what visibility "
-        "changes on SmolLM2 (below the 10 % margin: spread over heads) and about 11 % on "
-        "Gemma 3, whose 4 heads per layer each carry more (inconclusive against 10 %). The "
-        "two halves of the prompts pick different heads on both families, and the "
-        "residual-stream patches recover half of it by layer 11 of 30 (SmolLM2) and 5 of 18 "
-        "(Gemma 3): the heads act jointly, over the early and middle layers."
+        "ones on both families (4.par supported). On SmolLM2 the sibling information is not "
+        "carried by one head (6.2, R10, confirmatory): patching the best single head, chosen "
+        "on half the prompts and measured on the other half, recovers about 5 % of what "
+        "visibility changes, below the 10 % margin, so it is spread over heads. On Gemma 3, "
+        "whose 4 heads per layer each carry more, the best head recovers about 11 %, "
+        "inconclusive against 10 %. The two halves of the prompts pick different heads on "
+        "both families, and the residual-stream patches recover half of it by layer 11 of 30 "
+        "(SmolLM2) and 5 of 18 (Gemma 3): it is written over the early and middle layers."
     ),
     "7": (
         "Against beam search as a token tree (7.1) and tree speculative decoding (7.3), "
@@ -552,7 +552,7 @@ SECTION_TEXT: dict[str, str] = {
         "bias on the parallel members (9.3, R11, confirmatory) is weak: the best single "
         "layer and β, chosen on half the prompts, move the next-token distributions by "
         "about 0.04 nats of KL on the other half on both families, inconclusive against the "
-        "0.05-nat margin; the effect is no larger at parallel steps than elsewhere, and it "
+        "0.05-nat margin (on Gemma 3 the CI's upper end is only just above it); the effect is no larger at parallel steps than elsewhere, and it "
         "narrows the sets τ selects slightly. The halves pick different layers on both "
         "families."
     ),
