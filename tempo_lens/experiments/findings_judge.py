@@ -6,10 +6,12 @@ failure mode TEMPO's text shows (incoherence, not loops). Here a model of anothe
 scores, per unit, the clean text given the prompt text, and per prompt the generating
 model's greedy text (``greedy_text`` of the primary unit), both as the judge's mean
 negative log-likelihood per judge token (:func:`tempo_lens.analysis.token_nll`, the judge's
-own tokenizer, prompt with its BOS, text without). Both texts are scored as the table holds
-them, the prompt followed by the generated tokens (:meth:`tempo_lens.trace.Trace.clean_text`),
-so the judge reads the prompt twice. The scoring is :mod:`tempo_lens.experiments.judge`'s,
-shared with ``tempo-lens judge``.
+own tokenizer, prompt with its BOS, text without). The table holds each text as the prompt
+followed by the generated tokens (:meth:`tempo_lens.trace.Trace.clean_text`); only the
+generated part is scored (:func:`~tempo_lens.experiments.judge.continuation_of`). The
+issue-23 judge scored the whole text, reading the prompt twice; the committed findings
+records' ``judge`` tables are from that judge (``docs/preregistration.md``, amendments).
+The scoring is :mod:`tempo_lens.experiments.judge`'s, shared with ``tempo-lens judge``.
 
 ``judge.csv`` (one row per unit) then feeds the pre-registered degeneration rule
 (:func:`degenerate`) in ``findings.summarize``.
