@@ -375,15 +375,23 @@ def cross_fitted_best(
         :class:`CrossFitted`. Ties between cells go to the lowest column index.
 
     Raises:
-        ValueError: ``values`` not 2-D, ``folds`` of another length, fewer than two folds,
-            or a fold whose complement has no finite value in any cell.
+        ValueError: ``values`` not 2-D or without cells, ``folds`` of another length or
+            with a missing label (None / NaN), fewer than two folds, or a fold whose
+            complement has no finite value in any cell.
     """
     x = np.asarray(values, dtype=np.float64)
     if x.ndim != 2:
         raise ValueError(f"values must be 2-D (units x cells), got shape {x.shape}")
-    f = np.asarray(folds)
-    if f.shape != (x.shape[0],):
-        raise ValueError(f"folds must have one label per unit ({x.shape[0]}), got shape {f.shape}")
+    if x.shape[1] == 0:
+        raise ValueError(f"values has no cells (shape {x.shape})")
+    if np.ndim(folds) != 1 or len(folds) != x.shape[0]:  # type: ignore[arg-type]
+        raise ValueError(
+            f"folds must have one label per unit ({x.shape[0]}), got shape {np.shape(folds)}"
+        )
+    f = np.asarray(folds, dtype=object)  # object: 0 and "0" stay two labels
+    missing = [i for i, v in enumerate(f) if v is None or (isinstance(v, float) and v != v)]
+    if missing:
+        raise ValueError(f"folds: missing label (None/NaN) at unit(s) {missing[:5]}")
     labels = list(dict.fromkeys(f.tolist()))
     if len(labels) < 2:
         raise ValueError(f"cross-fitting needs at least two folds, got {labels}")

@@ -471,15 +471,16 @@ def write_quality_prediction(record_dir: str | Path, out_dir: str | Path) -> dic
 
     Raises:
         FileNotFoundError, ValueError: see :func:`load_record`; nothing is written.
-        ValueError: ``out_dir`` is a directory of record (its ``manifest.json`` has a
-            ``record``): its tables are hash-checked and must not gain or lose files.
+        ValueError: ``out_dir`` holds a run or a directory of record (a ``manifest.json``):
+            its own tables and summary would be overwritten.
     """
     record = Path(record_dir)
     out_man = Path(out_dir) / "manifest.json"
-    if out_man.is_file() and "record" in json.loads(out_man.read_text(encoding="utf-8")):
+    if out_man.is_file():
+        what = json.loads(out_man.read_text(encoding="utf-8")).get("experiment", "a run")
         raise ValueError(
-            f"--output-dir {out_dir} is a directory of record: write the analysis elsewhere "
-            "(e.g. docs/results/quality_prediction/<model>)"
+            f"--output-dir {out_dir} holds a run or record of {what!r} (its manifest.json): "
+            "write the analysis elsewhere (e.g. docs/results/quality_prediction/<model>)"
         )
     pp, judge, manifest = load_record(record)
     units = predict_quality(pp, judge)

@@ -397,8 +397,16 @@ def build(results: str | Path) -> str:
     res = Path(results)
     rows: list[str] = []
     counts: dict[str, int] = {}
+    if not any(res.rglob("manifest.json")):
+        raise FileNotFoundError(f"{res} holds no committed results (no manifest.json under it)")
     for q in QUESTIONS:
-        answers = q.answers(res)
+        try:
+            answers = q.answers(res)
+        except (KeyError, IndexError, TypeError) as e:
+            raise ValueError(
+                f"question {q.id}: a committed table or summary under {res} lacks what its "
+                f"rule reads ({type(e).__name__}: {e})"
+            ) from e
         st = status(q, answers)
         counts[st] = counts.get(st, 0) + 1
         cells = "<br>".join(_answer_cell(a) for a in answers) or "–"
@@ -496,8 +504,8 @@ SECTION_TEXT: dict[str, str] = {
     "4": (
         "The confirmatory run (R9: 48 prompts none of the earlier runs had seen, SmolLM2) "
         "does not replicate two of the exploratory directions: at a matched budget TEMPO's "
-        "alternatives are about as spread as beam search's (4.1, inconclusive; the post-hoc "
-        "run had them less spread), and the readout follows the best member no more often "
+        "alternatives are not distinguishable in spread from beam search's (4.1, "
+        "inconclusive; no equivalence was tested; the post-hoc run had them less spread), and the readout follows the best member no more often "
         "than chance within the CI (4.3, inconclusive; post hoc it did). What holds is 4.2: "
         "the members' continuations converge within 3 tokens in only about one set in seven "
         "(one in six within 6 tokens), so parallel paths mostly stay apart. About half of beam search's departures pass "
@@ -517,9 +525,9 @@ SECTION_TEXT: dict[str, str] = {
         "ones on both families (4.par supported). On SmolLM2 the sibling information is not "
         "carried by one head (6.2, R10, confirmatory): patching the best single head, chosen "
         "on half the prompts and measured on the other half, recovers about 5 % of what "
-        "visibility changes, below the 10 % margin, so it is spread over heads. On Gemma 3, "
-        "whose 4 heads per layer each carry more, the best head recovers about 11 %, "
-        "inconclusive against 10 %. The two halves of the prompts pick different heads on "
+        "visibility changes, below the 10 % margin, so it is spread over heads. On Gemma 3 "
+        "(72 heads to SmolLM2's 270) the best head recovers about 11 %, inconclusive "
+        "against 10 %. The two halves of the prompts pick different heads on "
         "both families, and the residual-stream patches recover half of it by layer 11 of 30 "
         "(SmolLM2) and 5 of 18 (Gemma 3): it is written over the early and middle layers."
     ),
@@ -531,8 +539,8 @@ SECTION_TEXT: dict[str, str] = {
         "every prompt. At matched compute (tree beam search k = 2 forwards as many tokens per "
         "generated token as TEMPO) TEMPO's text is judged clearly worse than beam search's "
         "(SmolLM2, R8). Against top-p sampling (7.2, R9, confirmatory) TEMPO explores a "
-        "narrower space: its alternatives are clearly less spread, and its text has a "
-        "higher NLL under the generating model than the sampled text."
+        "narrower space: its alternatives are clearly less spread (descriptively, its text "
+        "also has a higher NLL under the generating model than the sampled text)."
     ),
     "8": (
         "Depth as the logical RoPE position makes token trees (beam search, tree "
@@ -550,7 +558,7 @@ SECTION_TEXT: dict[str, str] = {
         "statistics on either family (9.2, inconclusive; both models predict degeneration "
         "well, AUC about 0.84, from the selection features alone). Steering by an attention "
         "bias on the parallel members (9.3, R11, confirmatory) is weak: the best single "
-        "layer and β, chosen on half the prompts, move the next-token distributions by "
+        "layer and β, chosen on half the prompts, move the selection distributions by "
         "about 0.04 nats of KL on the other half on both families, inconclusive against the "
         "0.05-nat margin (on Gemma 3 the CI's upper end is only just above it); the effect is no larger at parallel steps than elsewhere, and it "
         "narrows the sets τ selects slightly. The halves pick different layers on both "

@@ -95,9 +95,14 @@ def _record(results: Path, *parts: str) -> dict[str, pd.DataFrame] | None:
     want = MODEL_NAMES[parts[-1].split("-")[0]]
     cfg = man.get("config", {})
     if cfg.get("tiny") or cfg.get("model") != want:
+        what = (
+            "a tiny-model run (config.tiny)"
+            if cfg.get("tiny")
+            else f"a run of {cfg.get('model')!r}"
+        )
         raise ValueError(
-            f"{d} is a run of model {cfg.get('model')!r}{' (tiny)' if cfg.get('tiny') else ''}, "
-            f"not {want!r}: the record reads only runs of the model its directory names"
+            f"{d} is {what}, not of {want!r}: the record reads only runs of the model its "
+            "directory names"
         )
     if RECORD not in man:
         raise ValueError(f"{d} is not a directory of record (make it with `tempo-lens record`)")
@@ -836,8 +841,9 @@ def head_concentration(model: str) -> Source:
         return [
             _from_estimate(
                 model,
-                f"held-out recovery of the best head (chosen on the other half: {heads[0]} "
-                f"for prompts 5–6, {heads[1]} for 7–8; in-sample max {r.in_sample_max:.3f})",
+                f"held-out recovery of the best head (measured at {heads[0]} on prompts 5–6 "
+                f"and {heads[1]} on 7–8, each chosen on the other half; in-sample max "
+                f"{r.in_sample_max:.3f})",
                 e,
                 verdict,
                 rel,
@@ -880,8 +886,9 @@ def steering(model: str) -> Source:
         out = [
             _from_estimate(
                 model,
-                f"held-out KL at parallel steps, nats (chosen on the other half: {cells[0]} "
-                f"for prompts 5–6, {cells[1]} for 7–8; in-sample max {r.in_sample_max:.3f})",
+                f"held-out KL at parallel steps, nats (measured at {cells[0]} on prompts 5–6 "
+                f"and {cells[1]} on 7–8, each chosen on the other half; in-sample max "
+                f"{r.in_sample_max:.3f})",
                 e,
                 verdict,
                 rel,

@@ -482,6 +482,26 @@ def record_table_names(run_dir: str | Path) -> list[str]:
     return sorted(names)
 
 
+def _same_run_or_raise(dest: Path, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Refuse to replace the record ``old`` in ``dest`` by a run of another design (``new``)."""
+
+    def design(m: dict[str, Any]) -> tuple[Any, bool, list[str]]:
+        cfg = m.get("config", {})
+        return cfg.get("model"), bool(cfg.get("tiny")), [p.get("id") for p in m.get("prompts", [])]
+
+    (m0, t0, p0), (m1, t1, p1) = design(old), design(new)
+    if (m0, t0, p0) != (m1, t1, p1):
+
+        def words(m: Any, t: bool, p: list[str]) -> str:
+            return f"model {m!r}{' (tiny)' if t else ''}, {len(p)} prompts"
+
+        raise ValueError(
+            f"{dest} holds a record of another run ({words(m0, t0, p0)}); this run has "
+            f"{words(m1, t1, p1)}: a record is replaced only by a rerun of the same model and "
+            "prompts; choose another dest"
+        )
+
+
 def write_record(
     spec: ExperimentSpec,
     run_dir: str | Path,
@@ -518,8 +538,9 @@ def write_record(
     Raises:
         FileNotFoundError: ``run_dir`` has no manifest, or a named table is missing.
         ManifestMismatchError: ``run_dir`` holds a run of another experiment.
-        ValueError: ``dest`` is ``run_dir``, ``dest`` holds another experiment's record,
-            or a unit of the run is not finished (a record holds a whole run; the tables
+        ValueError: ``dest`` is ``run_dir``, ``dest`` holds another experiment's record or
+            a record of another model, tiny setting or prompt set (a record is replaced only
+            by a rerun of the same design), or a unit of the run is not finished (a record holds a whole run; the tables
             are collected from the units, not from CSVs an earlier summary left).
     """
     from tempo_lens import __version__
@@ -535,11 +556,13 @@ def write_record(
             f"{src} holds a run of {man.get('experiment')!r}, not {spec.name!r}"
         )
     if (out / MANIFEST).is_file():
-        there = json.loads((out / MANIFEST).read_text(encoding="utf-8")).get("experiment")
+        old = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+        there = old.get("experiment")
         if there != spec.name:
             raise ValueError(
                 f"{out} holds a record of {there!r}, not {spec.name!r}: choose another dest"
             )
+        _same_run_or_raise(out, old, man)
     cfg = config_from_manifest(spec, man["config"])
     units = spec.units(cfg, [Prompt(**p) for p in man["prompts"]])
     collected: dict[str, pd.DataFrame] = {}

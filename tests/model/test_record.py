@@ -67,5 +67,21 @@ def test_the_research_record_refuses_a_tiny_run_in_a_models_directory(run, tmp_p
     res = tmp_path / "results"
     write_record(spec("uncertainty"), run, res / "research" / "uncertainty" / "smollm2")
     src = research_rules.uncertainty("SmolLM2", "next_entropy", "rho")
-    with pytest.raises(ValueError, match="not 'SmolLM2-135M-Instruct'"):
+    with pytest.raises(ValueError, match=r"is a tiny-model run \(config.tiny\), not of 'SmolLM2"):
         src(res)
+
+
+def test_a_record_is_replaced_only_by_a_rerun_of_the_same_design(run, tmp_path) -> None:
+    dest = write_record(spec("uncertainty"), run, tmp_path / "rec", command="first")
+    before = (dest / "manifest.json").read_text()
+    write_record(spec("uncertainty"), run, dest, command="again")  # same run: replaced
+    assert json.loads((dest / "manifest.json").read_text())["record"]["command"] == "again"
+    other = tmp_path / "other_run"
+    shutil.copytree(run, other)
+    man = json.loads((other / "manifest.json").read_text())
+    man["prompts"] = man["prompts"][:1]  # a different prompt set (units of the first prompt)
+    (other / "manifest.json").write_text(json.dumps(man))
+    after_first = (dest / "manifest.json").read_text()
+    with pytest.raises(ValueError, match=r"holds a record of another run .* 1 prompts"):
+        write_record(spec("uncertainty"), other, dest)
+    assert (dest / "manifest.json").read_text() == after_first != before

@@ -65,8 +65,16 @@ def test_a_real_best_cell_is_found_in_both_folds() -> None:
         (np.zeros((4, 2)), [0, 0, 1], "one label per unit"),
         (np.zeros((4, 2)), [0, 0, 0, 0], "at least two folds"),
         (np.array([[1.0, 1.0], [np.nan, np.nan]]), [0, 1], "fold 0: the other folds"),
+        (np.zeros((4, 0)), [0, 0, 1, 1], "no cells"),
+        (np.zeros((4, 2)), [0.0, float("nan"), 1.0, 1.0], r"missing label .* \[1\]"),
+        (np.zeros((4, 2)), [0, None, 1, 1], "missing label"),
     ],
 )
 def test_bad_input_is_named(values: np.ndarray, folds: list[int], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         cross_fitted_best(values, folds)
+
+
+def test_labels_of_different_types_are_different_folds() -> None:
+    x = np.arange(8.0).reshape(4, 2)
+    assert set(cross_fitted_best(x, [0, 0, "0", "0"], min_n=1, n_boot=99).chosen) == {0, "0"}

@@ -225,5 +225,5 @@ def test_cli_refuses_to_write_into_a_directory_of_record(tmp_path, capsys) -> No
     before = sorted(p.name for p in copy.iterdir())
     argv = ["quality-prediction", "--record", str(copy), "--output-dir", str(copy)]
     assert cli_main(argv) == 2
-    assert f"--output-dir {copy} is a directory of record" in capsys.readouterr().err
+    assert f"--output-dir {copy} holds a run or record of 'findings'" in capsys.readouterr().err
     assert sorted(p.name for p in copy.iterdir()) == before

@@ -255,7 +255,7 @@ def test_r10_measures_each_fold_at_the_head_the_other_fold_chose(tmp_path) -> No
     t = _patching({0: (2, 1), 1: (2, 1)}, size=0.3)
     _write_record(res, "isolation_patching", "patching.csv.gz", t)
     main, half = rules.head_concentration("SmolLM2")(res)
-    assert "other half: L2H1 for prompts 5–6, L2H1 for 7–8" in main.measure
+    assert "measured at L2H1 on prompts 5–6 and L2H1 on 7–8" in main.measure
     want = t[(t["kind"] == "z") & (t["layer"] == 2) & (t["head"] == 1)]["recovery"].mean()
     assert main.estimate == pytest.approx(want) and main.n == 48
     assert main.verdict == "one head carries ≥ 10 % (concentrated)"
@@ -265,7 +265,7 @@ def test_r10_measures_each_fold_at_the_head_the_other_fold_chose(tmp_path) -> No
     t = _patching({0: (1, 0), 1: (3, 2)}, size=0.3)
     _write_record(res, "isolation_patching", "patching.csv.gz", t)
     main, _ = rules.head_concentration("SmolLM2")(res)
-    assert "other half: L3H2 for prompts 5–6, L1H0 for 7–8" in main.measure
+    assert "measured at L3H2 on prompts 5–6 and L1H0 on 7–8" in main.measure
     assert abs(main.estimate) < 0.01
     assert main.verdict == "no head carries 10 % (spread over heads)"
 
@@ -287,7 +287,7 @@ def test_r11_steering_is_cross_fitted_with_its_descriptives_at_the_same_cells(tm
     res = tmp_path / "results"
     _write_record(res, "layer_intervention", "layers.csv.gz", t)
     main, spec_, width = rules.steering("SmolLM2")(res)
-    assert "other half: layer 1, β +3 for prompts 5–6, layer 1, β +3 for 7–8" in main.measure
+    assert "measured at layer 1, β +3 on prompts 5–6 and layer 1, β +3 on 7–8" in main.measure
     hit = t[(t["layer"] == 1) & (t["beta"] == 3.0)]
     assert main.estimate == pytest.approx(hit["kl_parallel"].mean())
     assert main.verdict == "one layer's bias steers"
@@ -317,3 +317,18 @@ def test_r9_rows_are_the_paired_differences_of_the_committed_runs_table() -> Non
     assert (a42.estimate, a42.n) == (pytest.approx(conv.mean()), len(conv))
     hi = a42.ci[1]
     assert (a42.verdict == "most paths stay apart") == (hi < 0.5)
+
+
+def test_a_results_dir_without_results_or_with_a_foreign_summary_is_refused(
+    tmp_path, capsys
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert research.main(["--results-dir", str(empty), "--output", str(tmp_path / "a.md")]) == 2
+    assert "holds no committed results" in capsys.readouterr().err
+    res = _copy_results(tmp_path)
+    (res / "tree_comparison" / "summary.json").write_text(json.dumps({"n_prompts": 1}))
+    assert research.main(["--results-dir", str(res), "--output", str(tmp_path / "b.md")]) == 2
+    err = capsys.readouterr().err
+    assert "question 7.1" in err and "KeyError" in err
+    assert not (tmp_path / "a.md").exists() and not (tmp_path / "b.md").exists()
