@@ -37,7 +37,7 @@ from tempo_lens.analysis.stats import (
     estimate,
     rank_correlation,
 )
-from tempo_lens.runner.store import MANIFEST, RECORD, read_record_tables
+from tempo_lens.runner.store import MANIFEST, RECORD, read_record_tables, summary_hash
 
 __all__ = ["Answer", "MODEL_DIRS", "claim", "sample_of"]
 
@@ -153,6 +153,13 @@ def _summary(results: Path, experiment: str, d: str, need: str | None = None) ->
     s = _json(results, "research", experiment, d, "summary.json")
     if s is None:
         raise FileNotFoundError(f"research/{experiment}/{d} has no summary.json")
+    where = results / "research" / experiment / d
+    want = json.loads((where / MANIFEST).read_text(encoding="utf-8"))[RECORD].get("summary")
+    if want is None or summary_hash(where) != want:
+        raise ValueError(
+            f"research/{experiment}/{d}/summary.json differs from the SHA-256 in its manifest "
+            f"(or the manifest has none): rebuild it with `tempo-lens record`"
+        )
     return s
 
 

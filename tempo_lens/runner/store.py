@@ -441,6 +441,15 @@ def table_hashes(out_dir: str | Path) -> dict[str, str]:
     }
 
 
+SUMMARY = "summary.json"
+"""A record's summary file; its SHA-256 is the manifest's ``record["summary"]``."""
+
+
+def summary_hash(out_dir: str | Path) -> str:
+    """SHA-256 of ``OUT/summary.json`` (kept in a record's manifest by :func:`write_record`)."""
+    return hashlib.sha256((Path(out_dir) / SUMMARY).read_bytes()).hexdigest()
+
+
 def write_record_table(df: pd.DataFrame, path: str | Path) -> None:
     """Write one table of record: gzip-compressed CSV, byte-reproducible (gzip mtime 0).
 
@@ -600,4 +609,7 @@ def write_record(
     }
     atomic_write_json(out / MANIFEST, man)
     summarize_only(spec, out)
+    if (out / SUMMARY).is_file():  # readers of the summary check it against this hash
+        man[RECORD]["summary"] = summary_hash(out)
+        atomic_write_json(out / MANIFEST, man)
     return out

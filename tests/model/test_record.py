@@ -15,7 +15,12 @@ import pytest
 from tempo_lens.cli import main
 from tempo_lens.experiments import research_rules, spec
 from tempo_lens.runner import summarize_only
-from tempo_lens.runner.store import read_record_tables, write_record, write_record_table
+from tempo_lens.runner.store import (
+    read_record_tables,
+    summary_hash,
+    write_record,
+    write_record_table,
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +37,7 @@ def test_a_record_is_summarized_from_its_tables_alone(run, tmp_path) -> None:
     dest = write_record(spec("uncertainty"), run, tmp_path / "rec", command="test")
     man = json.loads((dest / "manifest.json").read_text())
     assert set(man["record"]["tables"]) == {p.name for p in dest.glob("*.csv.gz")}
+    assert man["record"]["summary"] == summary_hash(dest)
     copy = tmp_path / "copy"
     shutil.copytree(dest, copy)
     summarize_only(spec("uncertainty"), copy)

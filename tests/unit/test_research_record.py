@@ -332,3 +332,15 @@ def test_a_results_dir_without_results_or_with_a_foreign_summary_is_refused(
     err = capsys.readouterr().err
     assert "question 7.1" in err and "KeyError" in err
     assert not (tmp_path / "a.md").exists() and not (tmp_path / "b.md").exists()
+
+
+def test_an_edited_summary_of_record_is_refused(tmp_path) -> None:
+    res = _copy_results(tmp_path)
+    path = res / "research" / "uncertainty" / "smollm2" / "summary.json"
+    s = json.loads(path.read_text())
+    s["n_prompts"] = 1000
+    path.write_text(json.dumps(s))
+    with pytest.raises(
+        ValueError, match="uncertainty/smollm2/summary.json differs from the SHA-256"
+    ):
+        research.build(res)
