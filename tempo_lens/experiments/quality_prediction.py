@@ -475,12 +475,10 @@ def write_quality_prediction(record_dir: str | Path, out_dir: str | Path) -> dic
             its own tables and summary would be overwritten.
     """
     record = Path(record_dir)
-    out_man = Path(out_dir) / "manifest.json"
-    if out_man.is_file():
-        what = json.loads(out_man.read_text(encoding="utf-8")).get("experiment", "a run")
+    if (man := Path(out_dir) / "manifest.json").is_file():
+        what = json.loads(man.read_text(encoding="utf-8")).get("experiment", "a run")
         raise ValueError(
-            f"--output-dir {out_dir} holds a run or record of {what!r} (its manifest.json): "
-            "write the analysis elsewhere (e.g. docs/results/quality_prediction/<model>)"
+            f"--output-dir {out_dir} holds a run or record of {what!r}: choose another directory"
         )
     pp, judge, manifest = load_record(record)
     units = predict_quality(pp, judge)
