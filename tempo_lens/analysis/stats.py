@@ -396,22 +396,23 @@ def cross_fitted_best(
     if len(labels) < 2:
         raise ValueError(f"cross-fitting needs at least two folds, got {labels}")
     x = np.where(np.isfinite(x), x, np.nan)
+
+    def column_means(a: np.ndarray) -> np.ndarray:  # -inf for a cell without a value
+        n = np.isfinite(a).sum(axis=0)
+        return np.where(n > 0, np.nansum(a, axis=0) / np.maximum(n, 1), -np.inf)
+
     out = np.full(x.shape[0], np.nan)
     chosen: dict[Any, int] = {}
     for lab in labels:
         held = f == lab
-        train = x[~held]
-        counts = np.isfinite(train).sum(axis=0)
-        if not counts.any():
+        means = column_means(x[~held])
+        if np.isneginf(means).all():
             raise ValueError(f"fold {lab!r}: the other folds have no finite value in any cell")
-        means = np.where(counts > 0, np.nansum(train, axis=0) / np.maximum(counts, 1), -np.inf)
         j = int(np.argmax(means))
         chosen[lab] = j
         out[held] = x[held, j]
-    counts = np.isfinite(x).sum(axis=0)
-    all_means = np.where(counts > 0, np.nansum(x, axis=0) / np.maximum(counts, 1), -np.inf)
     est = estimate(out, null=null, min_n=min_n, level=level, n_boot=n_boot, seed=seed)
-    return CrossFitted(out, chosen, est, float(all_means.max()))
+    return CrossFitted(out, chosen, est, float(column_means(x).max()))
 
 
 def auc(scores: ArrayLike, labels: ArrayLike) -> float:

@@ -805,15 +805,19 @@ def _folds(results: Path, experiment: str, d: str) -> dict[str, int]:
     return dict(zip(cats["id"], (rank >= size / 2).astype(int), strict=True))
 
 
+def _wide(table: pd.DataFrame, cells: list[str], value: str) -> pd.DataFrame:
+    """Prompts (sorted) x every cell of ``value``: one column order for every measure."""
+    w = table.pivot_table(index="prompt_id", columns=cells, values=value, dropna=False)
+    return w.reindex(sorted(w.index))
+
+
 def _cross_fit(
     table: pd.DataFrame, cells: list[str], value: str, folds: dict[str, int]
-) -> tuple[CrossFitted, pd.DataFrame, list[tuple]]:
-    """Prompts x cells of ``value`` -> :func:`cross_fitted_best`, the matrix and cell labels."""
-    w = table.pivot_table(index="prompt_id", columns=cells, values=value, dropna=False)
-    w = w.reindex(sorted(w.index))
+) -> tuple[CrossFitted, list[tuple]]:
+    """Prompts x cells of ``value`` -> :func:`cross_fitted_best` and the cell labels."""
+    w = _wide(table, cells, value)
     labels = [c if isinstance(c, tuple) else (c,) for c in w.columns]
-    r = cross_fitted_best(w.to_numpy(float), [folds[p] for p in w.index])
-    return r, w, labels
+    return cross_fitted_best(w.to_numpy(float), [folds[p] for p in w.index]), labels
 
 
 def _held_out(w: pd.DataFrame, r: CrossFitted, folds: dict[str, int]) -> np.ndarray:
@@ -833,7 +837,7 @@ def head_concentration(model: str) -> Source:
         rel = f"results/research/isolation_patching/{d}/patching.csv.gz"
         p = rec["patching"]
         folds = _folds(results, "isolation_patching", d)
-        r, _, labels = _cross_fit(p[p["kind"] == "z"], ["layer", "head"], "recovery", folds)
+        r, labels = _cross_fit(p[p["kind"] == "z"], ["layer", "head"], "recovery", folds)
         heads = [f"L{labels[r.chosen[f]][0]}H{labels[r.chosen[f]][1]}" for f in (0, 1)]
         e = r.estimate
         verdict = _margin_verdict(
@@ -880,7 +884,7 @@ def steering(model: str) -> Source:
         rel = f"results/research/layer_intervention/{d}/layers.csv.gz"
         t = rec["layers"]
         folds = _folds(results, "layer_intervention", d)
-        r, _, labels = _cross_fit(t, ["layer", "beta"], "kl_parallel", folds)
+        r, labels = _cross_fit(t, ["layer", "beta"], "kl_parallel", folds)
         cells = [
             f"layer {int(labels[r.chosen[f]][0])}, β {float(labels[r.chosen[f]][1]):+g}"
             for f in (0, 1)
@@ -905,11 +909,7 @@ def steering(model: str) -> Source:
             ("specificity", "KL parallel − non-parallel steps at the same cells"),
             ("dwidth_parallel", "change in set width at the same cells"),
         ):
-            w = t.pivot_table(
-                index="prompt_id", columns=["layer", "beta"], values=col, dropna=False
-            )
-            w = w.reindex(sorted(w.index))
-            x = estimate(_held_out(w, r, folds))
+            x = estimate(_held_out(_wide(t, ["layer", "beta"], col), r, folds))
             out.append(_from_estimate(model, words, x, f"descriptive ({x.direction})", rel))
         return out
 

@@ -549,8 +549,9 @@ def write_record(
         ManifestMismatchError: ``run_dir`` holds a run of another experiment.
         ValueError: ``dest`` is ``run_dir``, ``dest`` holds another experiment's record or
             a record of another model, tiny setting or prompt set (a record is replaced only
-            by a rerun of the same design), or a unit of the run is not finished (a record holds a whole run; the tables
-            are collected from the units, not from CSVs an earlier summary left).
+            by a rerun of the same design), or a unit of the run is not finished (a record
+            holds a whole run; the tables are collected from the units, not from CSVs an
+            earlier summary left).
     """
     from tempo_lens import __version__
 
